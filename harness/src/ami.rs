@@ -1,0 +1,1 @@
+//! The NixOS AMI table (`templates/nixos-amis.json`): region × arch → AMI id, shared by Terraform and the EC2 backend.

@@ -1,0 +1,13 @@
+//! One file per `harness` subcommand: its clap arguments and its `run`.
+
+pub mod bench;
+pub mod boot;
+pub mod check;
+pub mod e2e;
+pub mod gate;
+pub mod image;
+pub mod lint;
+pub mod relay;
+pub mod render;
+pub mod sweep;
+pub mod variants;

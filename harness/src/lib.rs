@@ -1,0 +1,27 @@
+//! Release harness for the NixOS-on-EC2 Coder templates.
+//!
+//! Data flows one way:
+//! `values` → `variant` → `render` (user-data) → `instance` (QEMU or EC2)
+//! → `probe` → `checks` → `report`.
+
+pub mod ami;
+pub mod checks;
+pub mod cli;
+pub mod cmd;
+pub mod control;
+pub mod ec2;
+pub mod gate;
+pub mod image;
+pub mod imds;
+pub mod instance;
+pub mod lint;
+pub mod probe;
+pub mod qemu;
+pub mod render;
+pub mod repo;
+pub mod report;
+pub mod ssh;
+pub mod terraform;
+pub mod tools;
+pub mod values;
+pub mod variant;

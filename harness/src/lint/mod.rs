@@ -1,0 +1,1 @@
+//! `harness lint`: values vs `templates/variables.tf`, AMI coverage, user-data size, fmt, nix parse, shellcheck.

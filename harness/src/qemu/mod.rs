@@ -1,0 +1,1 @@
+//! QEMU instances: argv per arch, accelerator probe, disks, process hygiene, QMP, serial console.

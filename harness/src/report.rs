@@ -1,0 +1,1 @@
+//! Verdict tables and machine-readable reports (gate table, JSON timings).
