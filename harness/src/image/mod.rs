@@ -1,1 +1,56 @@
-//! Guest images: the Debian fixture guest, NixOS images via `nix build`, or a user-supplied path.
+//! Guest images: the Debian fixture guest, NixOS images via `nix build`,
+//! or a user-supplied path.  Every provider yields a [`BootImage`], which
+//! the QEMU launcher boots unchanged.
+
+use std::path::PathBuf;
+
+use crate::variant::Arch;
+
+/// What kind of guest an image is; reports say so plainly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageKind {
+    /// The Debian busybox fixture guest: proves machinery and checks only.
+    Fixture,
+    /// A NixOS test image built from `nixos-vm/` (behaves like the AMI).
+    Nixos,
+    /// An image file the user supplied.
+    Path,
+}
+
+impl ImageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageKind::Fixture => "fixture",
+            ImageKind::Nixos => "nixos",
+            ImageKind::Path => "path",
+        }
+    }
+}
+
+/// How the guest's kernel is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootMethod {
+    /// `-kernel`/`-initrd`/`-append` (fixture guest).
+    Direct {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        append: String,
+    },
+    /// Firmware boot from the root disk: SeaBIOS on x86_64, UEFI (AAVMF
+    /// pflash with a writable VARS copy) on aarch64, as on Graviton.
+    Firmware,
+}
+
+/// A bootable guest image for one architecture.
+#[derive(Debug, Clone)]
+pub struct BootImage {
+    pub arch: Arch,
+    pub kind: ImageKind,
+    /// Read-only base of the root disk; each instance gets a qcow2 overlay.
+    pub base: PathBuf,
+    /// Format of `base` (`qcow2` or `raw`).
+    pub base_format: String,
+    pub boot: BootMethod,
+    /// Human description for progress and reports (store path, cache key…).
+    pub description: String,
+}
