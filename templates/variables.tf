@@ -1,0 +1,53 @@
+# Template variables. Each values/*.yml file sets these for one variant;
+# `harness lint` checks every values file against this file.
+
+variable "arch" {
+  description = "CPU architecture of the workspace instances: x86_64 or aarch64 (Graviton)."
+  type        = string
+  validation {
+    condition     = contains(["x86_64", "aarch64"], var.arch)
+    error_message = "arch must be x86_64 or aarch64."
+  }
+}
+
+variable "is_spot" {
+  description = "Run workspaces on persistent spot instances that stop (not terminate) on interruption."
+  type        = bool
+}
+
+variable "default_instance_type" {
+  description = "Default of the instance_type parameter. Must match arch (t3/m6i/... for x86_64, t4g/m7g/... for aarch64) and have at least 2 GiB of memory: evaluating and switching a NixOS configuration runs out of memory on 1 GiB."
+  type        = string
+}
+
+variable "default_agent_user" {
+  description = "Default of the agent_user parameter. The user's flake must define this user."
+  type        = string
+  default     = "coder"
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_-]{0,31}$", var.default_agent_user))
+    error_message = "default_agent_user must be a Linux user name: ^[a-z_][a-z0-9_-]{0,31}$."
+  }
+}
+
+variable "default_flake_uri" {
+  description = "Default of the flake_uri parameter (empty: the user must enter one)."
+  type        = string
+  default     = ""
+}
+
+variable "default_region" {
+  description = "Default of the region parameter; must be a key of nixos-amis.json."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "agent_auth" {
+  description = "How the Coder agent authenticates: aws-instance-identity on EC2, token for the QEMU test build."
+  type        = string
+  default     = "aws-instance-identity"
+  validation {
+    condition     = contains(["aws-instance-identity", "token"], var.agent_auth)
+    error_message = "agent_auth must be aws-instance-identity or token."
+  }
+}
