@@ -1,0 +1,114 @@
+# Workspace parameters.
+
+data "coder_parameter" "flake_uri" {
+  name         = "flake_uri"
+  display_name = "NixOS flake"
+  description  = "Flake to switch to, e.g. github:me/dotfiles#workspace. It must define the agent user and mount /home (see README)."
+  type         = "string"
+  default      = var.default_flake_uri
+  mutable      = true
+  validation {
+    regex = "^[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9._~/:@%+=?&#-]+$"
+    error = "Enter a flake reference like github:owner/repo#host: no spaces, quotes, $, ;, backticks or parentheses."
+  }
+}
+
+data "coder_parameter" "agent_user" {
+  name         = "agent_user"
+  display_name = "User name"
+  description  = "User the agent runs as. Your flake must create this user."
+  type         = "string"
+  default      = var.default_agent_user
+  mutable      = true
+  validation {
+    regex = "^[a-z_][a-z0-9_-]{0,31}$"
+    error = "Enter a Linux user name: lowercase letters, digits, _ and -, starting with a letter or _, at most 32 characters."
+  }
+}
+
+data "coder_parameter" "region" {
+  name         = "region"
+  display_name = "Region"
+  description  = "AWS region. Cannot be changed after the workspace is created."
+  type         = "string"
+  default      = var.default_region
+  mutable      = false
+  dynamic "option" {
+    for_each = keys(local.amis)
+    content {
+      name  = option.value
+      value = option.value
+    }
+  }
+}
+
+data "coder_parameter" "instance_type" {
+  name         = "instance_type"
+  display_name = "Instance type"
+  description  = "Instance size; only types of this template's architecture are offered."
+  type         = "string"
+  default      = var.default_instance_type
+  mutable      = true
+  dynamic "option" {
+    for_each = local.instance_types[var.arch]
+    content {
+      name  = "${option.key} (${option.value.memory_gib} GiB)"
+      value = option.key
+    }
+  }
+}
+
+data "coder_parameter" "root_disk_size" {
+  name         = "root_disk_size"
+  display_name = "Root disk (GiB)"
+  description  = "Size of the root volume (the Nix store lives here). Can only grow."
+  type         = "number"
+  default      = 40
+  mutable      = true
+  validation {
+    min       = 16
+    max       = 1000
+    monotonic = "increasing"
+  }
+}
+
+data "coder_parameter" "home_disk_size" {
+  name         = "home_disk_size"
+  display_name = "Home disk (GiB)"
+  description  = "Size of the persistent /home volume. Can only grow."
+  type         = "number"
+  default      = 20
+  mutable      = true
+  validation {
+    min       = 1
+    max       = 1000
+    monotonic = "increasing"
+  }
+}
+
+data "coder_parameter" "iam_role_name" {
+  name         = "iam_role_name"
+  display_name = "IAM role"
+  description  = "Optional existing IAM role for the instance (e.g. to read secrets). Leave empty for none."
+  type         = "string"
+  default      = ""
+  mutable      = true
+  validation {
+    regex = "^[A-Za-z0-9+=,.@_-]{0,64}$"
+    error = "Enter an IAM role name (letters, digits and +=,.@_-) or leave empty."
+  }
+}
+
+data "coder_parameter" "spot_price" {
+  count        = var.is_spot ? 1 : 0
+  name         = "spot_price"
+  display_name = "Spot max price (USD/h)"
+  description  = "Highest hourly price to pay; empty caps it at the on-demand price."
+  type         = "string"
+  default      = ""
+  mutable      = true
+  validation {
+    regex = "^([0-9]+(\\.[0-9]+)?)?$"
+    error = "Enter a price such as 0.05, or leave empty."
+  }
+}
