@@ -34,6 +34,8 @@ pub enum Command {
     Check(cmd::check::Args),
     /// Plan or run the e2e matrix.
     E2e(cmd::e2e::Args),
+    /// Print the e2e summary table (variant × check) from target/e2e.
+    Report(cmd::report::Args),
     /// Delete EC2 resources tagged by the harness.
     Sweep(cmd::sweep::Args),
     /// Benchmarks (side-by-side ratios).
@@ -55,6 +57,7 @@ pub async fn main() -> anyhow::Result<i32> {
         Command::Boot(a) => cmd::boot::run(a).await,
         Command::Check(a) => cmd::check::run(a).await,
         Command::E2e(a) => cmd::e2e::run(a).await,
+        Command::Report(a) => cmd::report::run(a).await,
         Command::Sweep(a) => cmd::sweep::run(a).await,
         Command::Bench(a) => cmd::bench::run(a).await,
         Command::Relay(a) => cmd::relay::run(a).await,

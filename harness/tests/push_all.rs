@@ -63,7 +63,10 @@ impl Sandbox {
         }
         stub(
             &bin.join("harness"),
-            &format!("echo \"harness $*\" >> '{}'\nexit {gate_exit}", log.display()),
+            &format!(
+                "echo \"harness $*\" >> '{}'\nexit {gate_exit}",
+                log.display()
+            ),
         );
         Sandbox {
             _dir: dir,
@@ -161,7 +164,10 @@ fn skip_gate_flag_pushes_without_the_gate() {
     let out = sb.run(&["--skip-gate"]);
     assert!(out.status.success(), "{}", text(&out));
     let calls = sb.calls();
-    assert!(!calls.iter().any(|c| c.starts_with("harness ")), "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| c.starts_with("harness ")),
+        "{calls:?}"
+    );
     assert_eq!(
         calls.iter().filter(|c| c.starts_with("coder ")).count(),
         variant_names().len()

@@ -9,5 +9,6 @@ pub mod image;
 pub mod lint;
 pub mod relay;
 pub mod render;
+pub mod report;
 pub mod sweep;
 pub mod variants;
