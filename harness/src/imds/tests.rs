@@ -1,0 +1,1 @@
+//! Unit tests of the emulated IMDS against a real bound server (reqwest).
