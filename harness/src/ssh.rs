@@ -232,3 +232,60 @@ pub async fn wait_ready(target: &SshTarget, user: &str, within: Duration) -> Res
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t() -> SshTarget {
+        SshTarget {
+            host: "127.0.0.1".into(),
+            port: 2222,
+            identity: "/k".into(),
+        }
+    }
+
+    #[test]
+    fn classifies_ssh_stderr() {
+        let c = |s: &str| classify(&t(), "root", s);
+        assert!(matches!(
+            c("root@127.0.0.1: Permission denied (publickey)."),
+            SshError::AuthFailed { .. }
+        ));
+        assert!(matches!(
+            c("ssh: connect to host 127.0.0.1 port 2222: Connection refused"),
+            SshError::ConnectionRefused { .. }
+        ));
+        assert!(matches!(
+            c("ssh: connect to host 127.0.0.1 port 2222: Connection timed out"),
+            SshError::Timeout { .. }
+        ));
+        assert!(matches!(
+            c("ssh: connect to host 10.9.9.9 port 22: No route to host"),
+            SshError::HostUnreachable { .. }
+        ));
+        let e = c("kex_exchange_identification: Connection closed by remote host");
+        assert!(matches!(e, SshError::Other { .. }), "{e:?}");
+        assert!(e.to_string().contains("127.0.0.1:2222"), "{e}");
+    }
+
+    #[test]
+    fn argv_has_batch_options_and_user() {
+        let a = ssh_args(&t(), "alice", "echo hi", Duration::from_secs(7));
+        let s = a.join(" ");
+        for want in [
+            "BatchMode=yes",
+            "IdentitiesOnly=yes",
+            "StrictHostKeyChecking=no",
+            "UserKnownHostsFile=/dev/null",
+            "LogLevel=ERROR",
+            "ConnectTimeout=7",
+            "-i /k",
+            "-p 2222",
+            "-l alice",
+        ] {
+            assert!(s.contains(want), "{want} missing: {s}");
+        }
+        assert_eq!(a.last().unwrap(), "echo hi");
+    }
+}
