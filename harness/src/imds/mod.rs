@@ -181,16 +181,33 @@ impl ImdsServer {
         let listener = tokio::net::TcpListener::from_std(std_listener)
             .context("ImdsServer::start must run inside a tokio runtime")?;
         let addr = listener.local_addr()?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let app = routes::router(state.clone());
         let task = tokio::spawn(async move {
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::warn!("emulated IMDS on {addr} stopped: {e}");
+            // Own accept loop (not `axum::serve`) so HTTP/1 half-close is on:
+            // the relay shuts its write half when the guest side hits EOF, and
+            // the response must still be sent.  Aborting this task drops the
+            // JoinSet, which aborts every open connection.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let stream = tokio::select! {
+                    _ = &mut rx => break,
+                    a = listener.accept() => match a {
+                        Ok((s, _)) => s,
+                        Err(e) => {
+                            tracing::warn!("emulated IMDS on {addr}: accept: {e}");
+                            continue;
+                        }
+                    },
+                    Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+                };
+                let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+                conns.spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .half_close(true)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
             }
         });
         Ok(ImdsHandle {
