@@ -2,6 +2,8 @@
 //! or a user-supplied path.  Every provider yields a [`BootImage`], which
 //! the QEMU launcher boots unchanged.
 
+pub mod fixture;
+
 use std::path::PathBuf;
 
 use crate::variant::Arch;
