@@ -12,7 +12,14 @@ use crate::variant::Arch;
 pub struct AmiTable {
     #[serde(default)]
     pub release: String,
+    /// `false` while the ids are placeholders (no AWS access to look them up).
+    #[serde(default = "yes")]
+    pub verified: bool,
     pub regions: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Path of the table in the repository at `root`.

@@ -17,6 +17,9 @@ use crate::variant::Variant;
 
 /// Placeholder used for the agent token when none is passed.
 pub const TOKEN_PLACEHOLDER: &str = "HARNESS_PLACEHOLDER_AGENT_TOKEN";
+/// Placeholder flake used when neither `--var flake_uri` nor a non-empty
+/// default (`default_flake_uri`) provides one (Coder would ask the user).
+pub const FLAKE_URI_PLACEHOLDER: &str = "github:example/placeholder#workspace";
 /// Placeholder used for the Coder agent init script when none is passed.
 pub const INIT_SCRIPT_PLACEHOLDER: &str =
     "#!/bin/sh\necho HARNESS_PLACEHOLDER_INIT_SCRIPT >&2\nexit 1\n";
@@ -210,6 +213,7 @@ pub fn module_inputs(
         );
     }
     let params = parameter_defaults(root, variant)?;
+    let template_vars = variables::parse_module(&root.join("templates")).unwrap_or_default();
     let mut inputs = BTreeMap::new();
     for name in spec.keys() {
         let v = if let Some(v) = vars.get(name) {
@@ -218,12 +222,27 @@ pub fn module_inputs(
             Some(v.clone())
         } else if let Some(v) = params.get(name) {
             Some(v.clone())
+        } else if let Some(v) = variant.values.get(&format!("default_{name}")) {
+            // Convention: template variable `default_X` is parameter X's default.
+            Some(v.clone())
+        } else if let Some(v) = template_vars
+            .get(&format!("default_{name}"))
+            .and_then(|s| s.default.clone())
+        {
+            Some(v)
         } else if name == "agent_token" {
             Some(json!(TOKEN_PLACEHOLDER))
         } else if name == "init_script" {
             Some(json!(INIT_SCRIPT_PLACEHOLDER))
         } else {
             None
+        };
+        let v = match v {
+            Some(Value::String(s)) if s.is_empty() && name == "flake_uri" => {
+                Some(json!(FLAKE_URI_PLACEHOLDER))
+            }
+            None if name == "flake_uri" => Some(json!(FLAKE_URI_PLACEHOLDER)),
+            v => v,
         };
         if let Some(v) = v {
             inputs.insert(name.clone(), v);
