@@ -75,7 +75,10 @@ mod tests {
         assert_eq!(t.lookup("us-east-1", Arch::Aarch64).unwrap(), "ami-2");
         let e = t.lookup("mars-1", Arch::X86_64).unwrap_err().to_string();
         assert!(e.contains("mars-1") && e.contains("us-east-1"), "{e}");
-        let e = t.lookup("eu-west-1", Arch::Aarch64).unwrap_err().to_string();
+        let e = t
+            .lookup("eu-west-1", Arch::Aarch64)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("aarch64") && e.contains("eu-west-1"), "{e}");
     }
 }

@@ -14,12 +14,18 @@ use crate::terraform::Terraform;
 const PER_VARIANT: [&str; 4] = ["instance-type", "render", "user-data-size", "shellcheck"];
 
 fn findings_text(f: &[&Finding]) -> String {
-    f.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("\n")
+    f.iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Run lint + render of every variant + `terraform test`, appending rows.
 pub async fn run_static(root: &Path, report: &mut Report) {
-    eprintln!("gate: lint + render ({}), this renders every variant with real terraform…", root.display());
+    eprintln!(
+        "gate: lint + render ({}), this renders every variant with real terraform…",
+        root.display()
+    );
     let (variants, _) = lint::load_variants(root);
     let results = lint::run_all(root).await;
     for r in &results {
@@ -32,17 +38,35 @@ pub async fn run_static(root: &Path, report: &mut Report) {
                     .enumerate()
                     .filter(|(_, f)| {
                         f.file == v.source
-                            || f.key.as_deref().is_some_and(|k| k == v.name || k.starts_with(&format!("{}.", v.name)))
+                            || f.key.as_deref().is_some_and(|k| {
+                                k == v.name || k.starts_with(&format!("{}.", v.name))
+                            })
                     })
                     .map(|(i, f)| {
                         matched[i] = true;
                         f
                     })
                     .collect();
-                let status = if mine.is_empty() { Status::Passed } else { Status::Failed(findings_text(&mine)) };
-                report.push(&v.name, r.name, status, Target::Static, r.elapsed / variants.len().max(1) as u32);
+                let status = if mine.is_empty() {
+                    Status::Passed
+                } else {
+                    Status::Failed(findings_text(&mine))
+                };
+                report.push(
+                    &v.name,
+                    r.name,
+                    status,
+                    Target::Static,
+                    r.elapsed / variants.len().max(1) as u32,
+                );
             }
-            let rest: Vec<&Finding> = r.findings.iter().zip(&matched).filter(|(_, m)| !**m).map(|(f, _)| f).collect();
+            let rest: Vec<&Finding> = r
+                .findings
+                .iter()
+                .zip(&matched)
+                .filter(|(_, m)| !**m)
+                .map(|(f, _)| f)
+                .collect();
             if !rest.is_empty() || variants.is_empty() {
                 let status = if rest.is_empty() {
                     Status::Skipped("no variant loaded".into())
@@ -53,7 +77,11 @@ pub async fn run_static(root: &Path, report: &mut Report) {
             }
         } else {
             let all: Vec<&Finding> = r.findings.iter().collect();
-            let status = if all.is_empty() { Status::Passed } else { Status::Failed(findings_text(&all)) };
+            let status = if all.is_empty() {
+                Status::Passed
+            } else {
+                Status::Failed(findings_text(&all))
+            };
             report.push("*", r.name, status, Target::Static, r.elapsed);
         }
     }
@@ -96,7 +124,11 @@ async fn terraform_test(root: &Path, dir: &Path) -> anyhow::Result<()> {
 pub fn test_modules(root: &Path) -> Vec<(PathBuf, Option<String>)> {
     let mut dirs = vec![root.join("templates")];
     if let Ok(rd) = std::fs::read_dir(root.join("templates/modules")) {
-        let mut m: Vec<_> = rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        let mut m: Vec<_> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
         m.sort();
         dirs.extend(m);
     }
@@ -114,7 +146,10 @@ pub fn test_modules(root: &Path) -> Vec<(PathBuf, Option<String>)> {
 fn has_tests(d: &Path) -> bool {
     let any = |dir: &Path| {
         std::fs::read_dir(dir)
-            .map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".tftest.hcl")))
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".tftest.hcl"))
+            })
             .unwrap_or(false)
     };
     any(d) || any(&d.join("tests"))
@@ -128,14 +163,21 @@ fn needs_providers(d: &Path) -> Option<String> {
         if p.extension().is_none_or(|x| x != "tf") {
             continue;
         }
-        let Ok(body) = std::fs::read_to_string(&p).map_err(|_| ()).and_then(|s| hcl::parse(&s).map_err(|_| ())) else {
+        let Ok(body) = std::fs::read_to_string(&p)
+            .map_err(|_| ())
+            .and_then(|s| hcl::parse(&s).map_err(|_| ()))
+        else {
             continue;
         };
         let body: hcl::Body = body;
         for b in body.blocks() {
             match b.identifier() {
                 "terraform" => {
-                    for rp in b.body().blocks().filter(|x| x.identifier() == "required_providers") {
+                    for rp in b
+                        .body()
+                        .blocks()
+                        .filter(|x| x.identifier() == "required_providers")
+                    {
                         names.extend(rp.body().attributes().map(|a| a.key().to_string()));
                     }
                 }

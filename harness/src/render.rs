@@ -149,7 +149,10 @@ fn tf_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// `coder_parameter` defaults in `templates/*.tf`, by parameter (block) name
 /// and by its `name` attribute.  `var.x` defaults resolve against the
 /// variant's values, then `variables.tf` defaults.
-pub fn parameter_defaults(root: &Path, variant: &Variant) -> anyhow::Result<BTreeMap<String, Value>> {
+pub fn parameter_defaults(
+    root: &Path,
+    variant: &Variant,
+) -> anyhow::Result<BTreeMap<String, Value>> {
     let dir = root.join("templates");
     let template_vars = variables::parse_module(&dir).unwrap_or_default();
     let mut out = BTreeMap::new();
@@ -163,7 +166,12 @@ pub fn parameter_defaults(root: &Path, variant: &Variant) -> anyhow::Result<BTre
             let Some(label) = b.labels().get(1).map(|l| l.as_str().to_string()) else {
                 continue;
             };
-            let attr = |k: &str| b.body().attributes().find(|a| a.key() == k).map(|a| a.expr().clone());
+            let attr = |k: &str| {
+                b.body()
+                    .attributes()
+                    .find(|a| a.key() == k)
+                    .map(|a| a.expr().clone())
+            };
             let Some(def) = attr("default") else { continue };
             let value = match &def {
                 Expression::Traversal(_) | Expression::Variable(_) => {

@@ -83,7 +83,14 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn push(&mut self, variant: &str, check: &str, status: Status, target: Target, elapsed: Duration) {
+    pub fn push(
+        &mut self,
+        variant: &str,
+        check: &str,
+        status: Status,
+        target: Target,
+        elapsed: Duration,
+    ) {
         self.rows.push(Row {
             variant: variant.to_string(),
             check: check.to_string(),
@@ -94,11 +101,17 @@ impl Report {
     }
 
     pub fn failed(&self) -> usize {
-        self.rows.iter().filter(|r| matches!(r.status, Status::Failed(_))).count()
+        self.rows
+            .iter()
+            .filter(|r| matches!(r.status, Status::Failed(_)))
+            .count()
     }
 
     pub fn skipped(&self) -> usize {
-        self.rows.iter().filter(|r| matches!(r.status, Status::Skipped(_))).count()
+        self.rows
+            .iter()
+            .filter(|r| matches!(r.status, Status::Skipped(_)))
+            .count()
     }
 
     /// 0 only when nothing failed and (unless `allow_skips`) nothing was skipped.
@@ -138,8 +151,17 @@ impl Report {
             let _ = writeln!(
                 s,
                 "{:w0$}  {:w1$}  {:w2$}  {:w3$}  {:>w4$}  {}",
-                c[0], c[1], c[2], c[3], c[4], c[5],
-                w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4]
+                c[0],
+                c[1],
+                c[2],
+                c[3],
+                c[4],
+                c[5],
+                w0 = w[0],
+                w1 = w[1],
+                w2 = w[2],
+                w3 = w[3],
+                w4 = w[4]
             );
         };
         line(&mut s, &head.map(str::to_string));
@@ -175,15 +197,36 @@ mod tests {
     #[test]
     fn exit_code_and_table() {
         let mut r = Report::default();
-        r.push("*", "lint", Status::Passed, Target::Static, Duration::from_millis(1500));
+        r.push(
+            "*",
+            "lint",
+            Status::Passed,
+            Target::Static,
+            Duration::from_millis(1500),
+        );
         assert_eq!(r.exit_code(false), 0);
-        r.push("a", "boot", Status::Skipped("no KVM".into()), Target::Nixos, Duration::ZERO);
+        r.push(
+            "a",
+            "boot",
+            Status::Skipped("no KVM".into()),
+            Target::Nixos,
+            Duration::ZERO,
+        );
         assert_eq!(r.exit_code(false), 1);
         assert_eq!(r.exit_code(true), 0);
-        r.push("a", "render", Status::Failed("boom\nmore".into()), Target::Static, Duration::ZERO);
+        r.push(
+            "a",
+            "render",
+            Status::Failed("boom\nmore".into()),
+            Target::Static,
+            Duration::ZERO,
+        );
         assert_eq!(r.exit_code(true), 1);
         let t = r.table();
-        assert!(t.contains("no KVM") && t.contains("FAILED") && t.contains("NixOS"), "{t}");
+        assert!(
+            t.contains("no KVM") && t.contains("FAILED") && t.contains("NixOS"),
+            "{t}"
+        );
         assert!(t.contains("1 passed, 1 failed, 1 skipped"), "{t}");
         assert!(r.details().contains("more"));
         let j = serde_json::to_value(&r).unwrap();

@@ -84,10 +84,13 @@ impl Terraform {
             stderr,
             stdout,
         };
-        let out = cmd
-            .output()
-            .await
-            .map_err(|e| err(format!("cannot start {}: {e}", self.bin.display()), "".into(), "".into()))?;
+        let out = cmd.output().await.map_err(|e| {
+            err(
+                format!("cannot start {}: {e}", self.bin.display()),
+                "".into(),
+                "".into(),
+            )
+        })?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         if !out.status.success() {
@@ -98,14 +101,20 @@ impl Terraform {
 
     /// `terraform init -input=false -backend=false` in `cwd`.
     pub async fn init(&self, cwd: &Path) -> Result<Output, TerraformError> {
-        self.run(cwd, &["init", "-input=false", "-backend=false", "-no-color"])
-            .await
+        self.run(
+            cwd,
+            &["init", "-input=false", "-backend=false", "-no-color"],
+        )
+        .await
     }
 
     /// `terraform apply -auto-approve` in `cwd` (state stays in `cwd`).
     pub async fn apply(&self, cwd: &Path) -> Result<Output, TerraformError> {
-        self.run(cwd, &["apply", "-auto-approve", "-input=false", "-no-color"])
-            .await
+        self.run(
+            cwd,
+            &["apply", "-auto-approve", "-input=false", "-no-color"],
+        )
+        .await
     }
 
     /// `terraform output -raw <name>`: the exact string value.
@@ -133,7 +142,10 @@ impl Terraform {
     /// files that are not formatted (empty = all formatted).
     pub async fn fmt_check(&self, dir: &Path) -> anyhow::Result<Vec<String>> {
         match self
-            .run(dir, &["fmt", "-check", "-recursive", "-list=true", "-no-color"])
+            .run(
+                dir,
+                &["fmt", "-check", "-recursive", "-list=true", "-no-color"],
+            )
             .await
         {
             Ok(_) => Ok(vec![]),
@@ -204,7 +216,10 @@ mod tests {
         tf.apply(&w).await.unwrap();
         assert_eq!(tf.output_raw(&w, "y").await.unwrap(), "<a\"b>");
         assert_eq!(tf.output_json(&w).await.unwrap()["y"], "<a\"b>");
-        assert!(!w.join(".terraform").exists(), "TF_DATA_DIR must be private");
+        assert!(
+            !w.join(".terraform").exists(),
+            "TF_DATA_DIR must be private"
+        );
     }
 
     #[tokio::test]

@@ -73,7 +73,10 @@ fn assert_finding(f: &[Finding], file: &Path, key: Option<&str>, words: &[&str])
         hit,
         "expected a finding for {}:{key:?} containing {words:?}; got:\n{}",
         file.display(),
-        f.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n")
+        f.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -83,7 +86,9 @@ fn variants_json_has_exactly_the_three_keys() {
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let arr = v.as_array().unwrap();
-    let n_files = harness::values::files(&repo().join("values")).unwrap().len();
+    let n_files = harness::values::files(&repo().join("values"))
+        .unwrap()
+        .len();
     assert_eq!(arr.len(), n_files);
     for o in arr {
         let mut keys: Vec<_> = o.as_object().unwrap().keys().cloned().collect();
@@ -114,8 +119,9 @@ fn a_new_values_file_is_a_new_variant_everywhere() {
     let (code, out, err) = run(harness_cmd(d.path()).args(["gate", "--allow-skips"]));
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.lines()
-            .any(|l| l.starts_with("aws-nixos-big ") && l.contains("render") && l.contains("passed")),
+        out.lines().any(|l| l.starts_with("aws-nixos-big ")
+            && l.contains("render")
+            && l.contains("passed")),
         "{out}"
     );
 }
@@ -125,11 +131,23 @@ fn lint_reports_each_kind_of_bad_values_file() {
     let cases: &[(&str, Option<&str>, &[&str])] = &[
         ("malformed-yaml.yml", None, &["malformed YAML"]),
         ("unknown-key.yml", Some("instance_colour"), &["unknown key"]),
-        ("missing-key.yml", Some("default_instance_type"), &["missing required key"]),
+        (
+            "missing-key.yml",
+            Some("default_instance_type"),
+            &["missing required key"],
+        ),
         ("wrong-type.yml", Some("is_spot"), &["bool"]),
         ("bad-arch.yml", Some("arch"), &["riscv64", "x86_64"]),
-        ("bad-enum.yml", Some("agent_auth"), &["bad value", "password", "token"]),
-        ("graviton-t3.yml", Some("default_instance_type"), &["t3.medium", "aarch64", "x86_64 type"]),
+        (
+            "bad-enum.yml",
+            Some("agent_auth"),
+            &["bad value", "password", "token"],
+        ),
+        (
+            "graviton-t3.yml",
+            Some("default_instance_type"),
+            &["t3.medium", "aarch64", "x86_64 type"],
+        ),
     ];
     for (file, key, words) in cases {
         let d = copy_repo();
@@ -176,19 +194,43 @@ async fn repo_wide_checks_catch_their_faults() {
     let amis = root.join("templates/nixos-amis.json");
     let mut t: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&amis).unwrap()).unwrap();
-    let region = t["regions"].as_object().unwrap().keys().next().unwrap().clone();
-    t["regions"][&region].as_object_mut().unwrap().remove("aarch64");
+    let region = t["regions"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    t["regions"][&region]
+        .as_object_mut()
+        .unwrap()
+        .remove("aarch64");
     std::fs::write(&amis, t.to_string()).unwrap();
     let f = lint::ami::check(root);
-    assert_finding(&f, &amis, Some(&format!("regions.{region}")), &["no aarch64 AMI"]);
+    assert_finding(
+        &f,
+        &amis,
+        Some(&format!("regions.{region}")),
+        &["no aarch64 AMI"],
+    );
     // terraform fmt.
     std::fs::write(root.join("templates/ugly.tf"), "locals {\nx=1\n}\n").unwrap();
     let f = lint::fmt::check(root).await;
-    assert_finding(&f, &root.join("templates/ugly.tf"), None, &["not formatted"]);
+    assert_finding(
+        &f,
+        &root.join("templates/ugly.tf"),
+        None,
+        &["not formatted"],
+    );
     // nix parse.
     std::fs::write(root.join("templates/broken.nix"), "{ a = ; }\n").unwrap();
     let f = lint::nix::check(root).await;
-    assert_finding(&f, &root.join("templates/broken.nix"), None, &["syntax error"]);
+    assert_finding(
+        &f,
+        &root.join("templates/broken.nix"),
+        None,
+        &["syntax error"],
+    );
     // shellcheck on repo scripts (push-all.sh) and on the rendered scripts.
     std::fs::write(root.join("push-all.sh"), "#!/bin/sh\necho $1\n").unwrap();
     let f = lint::shellcheck::check(root, &BTreeMap::new()).await;
@@ -204,7 +246,8 @@ async fn repo_wide_checks_catch_their_faults() {
     assert!(bad.is_empty(), "{bad:?}");
     let f = lint::shellcheck::check(root, &rendered).await;
     assert!(
-        f.iter().any(|x| x.key.as_deref() == Some("aws-nixos.user_data")),
+        f.iter()
+            .any(|x| x.key.as_deref() == Some("aws-nixos.user_data")),
         "{f:?}"
     );
     let f = lint::user_data::check(root, &rendered);
@@ -230,7 +273,9 @@ async fn render_every_variant_with_real_terraform() {
     // --var overrides reach the output; unknown names list the known ones.
     let v = harness::values::find(&root, "aws-nixos").unwrap();
     let vars = BTreeMap::from([("agent_user".to_string(), "alice".to_string())]);
-    let ud = harness::render::render_user_data(&root, &v, &vars).await.unwrap();
+    let ud = harness::render::render_user_data(&root, &v, &vars)
+        .await
+        .unwrap();
     assert!(ud.contains("'YWxpY2U='"), "base64(alice) expected");
     let vars = BTreeMap::from([("colour".to_string(), "x".to_string())]);
     let e = harness::render::render_user_data(&root, &v, &vars)
@@ -240,7 +285,8 @@ async fn render_every_variant_with_real_terraform() {
     assert!(e.contains("`colour`") && e.contains("flake_uri"), "{e}");
 }
 
-const HOSTILE_FLAKE: &str = "github:x/y'\"; touch CANARY_A; $(touch CANARY_B) `touch CANARY_C`\ntouch CANARY_D #";
+const HOSTILE_FLAKE: &str =
+    "github:x/y'\"; touch CANARY_A; $(touch CANARY_B) `touch CANARY_C`\ntouch CANARY_D #";
 const HOSTILE_USER: &str = "bob'; touch CANARY_E; $(touch CANARY_F)\n`touch CANARY_G`";
 
 #[test]
@@ -249,12 +295,8 @@ fn hostile_values_are_rejected_by_terraform_with_a_clear_message() {
         ("flake_uri", HOSTILE_FLAKE, "flake_uri must be"),
         ("agent_user", HOSTILE_USER, "agent_user must be"),
     ] {
-        let (code, out, err) = run(harness_cmd(&repo()).args([
-            "render",
-            "aws-nixos",
-            "--var",
-            &format!("{k}={v}"),
-        ]));
+        let (code, out, err) =
+            run(harness_cmd(&repo()).args(["render", "aws-nixos", "--var", &format!("{k}={v}")]));
         assert_ne!(code, 0, "{out}");
         assert!(err.contains(want), "{err}");
         assert!(!repo().join("CANARY_A").exists());
@@ -293,7 +335,11 @@ fn stubs(dir: &Path, log: &Path) {
             "#!/bin/sh\nprintf '%s\\0' {cmd} \"$@\" >> '{}'\nprintf '\\n' >> '{}'\n{}\n",
             log.display(),
             log.display(),
-            if cmd == "systemctl" { "exit 3" } else { "exit 0" }
+            if cmd == "systemctl" {
+                "exit 3"
+            } else {
+                "exit 0"
+            }
         );
         std::fs::write(&p, body).unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -357,9 +403,14 @@ async fn hostile_values_stay_inert_data_when_the_script_runs() {
         ("agent_user".to_string(), "alice".to_string()),
         ("init_script".to_string(), hostile_init.to_string()),
         ("agent_auth".to_string(), "token".to_string()),
-        ("agent_token".to_string(), "tok'$(touch CANARY_T)".to_string()),
+        (
+            "agent_token".to_string(),
+            "tok'$(touch CANARY_T)".to_string(),
+        ),
     ]);
-    let ud = harness::render::render_user_data(root, &v, &vars).await.unwrap();
+    let ud = harness::render::render_user_data(root, &v, &vars)
+        .await
+        .unwrap();
     // Every hostile payload names a CANARY: none may appear as script text.
     assert!(!ud.contains("CANARY"), "hostile text appears in the script");
     let (t, out, argv) = exec_user_data(&ud);
@@ -375,24 +426,40 @@ async fn hostile_values_stay_inert_data_when_the_script_runs() {
         serde_json::from_str(&std::fs::read_to_string(conf.join("params.json")).unwrap()).unwrap();
     assert_eq!(params["flake_uri"], HOSTILE_FLAKE);
     assert_eq!(params["agent_user"], "alice");
-    assert_eq!(std::fs::read_to_string(state.join("init.sh")).unwrap(), hostile_init);
+    assert_eq!(
+        std::fs::read_to_string(state.join("init.sh")).unwrap(),
+        hostile_init
+    );
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(conf.join("params.json")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(conf.join("params.json"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o077, 0, "params.json must be root-only: {mode:o}");
     // The stubs saw exactly the expected commands, values only as whole args.
     let calls: Vec<Vec<&str>> = argv
         .lines()
         .map(|l| l.split('\0').filter(|s| !s.is_empty()).collect())
         .collect();
-    assert!(calls.iter().any(|c| c[0] == "nixos-rebuild" && c[1] == "switch"), "{calls:?}");
-    let run = calls.iter().find(|c| c[0] == "systemd-run").expect("agent started");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c[0] == "nixos-rebuild" && c[1] == "switch"),
+        "{calls:?}"
+    );
+    let run = calls
+        .iter()
+        .find(|c| c[0] == "systemd-run")
+        .expect("agent started");
     assert!(run.contains(&"--uid=alice"), "{run:?}");
     assert!(!argv.contains("CANARY"), "{argv}");
 
     // Hostile agent user (validation stripped): refused by the script
     // itself before any command runs; no canary.
     let vars = BTreeMap::from([("agent_user".to_string(), HOSTILE_USER.to_string())]);
-    let ud = harness::render::render_user_data(root, &v, &vars).await.unwrap();
+    let ud = harness::render::render_user_data(root, &v, &vars)
+        .await
+        .unwrap();
     assert!(!ud.contains("CANARY"));
     let (t, out, argv) = exec_user_data(&ud);
     assert!(!out.status.success());
@@ -447,7 +514,11 @@ fn gate_fails_on_failure_and_on_skips_without_allow_skips() {
     std::fs::write(&amis, t.to_string()).unwrap();
     let (code, out, err) = run(harness_cmd(d.path()).arg("gate"));
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("terraform-test templates/modules/bootstrap") && out.contains("0 failed, 0 skipped"), "{out}");
+    assert!(
+        out.contains("terraform-test templates/modules/bootstrap")
+            && out.contains("0 failed, 0 skipped"),
+        "{out}"
+    );
     // Unverified table: a skip; non-zero unless --allow-skips (or strict).
     t["verified"] = false.into();
     std::fs::write(&amis, t.to_string()).unwrap();
@@ -470,7 +541,8 @@ fn gate_fails_on_failure_and_on_skips_without_allow_skips() {
     let (code, out, _) = run(harness_cmd(d.path()).args(["gate", "--allow-skips"]));
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.lines().any(|l| l.contains("terraform-test templates/modules/market") && l.contains("FAILED")),
+        out.lines()
+            .any(|l| l.contains("terraform-test templates/modules/market") && l.contains("FAILED")),
         "{out}"
     );
     assert!(out.contains("deliberately broken"), "{out}");

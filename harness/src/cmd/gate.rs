@@ -29,7 +29,10 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
     }
     let code = report.exit_code(allow_skips);
     if code != 0 && report.failed() == 0 {
-        println!("gate: {} skipped row(s) and no --allow-skips: failing", report.skipped());
+        println!(
+            "gate: {} skipped row(s) and no --allow-skips: failing",
+            report.skipped()
+        );
     }
     Ok(code)
 }

@@ -18,7 +18,11 @@ pub async fn run(_args: Args) -> anyhow::Result<i32> {
         eprintln!(
             "lint {:15} {} ({:.1}s)",
             r.name,
-            if r.findings.is_empty() { "ok".to_string() } else { format!("{} error(s)", r.findings.len()) },
+            if r.findings.is_empty() {
+                "ok".to_string()
+            } else {
+                format!("{} error(s)", r.findings.len())
+            },
             r.elapsed.as_secs_f64()
         );
     }

@@ -5,19 +5,31 @@ use std::path::Path;
 use super::Finding;
 use crate::terraform::Terraform;
 
-pub fn check_dir(dir: &Path) -> impl std::future::Future<Output = Vec<Finding>> + '_ {
-    async move {
-        let tf = match Terraform::new() {
-            Ok(t) => t,
-            Err(e) => return vec![Finding::new("terraform-fmt", "terraform", None, format!("{e:#}"))],
-        };
-        match tf.fmt_check(dir).await {
-            Ok(files) => files
-                .into_iter()
-                .map(|f| Finding::new("terraform-fmt", dir.join(&f), None, "not formatted: run `terraform fmt -recursive`"))
-                .collect(),
-            Err(e) => vec![Finding::new("terraform-fmt", dir, None, format!("{e:#}"))],
+pub async fn check_dir(dir: &Path) -> Vec<Finding> {
+    let tf = match Terraform::new() {
+        Ok(t) => t,
+        Err(e) => {
+            return vec![Finding::new(
+                "terraform-fmt",
+                "terraform",
+                None,
+                format!("{e:#}"),
+            )]
         }
+    };
+    match tf.fmt_check(dir).await {
+        Ok(files) => files
+            .into_iter()
+            .map(|f| {
+                Finding::new(
+                    "terraform-fmt",
+                    dir.join(&f),
+                    None,
+                    "not formatted: run `terraform fmt -recursive`",
+                )
+            })
+            .collect(),
+        Err(e) => vec![Finding::new("terraform-fmt", dir, None, format!("{e:#}"))],
     }
 }
 

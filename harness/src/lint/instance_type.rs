@@ -28,7 +28,14 @@ pub fn check(root: &Path, variants: &[Variant]) -> Vec<Finding> {
         .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
     {
         Ok(t) => t,
-        Err(e) => return vec![Finding::new("instance-type", &file, None, format!("cannot load: {e}"))],
+        Err(e) => {
+            return vec![Finding::new(
+                "instance-type",
+                &file,
+                None,
+                format!("cannot load: {e}"),
+            )]
+        }
     };
     let mut out = vec![];
     for v in variants {

@@ -32,7 +32,12 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn new(check: &'static str, file: impl Into<PathBuf>, key: Option<&str>, message: impl Into<String>) -> Self {
+    pub fn new(
+        check: &'static str,
+        file: impl Into<PathBuf>,
+        key: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
         Finding {
             check,
             file: file.into(),
@@ -65,7 +70,12 @@ pub fn load_variants(root: &Path) -> (Vec<Variant>, Vec<Finding>) {
     let dir = root.join("values");
     let files = match crate::values::files(&dir) {
         Ok(f) => f,
-        Err(e) => return (vec![], vec![Finding::new("values", &dir, None, e.to_string())]),
+        Err(e) => {
+            return (
+                vec![],
+                vec![Finding::new("values", &dir, None, e.to_string())],
+            )
+        }
     };
     let mut ok = vec![];
     let mut bad = vec![];
@@ -79,7 +89,10 @@ pub fn load_variants(root: &Path) -> (Vec<Variant>, Vec<Finding>) {
 }
 
 /// Render every variant's bootstrap outputs (findings for failures).
-pub async fn render_variants(root: &Path, variants: &[Variant]) -> (BTreeMap<String, Rendered>, Vec<Finding>) {
+pub async fn render_variants(
+    root: &Path,
+    variants: &[Variant],
+) -> (BTreeMap<String, Rendered>, Vec<Finding>) {
     let mut out = BTreeMap::new();
     let mut bad = vec![];
     for v in variants {
@@ -108,24 +121,56 @@ pub async fn run_all(root: &Path) -> Vec<CheckResult> {
     load_findings.dedup_by(|a, b| a == b);
     let mut seen = std::collections::BTreeSet::new();
     load_findings.retain(|f| seen.insert(f.to_string()));
-    results.push(CheckResult { name: "values", findings: load_findings, elapsed: t.elapsed() });
+    results.push(CheckResult {
+        name: "values",
+        findings: load_findings,
+        elapsed: t.elapsed(),
+    });
 
     let t = std::time::Instant::now();
-    results.push(CheckResult { name: "instance-type", findings: instance_type::check(root, &variants), elapsed: t.elapsed() });
+    results.push(CheckResult {
+        name: "instance-type",
+        findings: instance_type::check(root, &variants),
+        elapsed: t.elapsed(),
+    });
     let t = std::time::Instant::now();
-    results.push(CheckResult { name: "ami-coverage", findings: ami::check(root), elapsed: t.elapsed() });
+    results.push(CheckResult {
+        name: "ami-coverage",
+        findings: ami::check(root),
+        elapsed: t.elapsed(),
+    });
 
     let t = std::time::Instant::now();
     let (rendered, render_findings) = render_variants(root, &variants).await;
-    results.push(CheckResult { name: "render", findings: render_findings, elapsed: t.elapsed() });
+    results.push(CheckResult {
+        name: "render",
+        findings: render_findings,
+        elapsed: t.elapsed(),
+    });
     let t = std::time::Instant::now();
-    results.push(CheckResult { name: "user-data-size", findings: user_data::check(root, &rendered), elapsed: t.elapsed() });
+    results.push(CheckResult {
+        name: "user-data-size",
+        findings: user_data::check(root, &rendered),
+        elapsed: t.elapsed(),
+    });
     let t = std::time::Instant::now();
-    results.push(CheckResult { name: "terraform-fmt", findings: fmt::check(root).await, elapsed: t.elapsed() });
+    results.push(CheckResult {
+        name: "terraform-fmt",
+        findings: fmt::check(root).await,
+        elapsed: t.elapsed(),
+    });
     let t = std::time::Instant::now();
-    results.push(CheckResult { name: "nix-parse", findings: nix::check(root).await, elapsed: t.elapsed() });
+    results.push(CheckResult {
+        name: "nix-parse",
+        findings: nix::check(root).await,
+        elapsed: t.elapsed(),
+    });
     let t = std::time::Instant::now();
-    results.push(CheckResult { name: "shellcheck", findings: shellcheck::check(root, &rendered).await, elapsed: t.elapsed() });
+    results.push(CheckResult {
+        name: "shellcheck",
+        findings: shellcheck::check(root, &rendered).await,
+        elapsed: t.elapsed(),
+    });
     results
 }
 

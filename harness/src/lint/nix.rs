@@ -14,13 +14,19 @@ pub fn nix_files(root: &Path) -> Vec<PathBuf> {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         let n = e.file_name().to_string_lossy().into_owned();
         let Ok(ty) = e.file_type() else { continue };
         if ty.is_dir() {
-            if !(n.starts_with('.') || n == "target" || n == "node_modules" || n.starts_with("result")) {
+            if !(n.starts_with('.')
+                || n == "target"
+                || n == "node_modules"
+                || n.starts_with("result"))
+            {
                 walk(&p, out);
             }
         } else if ty.is_file() && n.ends_with(".nix") {
@@ -48,8 +54,18 @@ pub async fn check(root: &Path) -> Vec<Finding> {
             .await;
         match r {
             Ok(o) if o.status.success() => {}
-            Ok(o) => out.push(Finding::new("nix-parse", &f, None, String::from_utf8_lossy(&o.stderr).trim().to_string())),
-            Err(e) => out.push(Finding::new("nix-parse", &f, None, format!("cannot run {}: {e}", bin.display()))),
+            Ok(o) => out.push(Finding::new(
+                "nix-parse",
+                &f,
+                None,
+                String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            )),
+            Err(e) => out.push(Finding::new(
+                "nix-parse",
+                &f,
+                None,
+                format!("cannot run {}: {e}", bin.display()),
+            )),
         }
     }
     out

@@ -9,13 +9,21 @@ use crate::render::{self, Rendered};
 use crate::tools;
 
 /// Run shellcheck on `file`; `None` when clean.
-pub async fn shellcheck_file(bin: &Path, file: &Path, shell: Option<&str>) -> Result<Option<String>, String> {
+pub async fn shellcheck_file(
+    bin: &Path,
+    file: &Path,
+    shell: Option<&str>,
+) -> Result<Option<String>, String> {
     let mut c = tokio::process::Command::new(bin);
     c.arg("--format=gcc").arg("--external-sources");
     if let Some(s) = shell {
         c.arg(format!("--shell={s}"));
     }
-    let o = c.arg(file).output().await.map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    let o = c
+        .arg(file)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
     if o.status.success() {
         Ok(None)
     } else {
@@ -32,7 +40,11 @@ pub fn repo_scripts(root: &Path) -> Vec<PathBuf> {
         v.push(root.join("push-all.sh"));
     }
     if let Ok(rd) = std::fs::read_dir(root.join("ci")) {
-        v.extend(rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "sh")));
+        v.extend(
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "sh")),
+        );
     }
     v.sort();
     v
@@ -51,7 +63,12 @@ pub async fn check(root: &Path, rendered: &BTreeMap<String, Rendered>) -> Vec<Fi
     for (name, r) in rendered {
         for output in ["user_data", "startup_script"] {
             let Ok(text) = r.string(output) else {
-                out.push(Finding::new("shellcheck", render::bootstrap_dir(root), Some(&format!("{name}.{output}")), format!("the bootstrap module has no string output `{output}`")));
+                out.push(Finding::new(
+                    "shellcheck",
+                    render::bootstrap_dir(root),
+                    Some(&format!("{name}.{output}")),
+                    format!("the bootstrap module has no string output `{output}`"),
+                ));
                 continue;
             };
             let f = tmp.path().join(format!("{name}.{output}.sh"));

@@ -28,7 +28,12 @@ pub fn check(root: &Path, rendered: &BTreeMap<String, Rendered>) -> Vec<Finding>
                     out.push(f);
                 }
             }
-            Err(e) => out.push(Finding::new("user-data-size", render::bootstrap_dir(root), Some(name), e.to_string())),
+            Err(e) => out.push(Finding::new(
+                "user-data-size",
+                render::bootstrap_dir(root),
+                Some(name),
+                e.to_string(),
+            )),
         }
     }
     out
@@ -59,7 +64,10 @@ mod tests {
         let root = Path::new("/r");
         assert!(check_size(root, "v", &"a".repeat(LIMIT_BYTES)).is_none());
         let f = check_size(root, "v", &"a".repeat(LIMIT_BYTES + 1)).unwrap();
-        assert!(f.message.contains("16385 bytes") && f.key.as_deref() == Some("v"), "{f}");
+        assert!(
+            f.message.contains("16385 bytes") && f.key.as_deref() == Some("v"),
+            "{f}"
+        );
         assert_eq!(base64_len(16384), 21848);
     }
 }

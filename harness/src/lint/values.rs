@@ -25,7 +25,14 @@ pub fn check(root: &Path) -> Vec<Finding> {
     };
     let files = match crate::values::files(&root.join("values")) {
         Ok(f) => f,
-        Err(e) => return vec![Finding::new("values", root.join("values"), None, e.to_string())],
+        Err(e) => {
+            return vec![Finding::new(
+                "values",
+                root.join("values"),
+                None,
+                e.to_string(),
+            )]
+        }
     };
     let mut out = vec![];
     for f in files {
@@ -73,7 +80,11 @@ pub fn check_file(file: &Path, spec: &[variables::VarSpec], vars_file: &Path) ->
                     Some(k),
                     format!(
                         "bad value: expected one of {}, seen {v}",
-                        allowed.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+                        allowed
+                            .iter()
+                            .map(|a| a.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ));
             }
@@ -85,7 +96,11 @@ pub fn check_file(file: &Path, spec: &[variables::VarSpec], vars_file: &Path) ->
                 "values",
                 file,
                 Some(&s.name),
-                format!("missing required key (a {} with no default in {})", s.ty.name(), vars_file.display()),
+                format!(
+                    "missing required key (a {} with no default in {})",
+                    s.ty.name(),
+                    vars_file.display()
+                ),
             ));
         }
     }
