@@ -200,3 +200,18 @@ fn needs_providers(d: &Path) -> Option<String> {
     }
     (!names.is_empty()).then(|| names.into_iter().collect::<Vec<_>>().join(", "))
 }
+
+/// Run `fut` until it finishes or Ctrl-C arrives; on Ctrl-C the future is
+/// dropped (temp dirs removed, `kill_on_drop` children killed) and the exit
+/// code is 130.
+pub async fn until_ctrl_c(
+    fut: impl std::future::Future<Output = anyhow::Result<i32>>,
+) -> anyhow::Result<i32> {
+    tokio::select! {
+        r = fut => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("interrupted: cleaning up");
+            Ok(130)
+        }
+    }
+}

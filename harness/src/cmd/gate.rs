@@ -14,6 +14,10 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
+    crate::gate::until_ctrl_c(run_inner(args)).await
+}
+
+async fn run_inner(args: Args) -> anyhow::Result<i32> {
     let root = crate::repo::root()?;
     let strict = std::env::var("HARNESS_STRICT").is_ok_and(|v| v == "1");
     let allow_skips = args.allow_skips && !strict;

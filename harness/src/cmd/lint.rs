@@ -4,7 +4,11 @@
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
-pub async fn run(_args: Args) -> anyhow::Result<i32> {
+pub async fn run(args: Args) -> anyhow::Result<i32> {
+    crate::gate::until_ctrl_c(run_inner(args)).await
+}
+
+async fn run_inner(_args: Args) -> anyhow::Result<i32> {
     let root = crate::repo::root()?;
     let results = crate::lint::run_all(&root).await;
     let mut errors = 0;

@@ -13,6 +13,10 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
+    crate::gate::until_ctrl_c(run_inner(args)).await
+}
+
+async fn run_inner(args: Args) -> anyhow::Result<i32> {
     let root = crate::repo::root()?;
     let variant = crate::values::find(&root, &args.variant)?;
     let vars: BTreeMap<String, String> = args.vars.into_iter().collect();
