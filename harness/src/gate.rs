@@ -52,13 +52,13 @@ pub async fn run_static(root: &Path, report: &mut Report) {
                 } else {
                     Status::Failed(findings_text(&mine))
                 };
-                report.push(
-                    &v.name,
-                    r.name,
-                    status,
-                    Target::Static,
-                    r.elapsed / variants.len().max(1) as u32,
-                );
+                // Per-variant time when measured, else an even share.
+                let elapsed = r
+                    .per_variant
+                    .get(&v.name)
+                    .copied()
+                    .unwrap_or(r.elapsed / variants.len().max(1) as u32);
+                report.push(&v.name, r.name, status, Target::Static, elapsed);
             }
             let rest: Vec<&Finding> = r
                 .findings

@@ -63,6 +63,8 @@ pub struct CheckResult {
     pub name: &'static str,
     pub findings: Vec<Finding>,
     pub elapsed: std::time::Duration,
+    /// Time spent per variant, for checks that run once per variant.
+    pub per_variant: BTreeMap<String, std::time::Duration>,
 }
 
 /// Variants that loaded, plus findings for values files that did not.
@@ -93,9 +95,24 @@ pub async fn render_variants(
     root: &Path,
     variants: &[Variant],
 ) -> (BTreeMap<String, Rendered>, Vec<Finding>) {
+    let (out, bad, _) = render_variants_timed(root, variants).await;
+    (out, bad)
+}
+
+/// [`render_variants`], plus the time each variant took.
+pub async fn render_variants_timed(
+    root: &Path,
+    variants: &[Variant],
+) -> (
+    BTreeMap<String, Rendered>,
+    Vec<Finding>,
+    BTreeMap<String, std::time::Duration>,
+) {
     let mut out = BTreeMap::new();
     let mut bad = vec![];
+    let mut times = BTreeMap::new();
     for v in variants {
+        let t = std::time::Instant::now();
         match render::render_all(root, v, &BTreeMap::new()).await {
             Ok(r) => {
                 out.insert(v.name.clone(), r);
@@ -107,8 +124,9 @@ pub async fn render_variants(
                 format!("{e:#}"),
             )),
         }
+        times.insert(v.name.clone(), t.elapsed());
     }
-    (out, bad)
+    (out, bad, times)
 }
 
 /// Run every lint check on the repository at `root`.
@@ -125,6 +143,7 @@ pub async fn run_all(root: &Path) -> Vec<CheckResult> {
         name: "values",
         findings: load_findings,
         elapsed: t.elapsed(),
+        per_variant: BTreeMap::new(),
     });
 
     let t = std::time::Instant::now();
@@ -132,44 +151,51 @@ pub async fn run_all(root: &Path) -> Vec<CheckResult> {
         name: "instance-type",
         findings: instance_type::check(root, &variants),
         elapsed: t.elapsed(),
+        per_variant: BTreeMap::new(),
     });
     let t = std::time::Instant::now();
     results.push(CheckResult {
         name: "ami-coverage",
         findings: ami::check(root),
         elapsed: t.elapsed(),
+        per_variant: BTreeMap::new(),
     });
 
     let t = std::time::Instant::now();
-    let (rendered, render_findings) = render_variants(root, &variants).await;
+    let (rendered, render_findings, render_times) = render_variants_timed(root, &variants).await;
     results.push(CheckResult {
         name: "render",
         findings: render_findings,
         elapsed: t.elapsed(),
+        per_variant: render_times,
     });
     let t = std::time::Instant::now();
     results.push(CheckResult {
         name: "user-data-size",
         findings: user_data::check(root, &rendered),
         elapsed: t.elapsed(),
+        per_variant: BTreeMap::new(),
     });
     let t = std::time::Instant::now();
     results.push(CheckResult {
         name: "terraform-fmt",
         findings: fmt::check(root).await,
         elapsed: t.elapsed(),
+        per_variant: BTreeMap::new(),
     });
     let t = std::time::Instant::now();
     results.push(CheckResult {
         name: "nix-parse",
         findings: nix::check(root).await,
         elapsed: t.elapsed(),
+        per_variant: BTreeMap::new(),
     });
     let t = std::time::Instant::now();
     results.push(CheckResult {
         name: "shellcheck",
         findings: shellcheck::check(root, &rendered).await,
         elapsed: t.elapsed(),
+        per_variant: BTreeMap::new(),
     });
     results
 }
