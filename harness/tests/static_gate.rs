@@ -213,6 +213,16 @@ async fn repo_wide_checks_catch_their_faults() {
         Some(&format!("regions.{region}")),
         &["no aarch64 AMI"],
     );
+    // Region parameter options vs the table's regions.
+    let params = root.join("templates/zz-region-test.tf");
+    std::fs::write(
+        &params,
+        format!("data \"coder_parameter\" \"region\" {{\n  name = \"region\"\n  option {{\n    name  = \"Mars\"\n    value = \"mars-1\"\n  }}\n  option {{\n    name  = \"{region}\"\n    value = \"{region}\"\n  }}\n}}\n"),
+    )
+    .unwrap();
+    let f = lint::ami::check(root);
+    assert_finding(&f, &params, Some("region"), &["`mars-1` has no entry"]);
+    std::fs::remove_file(&params).unwrap();
     // terraform fmt.
     std::fs::write(root.join("templates/ugly.tf"), "locals {\nx=1\n}\n").unwrap();
     let f = lint::fmt::check(root).await;
