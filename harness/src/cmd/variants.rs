@@ -1,26 +1,26 @@
-//! `harness variants`: the variants defined by `values/*.yml`.
+//! `harness variants [--json]`: the variants defined by `values/*.yml`.
 
 use crate::variant::VariantSummary;
+use crate::{repo, values};
 
 /// Arguments of `harness variants`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Print a JSON array of {name, arch, is_spot} (for scripts and CI).
+    /// Print a JSON array of `{name, arch, is_spot}` objects (for scripts and CI matrices).
     #[arg(long)]
     pub json: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
-    let root = crate::repo::root()?;
-    let all = crate::values::discover_repo(&root)?;
+    let root = repo::root()?;
+    let variants = values::discover_repo(&root)?;
+    let summaries: Vec<VariantSummary> = variants.iter().map(VariantSummary::from).collect();
     if args.json {
-        let s: Vec<VariantSummary> = all.iter().map(VariantSummary::from).collect();
-        println!("{}", serde_json::to_string(&s)?);
+        println!("{}", serde_json::to_string(&summaries)?);
     } else {
-        let w = all.iter().map(|v| v.name.len()).max().unwrap_or(4).max(4);
-        println!("{:w$}  {:7}  market", "name", "arch");
-        for v in &all {
-            println!("{:w$}  {:7}  {}", v.name, v.arch.as_str(), v.market());
+        println!("{:<28} {:<8} market", "name", "arch");
+        for v in &variants {
+            println!("{:<28} {:<8} {}", v.name, v.arch, v.market());
         }
     }
     Ok(0)
