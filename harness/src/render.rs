@@ -266,3 +266,90 @@ pub fn parse_var(s: &str) -> Result<(String, String), String> {
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| format!("expected name=value, got `{s}`"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> (tempfile::TempDir, Variant) {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("templates");
+        std::fs::create_dir_all(t.join("modules/bootstrap")).unwrap();
+        std::fs::write(
+            t.join("variables.tf"),
+            "variable \"default_agent_user\" {\n  default = \"coder\"\n}\nvariable \"default_flake_uri\" {\n  default = \"\"\n}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            t.join("parameters.tf"),
+            "data \"coder_parameter\" \"agent_user\" {\n  name    = \"agent_user\"\n  default = var.default_agent_user\n}\ndata \"coder_parameter\" \"disk\" {\n  name    = \"disk\"\n  default = 40\n}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            t.join("modules/bootstrap/main.tf"),
+            [
+                "agent_user",
+                "flake_uri",
+                "agent_token",
+                "init_script",
+                "disk",
+                "is_spot",
+            ]
+            .map(|v| format!("variable \"{v}\" {{}}\n"))
+            .concat(),
+        )
+        .unwrap();
+        let v = Variant {
+            name: "v".into(),
+            arch: crate::variant::Arch::X86_64,
+            is_spot: true,
+            values: [
+                ("is_spot".to_string(), json!(true)),
+                ("default_agent_user".to_string(), json!("ops")),
+            ]
+            .into_iter()
+            .collect(),
+            source: d.path().join("values/v.yml"),
+        };
+        (d, v)
+    }
+
+    #[test]
+    fn inputs_follow_the_documented_precedence() {
+        let (d, v) = fixture();
+        let i = module_inputs(d.path(), &v, &BTreeMap::new()).unwrap();
+        assert_eq!(
+            i["agent_user"],
+            json!("ops"),
+            "parameter default var.x → values"
+        );
+        assert_eq!(i["disk"], json!(40), "literal parameter default");
+        assert_eq!(i["is_spot"], json!(true), "values key of the same name");
+        assert_eq!(
+            i["flake_uri"],
+            json!(FLAKE_URI_PLACEHOLDER),
+            "empty → placeholder"
+        );
+        assert_eq!(i["agent_token"], json!(TOKEN_PLACEHOLDER));
+        assert_eq!(i["init_script"], json!(INIT_SCRIPT_PLACEHOLDER));
+        let vars = BTreeMap::from([("agent_user".to_string(), "alice".to_string())]);
+        assert_eq!(
+            module_inputs(d.path(), &v, &vars).unwrap()["agent_user"],
+            json!("alice")
+        );
+        let vars = BTreeMap::from([("nope".to_string(), "x".to_string())]);
+        let e = module_inputs(d.path(), &v, &vars).unwrap_err().to_string();
+        assert!(
+            e.contains("`nope`") && e.contains("agent_user, disk"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn parse_var_needs_name_and_equals() {
+        assert_eq!(parse_var("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert_eq!(parse_var("a=").unwrap(), ("a".into(), "".into()));
+        assert!(parse_var("a").is_err());
+        assert!(parse_var("=b").is_err());
+    }
+}
