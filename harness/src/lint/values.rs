@@ -72,6 +72,24 @@ pub fn check_file(file: &Path, spec: &[variables::VarSpec], vars_file: &Path) ->
             ));
             continue;
         }
+        for p in &s.patterns {
+            // Terraform's regex is RE2; Rust's `regex` shares its syntax.
+            match (regex::Regex::new(p), v.as_str()) {
+                (Ok(re), Some(text)) if !re.is_match(text) => out.push(Finding::new(
+                    "values",
+                    file,
+                    Some(k),
+                    format!("bad value: expected a match of /{p}/, seen {v}"),
+                )),
+                (Err(e), _) => out.push(Finding::new(
+                    "values",
+                    vars_file,
+                    Some(k),
+                    format!("validation regex /{p}/ does not compile: {e}"),
+                )),
+                _ => {}
+            }
+        }
         if let Some(allowed) = &s.allowed {
             if !allowed.contains(v) {
                 out.push(Finding::new(

@@ -52,6 +52,8 @@ pub struct VarSpec {
     pub default: Option<serde_json::Value>,
     /// Allowed values from a `contains([...], var.name)` validation.
     pub allowed: Option<Vec<serde_json::Value>>,
+    /// Patterns from `can(regex("…", var.name))` validations.
+    pub patterns: Vec<String>,
 }
 
 impl VarSpec {
@@ -107,10 +109,14 @@ fn var_spec(b: &Block) -> Option<VarSpec> {
         }
     }
     let mut allowed = None;
+    let mut patterns = vec![];
     for v in b.body().blocks().filter(|v| v.identifier() == "validation") {
         for a in v.body().attributes().filter(|a| a.key() == "condition") {
             if let Some(list) = contains_list(a.expr(), &name) {
                 allowed = Some(list);
+            }
+            if let Some(p) = regex_pattern(a.expr(), &name) {
+                patterns.push(p);
             }
         }
     }
@@ -119,6 +125,7 @@ fn var_spec(b: &Block) -> Option<VarSpec> {
         ty,
         default,
         allowed,
+        patterns,
     })
 }
 
@@ -159,6 +166,27 @@ fn contains_list(e: &Expression, name: &str) -> Option<Vec<serde_json::Value>> {
                 _ => None,
             }
         }
+        _ => None,
+    }
+}
+
+/// `can(regex("pattern", var.name))` → the pattern.
+fn regex_pattern(e: &Expression, name: &str) -> Option<String> {
+    let Expression::FuncCall(can) = e else {
+        return None;
+    };
+    if can.name.name.as_str() != "can" || can.args.len() != 1 {
+        return None;
+    }
+    let Expression::FuncCall(re) = &can.args[0] else {
+        return None;
+    };
+    if re.name.name.as_str() != "regex" || re.args.len() != 2 {
+        return None;
+    }
+    let target = hcl::format::to_string(&re.args[1]).unwrap_or_default();
+    match (&re.args[0], target.trim() == format!("var.{name}")) {
+        (Expression::String(p), true) => Some(p.clone()),
         _ => None,
     }
 }
@@ -206,6 +234,14 @@ variable "arch" {
   }
 }
 variable "is_spot" { type = bool }
+variable "user" {
+  type    = string
+  default = "coder"
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_-]{0,31}$", var.user))
+    error_message = "user"
+  }
+}
 variable "n" {
   type    = number
   default = 3
@@ -236,6 +272,10 @@ variable "auth" {
             &vec![serde_json::json!("x86_64"), serde_json::json!("aarch64")]
         );
         assert_eq!(by["is_spot"].ty, VarType::Bool);
+        assert_eq!(
+            by["user"].patterns,
+            vec!["^[a-z_][a-z0-9_-]{0,31}$".to_string()]
+        );
         assert_eq!(by["n"].ty, VarType::Number);
         assert_eq!(by["n"].default, Some(serde_json::json!(3)));
         assert_eq!(by["l"].ty, VarType::List);
