@@ -1,1 +1,217 @@
 //! The release gate: lint, render, terraform test, e2e matrix, optional EC2 tier; one table of variant × check.
+//!
+//! This file runs the static half; later tiers append rows to the same
+//! [`Report`] (variant × check, with what each ran against).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::lint::{self, Finding};
+use crate::report::{Report, Status, Target};
+use crate::terraform::Terraform;
+
+/// Checks that produce one row per variant (findings keyed by variant).
+const PER_VARIANT: [&str; 4] = ["instance-type", "render", "user-data-size", "shellcheck"];
+
+fn findings_text(f: &[&Finding]) -> String {
+    f.iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Run lint + render of every variant + `terraform test`, appending rows.
+pub async fn run_static(root: &Path, report: &mut Report) {
+    eprintln!(
+        "gate: lint + render ({}), this renders every variant with real terraform…",
+        root.display()
+    );
+    let (variants, _) = lint::load_variants(root);
+    let results = lint::run_all(root).await;
+    for r in &results {
+        if PER_VARIANT.contains(&r.name) {
+            let mut matched = vec![false; r.findings.len()];
+            for v in &variants {
+                let mine: Vec<&Finding> = r
+                    .findings
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| {
+                        f.file == v.source
+                            || f.key.as_deref().is_some_and(|k| {
+                                k == v.name || k.starts_with(&format!("{}.", v.name))
+                            })
+                    })
+                    .map(|(i, f)| {
+                        matched[i] = true;
+                        f
+                    })
+                    .collect();
+                let status = if mine.is_empty() {
+                    Status::Passed
+                } else {
+                    Status::Failed(findings_text(&mine))
+                };
+                // Per-variant time when measured, else an even share.
+                let elapsed = r
+                    .per_variant
+                    .get(&v.name)
+                    .copied()
+                    .unwrap_or(r.elapsed / variants.len().max(1) as u32);
+                report.push(&v.name, r.name, status, Target::Static, elapsed);
+            }
+            let rest: Vec<&Finding> = r
+                .findings
+                .iter()
+                .zip(&matched)
+                .filter(|(_, m)| !**m)
+                .map(|(f, _)| f)
+                .collect();
+            if !rest.is_empty() || variants.is_empty() {
+                let status = if rest.is_empty() {
+                    Status::Skipped("no variant loaded".into())
+                } else {
+                    Status::Failed(findings_text(&rest))
+                };
+                report.push("*", r.name, status, Target::Static, r.elapsed);
+            }
+        } else {
+            let all: Vec<&Finding> = r.findings.iter().collect();
+            let status = if all.is_empty() {
+                Status::Passed
+            } else {
+                Status::Failed(findings_text(&all))
+            };
+            report.push("*", r.name, status, Target::Static, r.elapsed);
+        }
+    }
+    let t = Instant::now();
+    let status = match crate::ami::AmiTable::load_repo(root) {
+        Ok(a) if a.verified => Status::Passed,
+        Ok(_) => Status::Skipped(format!(
+            "{} has \"verified\": false (placeholder ids); run ci/update-amis.sh with AWS access",
+            crate::ami::path(root).display()
+        )),
+        Err(e) => Status::Failed(format!("{e:#}")),
+    };
+    report.push("*", "ami-ids-verified", status, Target::Static, t.elapsed());
+    eprintln!("gate: terraform test…");
+    for (dir, why_not) in test_modules(root) {
+        let name = format!(
+            "terraform-test {}",
+            dir.strip_prefix(root).unwrap_or(&dir).display()
+        );
+        let t = Instant::now();
+        let status = match why_not {
+            Some(reason) => Status::Skipped(reason),
+            None => match terraform_test(root, &dir).await {
+                Ok(()) => Status::Passed,
+                Err(e) => Status::Failed(format!("{e:#}")),
+            },
+        };
+        report.push("*", &name, status, Target::Static, t.elapsed());
+    }
+}
+
+async fn terraform_test(root: &Path, dir: &Path) -> anyhow::Result<()> {
+    let tf = Terraform::new()?;
+    tf.test(&root.join("templates"), dir).await?;
+    Ok(())
+}
+
+/// Module dirs with `.tftest.hcl` files, each with `Some(reason)` when it
+/// cannot run offline (it needs providers).
+pub fn test_modules(root: &Path) -> Vec<(PathBuf, Option<String>)> {
+    let mut dirs = vec![root.join("templates")];
+    if let Ok(rd) = std::fs::read_dir(root.join("templates/modules")) {
+        let mut m: Vec<_> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        m.sort();
+        dirs.extend(m);
+    }
+    dirs.into_iter()
+        .filter(|d| has_tests(d))
+        .map(|d| {
+            let why = needs_providers(&d).map(|p| {
+                format!("needs provider(s) {p}, which cannot be installed offline; its logic is tested through the provider-free modules")
+            });
+            (d, why)
+        })
+        .collect()
+}
+
+fn has_tests(d: &Path) -> bool {
+    let any = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".tftest.hcl"))
+            })
+            .unwrap_or(false)
+    };
+    any(d) || any(&d.join("tests"))
+}
+
+/// Provider names a module's `required_providers` or resources need, if any.
+fn needs_providers(d: &Path) -> Option<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(d).ok()?.flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "tf") {
+            continue;
+        }
+        let Ok(body) = std::fs::read_to_string(&p)
+            .map_err(|_| ())
+            .and_then(|s| hcl::parse(&s).map_err(|_| ()))
+        else {
+            continue;
+        };
+        let body: hcl::Body = body;
+        for b in body.blocks() {
+            match b.identifier() {
+                "terraform" => {
+                    for rp in b
+                        .body()
+                        .blocks()
+                        .filter(|x| x.identifier() == "required_providers")
+                    {
+                        names.extend(rp.body().attributes().map(|a| a.key().to_string()));
+                    }
+                }
+                "resource" | "data" => {
+                    if let Some(t) = b.labels().first() {
+                        let prov = t.as_str().split('_').next().unwrap_or("").to_string();
+                        if prov != "terraform" {
+                            names.insert(prov);
+                        }
+                    }
+                }
+                "provider" => {
+                    if let Some(t) = b.labels().first() {
+                        names.insert(t.as_str().to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    (!names.is_empty()).then(|| names.into_iter().collect::<Vec<_>>().join(", "))
+}
+
+/// Run `fut` until it finishes or Ctrl-C arrives; on Ctrl-C the future is
+/// dropped (temp dirs removed, `kill_on_drop` children killed) and the exit
+/// code is 130.
+pub async fn until_ctrl_c(
+    fut: impl std::future::Future<Output = anyhow::Result<i32>>,
+) -> anyhow::Result<i32> {
+    tokio::select! {
+        r = fut => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("interrupted: cleaning up");
+            Ok(130)
+        }
+    }
+}
