@@ -108,7 +108,8 @@ fn matrix_shape_matches_variants_json() {
     let arr = v.as_array().expect("array");
     assert!(!arr.is_empty());
     for item in arr {
-        let keys: Vec<_> = item.as_object().unwrap().keys().cloned().collect();
+        let mut keys: Vec<_> = item.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
         assert_eq!(keys, ["arch", "is_spot", "name"]);
     }
     let text = std::fs::read_to_string(repo().join("ci/nightly.yml")).unwrap();

@@ -1,9 +1,145 @@
-//! `harness boot`.
+//! `harness boot <variant> --image fixture|<path> [--user-data FILE] [--run CMD]`:
+//! boot one instance of a variant under QEMU with its own IMDS and home
+//! disk; run one command through the probe, or attach an interactive shell.
+
+use std::path::PathBuf;
+
+use crate::image::{BootImage, ImageKind};
+use crate::instance::Instance;
+use crate::qemu::accel::AccelRequest;
+use crate::qemu::{BootOptions, QemuInstance};
+use crate::{repo, values};
 
 /// Arguments of `harness boot`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Variant name (a values/*.yml file stem).
+    pub variant: String,
+    /// `fixture` (the Debian test-double guest), `nixos`, or a path to a qcow2/raw image.
+    #[arg(long, default_value = "fixture")]
+    pub image: String,
+    /// User-data file served by the emulated IMDS.
+    #[arg(long)]
+    pub user_data: Option<PathBuf>,
+    /// Run this command as root in the guest, print its output, exit with its status.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Accelerator: auto probes KVM and falls back to TCG; kvm fails if KVM does not work.
+    #[arg(long, value_enum)]
+    pub accel: Option<AccelRequest>,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub memory: u32,
+}
 
-pub async fn run(_args: Args) -> anyhow::Result<i32> {
-    anyhow::bail!("`harness boot` is not implemented yet")
+/// Resolve `--image` to a bootable image for `arch`.
+pub async fn resolve_image(
+    root: &std::path::Path,
+    spec: &str,
+    arch: crate::variant::Arch,
+) -> anyhow::Result<BootImage> {
+    match spec {
+        "fixture" => {
+            let root = root.to_path_buf();
+            let img =
+                tokio::task::spawn_blocking(move || crate::image::fixture::build(&root, arch))
+                    .await??;
+            eprintln!(
+                "image: {} (fixture guest: a test double, not NixOS)",
+                img.description
+            );
+            Ok(img)
+        }
+        path => {
+            let p = PathBuf::from(path);
+            anyhow::ensure!(
+                p.is_file(),
+                "--image {path}: no such file (expected fixture or an image path)"
+            );
+            let mut magic = [0u8; 4];
+            use std::io::Read;
+            std::fs::File::open(&p)?.read_exact(&mut magic)?;
+            let format = if &magic == b"QFI\xfb" { "qcow2" } else { "raw" };
+            Ok(BootImage {
+                arch,
+                kind: ImageKind::Path,
+                base: p.canonicalize()?,
+                base_format: format.into(),
+                boot: crate::image::BootMethod::Firmware,
+                description: format!("{path} ({format})"),
+            })
+        }
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<i32> {
+    let root = repo::root()?;
+    let variant = values::find(&root, &args.variant)?;
+    let image = resolve_image(&root, &args.image, variant.arch).await?;
+    let artifacts = repo::target_dir(&root).join("boot").join(&variant.name);
+    let mut opts = BootOptions::new(&artifacts);
+    opts.label = variant.name.clone();
+    opts.memory_mib = args.memory;
+    opts.accel = match args.accel {
+        Some(a) => a,
+        None => AccelRequest::from_env()?,
+    };
+    if let Some(f) = &args.user_data {
+        opts.user_data =
+            std::fs::read(f).map_err(|e| anyhow::anyhow!("--user-data {}: {e}", f.display()))?;
+    }
+    let mut inst = QemuInstance::boot(&variant, &image, opts).await?;
+    let code = match &args.run {
+        Some(cmd) => {
+            let out = inst
+                .probe()
+                .exec(cmd, std::time::Duration::from_secs(600))
+                .await?;
+            print!("{}", out.stdout);
+            eprint!("{}", out.stderr);
+            out.status
+        }
+        None => interactive(&inst).await?,
+    };
+    inst.terminate().await?;
+    eprintln!("logs kept in {}", artifacts.display());
+    Ok(code)
+}
+
+/// A line-by-line root shell over the probe (like the NixOS test driver's
+/// interactive mode); SSH is printed as the alternative.
+async fn interactive(inst: &QemuInstance) -> anyhow::Result<i32> {
+    use tokio::io::AsyncBufReadExt;
+    if let Some(t) = inst.ssh() {
+        eprintln!(
+            "root shell on {} (probe channel). Type commands; Ctrl-D to stop the VM.\nSSH also works: ssh -i {} -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1",
+            inst.id(),
+            t.identity.display(),
+            t.port
+        );
+    }
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        eprint!("{}# ", inst.id());
+        let Some(line) = lines.next_line().await? else {
+            return Ok(0);
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match inst
+            .probe()
+            .exec(&line, std::time::Duration::from_secs(600))
+            .await
+        {
+            Ok(out) => {
+                print!("{}", out.stdout);
+                eprint!("{}", out.stderr);
+                if out.status != 0 {
+                    eprintln!("[exit {}]", out.status);
+                }
+            }
+            Err(e) => eprintln!("probe: {e}"),
+        }
+    }
 }

@@ -1,1 +1,13 @@
-//! QEMU instances: argv per arch, accelerator probe, disks, process hygiene, QMP, serial console.
+//! QEMU instances: argv per arch, accelerator probe, disks, process
+//! hygiene, QMP, serial console, the hvc0 probe and the `Instance` impl.
+
+pub mod accel;
+pub mod argv;
+pub mod console;
+pub mod disks;
+pub mod hvc_probe;
+pub mod instance;
+pub mod process;
+pub mod qmp;
+
+pub use instance::{BootOptions, QemuInstance};

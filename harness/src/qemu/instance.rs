@@ -1,0 +1,387 @@
+//! `QemuInstance`: one workspace VM with its own IMDS, disks, console,
+//! QMP and probe.  Stop/start keep the overlay, home disk and UEFI vars;
+//! dropping the instance kills QEMU and removes its temp dir.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use tokio::net::UnixListener;
+use tokio::process::Child;
+
+use super::accel::{self, Accel, AccelRequest};
+use super::argv::{self, QemuConfig};
+use super::console::Console;
+use super::hvc_probe::HvcProbe;
+use super::qmp::Qmp;
+use super::{disks, process};
+use crate::image::{BootImage, BootMethod};
+use crate::imds::{ImdsConfig, ImdsHandle, ImdsServer, LifeCycle};
+use crate::instance::{Artifacts, Instance, SshTarget};
+use crate::probe::Probe;
+use crate::ssh::KeyPair;
+use crate::variant::{Arch, Variant};
+
+/// How to boot an instance.
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    /// User-data served by IMDS (run as root by the guest if it starts with `#!`).
+    pub user_data: Vec<u8>,
+    pub accel: AccelRequest,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub home_disk_gib: u32,
+    /// Where serial and IMDS logs are kept after teardown.
+    pub artifacts_dir: PathBuf,
+    /// Wait for the probe shell this long on each boot.
+    pub boot_timeout: Duration,
+    /// Simulated spot warning before the stop (EC2 gives two minutes).
+    pub spot_warning: Duration,
+    /// Label for progress lines.
+    pub label: String,
+}
+
+impl BootOptions {
+    pub fn new(artifacts_dir: &Path) -> BootOptions {
+        BootOptions {
+            user_data: Vec::new(),
+            accel: AccelRequest::Auto,
+            memory_mib: 1024,
+            cpus: 2,
+            home_disk_gib: 2,
+            artifacts_dir: artifacts_dir.to_path_buf(),
+            boot_timeout: Duration::from_secs(300),
+            spot_warning: Duration::from_secs(2),
+            label: "vm".into(),
+        }
+    }
+}
+
+pub struct QemuInstance {
+    id: String,
+    arch: Arch,
+    cfg: QemuConfig,
+    accel: Accel,
+    dir: PathBuf,
+    child: Option<Child>,
+    probe: HvcProbe,
+    imds: ImdsHandle,
+    key: KeyPair,
+    artifacts: Artifacts,
+    home_serial: String,
+    opts: BootOptions,
+    /// Console offset where the current boot began.
+    boot_offset: usize,
+    /// Time from QEMU start to the probe being ready, last boot.
+    pub last_boot: Duration,
+}
+
+fn rand_hex(n: usize) -> String {
+    use rand::Rng;
+    let mut r = rand::rng();
+    (0..n)
+        .map(|_| format!("{:x}", r.random_range(0..16u8)))
+        .collect()
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl QemuInstance {
+    /// Boot a new instance of `variant` from `image`.
+    pub async fn boot(
+        variant: &Variant,
+        image: &BootImage,
+        opts: BootOptions,
+    ) -> anyhow::Result<QemuInstance> {
+        anyhow::ensure!(
+            image.arch == variant.arch,
+            "image is {} but variant {} is {}",
+            image.arch,
+            variant.name,
+            variant.arch
+        );
+        process::install_signal_cleanup();
+        let id = format!("i-qemu-{}", rand_hex(12));
+        let accel = accel::choose(variant.arch, opts.accel)?;
+        let dir = process::make_temp_dir(&id)?;
+        std::fs::create_dir_all(&opts.artifacts_dir)?;
+        let home_serial = format!("vol-{}", rand_hex(16));
+        let key = KeyPair::generate(&dir)?;
+        let imds_log = opts.artifacts_dir.join("imds.jsonl");
+        let mut icfg = ImdsConfig::example(&id);
+        icfg.arch = variant.arch;
+        icfg.user_data = opts.user_data.clone();
+        icfg.public_key = Some(key.public.clone());
+        icfg.life_cycle = if variant.is_spot {
+            LifeCycle::Spot
+        } else {
+            LifeCycle::OnDemand
+        };
+        icfg.require_v2 = true;
+        if let Some(t) = variant.value_str("default_instance_type") {
+            icfg.instance_type = t.to_string();
+        }
+        let imds = ImdsServer::start(icfg, Some(imds_log.clone()))?;
+
+        let root_overlay = dir.join("root.qcow2");
+        disks::create_overlay(&image.base, &image.base_format, &root_overlay)?;
+        let home_disk = dir.join("home.qcow2");
+        disks::create_home(&home_disk, opts.home_disk_gib)?;
+        let uefi_vars = if variant.arch == Arch::Aarch64 && image.boot == BootMethod::Firmware {
+            let v = dir.join("vars.fd");
+            disks::copy_uefi_vars(&v)?;
+            Some(v)
+        } else {
+            None
+        };
+        let exe = std::env::var_os("HARNESS_EXE")
+            .map(PathBuf::from)
+            .map_or_else(std::env::current_exe, Ok)?;
+        let cfg = QemuConfig {
+            arch: variant.arch,
+            accel,
+            name: format!("harness-{id}"),
+            memory_mib: opts.memory_mib,
+            cpus: opts.cpus,
+            boot: image.boot.clone(),
+            root_overlay,
+            home_disk,
+            home_serial: home_serial.clone(),
+            uefi_vars,
+            serial_log: dir.join("serial.log"),
+            qmp_socket: dir.join("qmp.sock"),
+            probe_socket: dir.join("probe.sock"),
+            ssh_port: free_port()?,
+            imds_guestfwd_cmd: crate::imds::relay_cmd(&exe, imds.port()),
+        };
+        let artifacts = Artifacts {
+            dir: opts.artifacts_dir.clone(),
+            serial_log: opts.artifacts_dir.join("serial.log"),
+            imds_log: Some(imds_log),
+        };
+        let mut inst = QemuInstance {
+            id,
+            arch: variant.arch,
+            cfg,
+            accel,
+            dir,
+            child: None,
+            probe: HvcProbe::new(),
+            imds,
+            key,
+            artifacts,
+            home_serial,
+            opts,
+            boot_offset: 0,
+            last_boot: Duration::ZERO,
+        };
+        inst.power_on().await?;
+        Ok(inst)
+    }
+
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    pub fn imds(&self) -> &ImdsHandle {
+        &self.imds
+    }
+
+    pub fn console(&self) -> Console {
+        Console::new(&self.cfg.serial_log)
+    }
+
+    /// Console offset where the current boot started (for waiting on lines of this boot).
+    pub fn boot_offset(&self) -> usize {
+        self.boot_offset
+    }
+
+    /// Start QEMU with the instance's disks and wait for the probe shell.
+    async fn power_on(&mut self) -> anyhow::Result<()> {
+        let start = Instant::now();
+        self.boot_offset = self.console().text().len();
+        let listener: UnixListener = HvcProbe::listen(&self.cfg.probe_socket)?;
+        let bin = crate::tools::find(self.cfg.binary())?;
+        let args = argv::build(&self.cfg);
+        eprintln!(
+            "[{}] booting {} {} ({:?}), serial log {}",
+            self.opts.label,
+            self.id,
+            self.arch,
+            self.accel,
+            self.cfg.serial_log.display()
+        );
+        let child = process::spawn(&bin, &args, &self.dir.join("qemu.stderr"))?;
+        process::register_pgid(&self.id, child.id());
+        self.child = Some(child);
+        let attach = self.probe.attach(&listener, self.opts.boot_timeout);
+        let console = self.console();
+        let progress = console.wait_for_line(
+            super::hvc_probe::READY,
+            self.boot_offset,
+            self.opts.boot_timeout + Duration::from_secs(5),
+            &self.opts.label,
+        );
+        tokio::pin!(progress);
+        let res = tokio::select! {
+            r = attach => r,
+            _ = &mut progress => std::future::pending().await,
+        };
+        if let Err(e) = res {
+            let qemu_err =
+                std::fs::read_to_string(self.dir.join("qemu.stderr")).unwrap_or_default();
+            self.save_artifacts();
+            anyhow::bail!(
+                "{e}\nexpected the guest's probe shell to start; last console lines:\n{}\nqemu stderr: {}\n(serial log: {})",
+                self.console().tail(30),
+                qemu_err.trim(),
+                self.artifacts.serial_log.display()
+            );
+        }
+        self.last_boot = start.elapsed();
+        eprintln!(
+            "[{}] probe ready after {:.1}s",
+            self.opts.label,
+            self.last_boot.as_secs_f32()
+        );
+        Ok(())
+    }
+
+    /// Wait for QEMU to exit, up to `within`.
+    async fn wait_exit(&mut self, within: Duration) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return true;
+        };
+        matches!(tokio::time::timeout(within, child.wait()).await, Ok(Ok(_)))
+    }
+
+    /// Copy the serial log into the artifacts dir (the temp dir goes away).
+    pub fn save_artifacts(&self) {
+        let _ = std::fs::copy(&self.cfg.serial_log, &self.artifacts.serial_log);
+    }
+
+    fn hard_kill_now(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if let Some(pid) = c.id() {
+                process::kill_group(pid);
+            }
+            let _ = c.start_kill();
+        }
+        process::register_pgid(&self.id, None);
+    }
+}
+
+#[async_trait]
+impl Instance for QemuInstance {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn arch(&self) -> Arch {
+        self.arch
+    }
+    fn probe(&self) -> &dyn Probe {
+        &self.probe
+    }
+    fn ssh(&self) -> Option<SshTarget> {
+        Some(SshTarget {
+            host: "127.0.0.1".into(),
+            port: self.cfg.ssh_port,
+            identity: self.key.private.clone(),
+        })
+    }
+    fn artifacts(&self) -> &Artifacts {
+        &self.artifacts
+    }
+    fn home_disk_serial(&self) -> &str {
+        &self.home_serial
+    }
+
+    async fn stop(&mut self) -> anyhow::Result<()> {
+        if self.child.is_none() {
+            return Ok(());
+        }
+        eprintln!(
+            "[{}] stopping {} (ACPI power button)",
+            self.opts.label, self.id
+        );
+        let mut qmp = Qmp::connect(&self.cfg.qmp_socket, Duration::from_secs(5)).await?;
+        qmp.system_powerdown().await?;
+        drop(qmp);
+        self.probe.detach().await;
+        if !self.wait_exit(Duration::from_secs(60)).await {
+            self.save_artifacts();
+            self.hard_kill_now();
+            anyhow::bail!(
+                "expected the guest to power off within 60s of the ACPI power button; it did not and was killed. Last console lines:\n{}\n(serial log: {})",
+                self.console().tail(20),
+                self.artifacts.serial_log.display()
+            );
+        }
+        self.child = None;
+        process::register_pgid(&self.id, None);
+        self.save_artifacts();
+        Ok(())
+    }
+
+    async fn start(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "{} is already running", self.id);
+        self.power_on().await
+    }
+
+    async fn kill(&mut self) -> anyhow::Result<()> {
+        eprintln!(
+            "[{}] hard kill of {} (host died / reclaimed without notice)",
+            self.opts.label, self.id
+        );
+        if let Ok(mut qmp) = Qmp::connect(&self.cfg.qmp_socket, Duration::from_secs(2)).await {
+            qmp.quit().await;
+        }
+        self.probe.detach().await;
+        if !self.wait_exit(Duration::from_secs(10)).await {
+            self.hard_kill_now();
+        }
+        self.child = None;
+        process::register_pgid(&self.id, None);
+        self.save_artifacts();
+        Ok(())
+    }
+
+    async fn interrupt_spot(&mut self) -> anyhow::Result<()> {
+        let at = SystemTime::now() + self.opts.spot_warning;
+        self.imds.trigger_spot_interruption("stop", at)?;
+        eprintln!(
+            "[{}] spot interruption notice posted; stopping in {:?}",
+            self.opts.label, self.opts.spot_warning
+        );
+        tokio::time::sleep(self.opts.spot_warning).await;
+        self.stop().await?;
+        // The capacity came back: the next start sees no pending notice.
+        self.imds.clear_spot_interruption();
+        Ok(())
+    }
+
+    async fn terminate(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            self.save_artifacts();
+            self.hard_kill_now();
+        }
+        self.save_artifacts();
+        self.imds.shutdown();
+        process::unregister(&self.id);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(())
+    }
+}
+
+impl Drop for QemuInstance {
+    fn drop(&mut self) {
+        self.save_artifacts();
+        self.hard_kill_now();
+        process::unregister(&self.id);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,83 @@
+//! A minimal QMP client over the instance's unix socket: capabilities
+//! handshake, then `system_powerdown` (graceful stop), `quit` (hard kill)
+//! and `query-status`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+pub struct Qmp {
+    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    writer: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Qmp {
+    /// Connect (retrying while QEMU creates the socket) and negotiate.
+    pub async fn connect(path: &Path, within: Duration) -> anyhow::Result<Qmp> {
+        let start = std::time::Instant::now();
+        let stream = loop {
+            match UnixStream::connect(path).await {
+                Ok(s) => break s,
+                Err(e) if start.elapsed() < within => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => anyhow::bail!("QMP socket {}: {e}", path.display()),
+            }
+        };
+        let (r, w) = stream.into_split();
+        let mut q = Qmp {
+            reader: BufReader::new(r),
+            writer: w,
+        };
+        let greeting = q.read_msg().await?;
+        anyhow::ensure!(
+            greeting.get("QMP").is_some(),
+            "not a QMP greeting: {greeting}"
+        );
+        q.execute("qmp_capabilities", json!({})).await?;
+        Ok(q)
+    }
+
+    async fn read_msg(&mut self) -> anyhow::Result<Value> {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(10), self.reader.read_line(&mut line))
+            .await??;
+        anyhow::ensure!(n > 0, "QMP connection closed");
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    /// Run a command; events that arrive first are skipped.
+    pub async fn execute(&mut self, cmd: &str, args: Value) -> anyhow::Result<Value> {
+        let msg = json!({"execute": cmd, "arguments": args});
+        self.writer.write_all(format!("{msg}\n").as_bytes()).await?;
+        loop {
+            let v = self.read_msg().await?;
+            if let Some(r) = v.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = v.get("error") {
+                anyhow::bail!("QMP {cmd} failed: {e}");
+            }
+        }
+    }
+
+    pub async fn system_powerdown(&mut self) -> anyhow::Result<()> {
+        self.execute("system_powerdown", json!({}))
+            .await
+            .map(|_| ())
+    }
+
+    /// Ask QEMU to exit now (the connection may close before a reply).
+    pub async fn quit(&mut self) {
+        let _ = self.execute("quit", json!({})).await;
+    }
+
+    pub async fn status(&mut self) -> anyhow::Result<String> {
+        let r = self.execute("query-status", json!({})).await?;
+        Ok(r["status"].as_str().unwrap_or_default().to_string())
+    }
+}
