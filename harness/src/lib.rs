@@ -26,3 +26,4 @@ pub mod terraform;
 pub mod tools;
 pub mod values;
 pub mod variant;
+pub mod workspace_double;

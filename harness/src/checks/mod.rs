@@ -1,1 +1,12 @@
-//! The four workspace checks (home mount, agent user, log streaming, SSH fallback) as library code returning verdicts with evidence.
+//! The four workspace checks (home mount, agent user, log streaming, SSH
+//! fallback) as library code.  Each returns a [`Verdict`] with evidence:
+//! what was expected, what was seen, and the commands and outputs that
+//! showed it.  Steps, `harness check` and the gate all call these.
+
+pub mod agent_user;
+pub mod home_mount;
+pub mod log_streaming;
+pub mod ssh_fallback;
+mod verdict;
+
+pub use verdict::{Evidence, Verdict};

@@ -1,1 +1,38 @@
-//! The Coder control plane: the real Coder server via testcontainers, its API client, and the named test doubles used on the fixture guest.
+//! The Coder control plane seen by the checks: agent lifecycle, agent
+//! logs (with the time each line reached the server) and SSH as the
+//! workspace user.  Implemented by the named test double
+//! [`agent_logs_double`] on the fixture guest; the real Coder server plugs
+//! in behind the same trait.
+
+pub mod agent_logs_double;
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+/// One agent log line as the control plane received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedLog {
+    pub output: String,
+    pub level: String,
+    pub source: String,
+    /// When the line reached the control plane (not when it was produced).
+    pub received: SystemTime,
+}
+
+/// One lifecycle report (`starting`, `ready`, `start_error`, …).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LifecycleReport {
+    pub state: String,
+    pub received: SystemTime,
+}
+
+#[async_trait]
+pub trait ControlPlane: Send + Sync {
+    /// What this is, for verdicts: e.g. "agent-logs HTTP double" or "Coder v2.x".
+    fn describe(&self) -> String;
+    async fn logs(&self) -> anyhow::Result<Vec<ReceivedLog>>;
+    async fn lifecycle(&self) -> anyhow::Result<Vec<LifecycleReport>>;
+    /// Whether the agent is connected now.
+    async fn agent_connected(&self) -> anyhow::Result<bool>;
+}

@@ -1,0 +1,88 @@
+//! Log streaming: rebuild output reaches the control plane's agent-logs
+//! API WHILE the rebuild runs, not only at the end; and the final
+//! lifecycle state is `ready` (good flake) or `start_error` (broken flake).
+
+use std::time::{Duration, SystemTime};
+
+use crate::control::ControlPlane;
+
+use super::{Evidence, Verdict};
+
+/// Lines must arrive at least this long before the rebuild ended.
+pub const EARLY: Duration = Duration::from_secs(2);
+
+const FINAL: [&str; 4] = ["ready", "start_error", "start_timeout", "shutdown_error"];
+
+/// Wait (up to `within`) for a final lifecycle state, then judge.
+pub async fn check(
+    cp: &dyn ControlPlane,
+    expect_final: &str,
+    within: Duration,
+) -> anyhow::Result<Verdict> {
+    let v = Verdict::new(
+        "log streaming",
+        format!(
+            "rebuild log lines reach the agent-logs API at least {EARLY:?} before the rebuild ends; final lifecycle state {expect_final}"
+        ),
+    );
+    let start = std::time::Instant::now();
+    let end = loop {
+        let lc = cp.lifecycle().await?;
+        if let Some(r) = lc.iter().find(|r| FINAL.contains(&r.state.as_str())) {
+            break Some(r.clone());
+        }
+        if start.elapsed() > within {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let logs = cp.logs().await?;
+    let lc = cp.lifecycle().await?;
+    let v = v.with(Evidence {
+        how: format!("control plane: {}", cp.describe()),
+        output: format!(
+            "lifecycle: {}\nlog lines received: {}\n{}",
+            lc.iter()
+                .map(|r| r.state.as_str())
+                .collect::<Vec<_>>()
+                .join(" → "),
+            logs.len(),
+            logs.iter()
+                .take(5)
+                .map(|l| l.output.clone())
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    });
+    let Some(end) = end else {
+        return Ok(v.fail(format!("no final lifecycle state within {within:?}")));
+    };
+    if logs.is_empty() {
+        return Ok(v.fail("no rebuild log line ever reached the agent-logs API"));
+    }
+    let first = logs
+        .iter()
+        .map(|l| l.received)
+        .min()
+        .unwrap_or(SystemTime::now());
+    let lead = end.received.duration_since(first).unwrap_or_default();
+    if lead < EARLY {
+        return Ok(v.fail(format!(
+            "the first of {} lines arrived only {:.1}s before the rebuild ended: logs were delivered at the end, not streamed",
+            logs.len(),
+            lead.as_secs_f32()
+        )));
+    }
+    if end.state != expect_final {
+        return Ok(v.fail(format!(
+            "final lifecycle state {} (logs streamed fine)",
+            end.state
+        )));
+    }
+    Ok(v.pass(format!(
+        "{} lines, the first {:.1}s before the rebuild ended; final state {}",
+        logs.len(),
+        lead.as_secs_f32(),
+        end.state
+    )))
+}
