@@ -29,10 +29,9 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         What::Fixture { arch, json } => {
             let arch: Arch = arch.parse()?;
             let root = crate::repo::root()?;
-            let img = tokio::task::spawn_blocking(move || {
-                crate::image::fixture::build(&root, arch)
-            })
-            .await??;
+            let img =
+                tokio::task::spawn_blocking(move || crate::image::fixture::build(&root, arch))
+                    .await??;
             let crate::image::BootMethod::Direct {
                 kernel,
                 initrd,

@@ -24,13 +24,21 @@ use self::packages::Pkg;
 use super::{BootImage, BootMethod, ImageKind};
 use crate::variant::Arch;
 
-/// Bump when the build recipe changes in a way the inputs do not show.
-const RECIPE: &str = "fixture-v1";
+/// The build recipe itself (this module's source), so changing how the image
+/// is built also changes the cache key.
+const RECIPE: [&str; 4] = [
+    include_str!("fixture.rs"),
+    include_str!("fixture/assemble.rs"),
+    include_str!("fixture/kmod.rs"),
+    include_str!("fixture/packages.rs"),
+];
 /// Size of the (sparse) root disk image.
 const ROOT_MIB: u64 = 1024;
 
-const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
-const GROUP: &str = "root:x:0:\ntty:x:5:\nwheel:x:10:\nsudo:x:27:\nusers:x:100:\nnogroup:x:65534:\n";
+const PASSWD: &str =
+    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+const GROUP: &str =
+    "root:x:0:\ntty:x:5:\nwheel:x:10:\nsudo:x:27:\nusers:x:100:\nnogroup:x:65534:\n";
 // `*`: no password login (not `!`, which dropbear treats as a locked account).
 const SHADOW: &str = "root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n";
 const SHELLS: &str = "/bin/sh\n/bin/ash\n/bin/bash\n";
@@ -47,11 +55,19 @@ pub fn guest_files() -> Vec<GuestFile> {
             GuestFile {
                 path: $path,
                 mode: $mode,
-                content: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/fixture-guest/", $file)),
+                content: include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/fixture-guest/",
+                    $file
+                )),
             }
         };
     }
-    let etc = |path, mode, content| GuestFile { path, mode, content };
+    let etc = |path, mode, content| GuestFile {
+        path,
+        mode,
+        content,
+    };
     vec![
         guest!("sbin/init", 0o755, "init"),
         guest!("etc/inittab", 0o644, "inittab"),
@@ -80,7 +96,10 @@ pub fn guest_files() -> Vec<GuestFile> {
 }
 
 /// The initramfs's /init.
-const INITRAMFS_INIT: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/fixture-guest/initramfs-init"));
+const INITRAMFS_INIT: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixture-guest/initramfs-init"
+));
 
 /// Kernel command line: the serial console per arch.
 pub fn append(arch: Arch) -> String {
@@ -104,7 +123,9 @@ pub fn cache_key(arch: Arch, kernel: &Pkg, pkgs: &[Pkg]) -> String {
         h.update((s.len() as u64).to_le_bytes());
         h.update(s.as_bytes());
     };
-    field(RECIPE);
+    for r in RECIPE {
+        field(r);
+    }
     field(arch.as_str());
     field(&ROOT_MIB.to_string());
     field(&append(arch));
@@ -141,7 +162,10 @@ pub fn build_in(cache: &Path, arch: Arch) -> anyhow::Result<BootImage> {
     crate::tools::find("cpio")?;
     progress(arch, "resolving Debian packages");
     let kernel_name = packages::resolve_kernel_package(arch)?;
-    let mut names: Vec<String> = packages::ROOTFS_PACKAGES.iter().map(|s| s.to_string()).collect();
+    let mut names: Vec<String> = packages::ROOTFS_PACKAGES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     names.push(kernel_name.clone());
     let mut pkgs = packages::resolve(&names, arch)?;
     let kpos = pkgs
@@ -159,7 +183,10 @@ pub fn build_in(cache: &Path, arch: Arch) -> anyhow::Result<BootImage> {
     std::fs::create_dir_all(&arch_dir).with_context(|| format!("create {}", arch_dir.display()))?;
     let _lock = lock(&arch_dir.join(".lock"), arch)?;
     if let Some(img) = cached(&dir, arch, &kernel, &key) {
-        progress(arch, &format!("built meanwhile by another process: {}", dir.display()));
+        progress(
+            arch,
+            &format!("built meanwhile by another process: {}", dir.display()),
+        );
         return Ok(img);
     }
     // Left over by an interrupted build (we hold the lock, so none is running).
@@ -247,7 +274,10 @@ fn build_into(out: &Path, arch: Arch, kernel: &Pkg, pkgs: &[Pkg], key: &str) -> 
         std::fs::create_dir_all(d)?;
     }
 
-    progress(arch, &format!("apt-get download: {} packages", pkgs.len() + 1));
+    progress(
+        arch,
+        &format!("apt-get download: {} packages", pkgs.len() + 1),
+    );
     let mut all = vec![kernel.clone()];
     all.extend_from_slice(pkgs);
     let debs = packages::download(&all, &debs_dir)?;
@@ -274,7 +304,9 @@ fn build_into(out: &Path, arch: Arch, kernel: &Pkg, pkgs: &[Pkg], key: &str) -> 
     let mod_dir = ktree.join("lib/modules").join(&release);
     let files = kmod::index(&mod_dir.join("kernel"))?;
     let builtin: HashSet<String> = kmod::builtin(&mod_dir);
-    let deps_of = |p: &Path| kmod::depends(&kmod::read_module(p)?).with_context(|| format!("modinfo of {}", p.display()));
+    let deps_of = |p: &Path| {
+        kmod::depends(&kmod::read_module(p)?).with_context(|| format!("modinfo of {}", p.display()))
+    };
     let order = kmod::load_order(&kmod::wanted(arch), &files, &builtin, &deps_of)
         .with_context(|| format!("kernel {release}"))?;
     std::fs::create_dir_all(initramfs.join("bin"))?;
@@ -283,7 +315,10 @@ fn build_into(out: &Path, arch: Arch, kernel: &Pkg, pkgs: &[Pkg], key: &str) -> 
         .context("busybox-static has no /bin/busybox")?;
     let mut list = String::new();
     for m in &order {
-        std::fs::write(initramfs.join(format!("lib/modules/{m}.ko")), kmod::read_module(&files[m])?)?;
+        std::fs::write(
+            initramfs.join(format!("lib/modules/{m}.ko")),
+            kmod::read_module(&files[m])?,
+        )?;
         list.push_str(&format!("{m}.ko\n"));
     }
     std::fs::write(initramfs.join("modules.order"), &list)?;
@@ -298,7 +333,10 @@ fn build_into(out: &Path, arch: Arch, kernel: &Pkg, pkgs: &[Pkg], key: &str) -> 
     assemble::cpio_gz(&initramfs, &out.join("initrd.img"))?;
 
     // Root filesystem.
-    progress(arch, "root filesystem: guest files, library check, mkfs.ext4 -d");
+    progress(
+        arch,
+        "root filesystem: guest files, library check, mkfs.ext4 -d",
+    );
     assemble::finish_rootfs(&rootfs)?;
     assemble::write_files(&rootfs, &guest_files())?;
     assemble::check_libraries(&rootfs)?;
@@ -315,7 +353,10 @@ fn build_into(out: &Path, arch: Arch, kernel: &Pkg, pkgs: &[Pkg], key: &str) -> 
         "modules": order,
         "packages": pkgs.iter().map(|p| format!("{}:{}={}", p.name, p.arch, p.version)).collect::<Vec<_>>(),
     });
-    std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
+    std::fs::write(
+        out.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest)?,
+    )?;
     Ok(())
 }
 
@@ -335,7 +376,10 @@ mod tests {
     #[test]
     fn cache_key_is_stable_and_tracks_inputs() {
         let k = pkg("linux-image-6.1.0-56-cloud-amd64", "6.1.192-2");
-        let base = vec![pkg("sudo", "1.9.13p3-1+deb12u4"), pkg("busybox-static", "1:1.35.0-4")];
+        let base = vec![
+            pkg("sudo", "1.9.13p3-1+deb12u4"),
+            pkg("busybox-static", "1:1.35.0-4"),
+        ];
         let a = cache_key(Arch::X86_64, &k, &base);
         assert_eq!(a, cache_key(Arch::X86_64, &k, &base), "deterministic");
         assert_eq!(a.len(), 20);
@@ -353,19 +397,39 @@ mod tests {
     #[test]
     fn guest_files_cover_the_contract() {
         let files = guest_files();
-        let get = |p: &str| files.iter().find(|f| f.path == p).unwrap_or_else(|| panic!("{p}"));
+        let get = |p: &str| {
+            files
+                .iter()
+                .find(|f| f.path == p)
+                .unwrap_or_else(|| panic!("{p}"))
+        };
         assert!(get("sbin/init").content.contains("/dev/xvdb"));
-        assert!(get("etc/fixture/probe-shell").content.contains("harness-probe: ready"));
+        assert!(get("etc/fixture/probe-shell")
+            .content
+            .contains("harness-probe: ready"));
         let ai = get("etc/fixture/amazon-init").content;
-        for s in ["PUT", "X-aws-ec2-metadata-token-ttl-seconds: 21600", "X-aws-ec2-metadata-token:", "user-data exit=", "sshd up", "imds ok"] {
+        for s in [
+            "PUT",
+            "X-aws-ec2-metadata-token-ttl-seconds: 21600",
+            "X-aws-ec2-metadata-token:",
+            "user-data exit=",
+            "sshd up",
+            "imds ok",
+        ] {
             assert!(ai.contains(s), "amazon-init lacks {s}");
         }
-        assert!(get("etc/fixture/shutdown").content.contains("harness-fixture: powering off"));
+        assert!(get("etc/fixture/shutdown")
+            .content
+            .contains("harness-fixture: powering off"));
         assert_eq!(get("etc/shadow").mode, 0o600);
         assert!(INITRAMFS_INIT.contains("switch_root"));
         for f in &files {
             if f.mode & 0o111 != 0 {
-                assert!(f.content.starts_with("#!"), "{} is executable without #!", f.path);
+                assert!(
+                    f.content.starts_with("#!"),
+                    "{} is executable without #!",
+                    f.path
+                );
             }
         }
     }
