@@ -74,6 +74,7 @@ pub fn guest_files() -> Vec<GuestFile> {
         guest!("etc/fixture/amazon-init", 0o755, "amazon-init"),
         guest!("etc/fixture/probe-shell", 0o755, "probe-shell"),
         guest!("etc/fixture/shutdown", 0o755, "shutdown"),
+        guest!("etc/fixture/udhcpc.script", 0o755, "udhcpc.script"),
         guest!("etc/acpi/PWRF/00000080", 0o755, "power-button"),
         etc("etc/passwd", 0o644, PASSWD),
         etc("etc/group", 0o644, GROUP),
