@@ -24,8 +24,14 @@ use self::packages::Pkg;
 use super::{BootImage, BootMethod, ImageKind};
 use crate::variant::Arch;
 
-/// Bump when the build recipe changes in a way the inputs do not show.
-const RECIPE: &str = "fixture-v1";
+/// The build recipe itself (this module's source), so changing how the image
+/// is built also changes the cache key.
+const RECIPE: [&str; 4] = [
+    include_str!("fixture.rs"),
+    include_str!("fixture/assemble.rs"),
+    include_str!("fixture/kmod.rs"),
+    include_str!("fixture/packages.rs"),
+];
 /// Size of the (sparse) root disk image.
 const ROOT_MIB: u64 = 1024;
 
@@ -68,6 +74,7 @@ pub fn guest_files() -> Vec<GuestFile> {
         guest!("etc/fixture/amazon-init", 0o755, "amazon-init"),
         guest!("etc/fixture/probe-shell", 0o755, "probe-shell"),
         guest!("etc/fixture/shutdown", 0o755, "shutdown"),
+        guest!("etc/fixture/udhcpc.script", 0o755, "udhcpc.script"),
         guest!("etc/acpi/PWRF/00000080", 0o755, "power-button"),
         etc("etc/passwd", 0o644, PASSWD),
         etc("etc/group", 0o644, GROUP),
@@ -117,7 +124,9 @@ pub fn cache_key(arch: Arch, kernel: &Pkg, pkgs: &[Pkg]) -> String {
         h.update((s.len() as u64).to_le_bytes());
         h.update(s.as_bytes());
     };
-    field(RECIPE);
+    for r in RECIPE {
+        field(r);
+    }
     field(arch.as_str());
     field(&ROOT_MIB.to_string());
     field(&append(arch));
