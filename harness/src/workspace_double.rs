@@ -120,19 +120,19 @@ DEFECT={defect}
 say() {{ echo "workspace-double: $*"; }}
 case "$DEFECT" in
   home-on-root-disk) mkdir -p /home ;;
-  home-on-tmpfs) mountpoint -q /home || mount -t tmpfs tmpfs /home ;;
+  home-on-tmpfs) grep -q ' /home ' /proc/mounts || mount -t tmpfs tmpfs /home ;;
   *)
     mkdir -p /home
-    if ! mountpoint -q /home; then
+    if ! grep -q ' /home ' /proc/mounts; then
       mount -t ext4 /dev/xvdb /home 2>/dev/null || {{ mkfs.ext4 -q -F /dev/xvdb && mount -t ext4 /dev/xvdb /home; }}
     fi ;;
 esac
 if [ "$DEFECT" = ssh-wrong-user ] && ! id intruder >/dev/null 2>&1; then
-  adduser -D -u 4242 -s /bin/sh intruder
+  useradd -M -u 4242 -s /bin/sh intruder
 fi
 if [ "$DEFECT" != missing-user ]; then
-  id "$U" >/dev/null 2>&1 || adduser -D -s /bin/sh -h "/home/$U" "$U"
-  # adduser -D locks the account ('!'), and dropbear refuses locked accounts.
+  id "$U" >/dev/null 2>&1 || useradd -m -d "/home/$U" -s /bin/sh "$U"
+  # useradd leaves the account locked ('!'), and dropbear refuses locked accounts.
   sed -i "s/^$U:!/$U:*/" /etc/shadow /etc/passwd 2>/dev/null
   mkdir -p "/home/$U/.ssh"
   cp /root/.ssh/authorized_keys "/home/$U/.ssh/authorized_keys" 2>/dev/null
@@ -146,6 +146,7 @@ if [ "$DEFECT" != missing-user ]; then
   fi
 fi
 [ "$DEFECT" = ssh-down ] && {{ killall dropbear 2>/dev/null || pkill dropbear; }}
+mkdir -p /usr/local/bin
 cat > /usr/local/bin/coder-agent-double <<'AGENT'
 {agent}AGENT
 chmod 755 /usr/local/bin/coder-agent-double
@@ -153,7 +154,7 @@ if [ "$DEFECT" = agent-as-root ] || [ "$DEFECT" = missing-user ]; then
   setsid /usr/local/bin/coder-agent-double "$API" {mode} {logs} > /var/log/rebuild.log 2>&1 &
 else
   touch /var/log/rebuild.log && chown "$U" /var/log/rebuild.log
-  setsid su -s /bin/sh "$U" -c "/usr/local/bin/coder-agent-double $API {mode} {logs} > /var/log/rebuild.log 2>&1" &
+  setsid su -s /bin/sh "$U" -c "exec /usr/local/bin/coder-agent-double $API {mode} {logs} > /var/log/rebuild.log 2>&1" &
 fi
 say "ready (defect: $DEFECT)"
 "#,

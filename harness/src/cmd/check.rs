@@ -1,9 +1,99 @@
-//! `harness check`.
+//! `harness check <variant> --image fixture [--defect D] [--broken-flake]`:
+//! boot one instance, run the four checks, print the verdict table.
+//! On the fixture guest the workspace, agent and control plane are named
+//! test doubles; a pass proves the checks, not the template.
+
+use std::time::Duration;
+
+use crate::checks::{self, Verdict};
+use crate::control::agent_logs_double::AgentLogsDouble;
+use crate::instance::Instance;
+use crate::qemu::accel::AccelRequest;
+use crate::qemu::{BootOptions, QemuInstance};
+use crate::workspace_double::{self, Defect};
+use crate::{repo, values};
 
 /// Arguments of `harness check`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Variant name (a values/*.yml file stem).
+    pub variant: String,
+    /// Guest image: `fixture` (Debian test double). NixOS runs through the e2e scenarios.
+    #[arg(long, default_value = "fixture")]
+    pub image: String,
+    /// Workspace user.
+    #[arg(long, default_value = "alice")]
+    pub user: String,
+    /// Prepare the fixture workspace with this defect (none, home-on-root-disk, …).
+    #[arg(long, default_value = "none")]
+    pub defect: String,
+    /// Make the fake rebuild fail (start_error), as with a broken flake.
+    #[arg(long)]
+    pub broken_flake: bool,
+}
 
-pub async fn run(_args: Args) -> anyhow::Result<i32> {
-    anyhow::bail!("`harness check` is not implemented yet")
+/// Boot a fixture workspace double and run every check; returns verdicts.
+pub async fn run_fixture_checks(
+    variant: &crate::variant::Variant,
+    user: &str,
+    defect: Defect,
+    broken: bool,
+    artifacts: &std::path::Path,
+) -> anyhow::Result<Vec<Verdict>> {
+    let root = repo::root()?;
+    let image = super::boot::resolve_image(&root, "fixture", variant.arch).await?;
+    let api = AgentLogsDouble::start().await?;
+    let mut opts = BootOptions::new(artifacts);
+    opts.label = format!("{}/{}", variant.name, defect);
+    opts.accel = AccelRequest::from_env()?;
+    opts.user_data =
+        workspace_double::user_data(user, &api.guest_url(), broken, defect).into_bytes();
+    let mut inst = QemuInstance::boot(variant, &image, opts).await?;
+    inst.console()
+        .wait_for_line(
+            "workspace-double: ready",
+            inst.boot_offset(),
+            Duration::from_secs(120),
+            &variant.name,
+        )
+        .await?;
+    let expect_final = if broken { "start_error" } else { "ready" };
+    let mut verdicts =
+        vec![checks::log_streaming::check(&api, expect_final, Duration::from_secs(60)).await?];
+    verdicts.push(checks::home_mount::check(&inst, user, "ext4").await?);
+    verdicts.push(checks::agent_user::check(&inst, user, checks::agent_user::AGENT_PATTERN).await?);
+    verdicts.push(checks::ssh_fallback::check(&inst, &api, user).await?);
+    inst.terminate().await?;
+    Ok(verdicts)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        args.image == "fixture",
+        "harness check supports --image fixture; NixOS images run through `cargo test --features e2e`"
+    );
+    let root = repo::root()?;
+    let variant = values::find(&root, &args.variant)?;
+    let defect = Defect::from_slug(&args.defect)?;
+    let artifacts = repo::target_dir(&root).join("check").join(&variant.name);
+    let verdicts =
+        run_fixture_checks(&variant, &args.user, defect, args.broken_flake, &artifacts).await?;
+    println!("{:<16} {:<7} seen", "check", "result");
+    for v in &verdicts {
+        println!(
+            "{:<16} {:<7} {}",
+            v.check,
+            if v.passed { "PASSED" } else { "FAILED" },
+            v.seen
+        );
+    }
+    for v in verdicts.iter().filter(|v| !v.passed) {
+        eprintln!("\n{v}");
+    }
+    eprintln!("(fixture guest with test doubles for the agent and Coder: proves the checks, not the template; logs in {})", artifacts.display());
+    Ok(if verdicts.iter().all(|v| v.passed) {
+        0
+    } else {
+        1
+    })
 }

@@ -122,7 +122,7 @@ pub fn build(cfg: &QemuConfig) -> Vec<String> {
     push(&[
         "-netdev",
         &format!(
-            "user,id=n0,net=169.0.0.0/8,hostfwd=tcp:127.0.0.1:{}-:22,guestfwd=tcp:169.254.169.254:80-{}",
+            "user,id=n0,net=169.0.0.0/8,host=169.0.0.2,dhcpstart=169.0.0.15,hostfwd=tcp:127.0.0.1:{}-:22,guestfwd=tcp:169.254.169.254:80-{}",
             cfg.ssh_port, cfg.imds_guestfwd_cmd
         ),
         "-device",
