@@ -21,6 +21,7 @@ pub mod render;
 pub mod repo;
 pub mod report;
 pub mod ssh;
+pub mod scenarios;
 pub mod summary;
 pub mod terraform;
 pub mod tools;
