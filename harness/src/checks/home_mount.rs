@@ -72,6 +72,7 @@ pub async fn check(inst: &dyn Instance, user: &str, fs_type: &str) -> anyhow::Re
     let v = v.with(&own);
     let fields: Vec<&str> = own.stdout.split_whitespace().collect();
     match fields.as_slice() {
+        ["missing", ..] | [] => Ok(v.fail(format!("/home/{user} does not exist"))),
         [owner, dev, home_dev, ..] if *owner == user && dev == home_dev => {
             Ok(v.pass(format!("/home is {fstype} on {src} (serial {serial}); /home/{user} owned by {user}")))
         }
@@ -79,7 +80,6 @@ pub async fn check(inst: &dyn Instance, user: &str, fs_type: &str) -> anyhow::Re
             "/home/{user} (owner {owner}) is on device {dev}, not on the home disk (device {home_dev})"
         ))),
         [owner, ..] => Ok(v.fail(format!("/home/{user} is on the home disk but owned by {owner}"))),
-        _ => Ok(v.fail(format!("/home/{user} does not exist"))),
     }
 }
 

@@ -85,7 +85,14 @@ pub fn build(cfg: &QemuConfig) -> Vec<String> {
         "-nodefaults",
         "-no-reboot",
     ]);
-    push(&["-serial", &format!("file:{}", esc(&cfg.serial_log))]);
+    // append=on: a restart of the same instance continues the log (a
+    // plain `-serial file:` truncates it, losing the previous boot).
+    push(&[
+        "-chardev",
+        &format!("file,id=serial0,path={},append=on", esc(&cfg.serial_log)),
+        "-serial",
+        "chardev:serial0",
+    ]);
     push(&[
         "-qmp",
         &format!("unix:{},server=on,wait=off", esc(&cfg.qmp_socket)),
@@ -244,7 +251,7 @@ mod tests {
             !s.contains("-tcp:"),
             "the chardev guestfwd form does not answer here: {s}"
         );
-        assert!(s.contains("-serial file:/t/serial.log"), "{s}");
+        assert!(s.contains("file,id=serial0,path=/t/serial.log,append=on"), "{s}");
         assert!(
             s.contains("-qmp unix:/t/qmp.sock,server=on,wait=off"),
             "{s}"

@@ -311,12 +311,22 @@ impl Instance for QemuInstance {
         let mut qmp = Qmp::connect(&self.cfg.qmp_socket, Duration::from_secs(5)).await?;
         qmp.system_powerdown().await?;
         drop(qmp);
+        if !self.wait_exit(Duration::from_secs(20)).await {
+            // The fixture's arm64 kernel has no power-button driver under
+            // direct-kernel boot (no gpio-keys); ask the guest to power off
+            // cleanly through the probe instead, and say so.
+            eprintln!(
+                "[{}] warning: the guest ignored the ACPI power button; asking it to power off through the probe",
+                self.opts.label
+            );
+            let _ = self.probe.exec("(sync; poweroff) >/dev/null 2>&1 &", Duration::from_secs(5)).await;
+        }
         self.probe.detach().await;
         if !self.wait_exit(Duration::from_secs(60)).await {
             self.save_artifacts();
             self.hard_kill_now();
             anyhow::bail!(
-                "expected the guest to power off within 60s of the ACPI power button; it did not and was killed. Last console lines:\n{}\n(serial log: {})",
+                "expected the guest to power off after the ACPI power button and a probe `poweroff`; it did not and was killed. Last console lines:\n{}\n(serial log: {})",
                 self.console().tail(20),
                 self.artifacts.serial_log.display()
             );
