@@ -13,15 +13,9 @@ variable "iam_role_name" {
   default = ""
 }
 variable "market_options" {
-  type = object({
-    market_type = string
-    spot_options = object({
-      spot_instance_type             = string
-      instance_interruption_behavior = string
-      max_price                      = optional(string)
-    })
-  })
-  default = null
+  description = "module.market.market_options: [] for on-demand, one object for spot."
+  type        = any
+  default     = []
 }
 variable "running" {
   description = "false stops the instance (workspace stop); the home volume survives."
@@ -58,7 +52,7 @@ resource "aws_instance" "this" {
   }
 
   dynamic "instance_market_options" {
-    for_each = var.market_options == null ? [] : [var.market_options]
+    for_each = var.market_options
     content {
       market_type = instance_market_options.value.market_type
       spot_options {
