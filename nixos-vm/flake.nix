@@ -1,0 +1,37 @@
+# nixos-vm: NixOS test images (EC2 image + test-only QEMU glue) and the flake
+# fixtures the harness switches to. flake.lock is NOT committed yet: its
+# narHash could not be verified offline; run `nix flake lock` once online.
+{
+  description = "NixOS EC2 test images and fixtures for the Coder template harness";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
+
+  outputs = { self, nixpkgs }:
+    let
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      forAll = f: nixpkgs.lib.genAttrs systems f;
+      image = system: nixpkgs.lib.nixosSystem {
+        inherit system;
+        modules = [
+          "${nixpkgs}/nixos/modules/virtualisation/amazon-image.nix"
+          ./qemu-glue.nix
+          # Pre-seed the store with the fixtures' closure so switching works offline.
+          ({ ... }: { system.extraDependencies = [ self.nixosConfigurations.good.config.system.build.toplevel ]; })
+        ];
+      };
+    in {
+      packages = forAll (system: {
+        ec2-image = (image system).config.system.build.amazonImage;
+      });
+
+      nixosConfigurations.good = import ./fixtures/good { inherit nixpkgs; };
+
+      # Evaluate the template's bootstrap module (single source, by relative path).
+      checks = forAll (system: {
+        bootstrap-eval = (nixpkgs.lib.nixosSystem {
+          inherit system;
+          modules = [ ../templates/modules/bootstrap/bootstrap.nix ];
+        }).config.system.build.toplevel;
+      });
+    };
+}
