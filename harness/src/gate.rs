@@ -215,3 +215,98 @@ pub async fn until_ctrl_c(
         }
     }
 }
+
+/// The e2e tier: runs the cucumber scenarios with exactly the command CI
+/// uses (`cargo test -p harness --features e2e --test e2e`), then turns
+/// `target/e2e/summary.json` into one row per variant × check, saying
+/// whether each ran against NixOS or the fixture guest (a test double).
+pub async fn run_e2e(root: &Path, report: &mut Report, backend: &str) {
+    let start = std::time::Instant::now();
+    let label = format!("e2e ({backend})");
+    let Ok(cargo) = crate::tools::find("cargo") else {
+        report.push(
+            "*",
+            &label,
+            Status::Skipped("cargo not found: the e2e tier runs from a source checkout".into()),
+            Target::Static,
+            start.elapsed(),
+        );
+        return;
+    };
+    eprintln!("gate: {label}: cargo test -p harness --features e2e --test e2e (progress below)");
+    let out_dir = crate::repo::target_dir(root).join("e2e");
+    let _ = std::fs::remove_file(out_dir.join(crate::summary::FILE));
+    let status = tokio::process::Command::new(cargo)
+        .args([
+            "test",
+            "-q",
+            "-p",
+            "harness",
+            "--features",
+            "e2e",
+            "--test",
+            "e2e",
+        ])
+        .current_dir(root)
+        .env("HARNESS_BACKEND", backend)
+        // The gate judges skips itself (--allow-skips / HARNESS_STRICT).
+        .env_remove("HARNESS_STRICT")
+        .stdout(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .status()
+        .await;
+    let summary = match crate::summary::Summary::load(&out_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            report.push(
+                "*",
+                &label,
+                Status::Failed(format!("the e2e run produced no summary ({status:?}): {e}")),
+                Target::Static,
+                start.elapsed(),
+            );
+            return;
+        }
+    };
+    for r in &summary.rows {
+        let status = match r.outcome {
+            crate::summary::Outcome::Passed => Status::Passed,
+            crate::summary::Outcome::Failed => Status::Failed(format!(
+                "{}: {} (evidence: {})",
+                r.scenario,
+                r.reason.clone().unwrap_or_default(),
+                r.artifacts
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            )),
+            crate::summary::Outcome::Skipped => {
+                Status::Skipped(r.reason.clone().unwrap_or_default())
+            }
+        };
+        let target = if r.image == "nixos" {
+            Target::Nixos
+        } else {
+            Target::Fixture
+        };
+        report.push(
+            &r.variant,
+            &format!("{} [{}]", r.check, r.scenario),
+            status,
+            target,
+            std::time::Duration::from_secs_f64(r.seconds),
+        );
+    }
+    if status.as_ref().map(|s| !s.success()).unwrap_or(true)
+        && summary.count(crate::summary::Outcome::Failed) == 0
+    {
+        report.push(
+            "*",
+            &label,
+            Status::Failed(format!("the e2e runner exited with {status:?}")),
+            Target::Static,
+            start.elapsed(),
+        );
+    }
+}

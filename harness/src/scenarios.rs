@@ -59,7 +59,9 @@ pub fn expand(text: &str, variants: &[Variant]) -> String {
         while j < lines.len() {
             let t = lines[j].trim_start();
             let ind = lines[j].len() - t.len();
-            if ind <= indent && (t.starts_with("Scenario") || t.starts_with('@') || t.starts_with("Rule:")) {
+            if ind <= indent
+                && (t.starts_with("Scenario") || t.starts_with('@') || t.starts_with("Rule:"))
+            {
                 break;
             }
             j += 1;
@@ -74,11 +76,17 @@ pub fn expand(text: &str, variants: &[Variant]) -> String {
             continue;
         };
         // Split steps from an existing Examples table.
-        let ex = block.iter().position(|b| b.trim_start().starts_with("Examples"));
+        let ex = block
+            .iter()
+            .position(|b| b.trim_start().starts_with("Examples"));
         let (steps, table): (&[&str], Vec<&str>) = match ex {
             Some(k) => (
                 &block[..k],
-                block[k + 1..].iter().copied().filter(|b| b.trim_start().starts_with('|')).collect(),
+                block[k + 1..]
+                    .iter()
+                    .copied()
+                    .filter(|b| b.trim_start().starts_with('|'))
+                    .collect(),
             ),
             None => (block, Vec::new()),
         };
@@ -140,10 +148,17 @@ mod tests {
 
     #[test]
     fn a_new_values_file_is_covered_with_no_code_change() {
-        let three = [v("a", Arch::X86_64, false), v("b", Arch::Aarch64, true), v("c", Arch::X86_64, true)];
+        let three = [
+            v("a", Arch::X86_64, false),
+            v("b", Arch::Aarch64, true),
+            v("c", Arch::X86_64, true),
+        ];
         let out = expand(F, &three);
         for name in ["a", "b", "c"] {
-            assert!(out.contains(&format!("| variant |\n      | {name} |")), "{out}");
+            assert!(
+                out.contains(&format!("| variant |\n      | {name} |")),
+                "{out}"
+            );
         }
         let four = [&three[..], &[v("d", Arch::Aarch64, false)]].concat();
         assert!(expand(F, &four).contains("@variant-d"));
@@ -151,11 +166,21 @@ mod tests {
 
     #[test]
     fn arch_variant_crosses_the_table_and_tags_blocks() {
-        let vs = [v("a", Arch::X86_64, false), v("c", Arch::X86_64, true), v("b", Arch::Aarch64, true)];
+        let vs = [
+            v("a", Arch::X86_64, false),
+            v("c", Arch::X86_64, true),
+            v("b", Arch::Aarch64, true),
+        ];
         let out = expand(F, &vs);
         assert!(out.contains("| arch-variant | check |"), "{out}");
-        assert!(out.contains("| a | one   |") && out.contains("| b | two   |"), "{out}");
-        assert!(!out.contains("| c | one"), "only the first variant per arch: {out}");
+        assert!(
+            out.contains("| a | one   |") && out.contains("| b | two   |"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("| c | one"),
+            "only the first variant per arch: {out}"
+        );
         assert!(out.contains("@aarch64 @spot @variant-b"), "{out}");
         assert!(out.contains("Scenario: plain"), "{out}");
         assert_eq!(values_for("spot-variant", &vs).len(), 2);

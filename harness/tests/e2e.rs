@@ -64,7 +64,10 @@ impl fmt::Debug for E2e {
         f.debug_struct("E2e")
             .field("variant", &self.variant.as_ref().map(|v| &v.name))
             .field("defect", &self.defect)
-            .field("instance", &self.instance.as_ref().map(|i| i.id().to_string()))
+            .field(
+                "instance",
+                &self.instance.as_ref().map(|i| i.id().to_string()),
+            )
             .field("artifacts", &self.artifacts)
             .finish()
     }
@@ -72,10 +75,14 @@ impl fmt::Debug for E2e {
 
 impl E2e {
     fn inst(&self) -> &QemuInstance {
-        self.instance.as_ref().expect("no instance: a `When it starts` step must come first")
+        self.instance
+            .as_ref()
+            .expect("no instance: a `When it starts` step must come first")
     }
     fn inst_mut(&mut self) -> &mut QemuInstance {
-        self.instance.as_mut().expect("no instance: a `When it starts` step must come first")
+        self.instance
+            .as_mut()
+            .expect("no instance: a `When it starts` step must come first")
     }
     fn where_logs(&self) -> String {
         format!("scenario logs: {}", self.artifacts.display())
@@ -105,7 +112,13 @@ fn variant(name: &str) -> Variant {
 
 fn slug(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect::<String>()
         .split('-')
         .filter(|p| !p.is_empty())
@@ -139,11 +152,17 @@ async fn it_starts(w: &mut E2e) {
         let mut opts = BootOptions::new(&artifacts);
         opts.label = format!("{}/{}", v.name, defect);
         opts.accel = AccelRequest::from_env()?;
-        opts.user_data = workspace_double::user_data(USER, &api.guest_url(), broken, defect).into_bytes();
+        opts.user_data =
+            workspace_double::user_data(USER, &api.guest_url(), broken, defect).into_bytes();
         let started = Instant::now();
         let inst = QemuInstance::boot(&v, &image, opts).await?;
         inst.console()
-            .wait_for_line("workspace-double: ready", inst.boot_offset(), Duration::from_secs(180), &v.name)
+            .wait_for_line(
+                "workspace-double: ready",
+                inst.boot_offset(),
+                Duration::from_secs(180),
+                &v.name,
+            )
             .await?;
         Ok((inst, api, started.elapsed()))
     })
@@ -163,8 +182,12 @@ async fn run_check(w: &mut E2e, check: &str) -> Verdict {
     let v = bounded(&format!("run the {check} check"), async {
         match check {
             "home mount" => checks::home_mount::check(inst, USER, "ext4").await,
-            "agent user" => checks::agent_user::check(inst, USER, checks::agent_user::AGENT_PATTERN).await,
-            "log streaming" => checks::log_streaming::check(api, expect_final, Duration::from_secs(90)).await,
+            "agent user" => {
+                checks::agent_user::check(inst, USER, checks::agent_user::AGENT_PATTERN).await
+            }
+            "log streaming" => {
+                checks::log_streaming::check(api, expect_final, Duration::from_secs(90)).await
+            }
             "ssh fallback" => checks::ssh_fallback::check(inst, api, USER).await,
             other => anyhow::bail!("unknown check `{other}`"),
         }
@@ -177,7 +200,11 @@ async fn run_check(w: &mut E2e, check: &str) -> Verdict {
 #[then(expr = "the {string} check passes")]
 async fn check_passes(w: &mut E2e, check: String) {
     let v = run_check(w, &check).await;
-    assert!(v.passed, "expected the check to PASS on this guest.\n{v}\n{}", w.where_logs());
+    assert!(
+        v.passed,
+        "expected the check to PASS on this guest.\n{v}\n{}",
+        w.where_logs()
+    );
 }
 
 #[then(expr = "the {string} check fails")]
@@ -196,7 +223,11 @@ async fn check_fails(w: &mut E2e, check: String) {
 async fn write_file(w: &mut E2e) {
     let content = format!("harness marker {}", std::process::id());
     let inst = w.inst();
-    let path = bounded("write a marker file", checks::home_mount::write_marker(inst, USER, &content)).await;
+    let path = bounded(
+        "write a marker file",
+        checks::home_mount::write_marker(inst, USER, &content),
+    )
+    .await;
     w.marker = Some((path, content));
 }
 
@@ -206,12 +237,23 @@ async fn stop_start(w: &mut E2e) {
     w.verdicts.clear();
     let inst = w.inst_mut();
     bounded("stop and start the instance", async {
-        if inst.console().text().len() > inst.boot_offset() && inst.probe().exec("true", Duration::from_secs(5)).await.is_ok() {
+        if inst.console().text().len() > inst.boot_offset()
+            && inst
+                .probe()
+                .exec("true", Duration::from_secs(5))
+                .await
+                .is_ok()
+        {
             inst.stop().await?;
         }
         inst.start().await?;
         inst.console()
-            .wait_for_line("workspace-double: ready", inst.boot_offset(), Duration::from_secs(180), "restart")
+            .wait_for_line(
+                "workspace-double: ready",
+                inst.boot_offset(),
+                Duration::from_secs(180),
+                "restart",
+            )
             .await?;
         Ok(())
     })
@@ -221,14 +263,21 @@ async fn stop_start(w: &mut E2e) {
 #[then("the file is still in the user's home")]
 async fn file_still_there(w: &mut E2e) {
     let (path, content) = w.marker.clone().expect("a file was written first");
-    let v = bounded("read the marker", checks::home_mount::marker_intact(w.inst(), &path, &content)).await;
+    let v = bounded(
+        "read the marker",
+        checks::home_mount::marker_intact(w.inst(), &path, &content),
+    )
+    .await;
     assert!(v.passed, "{v}\n{}", w.where_logs());
 }
 
 #[when("a spot interruption notice is posted")]
 async fn spot_notice(w: &mut E2e) {
     let at = std::time::SystemTime::now() + Duration::from_secs(120);
-    w.inst().imds().trigger_spot_interruption("stop", at).expect("trigger");
+    w.inst()
+        .imds()
+        .trigger_spot_interruption("stop", at)
+        .expect("trigger");
 }
 
 /// Guest-side IMDSv2 read of spot/instance-action with busybox nc.
@@ -238,7 +287,10 @@ printf 'GET /latest/meta-data/spot/instance-action HTTP/1.0\r\nX-aws-ec2-metadat
 #[then("the guest sees the interruption notice in its metadata")]
 async fn guest_sees_notice(w: &mut E2e) {
     let out = bounded("read the notice from the guest", async {
-        Ok(w.inst().probe().exec(READ_SPOT_NOTICE, Duration::from_secs(30)).await?)
+        Ok(w.inst()
+            .probe()
+            .exec(READ_SPOT_NOTICE, Duration::from_secs(30))
+            .await?)
     })
     .await;
     assert!(
@@ -260,7 +312,9 @@ async fn guest_sees_notice(w: &mut E2e) {
 // ---------------------------------------------------------------- steps: NixOS
 
 #[given(expr = "a workspace from template {string} with the {word} test flake")]
-#[given(expr = "a workspace from template {string} with the {word} test flake and agent user {string}")]
+#[given(
+    expr = "a workspace from template {string} with the {word} test flake and agent user {string}"
+)]
 async fn nixos_workspace(_w: &mut E2e, _name: String, _flake: String) {
     // Reached only when the skip rules found a NixOS image and Docker.
     panic!(
@@ -279,11 +333,13 @@ fn skip_reason(tag: &str) -> Option<String> {
                 .iter()
                 .all(|a| std::env::var_os(format!("HARNESS_IMAGE_{a}")).is_some());
             let nix = harness::tools::find("nix").is_ok();
-            if !have_images && !(nix && std::env::var_os("HARNESS_NIXOS_BUILD").is_some()) {
+            let may_build = nix && std::env::var_os("HARNESS_NIXOS_BUILD").is_some();
+            if !(have_images || may_build) {
                 return Some(if nix {
                     "no NixOS image: nix cannot build here (no binary cache, no network); set HARNESS_IMAGE_<ARCH> or HARNESS_NIXOS_BUILD=1".into()
                 } else {
-                    "no NixOS image: nix is not installed, and no HARNESS_IMAGE_<ARCH> was given".into()
+                    "no NixOS image: nix is not installed, and no HARNESS_IMAGE_<ARCH> was given"
+                        .into()
                 });
             }
             let docker = std::process::Command::new("docker")
@@ -311,7 +367,8 @@ fn scenario_tags(feature: &gherkin::Feature, scenario: &gherkin::Scenario) -> Ve
 }
 
 fn tag_value(tags: &[String], prefix: &str) -> Option<String> {
-    tags.iter().find_map(|t| t.strip_prefix(prefix).map(str::to_string))
+    tags.iter()
+        .find_map(|t| t.strip_prefix(prefix).map(str::to_string))
 }
 
 fn check_of(scenario: &str) -> String {
@@ -332,15 +389,33 @@ fn check_of(scenario: &str) -> String {
     "other".into()
 }
 
-fn row(feature: &gherkin::Feature, scenario: &gherkin::Scenario, outcome: Outcome, reason: Option<String>, secs: f64) -> Row {
+fn row(
+    feature: &gherkin::Feature,
+    scenario: &gherkin::Scenario,
+    outcome: Outcome,
+    reason: Option<String>,
+    secs: f64,
+) -> Row {
     let tags = scenario_tags(feature, scenario);
     let variant = tag_value(&tags, "variant-").unwrap_or_else(|| "-".into());
-    let arch = if tags.iter().any(|t| t == "aarch64") { "aarch64" } else { "x86_64" };
-    let image = if tags.iter().any(|t| t == "nixos") { "nixos" } else { "fixture (double)" };
+    let arch = if tags.iter().any(|t| t == "aarch64") {
+        "aarch64"
+    } else {
+        "x86_64"
+    };
+    let image = if tags.iter().any(|t| t == "nixos") {
+        "nixos"
+    } else {
+        "fixture (double)"
+    };
     Row {
         variant,
         arch: arch.into(),
-        backend: if tags.iter().any(|t| t == "ec2") { "ec2".into() } else { "qemu".into() },
+        backend: if tags.iter().any(|t| t == "ec2") {
+            "ec2".into()
+        } else {
+            "qemu".into()
+        },
         image: image.into(),
         check: check_of(&scenario.name),
         scenario: scenario.name.clone(),
@@ -364,7 +439,11 @@ fn kept() -> &'static Mutex<Vec<QemuInstance>> {
 }
 
 fn junit_skipped(skips: &[Row]) -> String {
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('"', "&quot;");
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('"', "&quot;")
+    };
     let mut x = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n<testsuite name=\"skipped (prerequisites missing)\" tests=\"{n}\" skipped=\"{n}\">\n",
         n = skips.len()
@@ -393,8 +472,12 @@ fn main() {
         .ok()
         .filter(|s| !s.is_empty())
         .map(|s| s.split(',').map(str::to_string).collect());
-    let features = scenarios::expand_dir(&root().join("features"), &out.join("features"), all_variants())
-        .expect("expand features");
+    let features = scenarios::expand_dir(
+        &root().join("features"),
+        &out.join("features"),
+        all_variants(),
+    )
+    .expect("expand features");
 
     // Global timeout: tear everything down and fail.
     std::thread::spawn(|| {
@@ -404,7 +487,10 @@ fn main() {
         std::process::exit(124);
     });
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let code = rt.block_on(async move {
         harness::qemu::process::install_signal_cleanup();
         let junit = std::fs::File::create(out.join("junit.xml")).expect("junit.xml");

@@ -116,7 +116,8 @@ fn a_new_values_file_is_a_new_variant_everywhere() {
     let (code, out, err) = run(harness_cmd(d.path()).args(["render", "aws-nixos-big"]));
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("#!"), "{out}");
-    let (code, out, err) = run(harness_cmd(d.path()).args(["gate", "--allow-skips"]));
+    let (code, out, err) =
+        run(harness_cmd(d.path()).args(["gate", "--static-only", "--allow-skips"]));
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.lines().any(|l| l.starts_with("aws-nixos-big ")
@@ -522,7 +523,7 @@ fn gate_fails_on_failure_and_on_skips_without_allow_skips() {
     // Verified table, clean repo: no skip, exit 0.
     t["verified"] = true.into();
     std::fs::write(&amis, t.to_string()).unwrap();
-    let (code, out, err) = run(harness_cmd(d.path()).arg("gate"));
+    let (code, out, err) = run(harness_cmd(d.path()).args(["gate", "--static-only"]));
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("terraform-test templates/modules/bootstrap")
@@ -532,14 +533,17 @@ fn gate_fails_on_failure_and_on_skips_without_allow_skips() {
     // Unverified table: a skip; non-zero unless --allow-skips (or strict).
     t["verified"] = false.into();
     std::fs::write(&amis, t.to_string()).unwrap();
-    let (code, out, _) = run(harness_cmd(d.path()).arg("gate"));
+    let (code, out, _) = run(harness_cmd(d.path()).args(["gate", "--static-only"]));
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("skipped") && out.contains("verified"), "{out}");
-    let (code, out, _) = run(harness_cmd(d.path()).args(["gate", "--allow-skips"]));
+    let (code, out, _) =
+        run(harness_cmd(d.path()).args(["gate", "--static-only", "--allow-skips"]));
     assert_eq!(code, 0, "{out}");
-    let (code, _, _) = run(harness_cmd(d.path())
-        .env("HARNESS_STRICT", "1")
-        .args(["gate", "--allow-skips"]));
+    let (code, _, _) = run(harness_cmd(d.path()).env("HARNESS_STRICT", "1").args([
+        "gate",
+        "--static-only",
+        "--allow-skips",
+    ]));
     assert_eq!(code, 1);
     // A failing terraform test fails the gate, even with --allow-skips.
     let tests = d.path().join("templates/modules/market/tests");
@@ -548,7 +552,8 @@ fn gate_fails_on_failure_and_on_skips_without_allow_skips() {
         "variables {\n  is_spot = false\n}\nrun \"broken\" {\n  command = plan\n  assert {\n    condition     = var.is_spot\n    error_message = \"deliberately broken\"\n  }\n}\n",
     )
     .unwrap();
-    let (code, out, _) = run(harness_cmd(d.path()).args(["gate", "--allow-skips"]));
+    let (code, out, _) =
+        run(harness_cmd(d.path()).args(["gate", "--static-only", "--allow-skips"]));
     assert_eq!(code, 1, "{out}");
     assert!(
         out.lines()

@@ -1,4 +1,6 @@
-//! `harness gate`: the release gate (static half for now); prints one table.
+//! `harness gate`: the release gate. In order, stopping at the first failure:
+//! lint, render, `terraform test`, the e2e matrix on QEMU, optionally EC2;
+//! prints one table of variant × check → passed / failed / skipped-with-reason.
 
 use crate::report::Report;
 
@@ -8,6 +10,12 @@ pub struct Args {
     /// Exit 0 even when some rows were skipped (failures still fail).
     #[arg(long)]
     pub allow_skips: bool,
+    /// Only lint, render and terraform test (no VM boots).
+    #[arg(long)]
+    pub static_only: bool,
+    /// Also run the EC2 tier (needs AWS credentials).
+    #[arg(long)]
+    pub ec2: bool,
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<std::path::PathBuf>,
@@ -23,6 +31,21 @@ async fn run_inner(args: Args) -> anyhow::Result<i32> {
     let allow_skips = args.allow_skips && !strict;
     let mut report = Report::default();
     crate::gate::run_static(&root, &mut report).await;
+    // Stop on the first failure: no VM boots when the static half failed.
+    if !args.static_only && report.failed() == 0 {
+        crate::gate::run_e2e(&root, &mut report, "qemu").await;
+        if args.ec2 && report.failed() == 0 {
+            report.push(
+                "*",
+                "e2e (ec2)",
+                crate::report::Status::Skipped(
+                    "the EC2 backend is not implemented in this build (issue 6 is open)".into(),
+                ),
+                crate::report::Target::Static,
+                std::time::Duration::ZERO,
+            );
+        }
+    }
     print!("{}", report.table());
     let details = report.details();
     if !details.is_empty() {

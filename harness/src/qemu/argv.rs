@@ -251,7 +251,10 @@ mod tests {
             !s.contains("-tcp:"),
             "the chardev guestfwd form does not answer here: {s}"
         );
-        assert!(s.contains("file,id=serial0,path=/t/serial.log,append=on"), "{s}");
+        assert!(
+            s.contains("file,id=serial0,path=/t/serial.log,append=on"),
+            "{s}"
+        );
         assert!(
             s.contains("-qmp unix:/t/qmp.sock,server=on,wait=off"),
             "{s}"

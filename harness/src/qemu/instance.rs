@@ -319,7 +319,10 @@ impl Instance for QemuInstance {
                 "[{}] warning: the guest ignored the ACPI power button; asking it to power off through the probe",
                 self.opts.label
             );
-            let _ = self.probe.exec("(sync; poweroff) >/dev/null 2>&1 &", Duration::from_secs(5)).await;
+            let _ = self
+                .probe
+                .exec("(sync; poweroff) >/dev/null 2>&1 &", Duration::from_secs(5))
+                .await;
         }
         self.probe.detach().await;
         if !self.wait_exit(Duration::from_secs(60)).await {
