@@ -13,6 +13,10 @@ pub struct Args {
     /// Only lint, render and terraform test (no VM boots).
     #[arg(long)]
     pub static_only: bool,
+    /// Use the results of the e2e run that just finished (target/e2e/summary.json)
+    /// instead of running it again; CI runs the identical command right before.
+    #[arg(long)]
+    pub reuse_e2e: bool,
     /// Also run the EC2 tier (needs AWS credentials).
     #[arg(long)]
     pub ec2: bool,
@@ -33,7 +37,7 @@ async fn run_inner(args: Args) -> anyhow::Result<i32> {
     crate::gate::run_static(&root, &mut report).await;
     // Stop on the first failure: no VM boots when the static half failed.
     if !args.static_only && report.failed() == 0 {
-        crate::gate::run_e2e(&root, &mut report, "qemu").await;
+        crate::gate::run_e2e(&root, &mut report, "qemu", args.reuse_e2e).await;
         if args.ec2 && report.failed() == 0 {
             report.push(
                 "*",
