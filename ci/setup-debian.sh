@@ -16,8 +16,17 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "Debian packages (arm64 architecture added for the aarch64 fixture guest)"
 "${SUDO[@]}" dpkg --add-architecture arm64
 "${SUDO[@]}" apt-get update -qq
-"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-  qemu-system-x86 qemu-system-arm qemu-efi-aarch64 ovmf qemu-utils \
+# qemu-utils must come from the same QEMU release as qemu-system-*: some
+# machine images ship a newer qemu-utils (a backport whose source is not in
+# apt's lists), which Breaks the distribution's qemu-system-common. Pin
+# qemu-utils to qemu-system-x86's candidate (a downgrade when needed).
+qemu_version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+if [ -z "$qemu_version" ] || [ "$qemu_version" = "(none)" ]; then
+  echo "apt has no candidate for qemu-system-x86: check /etc/apt/sources.list" >&2
+  exit 1
+fi
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --allow-downgrades \
+  qemu-system-x86 qemu-system-arm qemu-efi-aarch64 ovmf "qemu-utils=$qemu_version" \
   shellcheck nix-bin openssh-client openssh-server e2fsprogs cpio xz-utils gzip \
   python3 python3-venv ca-certificates git >/dev/null
 
