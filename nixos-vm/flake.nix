@@ -1,6 +1,7 @@
 # nixos-vm: NixOS test images (EC2 image + test-only QEMU glue) and the flake
-# fixtures the harness switches to. flake.lock is NOT committed yet: its
-# narHash could not be verified offline; run `nix flake lock` once online.
+# fixtures the harness switches to. flake.lock pins nixos-25.05 at
+# b2a3852b (rev/narHash/lastModified taken from public lock files; nix reads
+# it offline, the narHash is checked on the first online fetch).
 {
   description = "NixOS EC2 test images and fixtures for the Coder template harness";
 
@@ -25,6 +26,8 @@
       });
 
       nixosConfigurations.good = import ./fixtures/good { inherit nixpkgs; };
+      nixosConfigurations.broken = import ./fixtures/broken { inherit nixpkgs; };
+      nixosConfigurations.broken-build = import ./fixtures/broken-build { inherit nixpkgs; };
 
       # Evaluate the template's bootstrap module (single source, by relative path).
       checks = forAll (system: {
