@@ -5,6 +5,7 @@
 //! in behind the same trait.
 
 pub mod agent_logs_double;
+pub mod coder;
 
 use std::time::SystemTime;
 

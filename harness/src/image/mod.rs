@@ -3,6 +3,8 @@
 //! the QEMU launcher boots unchanged.
 
 pub mod fixture;
+pub mod nixos;
+pub mod path;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,132 @@
+//! The real Coder control plane: a REST client ([`client`]), the API's
+//! JSON shapes ([`types`]), the server in containers ([`container`]), and
+//! [`CoderControlPlane`], which implements [`ControlPlane`] for one
+//! workspace agent by polling the API.
+//!
+//! Coder's API reports the agent's *current* lifecycle state and its logs;
+//! "received" times here are when the harness first saw a log line or a
+//! state in a poll (an upper bound of when it reached the server).
+
+pub mod client;
+pub mod container;
+#[cfg(test)]
+mod double;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use super::{ControlPlane, LifecycleReport, ReceivedLog};
+use client::CoderClient;
+
+/// The Coder release the harness is written against and runs
+/// (`ghcr.io/coder/coder:<CODER_VERSION>`).
+pub const CODER_VERSION: &str = "v2.27.7";
+
+#[derive(Default)]
+struct Seen {
+    agent_id: Option<String>,
+    /// log id → (line, first seen).
+    logs: BTreeMap<i64, ReceivedLog>,
+    lifecycle: Vec<LifecycleReport>,
+}
+
+/// [`ControlPlane`] backed by a real Coder server, for one workspace.
+pub struct CoderControlPlane {
+    client: CoderClient,
+    workspace_id: String,
+    seen: Mutex<Seen>,
+}
+
+impl CoderControlPlane {
+    pub fn new(client: CoderClient, workspace_id: &str) -> CoderControlPlane {
+        CoderControlPlane {
+            client,
+            workspace_id: workspace_id.to_string(),
+            seen: Mutex::new(Seen::default()),
+        }
+    }
+
+    /// The workspace's (first) agent, or an error saying the build has none yet.
+    async fn agent(&self) -> anyhow::Result<types::WorkspaceAgent> {
+        let cached = self.seen.lock().unwrap().agent_id.clone();
+        let agent = match cached {
+            Some(id) => self.client.agent(&id).await?,
+            None => {
+                let ws = self.client.workspace(&self.workspace_id).await?;
+                let agent = ws.agents().next().cloned().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "workspace {} build #{} ({}, job {}): expected a resource with an agent, seen {} resource(s) without one",
+                        ws.name,
+                        ws.latest_build.build_number,
+                        ws.latest_build.status,
+                        ws.latest_build.job.status,
+                        ws.latest_build.resources.len()
+                    )
+                })?;
+                self.seen.lock().unwrap().agent_id = Some(agent.id.clone());
+                agent
+            }
+        };
+        let mut seen = self.seen.lock().unwrap();
+        if seen.lifecycle.last().map(|l| l.state.as_str()) != Some(agent.lifecycle_state.as_str()) {
+            seen.lifecycle.push(LifecycleReport {
+                state: agent.lifecycle_state.clone(),
+                received: SystemTime::now(),
+            });
+        }
+        Ok(agent)
+    }
+}
+
+#[async_trait]
+impl ControlPlane for CoderControlPlane {
+    fn describe(&self) -> String {
+        format!("Coder {CODER_VERSION} (real server)")
+    }
+
+    async fn logs(&self) -> anyhow::Result<Vec<ReceivedLog>> {
+        let agent = self.agent().await?;
+        let sources: BTreeMap<&str, &str> = agent
+            .log_sources
+            .iter()
+            .map(|s| (s.id.as_str(), s.display_name.as_str()))
+            .collect();
+        let after = self
+            .seen
+            .lock()
+            .unwrap()
+            .logs
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0);
+        let new = self.client.agent_logs(&agent.id, after).await?;
+        let now = SystemTime::now();
+        let mut seen = self.seen.lock().unwrap();
+        for l in new {
+            seen.logs.entry(l.id).or_insert_with(|| ReceivedLog {
+                output: l.output.clone(),
+                level: l.level.clone(),
+                source: sources
+                    .get(l.source_id.as_str())
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| l.source_id.clone()),
+                received: now,
+            });
+        }
+        Ok(seen.logs.values().cloned().collect())
+    }
+
+    async fn lifecycle(&self) -> anyhow::Result<Vec<LifecycleReport>> {
+        self.agent().await?;
+        Ok(self.seen.lock().unwrap().lifecycle.clone())
+    }
+
+    async fn agent_connected(&self) -> anyhow::Result<bool> {
+        Ok(self.agent().await?.status == "connected")
+    }
+}
