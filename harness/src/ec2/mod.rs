@@ -1,1 +1,142 @@
 //! Real EC2 backend via aws-sdk-ec2: instances, spot, home volume, tagging and leak-proof cleanup (`harness sweep`).
+//!
+//! - [`config`]: credential chain, region and endpoint (`HARNESS_EC2_*`), checked before anything is created;
+//! - [`plan`]: the pure `RunInstances` request for a variant (AMI, type, market, metadata, disks, tags);
+//! - [`launch`]: key pair, security group, instance (next AZ on capacity errors), home volume, drop guard;
+//! - [`lifecycle`]: stop / start / terminate with waiters, console output;
+//! - [`instance`]: `Ec2Instance`, the `Instance` trait over a launch (probes over SSH as root);
+//! - [`sweep`]: delete everything tagged `harness:run-id` (instances, spot requests, volumes, keys, groups).
+
+pub mod config;
+pub mod instance;
+pub mod launch;
+pub mod lifecycle;
+pub mod plan;
+pub mod sweep;
+
+/// Tag every harness-created resource carries; `harness sweep` only ever
+/// looks at resources with this tag key.
+pub const TAG_RUN_ID: &str = "harness:run-id";
+/// The scenario (or `ec2-launch`) that created the resource.
+pub const TAG_SCENARIO: &str = "harness:scenario";
+/// RFC 3339 creation time; `harness sweep --older-than` compares against it.
+pub const TAG_CREATED_AT: &str = "harness:created-at";
+/// Who ran the harness (`HARNESS_OWNER`, else `$USER@hostname`).
+pub const TAG_OWNER: &str = "harness:owner";
+
+/// The identity tags of one harness run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunTags {
+    pub run_id: String,
+    pub scenario: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub owner: String,
+}
+
+impl RunTags {
+    /// Fresh tags for a run of `scenario` now.
+    pub fn new(scenario: &str) -> RunTags {
+        let now = std::time::SystemTime::now();
+        let nanos = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let rand: u32 = rand::random();
+        RunTags {
+            run_id: format!("h{:x}{:08x}", nanos / 1_000_000, rand),
+            scenario: scenario.to_string(),
+            created_at: rfc3339(now),
+            owner: owner(),
+        }
+    }
+
+    /// The four tags as (key, value) pairs.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        vec![
+            (TAG_RUN_ID.to_string(), self.run_id.clone()),
+            (TAG_SCENARIO.to_string(), self.scenario.clone()),
+            (TAG_CREATED_AT.to_string(), self.created_at.clone()),
+            (TAG_OWNER.to_string(), self.owner.clone()),
+        ]
+    }
+
+    /// Name used for the run's key pair and security group.
+    pub fn resource_name(&self) -> String {
+        format!("harness-{}", self.run_id)
+    }
+}
+
+/// `t` as RFC 3339 (UTC, seconds).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    use aws_sdk_ec2::primitives::{DateTime, DateTimeFormat};
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    DateTime::from_secs(secs)
+        .fmt(DateTimeFormat::DateTime)
+        .unwrap_or_default()
+}
+
+/// Parse an RFC 3339 time (as written by [`rfc3339`]).
+pub fn parse_rfc3339(s: &str) -> Option<std::time::SystemTime> {
+    use aws_sdk_ec2::primitives::{DateTime, DateTimeFormat};
+    let d = DateTime::from_str(s, DateTimeFormat::DateTime).ok()?;
+    std::time::SystemTime::try_from(d).ok()
+}
+
+fn owner() -> String {
+    if let Ok(o) = std::env::var("HARNESS_OWNER") {
+        if !o.is_empty() {
+            return o;
+        }
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into());
+    format!("{user}@{host}")
+}
+
+/// Tags as EC2 `Tag`s.
+pub fn ec2_tags(pairs: &[(String, String)]) -> Vec<aws_sdk_ec2::types::Tag> {
+    pairs
+        .iter()
+        .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+/// One `TagSpecification` for resource type `kind`.
+pub fn tag_spec(
+    kind: aws_sdk_ec2::types::ResourceType,
+    pairs: &[(String, String)],
+) -> aws_sdk_ec2::types::TagSpecification {
+    aws_sdk_ec2::types::TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(ec2_tags(pairs)))
+        .build()
+}
+
+/// A tag's value from an EC2 tag list.
+pub fn tag_value<'a>(tags: &'a [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'a str> {
+    tags.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_and_tags_are_complete() {
+        let t = RunTags::new("unit");
+        let keys: Vec<_> = t.pairs().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, [TAG_RUN_ID, TAG_SCENARIO, TAG_CREATED_AT, TAG_OWNER]);
+        assert!(t.created_at.ends_with('Z'), "{}", t.created_at);
+        let back = parse_rfc3339(&t.created_at).unwrap();
+        assert_eq!(rfc3339(back), t.created_at);
+        assert!(t.resource_name().starts_with("harness-h"));
+    }
+}
