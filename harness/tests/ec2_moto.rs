@@ -1,0 +1,646 @@
+//! The EC2 backend against **moto** (`moto_server`, a real EC2 API peer but
+//! not AWS), started by each test on a free 127.0.0.1 port with dummy
+//! credentials; no traffic leaves 127.0.0.1.  Missing `moto_server` is a
+//! failure (run ci/setup-debian.sh), never a silent pass.
+//!
+//! moto does not echo `InstanceMarketOptions` details (only
+//! `InstanceLifecycle=spot`), so persistent / stop / max price are asserted
+//! on the launch plan that was sent.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{Filter, ResourceType, VolumeType};
+use base64::Engine;
+use harness::ec2::config::{Ec2Ctx, LoadOptions};
+use harness::ec2::{plan, RunTags, TAG_CREATED_AT, TAG_OWNER, TAG_RUN_ID, TAG_SCENARIO};
+
+/// A `moto_server` child on 127.0.0.1; killed on drop.
+struct Moto {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn moto_bin() -> PathBuf {
+    for p in [
+        "/usr/local/bin/moto_server",
+        "/root/.pyenv/shims/moto_server",
+    ] {
+        if std::path::Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("moto_server"))
+            .find(|p| p.exists())
+    });
+    found.unwrap_or_else(|| {
+        panic!("moto_server not found (expected /usr/local/bin/moto_server or on PATH): run ci/setup-debian.sh")
+    })
+}
+
+fn root() -> PathBuf {
+    harness::repo::root().expect("repository root")
+}
+
+/// The AMI table's ids registered in moto (MOTO_AMIS_PATH), with the
+/// NixOS AMIs' root device name.
+fn amis_json(dir: &std::path::Path) -> PathBuf {
+    let table = harness::ami::AmiTable::load_repo(&root()).unwrap();
+    let mut list = Vec::new();
+    for arches in table.regions.values() {
+        for (arch, ami) in arches {
+            list.push(serde_json::json!({
+                "ami_id": ami,
+                "name": format!("nixos-test-{arch}-{ami}"),
+                "description": "NixOS AMI table entry (moto)",
+                "owner_id": "427812963091",
+                "public": true,
+                "virtualization_type": "hvm",
+                "architecture": if arch == "aarch64" { "arm64" } else { "x86_64" },
+                "state": "available",
+                "root_device_type": "ebs",
+                "root_device_name": "/dev/xvda",
+                "hypervisor": "xen",
+            }));
+        }
+    }
+    let f = dir.join("amis.json");
+    std::fs::write(&f, serde_json::to_string(&list).unwrap()).unwrap();
+    f
+}
+
+fn start_moto() -> Moto {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::File::create(dir.path().join("moto.log")).unwrap();
+    let child = Command::new(moto_bin())
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("MOTO_AMIS_PATH", amis_json(dir.path()))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawning moto_server (run ci/setup-debian.sh)");
+    let url = format!("http://127.0.0.1:{port}");
+    let moto = Moto {
+        child,
+        url,
+        _dir: dir,
+    };
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "moto_server: expected it to listen on 127.0.0.1:{port} within 60s, seen nothing"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    moto
+}
+
+async fn ctx(moto: &Moto, region: &str) -> Ec2Ctx {
+    Ec2Ctx::load_with(LoadOptions {
+        region: Some(region.into()),
+        endpoint: Some(moto.url.clone()),
+        static_credentials: Some(("testing".into(), "testing".into())),
+    })
+    .await
+    .unwrap()
+}
+
+/// Env for a `harness` child talking to `moto` only.
+fn harness_cmd(moto: &Moto, region: &str, cred_dir: &std::path::Path) -> Command {
+    let empty = cred_dir.join("empty");
+    std::fs::write(&empty, "").unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
+    for v in [
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "HARNESS_EC2_SSH_CIDR",
+    ] {
+        c.env_remove(v);
+    }
+    c.env("HARNESS_REPO", root())
+        .env("HARNESS_EC2_ENDPOINT", &moto.url)
+        .env("HARNESS_EC2_REGION", region)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &empty)
+        .env("AWS_CONFIG_FILE", &empty)
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    c
+}
+
+fn tag_key_filter() -> Filter {
+    Filter::builder().name("tag-key").values(TAG_RUN_ID).build()
+}
+
+/// Every harness-tagged resource still alive in `ctx`'s region, as lines.
+async fn tagged_leftovers(ctx: &Ec2Ctx) -> Vec<String> {
+    let c = &ctx.client;
+    let mut left = Vec::new();
+    let i = c
+        .describe_instances()
+        .filters(tag_key_filter())
+        .send()
+        .await
+        .unwrap();
+    for inst in i.reservations().iter().flat_map(|r| r.instances()) {
+        let state = inst.state().and_then(|s| s.name()).unwrap().as_str();
+        if state != "terminated" {
+            left.push(format!("instance {} {state}", inst.instance_id().unwrap()));
+        }
+    }
+    let v = c
+        .describe_volumes()
+        .filters(tag_key_filter())
+        .send()
+        .await
+        .unwrap();
+    left.extend(
+        v.volumes()
+            .iter()
+            .map(|v| format!("volume {}", v.volume_id().unwrap())),
+    );
+    let k = c
+        .describe_key_pairs()
+        .filters(tag_key_filter())
+        .send()
+        .await
+        .unwrap();
+    left.extend(
+        k.key_pairs()
+            .iter()
+            .map(|k| format!("key {}", k.key_name().unwrap())),
+    );
+    let g = c
+        .describe_security_groups()
+        .filters(tag_key_filter())
+        .send()
+        .await
+        .unwrap();
+    left.extend(
+        g.security_groups()
+            .iter()
+            .map(|g| format!("group {}", g.group_id().unwrap())),
+    );
+    left
+}
+
+/// All resources of any kind (tagged or not) in the region, for "nothing was created".
+async fn resource_counts(ctx: &Ec2Ctx) -> (usize, usize, usize, usize) {
+    let c = &ctx.client;
+    let i = c.describe_instances().send().await.unwrap();
+    let v = c.describe_volumes().send().await.unwrap();
+    let k = c.describe_key_pairs().send().await.unwrap();
+    let g = c.describe_security_groups().send().await.unwrap();
+    (
+        i.reservations().iter().flat_map(|r| r.instances()).count(),
+        v.volumes().len(),
+        k.key_pairs().len(),
+        g.security_groups().len(),
+    )
+}
+
+fn assert_run_tags(tags: &[aws_sdk_ec2::types::Tag], run: &RunTags, what: &str) {
+    for (k, v) in [
+        (TAG_RUN_ID, &run.run_id),
+        (TAG_SCENARIO, &run.scenario),
+        (TAG_CREATED_AT, &run.created_at),
+        (TAG_OWNER, &run.owner),
+    ] {
+        assert_eq!(
+            harness::ec2::tag_value(tags, k),
+            Some(v.as_str()),
+            "{what}: tag {k}: expected {v}, seen {tags:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_variants_launch_as_planned() {
+    let moto = start_moto();
+    let root = root();
+    let amis = harness::ami::AmiTable::load_repo(&root).unwrap();
+    let variants = harness::values::discover_repo(&root).unwrap();
+    assert_eq!(variants.len(), 4, "expected the four variants of values/");
+    let regions = ["us-east-1", "us-west-2", "eu-central-1", "eu-west-1"];
+    let art = tempfile::tempdir().unwrap();
+    for (variant, region) in variants.iter().zip(regions) {
+        let ctx = ctx(&moto, region).await;
+        let user_data = harness::render::render_user_data(&root, variant, &BTreeMap::new())
+            .await
+            .unwrap();
+        let tags = RunTags::new("ec2_moto");
+        let p = plan::plan(
+            variant,
+            region,
+            &amis,
+            &user_data,
+            tags.clone(),
+            &Default::default(),
+        )
+        .unwrap();
+        // Market options: moto only echoes the lifecycle, so the spot
+        // settings are asserted on the plan that is sent.
+        match p.market_options() {
+            Some(m) => {
+                assert!(
+                    variant.is_spot,
+                    "{}: market options on on-demand",
+                    variant.name
+                );
+                let so = m.spot_options().unwrap();
+                assert_eq!(so.spot_instance_type().unwrap().as_str(), "persistent");
+                assert_eq!(
+                    so.instance_interruption_behavior().unwrap().as_str(),
+                    "stop"
+                );
+            }
+            None => assert!(
+                !variant.is_spot,
+                "{}: spot variant without market options",
+                variant.name
+            ),
+        }
+        let mut l = harness::ec2::launch::launch(&ctx, p, &art.path().join(&variant.name))
+            .await
+            .unwrap();
+        let c = &ctx.client;
+
+        let d = c
+            .describe_instances()
+            .instance_ids(&l.instance_id)
+            .send()
+            .await
+            .unwrap();
+        let inst = d.reservations()[0].instances()[0].clone();
+        let what = format!("{} in {region}", variant.name);
+        assert_eq!(
+            inst.image_id(),
+            Some(amis.lookup(region, variant.arch).unwrap()),
+            "{what}: AMI"
+        );
+        assert_eq!(
+            inst.instance_type().map(|t| t.as_str()),
+            variant.value_str("default_instance_type"),
+            "{what}: instance type"
+        );
+        assert_eq!(
+            inst.instance_lifecycle().map(|l| l.as_str()),
+            variant.is_spot.then_some("spot"),
+            "{what}: lifecycle"
+        );
+        let az = inst
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .unwrap();
+        assert_eq!(az, l.az, "{what}: AZ");
+        assert_eq!(
+            inst.metadata_options()
+                .and_then(|m| m.http_tokens())
+                .map(|t| t.as_str()),
+            Some("required"),
+            "{what}: IMDSv2"
+        );
+        assert_run_tags(inst.tags(), &tags, &what);
+        assert_eq!(inst.key_name(), Some(l.key_name.as_str()));
+
+        let ud = c
+            .describe_instance_attribute()
+            .instance_id(&l.instance_id)
+            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+            .send()
+            .await
+            .unwrap();
+        let ud = ud.user_data().and_then(|v| v.value()).unwrap();
+        let ud = base64::engine::general_purpose::STANDARD
+            .decode(ud)
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(ud).unwrap(),
+            user_data,
+            "{what}: user-data = render"
+        );
+
+        // Every block device (root and home) is encrypted and tagged.
+        let vol_ids: Vec<String> = inst
+            .block_device_mappings()
+            .iter()
+            .filter_map(|b| b.ebs().and_then(|e| e.volume_id()).map(str::to_string))
+            .collect();
+        assert!(
+            vol_ids.contains(&l.volume_id),
+            "{what}: home not attached: {vol_ids:?}"
+        );
+        let vols = c
+            .describe_volumes()
+            .set_volume_ids(Some(vol_ids.clone()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(vols.volumes().len(), 2, "{what}: root + home");
+        for v in vols.volumes() {
+            let id = v.volume_id().unwrap();
+            assert_eq!(v.encrypted(), Some(true), "{what}: {id} encrypted");
+            assert_eq!(v.volume_type(), Some(&VolumeType::Gp3), "{what}: {id} gp3");
+            assert_eq!(v.availability_zone(), Some(az), "{what}: {id} AZ");
+            assert_run_tags(v.tags(), &tags, &format!("{what}: volume {id}"));
+            let att = &v.attachments()[0];
+            assert_eq!(att.instance_id(), Some(l.instance_id.as_str()));
+            if id == l.volume_id {
+                assert_eq!(att.device(), Some("/dev/xvdb"), "{what}: home device");
+                assert_eq!(v.size(), Some(plan::HOME_GIB));
+            } else {
+                assert_eq!(att.device(), Some(plan::ROOT_DEVICE), "{what}: root device");
+            }
+        }
+        let sg = c
+            .describe_security_groups()
+            .group_ids(&l.security_group_id)
+            .send()
+            .await
+            .unwrap();
+        let perms = sg.security_groups()[0].ip_permissions();
+        assert_eq!(perms.len(), 1, "{what}: only SSH");
+        assert_eq!(
+            (perms[0].from_port(), perms[0].to_port()),
+            (Some(22), Some(22))
+        );
+        let cidrs: Vec<_> = perms[0]
+            .ip_ranges()
+            .iter()
+            .filter_map(|r| r.cidr_ip())
+            .collect();
+        assert_eq!(cidrs, ["127.0.0.1/32"], "{what}: SSH from the caller only");
+
+        l.guard.cleanup().await.unwrap();
+        assert_eq!(
+            tagged_leftovers(&ctx).await,
+            Vec::<String>::new(),
+            "{what}: after cleanup"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_start_terminate_and_sweep_twice_are_fine() {
+    use harness::ec2::lifecycle;
+    let moto = start_moto();
+    let root = root();
+    let ctx = ctx(&moto, "us-east-2").await;
+    let variant = harness::values::find(&root, "aws-nixos-graviton-spot").unwrap();
+    let amis = harness::ami::AmiTable::load_repo(&root).unwrap();
+    let p = plan::plan(
+        &variant,
+        "us-east-2",
+        &amis,
+        "#!/bin/sh\necho lifecycle\n",
+        RunTags::new("ec2_moto_lifecycle"),
+        &Default::default(),
+    )
+    .unwrap();
+    let art = tempfile::tempdir().unwrap();
+    let mut l = harness::ec2::launch::launch(&ctx, p, art.path())
+        .await
+        .unwrap();
+    let c = &ctx.client;
+    let id = l.instance_id.clone();
+    for _ in 0..2 {
+        lifecycle::stop(c, &id).await.unwrap();
+        assert_eq!(
+            lifecycle::state(c, &id).await.unwrap().as_deref(),
+            Some("stopped")
+        );
+    }
+    for _ in 0..2 {
+        lifecycle::start(c, &id).await.unwrap();
+        assert_eq!(
+            lifecycle::state(c, &id).await.unwrap().as_deref(),
+            Some("running")
+        );
+    }
+    let console = lifecycle::save_console_output(c, &id, art.path())
+        .await
+        .unwrap();
+    assert!(console.exists());
+    for _ in 0..2 {
+        lifecycle::terminate(c, &id).await.unwrap();
+        assert_eq!(
+            lifecycle::state(c, &id).await.unwrap().as_deref(),
+            Some("terminated")
+        );
+    }
+    l.guard.cleanup().await.unwrap();
+    l.guard.cleanup().await.unwrap();
+    assert_eq!(tagged_leftovers(&ctx).await, Vec::<String>::new());
+    let opts = harness::ec2::sweep::SweepOptions {
+        older_than: Duration::ZERO,
+        dry_run: false,
+        run_id: None,
+    };
+    for _ in 0..2 {
+        let acts = harness::ec2::sweep::sweep_region(&ctx, &opts)
+            .await
+            .unwrap();
+        assert_eq!(acts, Vec::new(), "nothing left to sweep");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_launch_is_swept_and_untagged_resources_are_untouched() {
+    let moto = start_moto();
+    let region = "us-west-2";
+    let ctx = ctx(&moto, region).await;
+    let c = &ctx.client;
+    let amis = harness::ami::AmiTable::load_repo(&root()).unwrap();
+    let ami = amis.lookup(region, harness::variant::Arch::X86_64).unwrap();
+    // Untagged resources the sweep must leave alone.
+    let other_vol = c
+        .create_volume()
+        .availability_zone(format!("{region}a"))
+        .size(1)
+        .send()
+        .await
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_string();
+    let other_inst = c
+        .run_instances()
+        .image_id(ami)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key("Name")
+                        .value("not-harness")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string();
+
+    let creds = tempfile::tempdir().unwrap();
+    let mut child = harness_cmd(&moto, region, creds.path())
+        .args(["ec2-launch", "aws-nixos", "--hold"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // Wait for the launch line (printed once instance and volume exist).
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(300))
+        .expect("ec2-launch --hold: expected a `run … instance …` line within 300s");
+    assert!(line.starts_with("run "), "{line}");
+    assert!(
+        !tagged_leftovers(&ctx).await.is_empty(),
+        "moto shows the tagged run"
+    );
+    child.kill().unwrap(); // SIGKILL: no cleanup can run
+    child.wait().unwrap();
+    assert!(
+        !tagged_leftovers(&ctx).await.is_empty(),
+        "SIGKILL left the run behind"
+    );
+
+    for round in 0..2 {
+        let out = harness_cmd(&moto, region, creds.path())
+            .args(["sweep", "--older-than", "0s"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "sweep round {round}: expected exit 0, seen {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if round == 0 {
+            assert!(
+                stdout.contains("terminate") && stdout.contains("delete"),
+                "{stdout}"
+            );
+        } else {
+            assert_eq!(stdout.trim(), "", "second sweep: nothing to do");
+        }
+        assert_eq!(tagged_leftovers(&ctx).await, Vec::<String>::new());
+    }
+    assert_eq!(
+        harness::ec2::lifecycle::state(c, &other_inst)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("running"),
+        "untagged instance untouched"
+    );
+    let v = c
+        .describe_volumes()
+        .volume_ids(&other_vol)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(v.volumes().len(), 1, "untagged volume untouched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_fails_clearly_before_creating_anything() {
+    let moto = start_moto();
+    let creds = tempfile::tempdir().unwrap();
+    let before = resource_counts(&ctx(&moto, "us-east-1").await).await;
+    let cases: [(&str, &[&str], bool, &[&str]); 3] = [
+        (
+            "mars-east-1",
+            &[],
+            true,
+            &["unknown AWS region", "mars-east-1", "HARNESS_EC2_REGION"],
+        ),
+        (
+            "sa-east-1",
+            &[],
+            true,
+            &["no NixOS AMI", "sa-east-1", "us-east-1"],
+        ),
+        (
+            "us-east-1",
+            &[],
+            false,
+            &["no AWS credentials", "AWS_PROFILE"],
+        ),
+    ];
+    for (region, extra, with_creds, expect) in cases {
+        let mut cmd = harness_cmd(&moto, region, creds.path());
+        if !with_creds {
+            cmd.env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY");
+        }
+        let out = cmd
+            .args(["ec2-launch", "aws-nixos"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{region}: expected failure, seen {}",
+            out.status
+        );
+        for e in expect {
+            assert!(stderr.contains(e), "{region}: expected `{e}` in: {stderr}");
+        }
+    }
+    for region in ["us-east-1", "sa-east-1"] {
+        let ctx = ctx(&moto, region).await;
+        assert_eq!(
+            tagged_leftovers(&ctx).await,
+            Vec::<String>::new(),
+            "{region}"
+        );
+    }
+    assert_eq!(
+        resource_counts(&ctx(&moto, "us-east-1").await).await,
+        before,
+        "no resource created"
+    );
+}
