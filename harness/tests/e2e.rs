@@ -342,15 +342,10 @@ fn skip_reason(tag: &str) -> Option<String> {
                         .into()
                 });
             }
-            let docker = std::process::Command::new("docker")
-                .args(["info", "--format", "{{.ServerVersion}}"])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            if !docker {
-                return Some("no Docker daemon: the real Coder server cannot run here".into());
-            }
-            None
+            // "Docker is not running" / "image ghcr.io/coder/coder:X is not
+            // present and cannot be pulled".
+            harness::control::coder::container::docker_available()
+                .map(|r| format!("the real Coder server cannot run here: {r}"))
         }
         "ec2" => Some("EC2 tier: set HARNESS_BACKEND=ec2 with AWS credentials".into()),
         _ => None,
