@@ -644,3 +644,42 @@ async fn bad_input_fails_clearly_before_creating_anything() {
         "no resource created"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_on_a_held_launch_deletes_the_run() {
+    let moto = start_moto();
+    let region = "eu-west-1";
+    let ctx = ctx(&moto, region).await;
+    let creds = tempfile::tempdir().unwrap();
+    let mut child = harness_cmd(&moto, region, creds.path())
+        .args(["ec2-launch", "aws-nixos-graviton-spot", "--hold"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(300))
+        .expect("ec2-launch --hold: expected a `run … instance …` line within 300s");
+    assert!(line.starts_with("run "), "{line}");
+    assert!(!tagged_leftovers(&ctx).await.is_empty());
+    // SAFETY: plain kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(rc, 0, "kill(SIGINT)");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "Ctrl-C exit code");
+    assert_eq!(
+        tagged_leftovers(&ctx).await,
+        Vec::<String>::new(),
+        "Ctrl-C: the drop guard deleted the run"
+    );
+}
