@@ -683,3 +683,81 @@ async fn ctrl_c_on_a_held_launch_deletes_the_run() {
         "Ctrl-C: the drop guard deleted the run"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_all_regions_respects_dry_run_and_older_than() {
+    let moto = start_moto();
+    let region = "eu-central-1";
+    let ctx = ctx(&moto, region).await;
+    let c = &ctx.client;
+    let mk = |created: std::time::SystemTime, run: &str| {
+        let mut t = RunTags::new("ec2_moto_sweep");
+        t.run_id = run.to_string();
+        t.created_at = harness::ec2::rfc3339(created);
+        c.create_volume()
+            .availability_zone(format!("{region}a"))
+            .size(1)
+            .tag_specifications(harness::ec2::tag_spec(ResourceType::Volume, &t.pairs()))
+            .send()
+    };
+    let now = std::time::SystemTime::now();
+    let old = mk(now - Duration::from_secs(3 * 3600), "old-run")
+        .await
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_string();
+    let young = mk(now, "young-run")
+        .await
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_string();
+    let creds = tempfile::tempdir().unwrap();
+    let sweep = |args: &[&str]| {
+        let out = harness_cmd(&moto, "us-east-1", creds.path())
+            .arg("sweep")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sweep {args:?}: expected exit 0, seen {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let exists = |id: String| async move {
+        c.describe_volumes()
+            .filters(Filter::builder().name("volume-id").values(id).build())
+            .send()
+            .await
+            .unwrap()
+            .volumes()
+            .len()
+            == 1
+    };
+    let dry = sweep(&["--all-regions", "--older-than", "1h", "--dry-run"]);
+    assert!(
+        dry.contains(&format!("would delete {region} volume {old}")),
+        "{dry}"
+    );
+    assert!(
+        dry.contains(&format!(
+            "skip (younger than --older-than) {region} volume {young}"
+        )),
+        "{dry}"
+    );
+    assert!(
+        exists(old.clone()).await && exists(young.clone()).await,
+        "dry run deletes nothing"
+    );
+    let real = sweep(&["--all-regions", "--older-than", "1h"]);
+    assert!(
+        real.contains(&format!("delete {region} volume {old}")),
+        "{real}"
+    );
+    assert!(!exists(old).await, "old tagged volume deleted");
+    assert!(exists(young).await, "young tagged volume kept");
+}
