@@ -151,7 +151,7 @@ pub fn plan(root: &Path, variants: &[Variant], scenarios: &[PlannedScenario]) ->
                 "swap": {
                     "module": "instance",
                     "from": "./modules/ec2-instance",
-                    "to": "a local module that writes user_data to the shared dir (no AWS)",
+                    "to": "./modules/local-instance (harness/e2e/local-instance: writes user_data to the shared dir, no AWS)",
                     "shared_dir": shared,
                 },
                 "variables": v.values,

@@ -11,6 +11,7 @@ pub mod client;
 pub mod container;
 #[cfg(test)]
 mod double;
+pub mod template;
 pub mod types;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,113 @@
+//! The e2e tier's Coder template test build: a copy of `templates/` whose
+//! `module "instance"` (`./modules/ec2-instance`, the AWS resources) is
+//! swapped for the test-only local module `harness/e2e/local-instance`,
+//! which writes the rendered user-data into a directory shared with the
+//! harness instead of launching an EC2 instance.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// The local stand-in module (`harness/e2e/local-instance/main.tf`).
+pub const LOCAL_INSTANCE_TF: &str = include_str!("../../../e2e/local-instance/main.tf");
+/// Where the swapped module lives inside the copy.
+pub const LOCAL_MODULE_DIR: &str = "modules/local-instance";
+const EC2_SOURCE: &str = "\"./modules/ec2-instance\"";
+
+fn copy_dir(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for e in std::fs::read_dir(src).with_context(|| format!("listing {}", src.display()))? {
+        let e = e?;
+        let name = e.file_name();
+        if name == ".terraform" || name == "terraform.tfstate" || name == ".terraform.lock.hcl" {
+            continue;
+        }
+        let (s, d) = (e.path(), dst.join(&name));
+        if e.file_type()?.is_dir() {
+            copy_dir(&s, &d)?;
+        } else {
+            std::fs::copy(&s, &d).with_context(|| format!("copying {}", s.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Copy `<repo>/templates` to `dest` with the instance module swapped;
+/// the local module writes under `shared_dir/<name>/`.  Returns `dest`.
+pub fn prepare(repo_root: &Path, dest: &Path, shared_dir: &Path) -> anyhow::Result<PathBuf> {
+    let shared = shared_dir.display().to_string();
+    if shared.contains('"') || shared.contains('$') || shared.contains('\\') {
+        anyhow::bail!(
+            "shared dir {shared:?}: expected a plain path without quotes, $ or backslashes"
+        );
+    }
+    let src = repo_root.join("templates");
+    if dest.exists() {
+        std::fs::remove_dir_all(dest).with_context(|| format!("clearing {}", dest.display()))?;
+    }
+    copy_dir(&src, dest)?;
+    let main = dest.join("main.tf");
+    let text =
+        std::fs::read_to_string(&main).with_context(|| format!("reading {}", main.display()))?;
+    let n = text.matches(EC2_SOURCE).count();
+    if n != 1 {
+        anyhow::bail!(
+            "{}: expected exactly one `source = {EC2_SOURCE}` to swap for the local module, seen {n}",
+            src.join("main.tf").display()
+        );
+    }
+    std::fs::write(
+        &main,
+        text.replace(EC2_SOURCE, &format!("\"./{LOCAL_MODULE_DIR}\"")),
+    )?;
+    std::fs::remove_dir_all(dest.join("modules/ec2-instance"))?;
+    let m = dest.join(LOCAL_MODULE_DIR);
+    std::fs::create_dir_all(&m)?;
+    std::fs::write(
+        m.join("main.tf"),
+        LOCAL_INSTANCE_TF.replace("@SHARED_DIR@", &shared),
+    )?;
+    Ok(dest.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swaps_the_instance_module_in_a_copy() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let out = prepare(
+            root,
+            &d.path().join("tpl"),
+            Path::new("/tmp/harness-shared"),
+        )
+        .unwrap();
+        let main = std::fs::read_to_string(out.join("main.tf")).unwrap();
+        assert!(main.contains("\"./modules/local-instance\""), "{main}");
+        assert!(!main.contains("ec2-instance"));
+        assert!(!out.join("modules/ec2-instance").exists());
+        assert!(out.join("modules/bootstrap").is_dir());
+        let local = std::fs::read_to_string(out.join("modules/local-instance/main.tf")).unwrap();
+        assert!(
+            local.contains("default     = \"/tmp/harness-shared\""),
+            "{local}"
+        );
+        // Same inputs as the real module.
+        let real =
+            std::fs::read_to_string(root.join("templates/modules/ec2-instance/main.tf")).unwrap();
+        for line in real
+            .lines()
+            .filter(|l| l.starts_with("variable \"") || l.starts_with("output \""))
+        {
+            let head = line.split('{').next().unwrap().trim();
+            assert!(local.contains(head), "local module lacks `{head}`");
+        }
+        // The repository's templates/ is untouched.
+        assert!(std::fs::read_to_string(root.join("templates/main.tf"))
+            .unwrap()
+            .contains("ec2-instance"));
+        assert!(prepare(root, &d.path().join("x"), Path::new("/tmp/a\"b")).is_err());
+    }
+}
