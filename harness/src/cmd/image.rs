@@ -1,6 +1,9 @@
 //! `harness image`: build or locate a guest image.
 //! `harness image fixture --arch x86_64|aarch64` builds (or finds cached)
 //! the Debian fixture guest and prints where its files are.
+//! `harness image nixos --arch …` builds the NixOS test image with nix (or
+//! takes HARNESS_IMAGE_<ARCH>); `harness image path FILE --arch …` checks a
+//! user-supplied image and detects its format.
 
 use crate::variant::Arch;
 
@@ -22,6 +25,44 @@ pub enum What {
         #[arg(long)]
         json: bool,
     },
+    /// Build the NixOS test image (`nix build nixos-vm#packages.<system>.ec2-image`),
+    /// or use HARNESS_IMAGE_<ARCH>; prints the image file and its format.
+    Nixos {
+        /// Guest architecture.
+        #[arg(long, value_parser = ["x86_64", "aarch64"])]
+        arch: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a user-supplied disk image and detect its format (qcow2, vpc, raw).
+    Path {
+        /// The image file.
+        path: std::path::PathBuf,
+        /// Guest architecture.
+        #[arg(long, value_parser = ["x86_64", "aarch64"])]
+        arch: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn print_firmware_image(img: &crate::image::BootImage, json: bool) -> anyhow::Result<()> {
+    if json {
+        let v = serde_json::json!({
+            "arch": img.arch.as_str(),
+            "kind": img.kind.as_str(),
+            "base": img.base,
+            "base_format": img.base_format,
+            "description": img.description,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{}", img.description);
+        println!("base:   {} ({})", img.base.display(), img.base_format);
+    }
+    Ok(())
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
@@ -59,6 +100,20 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
                 println!("append: {append}");
                 println!("base:   {} ({})", img.base.display(), img.base_format);
             }
+            Ok(0)
+        }
+        What::Nixos { arch, json } => {
+            let arch: Arch = arch.parse()?;
+            let root = crate::repo::root()?;
+            let img = tokio::task::spawn_blocking(move || crate::image::nixos::image(&root, arch))
+                .await??;
+            print_firmware_image(&img, json)?;
+            Ok(0)
+        }
+        What::Path { path, arch, json } => {
+            let arch: Arch = arch.parse()?;
+            let img = crate::image::path::image(&path, arch, crate::image::ImageKind::Path)?;
+            print_firmware_image(&img, json)?;
             Ok(0)
         }
     }
