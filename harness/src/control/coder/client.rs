@@ -328,6 +328,68 @@ impl CoderClient {
         self.get(&format!("/api/v2/workspaces/{id}")).await
     }
 
+    /// `GET /api/v2/workspacebuilds/{id}/logs`.
+    pub async fn build_logs(&self, build: &str) -> anyhow::Result<Vec<ProvisionerJobLog>> {
+        self.get(&format!("/api/v2/workspacebuilds/{build}/logs"))
+            .await
+    }
+
+    /// Poll a workspace until its latest build's job ends; errors with the
+    /// job error and the tail of the build log unless it succeeded.
+    pub async fn wait_build(
+        &self,
+        workspace: &str,
+        timeout: Duration,
+        poll: Duration,
+    ) -> anyhow::Result<Workspace> {
+        let start = Instant::now();
+        let mut last = String::new();
+        loop {
+            let ws = self.workspace(workspace).await?;
+            let b = &ws.latest_build;
+            let now = format!("{} {} (job {})", b.transition, b.status, b.job.status);
+            if now != last {
+                eprintln!(
+                    "[coder] workspace {} build #{}: {now}",
+                    ws.name, b.build_number
+                );
+                last = now;
+            }
+            match b.job.status.as_str() {
+                "succeeded" => return Ok(ws),
+                "failed" | "canceled" => {
+                    let logs = self.build_logs(&b.id).await.unwrap_or_default();
+                    let tail: Vec<String> = logs
+                        .iter()
+                        .rev()
+                        .take(30)
+                        .rev()
+                        .map(|l| format!("  [{}] {}", l.stage, l.output))
+                        .collect();
+                    anyhow::bail!(
+                        "workspace {} build #{} ({}): expected the job to succeed, seen {} ({}); last build log lines:\n{}",
+                        ws.name,
+                        b.build_number,
+                        b.transition,
+                        b.job.status,
+                        b.job.error.clone().unwrap_or_default(),
+                        tail.join("\n")
+                    );
+                }
+                _ => {}
+            }
+            if start.elapsed() > timeout {
+                anyhow::bail!(
+                    "workspace {} build #{}: expected the job to end within {timeout:?}, seen {}",
+                    ws.name,
+                    b.build_number,
+                    b.job.status
+                );
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
     /// `GET /api/v2/workspaceagents/{id}`.
     pub async fn agent(&self, id: &str) -> anyhow::Result<WorkspaceAgent> {
         self.get(&format!("/api/v2/workspaceagents/{id}")).await

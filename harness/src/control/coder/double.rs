@@ -196,9 +196,28 @@ async fn builds(
     )
 }
 
-async fn workspace(State(st): State<St>) -> impl IntoResponse {
+async fn workspace(State(st): State<St>, Path(id): Path<String>) -> impl IntoResponse {
     let l = st.lock().unwrap().lifecycle.clone();
-    Json(workspace_json(&l))
+    let mut w = workspace_json(&l);
+    if id == "ws-bad" {
+        w["id"] = json!(id);
+        w["latest_build"]["id"] = json!("build-bad");
+        w["latest_build"]["status"] = json!("failed");
+        w["latest_build"]["job"] =
+            json!({"id": "job-bad", "status": "failed", "error": "terraform apply: exit status 1"});
+    }
+    Json(w)
+}
+
+async fn build_logs(Path(id): Path<String>) -> impl IntoResponse {
+    let out = if id == "build-bad" {
+        "Error: local-exec provisioner error"
+    } else {
+        "Apply complete!"
+    };
+    Json(json!([
+        {"id": 7, "created_at": "2026-01-01T00:00:03Z", "log_source": "provisioner", "log_level": "error", "stage": "Starting workspace", "output": out}
+    ]))
 }
 
 async fn agent(State(st): State<St>) -> impl IntoResponse {
@@ -271,6 +290,7 @@ impl CoderApiDouble {
             .route("/api/v2/users/{user}/workspaces", post(create_ws))
             .route("/api/v2/workspaces/{id}/builds", post(builds))
             .route("/api/v2/workspaces/{id}", get(workspace))
+            .route("/api/v2/workspacebuilds/{id}/logs", get(build_logs))
             .route("/api/v2/workspaceagents/{id}", get(agent))
             .route("/api/v2/workspaceagents/{id}/logs", get(agent_logs))
             .route("/bin/{name}", get(cli))
@@ -456,6 +476,28 @@ mod tests {
             .map(|l| l.state)
             .collect();
         assert_eq!(states, ["starting", "ready"]);
+    }
+
+    #[tokio::test]
+    async fn waits_for_builds_and_reports_failures_with_the_log() {
+        let d = CoderApiDouble::start().await;
+        let c = CoderClient::new(&d.url()).unwrap().with_token(TOKEN);
+        let ws = c
+            .wait_build(WS, Duration::from_secs(5), Duration::from_millis(10))
+            .await
+            .unwrap();
+        assert_eq!(ws.latest_build.status, "running");
+        let e = c
+            .wait_build("ws-bad", Duration::from_secs(5), Duration::from_millis(10))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("expected the job to succeed, seen failed"),
+            "{e}"
+        );
+        assert!(e.contains("terraform apply: exit status 1"), "{e}");
+        assert!(e.contains("local-exec provisioner error"), "{e}");
     }
 
     #[tokio::test]
