@@ -14,8 +14,12 @@
       image = system: nixpkgs.lib.nixosSystem {
         inherit system;
         modules = [
-          "${nixpkgs}/nixos/modules/virtualisation/amazon-image.nix"
+          # The AMI builder (defines amazonImage.* and system.build.amazonImage;
+          # it imports virtualisation/amazon-image.nix, the EC2 runtime config).
+          "${nixpkgs}/nixos/maintainers/scripts/ec2/amazon-image.nix"
           ./qemu-glue.nix
+          # qcow2 instead of the AMI's VHD: same content, cheap QEMU overlays.
+          { amazonImage.format = "qcow2"; }
           # Pre-seed the store with the fixtures' closure so switching works offline.
           ({ ... }: { system.extraDependencies = [ self.nixosConfigurations.good.config.system.build.toplevel ]; })
         ];
