@@ -11,6 +11,8 @@
     let
       systems = [ "x86_64-linux" "aarch64-linux" ];
       forAll = f: nixpkgs.lib.genAttrs systems f;
+      fixture = name: system: import (./fixtures + "/${name}") { inherit nixpkgs system; };
+      fixtureName = name: system: if system == "x86_64-linux" then name else "${name}-aarch64";
       image = system: nixpkgs.lib.nixosSystem {
         inherit system;
         modules = [
@@ -21,7 +23,7 @@
           # qcow2 instead of the AMI's VHD: same content, cheap QEMU overlays.
           { amazonImage.format = "qcow2"; }
           # Pre-seed the store with the fixtures' closure so switching works offline.
-          ({ ... }: { system.extraDependencies = [ self.nixosConfigurations.good.config.system.build.toplevel ]; })
+          { system.extraDependencies = [ self.nixosConfigurations.${fixtureName "good" system}.config.system.build.toplevel ]; }
         ];
       };
     in {
@@ -29,9 +31,12 @@
         ec2-image = (image system).config.system.build.amazonImage;
       });
 
-      nixosConfigurations.good = import ./fixtures/good { inherit nixpkgs; };
-      nixosConfigurations.broken = import ./fixtures/broken { inherit nixpkgs; };
-      nixosConfigurations.broken-build = import ./fixtures/broken-build { inherit nixpkgs; };
+      # <fixture> is x86_64-linux, <fixture>-aarch64 the same for aarch64-linux
+      # (flake_uri = path:…/nixos-vm#good or #good-aarch64; see `harness e2e --plan`).
+      nixosConfigurations = nixpkgs.lib.listToAttrs (nixpkgs.lib.concatMap (name: [
+        { inherit name; value = fixture name "x86_64-linux"; }
+        { name = "${name}-aarch64"; value = fixture name "aarch64-linux"; }
+      ]) [ "good" "broken" "broken-build" ]);
 
       # Evaluate the template's bootstrap module (single source, by relative path).
       checks = forAll (system: {

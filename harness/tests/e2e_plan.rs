@@ -94,6 +94,10 @@ fn json_plan_covers_every_variant() {
         uris.iter().any(|u| u.ends_with("nixos-vm#broken")),
         "{uris:?}"
     );
+    assert!(
+        uris.iter().any(|u| u.ends_with("nixos-vm#good-aarch64")),
+        "{uris:?}"
+    );
     assert!(ws.iter().all(|w| w["parameters"]["agent_user"]
         .as_str()
         .is_some_and(|u| !u.is_empty())));
