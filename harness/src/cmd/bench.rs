@@ -1,9 +1,82 @@
-//! `harness bench`.
+//! `harness bench vm|selftest [--arch A] [--runs N]`: side-by-side timings
+//! on the fixture guest, printed as min/median/max plus ratios. Nothing
+//! here is asserted on by tests.
+
+use crate::bench::{self, selftest, vm};
+use crate::qemu::accel::AccelRequest;
+use crate::variant::Arch;
+use crate::workspace_double::Defect;
+use crate::{repo, values};
 
 /// Arguments of `harness bench`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    pub what: What,
+}
 
-pub async fn run(_args: Args) -> anyhow::Result<i32> {
-    anyhow::bail!("`harness bench` is not implemented yet")
+#[derive(Debug, clap::Subcommand)]
+pub enum What {
+    /// Cold boot -> user-data, stop/start, snapshot restore, per arch.
+    Vm {
+        /// Only this architecture (default: every arch in values/).
+        #[arg(long)]
+        arch: Option<Arch>,
+        /// Rounds per architecture.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// The @selftest matrix: boot-per-scenario vs snapshot reuse.
+    Selftest {
+        #[arg(long)]
+        arch: Option<Arch>,
+        /// Comma-separated defects (default: all, including `none`).
+        #[arg(long, value_delimiter = ',')]
+        defects: Vec<String>,
+    },
+}
+
+pub async fn run(args: Args) -> anyhow::Result<i32> {
+    let root = repo::root()?;
+    let all = values::discover_repo(&root)?;
+    let accel = AccelRequest::from_env()?;
+    let out = repo::target_dir(&root).join("bench");
+    match args.what {
+        What::Vm { arch, runs } => {
+            anyhow::ensure!(runs > 0, "--runs must be at least 1");
+            for v in bench::variants_for(&all, arch) {
+                let s = vm::measure(&v, runs, accel, &out.join("vm")).await?;
+                vm::print(&v, &s);
+            }
+            Ok(0)
+        }
+        What::Selftest { arch, defects } => {
+            let defects: Vec<Defect> = if defects.is_empty() {
+                Defect::ALL.to_vec()
+            } else {
+                defects
+                    .iter()
+                    .map(|d| Defect::from_slug(d))
+                    .collect::<anyhow::Result<_>>()?
+            };
+            let mut leaks = Vec::new();
+            for v in bench::variants_for(&all, arch) {
+                let dir = out.join("selftest").join(v.arch.as_str());
+                let boot = selftest::boot_per_scenario(&v, &defects, accel, &dir).await?;
+                let reuse = selftest::snapshot_reuse(&v, &defects, accel, &dir).await?;
+                selftest::print(&v, &boot, &reuse);
+                leaks.extend(selftest::mismatches(&boot, &reuse));
+            }
+            if leaks.is_empty() {
+                println!("\nverdicts agree between the two strategies for every scenario");
+                Ok(0)
+            } else {
+                eprintln!(
+                    "\nexpected identical verdicts from both strategies; these differ (reuse leaked state?):\n  {}",
+                    leaks.join("\n  ")
+                );
+                Ok(1)
+            }
+        }
+    }
 }

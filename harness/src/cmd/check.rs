@@ -57,13 +57,25 @@ pub async fn run_fixture_checks(
             &variant.name,
         )
         .await?;
+    let verdicts = checks_on(&inst, &api, user, broken).await?;
+    inst.terminate().await?;
+    Ok(verdicts)
+}
+
+/// The four checks, in a fixed order, against a workspace double that
+/// reported `workspace-double: ready`.
+pub async fn checks_on(
+    inst: &QemuInstance,
+    api: &AgentLogsDouble,
+    user: &str,
+    broken: bool,
+) -> anyhow::Result<Vec<Verdict>> {
     let expect_final = if broken { "start_error" } else { "ready" };
     let mut verdicts =
-        vec![checks::log_streaming::check(&api, expect_final, Duration::from_secs(60)).await?];
-    verdicts.push(checks::home_mount::check(&inst, user, "ext4").await?);
-    verdicts.push(checks::agent_user::check(&inst, user, checks::agent_user::AGENT_PATTERN).await?);
-    verdicts.push(checks::ssh_fallback::check(&inst, &api, user).await?);
-    inst.terminate().await?;
+        vec![checks::log_streaming::check(api, expect_final, Duration::from_secs(60)).await?];
+    verdicts.push(checks::home_mount::check(inst, user, "ext4").await?);
+    verdicts.push(checks::agent_user::check(inst, user, checks::agent_user::AGENT_PATTERN).await?);
+    verdicts.push(checks::ssh_fallback::check(inst, api, user).await?);
     Ok(verdicts)
 }
 

@@ -259,6 +259,27 @@ impl QemuInstance {
         matches!(tokio::time::timeout(within, child.wait()).await, Ok(Ok(_)))
     }
 
+    /// Save the running VM as internal snapshot `name` (RAM, devices and
+    /// both qcow2 disks). Take it only while no probe command is in flight.
+    pub async fn snapshot_save(&mut self, name: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_some(), "{} is not running", self.id);
+        let mut qmp = Qmp::connect(&self.cfg.qmp_socket, Duration::from_secs(5)).await?;
+        qmp.savevm(name).await
+    }
+
+    /// Restore snapshot `name`: the guest is back exactly as it was at
+    /// [`QemuInstance::snapshot_save`], disks included, so nothing a later
+    /// scenario did survives. The console keeps appending; waits for lines
+    /// after a restore start at the returned offset.
+    pub async fn snapshot_restore(&mut self, name: &str) -> anyhow::Result<usize> {
+        anyhow::ensure!(self.child.is_some(), "{} is not running", self.id);
+        let offset = self.console().text().len();
+        let mut qmp = Qmp::connect(&self.cfg.qmp_socket, Duration::from_secs(5)).await?;
+        qmp.loadvm(name).await?;
+        self.boot_offset = offset;
+        Ok(offset)
+    }
+
     /// Copy the serial log into the artifacts dir (the temp dir goes away).
     pub fn save_artifacts(&self) {
         let _ = std::fs::copy(&self.cfg.serial_log, &self.artifacts.serial_log);

@@ -1,6 +1,6 @@
 //! A minimal QMP client over the instance's unix socket: capabilities
-//! handshake, then `system_powerdown` (graceful stop), `quit` (hard kill)
-//! and `query-status`.
+//! handshake, then `system_powerdown` (graceful stop), `quit` (hard kill),
+//! `query-status`, and `savevm`/`loadvm` (VM snapshots for reuse).
 
 use std::path::Path;
 use std::time::Duration;
@@ -79,5 +79,34 @@ impl Qmp {
     pub async fn status(&mut self) -> anyhow::Result<String> {
         let r = self.execute("query-status", json!({})).await?;
         Ok(r["status"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Run a human-monitor command; HMP reports errors as its output text.
+    async fn hmp(&mut self, line: &str) -> anyhow::Result<String> {
+        let r = self
+            .execute("human-monitor-command", json!({"command-line": line}))
+            .await?;
+        Ok(r.as_str().unwrap_or_default().trim().to_string())
+    }
+
+    /// Save the whole VM (RAM, devices, every qcow2 disk) as internal
+    /// snapshot `name`.
+    pub async fn savevm(&mut self, name: &str) -> anyhow::Result<()> {
+        let out = self.hmp(&format!("savevm {name}")).await?;
+        anyhow::ensure!(
+            out.is_empty(),
+            "expected QEMU to save snapshot {name}; it said: {out}"
+        );
+        Ok(())
+    }
+
+    /// Restore the VM to internal snapshot `name` (RAM and disks).
+    pub async fn loadvm(&mut self, name: &str) -> anyhow::Result<()> {
+        let out = self.hmp(&format!("loadvm {name}")).await?;
+        anyhow::ensure!(
+            out.is_empty(),
+            "expected QEMU to restore snapshot {name}; it said: {out}"
+        );
+        Ok(())
     }
 }

@@ -1,0 +1,185 @@
+//! `harness bench selftest`: the fixture self-test matrix (every defect,
+//! four checks each) run two ways side by side, per architecture:
+//! - **boot-per-scenario**: a fresh VM for every scenario;
+//! - **snapshot reuse**: one VM per architecture, booted once with no
+//!   user-data and saved (`savevm`); each scenario restores that snapshot
+//!   (RAM and both disks, so nothing an earlier scenario did survives),
+//!   serves its own user-data and re-runs the guest's amazon-init, as a
+//!   fresh boot would.
+//!
+//! The verdicts of both strategies must agree scenario by scenario; a
+//! mismatch means reuse leaked state and is reported as an error.
+
+use std::time::{Duration, Instant};
+
+use super::Stats;
+use crate::checks::Verdict;
+use crate::cmd::check::checks_on;
+use crate::control::agent_logs_double::AgentLogsDouble;
+use crate::instance::Instance;
+use crate::qemu::accel::AccelRequest;
+use crate::qemu::{BootOptions, QemuInstance};
+use crate::variant::Variant;
+use crate::workspace_double::{self, Defect};
+
+const USER: &str = "alice";
+const READY: &str = "workspace-double: ready";
+const SNAPSHOT: &str = "selftest-clean";
+
+/// The pass/fail pattern of one scenario: (check, passed).
+pub type Outcome = Vec<(String, bool)>;
+
+fn outcome(v: &[Verdict]) -> Outcome {
+    v.iter().map(|v| (v.check.to_string(), v.passed)).collect()
+}
+
+/// One strategy's result for one architecture.
+#[derive(Debug, Default)]
+pub struct Run {
+    pub total: Duration,
+    pub per_scenario: Vec<Duration>,
+    pub outcomes: Vec<(Defect, Outcome)>,
+}
+
+/// A fresh VM for every scenario.
+pub async fn boot_per_scenario(
+    variant: &Variant,
+    defects: &[Defect],
+    accel: AccelRequest,
+    artifacts: &std::path::Path,
+) -> anyhow::Result<Run> {
+    let root = crate::repo::root()?;
+    let image = crate::cmd::boot::resolve_image(&root, "fixture", variant.arch).await?;
+    let mut run = Run::default();
+    let all = Instant::now();
+    for &d in defects {
+        let t = Instant::now();
+        let api = AgentLogsDouble::start().await?;
+        let mut opts = BootOptions::new(&artifacts.join(format!("boot-{}", d.slug())));
+        opts.label = format!("bench boot {}/{}", variant.arch, d.slug());
+        opts.accel = accel;
+        opts.user_data = workspace_double::user_data(USER, &api.guest_url(), false, d).into_bytes();
+        let mut inst = QemuInstance::boot(variant, &image, opts).await?;
+        inst.console()
+            .wait_for_line(
+                READY,
+                inst.boot_offset(),
+                Duration::from_secs(180),
+                &variant.name,
+            )
+            .await?;
+        let v = checks_on(&inst, &api, USER, false).await?;
+        inst.terminate().await?;
+        run.per_scenario.push(t.elapsed());
+        run.outcomes.push((d, outcome(&v)));
+    }
+    run.total = all.elapsed();
+    Ok(run)
+}
+
+/// One VM, restored from a clean snapshot before every scenario.
+pub async fn snapshot_reuse(
+    variant: &Variant,
+    defects: &[Defect],
+    accel: AccelRequest,
+    artifacts: &std::path::Path,
+) -> anyhow::Result<Run> {
+    let root = crate::repo::root()?;
+    let image = crate::cmd::boot::resolve_image(&root, "fixture", variant.arch).await?;
+    let mut run = Run::default();
+    let all = Instant::now();
+    let mut opts = BootOptions::new(&artifacts.join("reuse"));
+    opts.label = format!("bench reuse {}", variant.arch);
+    opts.accel = accel;
+    let mut inst = QemuInstance::boot(variant, &image, opts).await?;
+    // No user-data: amazon-init installs the SSH key, starts sshd, finds
+    // nothing to run. That is the clean state every scenario starts from.
+    inst.console()
+        .wait_for_line(
+            "no user-data",
+            inst.boot_offset(),
+            Duration::from_secs(180),
+            &variant.name,
+        )
+        .await?;
+    inst.snapshot_save(SNAPSHOT).await?;
+    for &d in defects {
+        let t = Instant::now();
+        let api = AgentLogsDouble::start().await?;
+        let from = inst.snapshot_restore(SNAPSHOT).await?;
+        inst.imds().set_user_data(
+            workspace_double::user_data(USER, &api.guest_url(), false, d).into_bytes(),
+        );
+        inst.probe()
+            .exec(
+                "setsid /etc/fixture/amazon-init </dev/null >/dev/console 2>&1 &",
+                Duration::from_secs(30),
+            )
+            .await?;
+        inst.console()
+            .wait_for_line(READY, from, Duration::from_secs(180), &variant.name)
+            .await?;
+        let v = checks_on(&inst, &api, USER, false).await?;
+        run.per_scenario.push(t.elapsed());
+        run.outcomes.push((d, outcome(&v)));
+    }
+    inst.terminate().await?;
+    run.total = all.elapsed();
+    Ok(run)
+}
+
+/// Scenarios whose verdicts differ between the two strategies.
+pub fn mismatches(a: &Run, b: &Run) -> Vec<String> {
+    let mut out = Vec::new();
+    for ((d, oa), (_, ob)) in a.outcomes.iter().zip(&b.outcomes) {
+        if oa != ob {
+            out.push(format!(
+                "{}: boot-per-scenario {oa:?} vs snapshot reuse {ob:?}",
+                d.slug()
+            ));
+        }
+    }
+    out
+}
+
+/// Print one architecture's comparison.
+pub fn print(variant: &Variant, boot: &Run, reuse: &Run) {
+    println!(
+        "\n{} self-test matrix ({} scenarios x 4 checks)       min      median   max     total",
+        variant.arch,
+        boot.outcomes.len()
+    );
+    for (name, r) in [("boot-per-scenario", boot), ("snapshot reuse", reuse)] {
+        if let Some(st) = Stats::of(&r.per_scenario) {
+            println!(
+                "  {name:<20} per scenario {st}  {:>7.1}s",
+                r.total.as_secs_f64()
+            );
+        }
+    }
+    println!(
+        "  ratio boot-per-scenario / snapshot reuse (total): {:.2}x",
+        boot.total.as_secs_f64() / reuse.total.as_secs_f64().max(1e-9)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mismatches_name_the_scenario() {
+        let a = Run {
+            outcomes: vec![(Defect::SshDown, vec![("ssh fallback".into(), false)])],
+            ..Run::default()
+        };
+        let b = Run {
+            outcomes: vec![(Defect::SshDown, vec![("ssh fallback".into(), true)])],
+            ..Run::default()
+        };
+        let m = mismatches(&a, &b);
+        assert_eq!(m.len(), 1);
+        assert!(m[0].starts_with("ssh-down:"), "{m:?}");
+        assert!(mismatches(&a, &a).is_empty());
+    }
+}
