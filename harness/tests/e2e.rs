@@ -366,20 +366,28 @@ fn tag_value(tags: &[String], prefix: &str) -> Option<String> {
         .find_map(|t| t.strip_prefix(prefix).map(str::to_string))
 }
 
+/// The report column of a scenario, from its name. The trailing
+/// `(<variant>)` is dropped first: a variant name such as `aws-nixos-spot`
+/// must not make every scenario of that variant look like a spot scenario.
 fn check_of(scenario: &str) -> String {
-    for c in ["home mount", "agent user", "log streaming", "ssh fallback"] {
-        if scenario.contains(c) {
-            return c.to_string();
+    let name = match scenario.rfind(" (") {
+        Some(i) if scenario.ends_with(')') => &scenario[..i],
+        _ => scenario,
+    }
+    .to_lowercase();
+    let table: [(&[&str], &str); 7] = [
+        (&["four checks"], "all four checks"),
+        (&["home mount", "/home is the home disk"], "home mount"),
+        (&["agent user", "agent runs as"], "agent user"),
+        (&["log streaming", "logs stream"], "log streaming"),
+        (&["ssh fallback", "ssh shell"], "ssh fallback"),
+        (&["spot"], "spot interruption"),
+        (&["stop and start"], "stop/start"),
+    ];
+    for (needles, check) in table {
+        if needles.iter().any(|n| name.contains(n)) {
+            return check.to_string();
         }
-    }
-    if scenario.contains("spot") {
-        return "spot interruption".into();
-    }
-    if scenario.contains("stop and start") || scenario.contains("survives") {
-        return "stop/start".into();
-    }
-    if scenario.contains("four checks") {
-        return "all four checks".into();
     }
     "other".into()
 }
@@ -494,6 +502,13 @@ fn main() {
         let keep_failed = std::env::var("HARNESS_KEEP").is_ok_and(|v| v == "failed");
         let started: &'static Mutex<HashMap<String, Instant>> = Box::leak(Box::default());
 
+        // cucumber ignores `filter_run`'s closure when `--tags`/`--name` is
+        // given, which would bypass the skip rules below (a scenario this
+        // machine cannot run would fail instead of being reported skipped).
+        // Take both filters out of the CLI and apply them in the closure.
+        let mut cli = cucumber::cli::Opts::<_, _, _, cucumber::cli::Empty>::parsed();
+        let tags_filter = cli.tags_filter.take();
+        let name_filter = cli.re_filter.take();
         let writer = E2e::cucumber()
             .max_concurrent_scenarios(2)
             .before(move |_f, _r, sc, w| {
@@ -539,8 +554,19 @@ fn main() {
                     .tee::<E2e, _>(writer::Json::for_tee(json))
                     .normalized(),
             )
+            // After with_writer: changing the writer drops an earlier CLI.
+            .with_cli(cli)
             .filter_run(features, move |feature, _rule, scenario| {
                 let tags = scenario_tags(feature, scenario);
+                if name_filter.as_ref().is_some_and(|re| !re.is_match(&scenario.name)) {
+                    return false;
+                }
+                if tags_filter.as_ref().is_some_and(|op| {
+                    use cucumber::tag::Ext as _;
+                    !op.eval(tags.iter())
+                }) {
+                    return false;
+                }
                 if let Some(only) = &only {
                     // Expanded outlines carry @variant-<name> on each Examples block.
                     let names: Vec<String> = tags.iter().filter_map(|t| t.strip_prefix("variant-").map(str::to_string)).collect();
