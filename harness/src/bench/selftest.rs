@@ -16,6 +16,7 @@ use super::Stats;
 use crate::checks::Verdict;
 use crate::cmd::check::checks_on;
 use crate::control::agent_logs_double::AgentLogsDouble;
+use crate::image::BootImage;
 use crate::instance::Instance;
 use crate::qemu::accel::AccelRequest;
 use crate::qemu::{BootOptions, QemuInstance};
@@ -44,12 +45,11 @@ pub struct Run {
 /// A fresh VM for every scenario.
 pub async fn boot_per_scenario(
     variant: &Variant,
+    image: &BootImage,
     defects: &[Defect],
     accel: AccelRequest,
     artifacts: &std::path::Path,
 ) -> anyhow::Result<Run> {
-    let root = crate::repo::root()?;
-    let image = crate::cmd::boot::resolve_image(&root, "fixture", variant.arch).await?;
     let mut run = Run::default();
     let all = Instant::now();
     for &d in defects {
@@ -59,7 +59,7 @@ pub async fn boot_per_scenario(
         opts.label = format!("bench boot {}/{}", variant.arch, d.slug());
         opts.accel = accel;
         opts.user_data = workspace_double::user_data(USER, &api.guest_url(), false, d).into_bytes();
-        let mut inst = QemuInstance::boot(variant, &image, opts).await?;
+        let mut inst = QemuInstance::boot(variant, image, opts).await?;
         inst.console()
             .wait_for_line(
                 READY,
@@ -80,18 +80,17 @@ pub async fn boot_per_scenario(
 /// One VM, restored from a clean snapshot before every scenario.
 pub async fn snapshot_reuse(
     variant: &Variant,
+    image: &BootImage,
     defects: &[Defect],
     accel: AccelRequest,
     artifacts: &std::path::Path,
 ) -> anyhow::Result<Run> {
-    let root = crate::repo::root()?;
-    let image = crate::cmd::boot::resolve_image(&root, "fixture", variant.arch).await?;
     let mut run = Run::default();
     let all = Instant::now();
     let mut opts = BootOptions::new(&artifacts.join("reuse"));
     opts.label = format!("bench reuse {}", variant.arch);
     opts.accel = accel;
-    let mut inst = QemuInstance::boot(variant, &image, opts).await?;
+    let mut inst = QemuInstance::boot(variant, image, opts).await?;
     // No user-data: amazon-init installs the SSH key, starts sshd, finds
     // nothing to run. That is the clean state every scenario starts from.
     inst.console()

@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use super::Stats;
+use crate::image::BootImage;
 use crate::instance::Instance;
 use crate::qemu::accel::AccelRequest;
 use crate::qemu::{BootOptions, QemuInstance};
@@ -33,12 +34,11 @@ pub struct VmSamples {
 /// Run `runs` rounds for one variant's architecture.
 pub async fn measure(
     variant: &Variant,
+    image: &BootImage,
     runs: usize,
     accel: AccelRequest,
     artifacts: &std::path::Path,
 ) -> anyhow::Result<VmSamples> {
-    let root = crate::repo::root()?;
-    let image = crate::cmd::boot::resolve_image(&root, "fixture", variant.arch).await?;
     let mut s = VmSamples::default();
     for run in 0..runs {
         let mut opts = BootOptions::new(&artifacts.join(format!("{}-{run}", variant.arch)));
@@ -46,7 +46,7 @@ pub async fn measure(
         opts.accel = accel;
         opts.user_data = MARKER_USER_DATA.as_bytes().to_vec();
         let t = Instant::now();
-        let mut inst = QemuInstance::boot(variant, &image, opts).await?;
+        let mut inst = QemuInstance::boot(variant, image, opts).await?;
         s.accel = format!("{:?}", inst.accel());
         inst.console()
             .wait_for_line(

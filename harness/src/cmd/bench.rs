@@ -3,6 +3,7 @@
 //! here is asserted on by tests.
 
 use crate::bench::{self, selftest, vm};
+use crate::cmd::boot::resolve_image;
 use crate::qemu::accel::AccelRequest;
 use crate::variant::Arch;
 use crate::workspace_double::Defect;
@@ -45,7 +46,8 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         What::Vm { arch, runs } => {
             anyhow::ensure!(runs > 0, "--runs must be at least 1");
             for v in bench::variants_for(&all, arch) {
-                let s = vm::measure(&v, runs, accel, &out.join("vm")).await?;
+                let image = resolve_image(&root, "fixture", v.arch).await?;
+                let s = vm::measure(&v, &image, runs, accel, &out.join("vm")).await?;
                 vm::print(&v, &s);
             }
             Ok(0)
@@ -62,8 +64,9 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
             let mut leaks = Vec::new();
             for v in bench::variants_for(&all, arch) {
                 let dir = out.join("selftest").join(v.arch.as_str());
-                let boot = selftest::boot_per_scenario(&v, &defects, accel, &dir).await?;
-                let reuse = selftest::snapshot_reuse(&v, &defects, accel, &dir).await?;
+                let image = resolve_image(&root, "fixture", v.arch).await?;
+                let boot = selftest::boot_per_scenario(&v, &image, &defects, accel, &dir).await?;
+                let reuse = selftest::snapshot_reuse(&v, &image, &defects, accel, &dir).await?;
                 selftest::print(&v, &boot, &reuse);
                 leaks.extend(selftest::mismatches(&boot, &reuse));
             }

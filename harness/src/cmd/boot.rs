@@ -50,25 +50,11 @@ pub async fn resolve_image(
             );
             Ok(img)
         }
-        path => {
-            let p = PathBuf::from(path);
-            anyhow::ensure!(
-                p.is_file(),
-                "--image {path}: no such file (expected fixture or an image path)"
-            );
-            let mut magic = [0u8; 4];
-            use std::io::Read;
-            std::fs::File::open(&p)?.read_exact(&mut magic)?;
-            let format = if &magic == b"QFI\xfb" { "qcow2" } else { "raw" };
-            Ok(BootImage {
-                arch,
-                kind: ImageKind::Path,
-                base: p.canonicalize()?,
-                base_format: format.into(),
-                boot: crate::image::BootMethod::Firmware,
-                description: format!("{path} ({format})"),
-            })
+        "nixos" => {
+            let root = root.to_path_buf();
+            tokio::task::spawn_blocking(move || crate::image::nixos::image(&root, arch)).await?
         }
+        path => crate::image::path::image(std::path::Path::new(path), arch, ImageKind::Path),
     }
 }
 

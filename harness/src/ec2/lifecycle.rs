@@ -38,34 +38,28 @@ pub async fn state(client: &Client, id: &str) -> anyhow::Result<Option<String>> 
 
 /// Graceful stop (ACPI), waiting for `stopped`.
 pub async fn stop(client: &Client, id: &str) -> anyhow::Result<()> {
-    tracing::info!(instance = %id, "StopInstances");
-    client
-        .stop_instances()
-        .instance_ids(id)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("StopInstances {id}: {}", super::sweep::err(&e)))?;
-    client
-        .wait_until_instance_stopped()
-        .instance_ids(id)
-        .wait(STATE_TIMEOUT)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("instance {id}: expected `stopped` within {STATE_TIMEOUT:?}, seen: {e}")
-        })?;
-    Ok(())
+    stop_instance(client, id, false).await
 }
 
 /// Hard stop (`StopInstances --force`: no ACPI, like pulling the plug), waiting for `stopped`.
 pub async fn force_stop(client: &Client, id: &str) -> anyhow::Result<()> {
-    tracing::info!(instance = %id, "StopInstances --force");
+    stop_instance(client, id, true).await
+}
+
+async fn stop_instance(client: &Client, id: &str, force: bool) -> anyhow::Result<()> {
+    let call = if force {
+        "StopInstances --force"
+    } else {
+        "StopInstances"
+    };
+    tracing::info!(instance = %id, "{call}");
     client
         .stop_instances()
         .instance_ids(id)
-        .force(true)
+        .force(force)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("StopInstances --force {id}: {}", super::sweep::err(&e)))?;
+        .map_err(|e| anyhow::anyhow!("{call} {id}: {}", super::sweep::err(&e)))?;
     client
         .wait_until_instance_stopped()
         .instance_ids(id)

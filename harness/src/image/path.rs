@@ -63,7 +63,11 @@ pub fn image(path: &Path, arch: Arch, kind: ImageKind) -> anyhow::Result<BootIma
     Ok(BootImage {
         arch,
         kind,
-        base: path.to_path_buf(),
+        // Absolute: qemu-img resolves a relative backing file against the
+        // overlay's directory, not the caller's.
+        base: path
+            .canonicalize()
+            .with_context(|| format!("cannot resolve image path {}", path.display()))?,
         base_format: format.to_string(),
         boot: BootMethod::Firmware,
         description: format!("{} image {} ({format})", kind.as_str(), path.display()),
