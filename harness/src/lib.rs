@@ -5,6 +5,7 @@
 //! → `probe` → `checks` → `report`.
 
 pub mod ami;
+pub mod backend;
 pub mod bench;
 pub mod checks;
 pub mod cli;

@@ -119,6 +119,7 @@ async fn ctx(moto: &Moto, region: &str) -> Ec2Ctx {
         region: Some(region.into()),
         endpoint: Some(moto.url.clone()),
         static_credentials: Some(("testing".into(), "testing".into())),
+        ..LoadOptions::default()
     })
     .await
     .unwrap()

@@ -59,6 +59,21 @@ pub struct LoadOptions {
     pub endpoint: Option<String>,
     /// (access key id, secret) instead of the credential chain.
     pub static_credentials: Option<(String, String)>,
+    /// Any provider instead of the credential chain (tests: one that fails).
+    pub credentials_provider: Option<aws_sdk_ec2::config::SharedCredentialsProvider>,
+}
+
+impl LoadOptions {
+    /// `region` (else `HARNESS_EC2_REGION`) and `HARNESS_EC2_ENDPOINT`;
+    /// credentials from the standard chain.
+    pub fn from_env(region: Option<&str>) -> LoadOptions {
+        let var = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
+        LoadOptions {
+            region: region.map(str::to_string).or_else(|| var(ENV_REGION)),
+            endpoint: var(ENV_ENDPOINT),
+            ..LoadOptions::default()
+        }
+    }
 }
 
 /// A connected, validated EC2 context for one region.
@@ -88,14 +103,7 @@ impl Ec2Ctx {
     /// aws-config chain: `AWS_REGION`, profile), the endpoint override and
     /// credentials, and check them all.
     pub async fn load(region: Option<&str>) -> anyhow::Result<Ec2Ctx> {
-        Self::load_with(LoadOptions {
-            region: region
-                .map(str::to_string)
-                .or_else(|| std::env::var(ENV_REGION).ok().filter(|s| !s.is_empty())),
-            endpoint: std::env::var(ENV_ENDPOINT).ok().filter(|s| !s.is_empty()),
-            static_credentials: None,
-        })
-        .await
+        Self::load_with(LoadOptions::from_env(region)).await
     }
 
     /// Like [`Ec2Ctx::load`] with explicit settings instead of the
@@ -105,6 +113,7 @@ impl Ec2Ctx {
             region,
             endpoint,
             static_credentials,
+            credentials_provider,
         } = opts;
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(r) = &region {
@@ -121,6 +130,9 @@ impl Ec2Ctx {
                 None,
                 "harness-static",
             ));
+        }
+        if let Some(p) = credentials_provider {
+            loader = loader.credentials_provider(p);
         }
         let sdk = loader.load().await;
         let Some(region) = sdk.region().map(|r| r.to_string()) else {

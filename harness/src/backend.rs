@@ -1,0 +1,320 @@
+//! Which machine the e2e scenarios boot (`HARNESS_BACKEND`: `qemu` or
+//! `ec2`), why the EC2 tier cannot run here (checked without creating
+//! anything), and [`launch_ec2`], one variant on EC2 for a scenario.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::ami::AmiTable;
+use crate::ec2::config::{Ec2Ctx, LoadOptions, ENV_REGION};
+use crate::ec2::instance::Ec2Instance;
+use crate::variant::{Arch, Variant};
+
+/// Environment variable selecting the backend.
+pub const ENV_BACKEND: &str = "HARNESS_BACKEND";
+/// Bound on resolving region and credentials in [`ec2_skip_reason`].
+pub const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the scenarios' instances run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Local QEMU VMs with an emulated IMDS (the default).
+    Qemu,
+    /// Real EC2 instances (`harness::ec2`).
+    Ec2,
+}
+
+impl Backend {
+    /// `HARNESS_BACKEND`: unset, empty or `qemu` → QEMU, `ec2` → EC2.
+    pub fn from_env() -> anyhow::Result<Backend> {
+        let v = std::env::var_os(ENV_BACKEND).map(|v| v.to_string_lossy().into_owned());
+        Backend::parse(v.as_deref())
+    }
+
+    /// [`Backend::from_env`] on a given value (`None` = unset).
+    pub fn parse(v: Option<&str>) -> anyhow::Result<Backend> {
+        match v.map(str::trim) {
+            None | Some("") | Some("qemu") => Ok(Backend::Qemu),
+            Some("ec2") => Ok(Backend::Ec2),
+            Some(other) => anyhow::bail!(
+                "{ENV_BACKEND}: expected `qemu` (the default) or `ec2`, seen `{other}`; \
+                 unset it or set one of those"
+            ),
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Backend::Qemu => "qemu",
+            Backend::Ec2 => "ec2",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why the EC2 tier cannot run here, or `None` when it can: no credentials
+/// in the AWS chain, no or an unknown region, or no verified AMI in
+/// `templates/nixos-amis.json` for the region and each of `arches`.
+/// Creates nothing and calls no EC2 API; resolving region and credentials
+/// is bounded by [`PREFLIGHT_TIMEOUT`].  With `HARNESS_EC2_ENDPOINT` set
+/// (moto) an unverified table is accepted: its ids are what moto serves.
+pub async fn ec2_skip_reason(root: &Path, arches: &[Arch]) -> Option<String> {
+    skip_reason_with(root, arches, LoadOptions::from_env(None)).await
+}
+
+/// [`ec2_skip_reason`] with explicit settings instead of `HARNESS_EC2_*`.
+pub async fn skip_reason_with(root: &Path, arches: &[Arch], opts: LoadOptions) -> Option<String> {
+    let ctx = match load_bounded(opts).await {
+        Ok(ctx) => ctx,
+        Err(e) => return Some(format!("{e:#}")),
+    };
+    ami_problem(root, &ctx, arches)
+        .err()
+        .map(|e| format!("{e:#}"))
+}
+
+async fn load_bounded(opts: LoadOptions) -> anyhow::Result<Ec2Ctx> {
+    match tokio::time::timeout(PREFLIGHT_TIMEOUT, Ec2Ctx::load_with(opts)).await {
+        Ok(r) => r,
+        Err(_) => anyhow::bail!(
+            "AWS region and credentials: expected them resolved within {PREFLIGHT_TIMEOUT:?}, seen no answer \
+             (the chain may be waiting on the instance metadata service); set {ENV_REGION} and \
+             AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (AWS_EC2_METADATA_DISABLED=true skips IMDS)"
+        ),
+    }
+}
+
+/// The AMI table at `root` has a usable id for `ctx`'s region and every arch.
+fn ami_problem(root: &Path, ctx: &Ec2Ctx, arches: &[Arch]) -> anyhow::Result<()> {
+    let table = AmiTable::load_repo(root)?;
+    check_amis(
+        &table,
+        &crate::ami::path(root),
+        &ctx.region,
+        arches,
+        ctx.endpoint.is_some(),
+    )
+}
+
+/// Pure check of the AMI table: an id for `region` × each arch, and (against
+/// real AWS, i.e. no endpoint override) a table marked `"verified": true`.
+pub fn check_amis(
+    table: &AmiTable,
+    file: &Path,
+    region: &str,
+    arches: &[Arch],
+    endpoint_override: bool,
+) -> anyhow::Result<()> {
+    for &arch in arches {
+        table.lookup(region, arch).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}: expected a NixOS AMI for {arch} in `{region}` in {}; \
+                 pick a listed region ({ENV_REGION}) or run ci/update-amis.sh with AWS credentials",
+                file.display()
+            )
+        })?;
+    }
+    if !table.verified && !endpoint_override && !arches.is_empty() {
+        anyhow::bail!(
+            "{}: expected verified AMI ids for `{region}` ({}), seen \"verified\": false (placeholder ids); \
+             run ci/update-amis.sh {} with AWS credentials",
+            file.display(),
+            arches
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            table.release
+        );
+    }
+    Ok(())
+}
+
+/// Loaded once per process: every scenario shares region, credentials and
+/// client (the process must keep one tokio runtime, as cucumber does).
+static CTX: tokio::sync::OnceCell<Ec2Ctx> = tokio::sync::OnceCell::const_new();
+
+/// The process-wide EC2 context (`HARNESS_EC2_*` and the AWS chain).
+pub async fn shared_ctx() -> anyhow::Result<&'static Ec2Ctx> {
+    CTX.get_or_try_init(|| load_bounded(LoadOptions::from_env(None)))
+        .await
+}
+
+/// Launch `variant` on EC2 for `scenario` with the given user-data (the
+/// template test build's, rendered by the caller): key pair, security group,
+/// instance and home volume, all tagged with a fresh run id.  Region, AMI
+/// and user-data are checked before anything is created.  Dropping (or
+/// `terminate`-ing) the instance deletes the run; the console log goes to
+/// `artifacts`.  Needs a multi-thread tokio runtime (the drop guard).
+pub async fn launch_ec2(
+    root: &Path,
+    variant: &Variant,
+    user_data: &[u8],
+    scenario: &str,
+    artifacts: &Path,
+) -> anyhow::Result<Ec2Instance> {
+    let user_data = check_user_data(&variant.name, user_data)?;
+    let ctx = shared_ctx().await?;
+    let table = AmiTable::load_repo(root)?;
+    check_amis(
+        &table,
+        &crate::ami::path(root),
+        &ctx.region,
+        &[variant.arch],
+        ctx.endpoint.is_some(),
+    )?;
+    let tags = crate::ec2::RunTags::new(scenario);
+    let plan = crate::ec2::plan::plan(
+        variant,
+        &ctx.region,
+        &table,
+        user_data,
+        tags,
+        &Default::default(),
+    )?;
+    tracing::info!(variant = %variant.name, scenario, run = %plan.tags.run_id, region = %ctx.region, "launching on EC2");
+    let launched = crate::ec2::launch::launch(ctx, plan, artifacts).await?;
+    Ec2Instance::new(ctx, launched)
+}
+
+/// User-data EC2 accepts: non-empty UTF-8 of at most 16 KiB raw.
+pub fn check_user_data<'a>(variant: &str, user_data: &'a [u8]) -> anyhow::Result<&'a str> {
+    let limit = crate::lint::user_data::LIMIT_BYTES;
+    if user_data.is_empty() {
+        anyhow::bail!(
+            "{variant}: expected the template test build's user-data, seen 0 bytes; \
+             check that the Coder template wrote it before launching"
+        );
+    }
+    if user_data.len() > limit {
+        anyhow::bail!(
+            "{variant}: expected user-data of at most {limit} bytes (EC2's limit), seen {}; \
+             see `harness lint` (user-data-size)",
+            user_data.len()
+        );
+    }
+    std::str::from_utf8(user_data).map_err(|e| {
+        anyhow::anyhow!("{variant}: expected UTF-8 user-data, seen invalid bytes ({e})")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_values() {
+        for (v, want) in [
+            (None, Backend::Qemu),
+            (Some(""), Backend::Qemu),
+            (Some("qemu"), Backend::Qemu),
+            (Some("ec2"), Backend::Ec2),
+        ] {
+            assert_eq!(Backend::parse(v).unwrap(), want, "{v:?}");
+        }
+        let e = Backend::parse(Some("aws")).unwrap_err().to_string();
+        assert!(
+            e.contains("aws") && e.contains("qemu") && e.contains("ec2") && e.contains(ENV_BACKEND),
+            "{e}"
+        );
+        assert_eq!(Backend::Ec2.as_str(), "ec2");
+        assert_eq!(Backend::Qemu.to_string(), "qemu");
+    }
+
+    fn table(verified: bool) -> AmiTable {
+        serde_json::from_value(serde_json::json!({
+            "release": "25.05",
+            "verified": verified,
+            "regions": {"us-east-1": {"x86_64": "ami-1", "aarch64": "ami-2"}, "eu-west-1": {"x86_64": "ami-3"}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn unverified_or_missing_amis_say_what_to_run() {
+        let f = Path::new("templates/nixos-amis.json");
+        let both = [Arch::X86_64, Arch::Aarch64];
+        check_amis(&table(true), f, "us-east-1", &both, false).unwrap();
+        let e = check_amis(&table(false), f, "us-east-1", &both, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"verified\": false")
+                && e.contains("ci/update-amis.sh")
+                && e.contains("us-east-1"),
+            "{e}"
+        );
+        // moto (endpoint override) serves the placeholder ids.
+        check_amis(&table(false), f, "us-east-1", &both, true).unwrap();
+        let e = check_amis(&table(true), f, "eu-west-1", &both, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("aarch64") && e.contains("eu-west-1") && e.contains("ci/update-amis.sh"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    // ProfileFiles' new home (aws-runtime) is not a direct dependency.
+    #[allow(deprecated)]
+    async fn no_credentials_is_a_skip_reason_naming_what_to_set() {
+        // A credential chain that finds nothing: an empty profile file and
+        // a profile name no one has.
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "").unwrap();
+        use aws_config::profile::profile_file::{ProfileFileKind, ProfileFiles};
+        let files = ProfileFiles::builder()
+            .with_file(ProfileFileKind::Config, &empty)
+            .with_file(ProfileFileKind::Credentials, &empty)
+            .build();
+        let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
+            .profile_files(files)
+            .profile_name("harness-no-such-profile")
+            .build();
+        let opts = LoadOptions {
+            region: Some("us-east-1".into()),
+            endpoint: Some("http://127.0.0.1:9".into()),
+            credentials_provider: Some(aws_sdk_ec2::config::SharedCredentialsProvider::new(
+                provider,
+            )),
+            ..LoadOptions::default()
+        };
+        let root = crate::repo::root().unwrap();
+        let t = std::time::Instant::now();
+        let why = skip_reason_with(&root, &[Arch::X86_64], opts)
+            .await
+            .expect("a skip reason");
+        assert!(t.elapsed() <= PREFLIGHT_TIMEOUT + Duration::from_secs(1));
+        assert!(
+            why.contains("no AWS credentials")
+                && why.contains("AWS_PROFILE")
+                && why.contains("AWS_ACCESS_KEY_ID"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn user_data_is_checked_before_launch() {
+        assert_eq!(check_user_data("v", b"#!/bin/sh\n").unwrap(), "#!/bin/sh\n");
+        assert!(check_user_data("v", b"")
+            .unwrap_err()
+            .to_string()
+            .contains("0 bytes"));
+        let big = vec![b'a'; crate::lint::user_data::LIMIT_BYTES + 1];
+        assert!(check_user_data("v", &big)
+            .unwrap_err()
+            .to_string()
+            .contains("16384"));
+        assert!(check_user_data("v", &[0xff])
+            .unwrap_err()
+            .to_string()
+            .contains("UTF-8"));
+    }
+}
