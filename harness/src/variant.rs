@@ -40,6 +40,15 @@ impl Arch {
         self.coder_arch()
     }
 
+    /// The architecture this harness binary runs on, if it is one of ours.
+    pub fn host() -> Option<Arch> {
+        match std::env::consts::ARCH {
+            "x86_64" => Some(Arch::X86_64),
+            "aarch64" => Some(Arch::Aarch64),
+            _ => None,
+        }
+    }
+
     /// The Nix system double, e.g. `x86_64-linux`.
     pub fn nix_system(self) -> String {
         format!("{}-linux", self.as_str())

@@ -1,5 +1,7 @@
 //! SSH fallback: with a broken flake the agent stays connected and an SSH
-//! session gives a shell as the workspace user.
+//! session gives a shell as the workspace user.  The SSH path is the
+//! control plane's own when it has one (`coder ssh` through the agent, as a
+//! user connects); otherwise the instance's sshd.
 
 use std::time::Duration;
 
@@ -26,30 +28,83 @@ pub async fn check(
     if !connected {
         return Ok(v.fail("the agent is not connected after the failed rebuild"));
     }
+    if let Some(out) = cp.agent_ssh("id -un", Duration::from_secs(60)).await {
+        return Ok(judge(v, user, "through the agent", out));
+    }
     let Some(target) = inst.ssh() else {
         return Ok(v.fail("the instance offers no SSH endpoint"));
     };
-    match crate::ssh::run(&target, user, "id -un", Duration::from_secs(30)).await {
+    let out = crate::ssh::run(&target, user, "id -un", Duration::from_secs(30))
+        .await
+        .map_err(anyhow::Error::from);
+    Ok(judge(
+        v,
+        user,
+        &format!("to {}:{}", target.host, target.port),
+        out,
+    ))
+}
+
+/// Pass iff the SSH command ran and printed exactly `user`.
+fn judge(
+    v: Verdict,
+    user: &str,
+    path: &str,
+    out: anyhow::Result<crate::probe::ExecOutput>,
+) -> Verdict {
+    match out {
         Ok(out) => {
-            let v = v.with(Evidence {
-                how: format!("ssh {user}@{}:{} id -un", target.host, target.port),
-                output: out.stdout.trim().to_string(),
-            });
+            let v = v.with(&out);
             if out.status == 0 && out.stdout.trim() == user {
-                Ok(v.pass(format!("SSH as {user} gives a shell as {user}")))
+                v.pass(format!("SSH {path} gives a shell as {user}"))
             } else {
-                Ok(v.fail(format!(
-                    "SSH as {user} worked but the shell is {:?} (exit {})",
+                v.fail(format!(
+                    "SSH {path} answered but the shell is {:?} (exit {}), not {user}",
                     out.stdout.trim(),
                     out.status
-                )))
+                ))
             }
         }
-        Err(e) => Ok(v
+        Err(e) => v
             .with(Evidence {
-                how: format!("ssh {user}@{}:{}", target.host, target.port),
-                output: e.to_string(),
+                how: format!("ssh {path}"),
+                output: format!("{e:#}"),
             })
-            .fail(format!("SSH as {user} failed: {e}"))),
+            .fail(format!("SSH {path} failed: {e:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::ExecOutput;
+
+    fn out(status: i32, stdout: &str) -> anyhow::Result<ExecOutput> {
+        Ok(ExecOutput {
+            command: "coder ssh ws -- id -un".into(),
+            status,
+            stdout: stdout.into(),
+            stderr: String::new(),
+        })
+    }
+
+    #[test]
+    fn judges_the_shell_user() {
+        let v = || Verdict::new("ssh fallback", "x");
+        assert!(judge(v(), "alice", "through the agent", out(0, "alice\n")).passed);
+        let root = judge(v(), "alice", "through the agent", out(0, "root\n"));
+        assert!(
+            !root.passed && root.seen.contains("\"root\""),
+            "{}",
+            root.seen
+        );
+        assert!(!judge(v(), "alice", "p", out(255, "")).passed);
+        let e = judge(
+            v(),
+            "alice",
+            "p",
+            Err(anyhow::anyhow!("connection refused")),
+        );
+        assert!(!e.passed && e.seen.contains("connection refused"));
     }
 }

@@ -7,7 +7,7 @@
 pub mod agent_logs_double;
 pub mod coder;
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -36,4 +36,14 @@ pub trait ControlPlane: Send + Sync {
     async fn lifecycle(&self) -> anyhow::Result<Vec<LifecycleReport>>;
     /// Whether the agent is connected now.
     async fn agent_connected(&self) -> anyhow::Result<bool>;
+    /// Run `cmd` in a shell through the control plane's own SSH path to
+    /// the workspace (the real one: `coder ssh <workspace>` through the
+    /// agent), if it has one.  `None`: the caller uses the instance's sshd.
+    async fn agent_ssh(
+        &self,
+        _cmd: &str,
+        _timeout: Duration,
+    ) -> Option<anyhow::Result<crate::probe::ExecOutput>> {
+        None
+    }
 }

@@ -50,8 +50,27 @@ pub fn unregister(id: &str) {
     registry().lock().unwrap().remove(id);
 }
 
-/// Kill every registered QEMU and remove every registered temp dir.
+fn hooks() -> &'static Mutex<Vec<fn()>> {
+    static H: OnceLock<Mutex<Vec<fn()>>> = OnceLock::new();
+    H.get_or_init(Default::default)
+}
+
+/// Also run `f` in [`cleanup_all`] (e.g. remove this run's containers);
+/// registering the same function twice runs it once.
+pub fn on_cleanup(f: fn()) {
+    let mut h = hooks().lock().unwrap();
+    if !h.iter().any(|g| std::ptr::fn_addr_eq(*g, f)) {
+        h.push(f);
+    }
+}
+
+/// Kill every registered QEMU, remove every registered temp dir, and run
+/// the [`on_cleanup`] hooks.
 pub fn cleanup_all() {
+    let fs: Vec<fn()> = hooks().lock().unwrap().clone();
+    for f in fs {
+        f();
+    }
     let entries: Vec<Entry> = registry().lock().unwrap().drain().map(|(_, e)| e).collect();
     for e in entries {
         if let Some(pgid) = e.pgid {

@@ -209,18 +209,33 @@ impl CoderClient {
         timeout: Duration,
         poll: Duration,
     ) -> anyhow::Result<TemplateVersion> {
+        self.wait_job(&format!("/api/v2/templateversions/{id}"), timeout, poll)
+            .await
+    }
+
+    /// Poll `path` (a [`JobOwner`]) until its provisioner job ends, printing
+    /// each state change; errors with the job error and the tail of the
+    /// job's log unless it succeeded.
+    async fn wait_job<T: JobOwner + DeserializeOwned>(
+        &self,
+        path: &str,
+        timeout: Duration,
+        poll: Duration,
+    ) -> anyhow::Result<T> {
         let start = Instant::now();
         let mut last = String::new();
         loop {
-            let v = self.template_version(id).await?;
-            if v.job.status != last {
-                eprintln!("[coder] template version {}: {}", v.name, v.job.status);
-                last = v.job.status.clone();
+            let t: T = self.get(path).await?;
+            let (what, job) = (t.what(), t.job());
+            if t.state() != last {
+                last = t.state();
+                eprintln!("[coder] {what}: {last}");
             }
-            match v.job.status.as_str() {
-                "succeeded" => return Ok(v),
+            match job.status.as_str() {
+                "succeeded" => return Ok(t),
                 "failed" | "canceled" => {
-                    let logs = self.template_version_logs(id).await.unwrap_or_default();
+                    let logs: Vec<ProvisionerJobLog> =
+                        self.get(&t.logs_path()).await.unwrap_or_default();
                     let tail: Vec<String> = logs
                         .iter()
                         .rev()
@@ -229,10 +244,11 @@ impl CoderClient {
                         .map(|l| format!("  [{}] {}", l.stage, l.output))
                         .collect();
                     anyhow::bail!(
-                        "template version {} import: expected succeeded, seen {} ({}); last provisioner log lines:\n{}",
-                        v.name,
-                        v.job.status,
-                        v.job.error.clone().unwrap_or_default(),
+                        "{what}: expected the job to succeed, seen {} ({}); last log lines (GET {}{}):\n{}",
+                        job.status,
+                        job.error.clone().unwrap_or_default(),
+                        self.base,
+                        t.logs_path(),
                         tail.join("\n")
                     );
                 }
@@ -240,9 +256,8 @@ impl CoderClient {
             }
             if start.elapsed() > timeout {
                 anyhow::bail!(
-                    "template version {} import: expected succeeded within {timeout:?}, seen {}",
-                    v.name,
-                    v.job.status
+                    "{what}: expected the provisioner job to end within {timeout:?}, seen {}",
+                    job.status
                 );
             }
             tokio::time::sleep(poll).await;
@@ -342,52 +357,8 @@ impl CoderClient {
         timeout: Duration,
         poll: Duration,
     ) -> anyhow::Result<Workspace> {
-        let start = Instant::now();
-        let mut last = String::new();
-        loop {
-            let ws = self.workspace(workspace).await?;
-            let b = &ws.latest_build;
-            let now = format!("{} {} (job {})", b.transition, b.status, b.job.status);
-            if now != last {
-                eprintln!(
-                    "[coder] workspace {} build #{}: {now}",
-                    ws.name, b.build_number
-                );
-                last = now;
-            }
-            match b.job.status.as_str() {
-                "succeeded" => return Ok(ws),
-                "failed" | "canceled" => {
-                    let logs = self.build_logs(&b.id).await.unwrap_or_default();
-                    let tail: Vec<String> = logs
-                        .iter()
-                        .rev()
-                        .take(30)
-                        .rev()
-                        .map(|l| format!("  [{}] {}", l.stage, l.output))
-                        .collect();
-                    anyhow::bail!(
-                        "workspace {} build #{} ({}): expected the job to succeed, seen {} ({}); last build log lines:\n{}",
-                        ws.name,
-                        b.build_number,
-                        b.transition,
-                        b.job.status,
-                        b.job.error.clone().unwrap_or_default(),
-                        tail.join("\n")
-                    );
-                }
-                _ => {}
-            }
-            if start.elapsed() > timeout {
-                anyhow::bail!(
-                    "workspace {} build #{}: expected the job to end within {timeout:?}, seen {}",
-                    ws.name,
-                    b.build_number,
-                    b.job.status
-                );
-            }
-            tokio::time::sleep(poll).await;
-        }
+        self.wait_job(&format!("/api/v2/workspaces/{workspace}"), timeout, poll)
+            .await
     }
 
     /// `GET /api/v2/workspaceagents/{id}`.
@@ -429,6 +400,53 @@ impl CoderClient {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755))?;
         Ok(dest.to_path_buf())
+    }
+}
+
+/// Something that carries a provisioner job: a template version (import
+/// job) or a workspace (its latest build's job).
+pub trait JobOwner {
+    /// For messages, e.g. `workspace ws1 build #2 (start)`.
+    fn what(&self) -> String;
+    fn job(&self) -> &ProvisionerJob;
+    /// The state line printed while waiting.
+    fn state(&self) -> String;
+    /// The API path of the job's log.
+    fn logs_path(&self) -> String;
+}
+
+impl JobOwner for TemplateVersion {
+    fn what(&self) -> String {
+        format!("template version {} import", self.name)
+    }
+    fn job(&self) -> &ProvisionerJob {
+        &self.job
+    }
+    fn state(&self) -> String {
+        self.job.status.clone()
+    }
+    fn logs_path(&self) -> String {
+        format!("/api/v2/templateversions/{}/logs", self.id)
+    }
+}
+
+impl JobOwner for Workspace {
+    fn what(&self) -> String {
+        let b = &self.latest_build;
+        format!(
+            "workspace {} build #{} ({})",
+            self.name, b.build_number, b.transition
+        )
+    }
+    fn job(&self) -> &ProvisionerJob {
+        &self.latest_build.job
+    }
+    fn state(&self) -> String {
+        let b = &self.latest_build;
+        format!("{} (job {})", b.status, b.job.status)
+    }
+    fn logs_path(&self) -> String {
+        format!("/api/v2/workspacebuilds/{}/logs", self.latest_build.id)
     }
 }
 

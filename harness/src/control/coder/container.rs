@@ -26,6 +26,22 @@ pub const POSTGRES_TAG: &str = "16-alpine";
 pub const GUEST_HOST_ADDR: &str = "169.0.0.2";
 /// Label on every container the harness starts (for `harness sweep`).
 pub const LABEL: (&str, &str) = ("io.harness.e2e", "coder");
+/// Label holding the harness process id, so the Ctrl-C / timeout handler
+/// removes exactly this run's containers.
+pub const PID_LABEL: &str = "io.harness.e2e.pid";
+
+/// The URL the workspace agents use to reach Coder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccessUrl {
+    /// `http://169.0.0.2:<port>`: the host's loopback as a QEMU guest sees it.
+    QemuGuest,
+    /// No `CODER_ACCESS_URL`: Coder opens its built-in public tunnel, so
+    /// agents on EC2 can reach a server on this machine.
+    Tunnel,
+    /// An explicit URL (e.g. `HARNESS_EC2_CODER_ACCESS_URL`, a tunnel of
+    /// your own to the server's port).
+    Given(String),
+}
 pub const ADMIN_EMAIL: &str = "admin@harness.test";
 pub const ADMIN_USER: &str = "admin";
 
@@ -73,7 +89,17 @@ pub fn postgres_spec(pg_port: u16) -> ContainerSpec {
     }
 }
 
-pub fn coder_spec(http_port: u16, pg_port: u16, shared_dir: Option<&Path>) -> ContainerSpec {
+pub fn coder_spec(
+    http_port: u16,
+    pg_port: u16,
+    shared_dir: Option<&Path>,
+    access: &AccessUrl,
+) -> ContainerSpec {
+    let access_env = match access {
+        AccessUrl::QemuGuest => Some(access_url(http_port)),
+        AccessUrl::Tunnel => None,
+        AccessUrl::Given(u) => Some(u.clone()),
+    };
     ContainerSpec {
         image: CODER_IMAGE.into(),
         tag: CODER_VERSION.into(),
@@ -87,11 +113,13 @@ pub fn coder_spec(http_port: u16, pg_port: u16, shared_dir: Option<&Path>) -> Co
                 "CODER_HTTP_ADDRESS".into(),
                 format!("127.0.0.1:{http_port}"),
             ),
-            ("CODER_ACCESS_URL".into(), access_url(http_port)),
             ("CODER_TELEMETRY_ENABLE".into(), "false".into()),
             ("CODER_UPDATE_CHECK".into(), "false".into()),
             ("CODER_VERBOSE".into(), "true".into()),
-        ],
+        ]
+        .into_iter()
+        .chain(access_env.map(|u| ("CODER_ACCESS_URL".to_string(), u)))
+        .collect(),
         cmd: vec![],
         mounts: shared_dir
             .map(|d| vec![d.to_path_buf()])
@@ -130,6 +158,20 @@ pub fn docker_available() -> Option<String> {
     None
 }
 
+/// Remove every container this process started (by [`PID_LABEL`]); for
+/// the Ctrl-C / timeout path, where destructors do not run.
+pub fn remove_own_containers() {
+    let filter = format!("label={PID_LABEL}={}", std::process::id());
+    if let Ok(ids) = docker(&["ps", "-aq", "--filter", &filter]) {
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(ids);
+            let _ = docker(&args);
+        }
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released).
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -141,7 +183,8 @@ fn request(spec: &ContainerSpec) -> testcontainers::ContainerRequest<GenericImag
     let mut r = GenericImage::new(spec.image.clone(), spec.tag.clone())
         .with_wait_for(WaitFor::Nothing)
         .with_network(spec.network.clone())
-        .with_label(LABEL.0, LABEL.1);
+        .with_label(LABEL.0, LABEL.1)
+        .with_label(PID_LABEL, std::process::id().to_string());
     for (k, v) in &spec.env {
         r = r.with_env_var(k.clone(), v.clone());
     }
@@ -169,7 +212,11 @@ pub struct CoderServer {
 /// Start PostgreSQL and Coder, wait for Coder's API, create the first
 /// user and log in.  `shared_dir` is bind-mounted (the local instance
 /// module writes user-data there).
-pub async fn start(shared_dir: Option<&Path>, timeout: Duration) -> anyhow::Result<CoderServer> {
+pub async fn start(
+    shared_dir: Option<&Path>,
+    access: &AccessUrl,
+    timeout: Duration,
+) -> anyhow::Result<CoderServer> {
     if let Some(reason) = tokio::task::spawn_blocking(docker_available).await? {
         anyhow::bail!("cannot start the Coder server: {reason}");
     }
@@ -184,11 +231,16 @@ pub async fn start(shared_dir: Option<&Path>, timeout: Duration) -> anyhow::Resu
         .start()
         .await
         .with_context(|| format!("starting {}", pg.reference()))?;
-    let cs = coder_spec(http_port, pg_port, shared_dir);
+    crate::qemu::process::on_cleanup(remove_own_containers);
+    let cs = coder_spec(http_port, pg_port, shared_dir, access);
+    let shown = match access {
+        AccessUrl::QemuGuest => access_url(http_port),
+        AccessUrl::Tunnel => "Coder's built-in tunnel".into(),
+        AccessUrl::Given(u) => u.clone(),
+    };
     eprintln!(
-        "[coder] starting {} on 127.0.0.1:{http_port} (access URL {})",
-        cs.reference(),
-        access_url(http_port)
+        "[coder] starting {} on 127.0.0.1:{http_port} (access URL {shown})",
+        cs.reference()
     );
     let coder = request(&cs)
         .start()
@@ -223,7 +275,7 @@ pub async fn start(shared_dir: Option<&Path>, timeout: Duration) -> anyhow::Resu
     client.login(ADMIN_EMAIL, &password).await?;
     Ok(CoderServer {
         client,
-        access_url: access_url(http_port),
+        access_url: shown,
         organization_id: first.organization_id,
         password,
         _postgres: postgres,
@@ -237,7 +289,12 @@ mod tests {
 
     #[test]
     fn specs() {
-        let c = coder_spec(7080, 5433, Some(Path::new("/tmp/shared")));
+        let c = coder_spec(
+            7080,
+            5433,
+            Some(Path::new("/tmp/shared")),
+            &AccessUrl::QemuGuest,
+        );
         assert_eq!(
             c.reference(),
             format!("ghcr.io/coder/coder:{CODER_VERSION}")
@@ -248,6 +305,12 @@ mod tests {
         assert_eq!(env["CODER_HTTP_ADDRESS"], "127.0.0.1:7080");
         assert!(env["CODER_PG_CONNECTION_URL"].contains("127.0.0.1:5433"));
         assert_eq!(c.mounts, [PathBuf::from("/tmp/shared")]);
+        let t = coder_spec(7080, 5433, None, &AccessUrl::Tunnel);
+        assert!(t.env.iter().all(|(k, _)| k != "CODER_ACCESS_URL"));
+        let g = coder_spec(1, 2, None, &AccessUrl::Given("https://x.test".into()));
+        assert!(g
+            .env
+            .contains(&("CODER_ACCESS_URL".into(), "https://x.test".into())));
         let p = postgres_spec(5433);
         assert!(p.cmd.contains(&"5433".to_string()));
         assert!(p.cmd.contains(&"listen_addresses=127.0.0.1".to_string()));

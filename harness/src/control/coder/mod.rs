@@ -7,16 +7,19 @@
 //! "received" times here are when the harness first saw a log line or a
 //! state in a poll (an upper bound of when it reached the server).
 
+pub mod agent_ssh;
 pub mod client;
 pub mod container;
 #[cfg(test)]
 mod double;
+pub mod stack;
 pub mod template;
 pub mod types;
+pub mod workspace;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -40,6 +43,7 @@ pub struct CoderControlPlane {
     client: CoderClient,
     workspace_id: String,
     seen: Mutex<Seen>,
+    ssh: Option<agent_ssh::AgentSsh>,
 }
 
 impl CoderControlPlane {
@@ -48,7 +52,14 @@ impl CoderControlPlane {
             client,
             workspace_id: workspace_id.to_string(),
             seen: Mutex::new(Seen::default()),
+            ssh: None,
         }
+    }
+
+    /// SSH through the agent with the `coder` CLI (see [`agent_ssh`]).
+    pub fn with_agent_ssh(mut self, ssh: agent_ssh::AgentSsh) -> CoderControlPlane {
+        self.ssh = Some(ssh);
+        self
     }
 
     /// The workspace's (first) agent, or an error saying the build has none yet.
@@ -129,5 +140,14 @@ impl ControlPlane for CoderControlPlane {
 
     async fn agent_connected(&self) -> anyhow::Result<bool> {
         Ok(self.agent().await?.status == "connected")
+    }
+
+    async fn agent_ssh(
+        &self,
+        cmd: &str,
+        timeout: Duration,
+    ) -> Option<anyhow::Result<crate::probe::ExecOutput>> {
+        let ssh = self.ssh.as_ref()?;
+        Some(ssh.exec(cmd, timeout).await)
     }
 }

@@ -14,6 +14,17 @@ pub const LOCAL_INSTANCE_TF: &str = include_str!("../../../e2e/local-instance/ma
 pub const LOCAL_MODULE_DIR: &str = "modules/local-instance";
 const EC2_SOURCE: &str = "\"./modules/ec2-instance\"";
 
+/// The instance name the template gives a workspace (`local.name` in
+/// `templates/main.tf`); the local module writes under
+/// `<shared_dir>/<instance_name>/`.
+pub fn instance_name(owner: &str, workspace: &str) -> String {
+    format!("coder-{owner}-{workspace}")
+}
+
+/// The expression in `templates/main.tf` that [`instance_name`] mirrors.
+pub const INSTANCE_NAME_EXPR: &str =
+    "\"coder-${data.coder_workspace_owner.me.name}-${data.coder_workspace.me.name}\"";
+
 fn copy_dir(src: &Path, dst: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dst)?;
     for e in std::fs::read_dir(src).with_context(|| format!("listing {}", src.display()))? {
@@ -109,5 +120,11 @@ mod tests {
             .unwrap()
             .contains("ec2-instance"));
         assert!(prepare(root, &d.path().join("x"), Path::new("/tmp/a\"b")).is_err());
+        // The harness finds a workspace's files by the template's own name.
+        assert!(
+            main.contains(&format!("name           = {INSTANCE_NAME_EXPR}")),
+            "templates/main.tf no longer names instances {INSTANCE_NAME_EXPR}; update instance_name()"
+        );
+        assert_eq!(instance_name("admin", "ws1"), "coder-admin-ws1");
     }
 }
