@@ -2,6 +2,14 @@
 //! that answers the endpoints the client uses with JSON in the shapes of
 //! Coder's API spec, including a `codersdk.Response` error body.  It
 //! proves the client's HTTP boundary, never Coder itself.
+//!
+//! Shapes follow `coderd/apidoc/swagger.json` and the Go structs behind
+//! it: `omitempty` fields (`ProvisionerJob.error`,
+//! `TemplateVersion.template_id`, `Response.detail`/`validations`) are
+//! left out rather than sent as `null`/`""`.  Status codes follow what
+//! coderd writes, which for `POST .../templates`, `POST
+//! /users/{user}/workspaces` and `POST /workspaces/{id}/builds` is 201
+//! although swagger documents 200.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -63,7 +71,7 @@ fn workspace_json(lifecycle: &str) -> Value {
         "template_id": "tpl-1", "organization_id": ORG,
         "latest_build": {
             "id": "build-1", "build_number": 1, "transition": "start", "status": "running",
-            "job": {"id": "job-2", "status": "succeeded", "error": null},
+            "job": {"id": "job-2", "status": "succeeded"},
             "resources": [
                 {"id": "res-1", "name": "dev", "type": "aws_instance", "agents": [agent_json(lifecycle)]}
             ]
@@ -84,7 +92,7 @@ async fn login(State(st): State<St>, h: HeaderMap, Json(b): Json<Value>) -> impl
     if b["password"] != "correct-horse" {
         return (
             StatusCode::UNAUTHORIZED,
-            Json(json!({"message": "Incorrect email or password.", "detail": ""})),
+            Json(json!({"message": "Incorrect email or password."})),
         );
     }
     (StatusCode::CREATED, Json(json!({"session_token": TOKEN})))
@@ -92,7 +100,10 @@ async fn login(State(st): State<St>, h: HeaderMap, Json(b): Json<Value>) -> impl
 
 async fn orgs(State(st): State<St>, h: HeaderMap) -> impl IntoResponse {
     record(&st, "GET /users/me/organizations", &h, Value::Null);
-    Json(json!([{"id": ORG, "name": "coder", "display_name": "Coder", "is_default": true}]))
+    Json(
+        json!([{"id": ORG, "name": "coder", "display_name": "Coder", "is_default": true,
+        "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}]),
+    )
 }
 
 async fn files(State(st): State<St>, h: HeaderMap, body: Bytes) -> impl IntoResponse {
@@ -121,7 +132,7 @@ async fn versions(
     (
         StatusCode::CREATED,
         Json(
-            json!({"id": "tv-1", "name": "brave_ride", "template_id": null,
+            json!({"id": "tv-1", "name": "brave_ride", "organization_id": ORG,
                     "job": {"id": "job-1", "status": "pending"}}),
         ),
     )
@@ -520,5 +531,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("coder-linux-arm64") && e.contains("404"), "{e}");
+    }
+
+    /// Bodies as coderd marshals them (Go `omitempty` drops empty fields):
+    /// the types must not insist on fields the harness does not read.
+    #[test]
+    fn spec_shapes_parse_with_omitempty_fields_absent() {
+        let b: WorkspaceBuild = serde_json::from_value(json!({
+            "id": "b", "build_number": 3, "transition": "stop", "status": "canceling",
+            "job": {"status": "unknown"}
+        }))
+        .unwrap();
+        assert_eq!(b.job.status, "unknown");
+        assert!(b.job.error.is_none() && b.resources.is_empty());
+        let e: ErrorResponse = serde_json::from_value(json!({
+            "message": "Validation failed.",
+            "detail": "pq: duplicate key",
+            "validations": [{"field": "name", "detail": "taken"}, {"field": "ttl_ms"}]
+        }))
+        .unwrap();
+        assert_eq!(e.validations.len(), 2);
+        assert_eq!(e.detail, "pq: duplicate key");
+        let a: WorkspaceAgent = serde_json::from_value(json!({
+            "id": AGENT, "status": "timeout", "lifecycle_state": "start_error"
+        }))
+        .unwrap();
+        assert!(a.log_sources.is_empty() && a.ready_at.is_none());
+        let l: WorkspaceAgentLog =
+            serde_json::from_value(json!({"id": 9, "output": "x", "source_id": SRC_STARTUP}))
+                .unwrap();
+        assert_eq!(l.level, "");
     }
 }

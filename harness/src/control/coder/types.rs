@@ -1,6 +1,12 @@
 //! Request and response bodies of Coder's REST API (`codersdk`), as in
 //! `coderd/apidoc/swagger.json` of the pinned [`super::CODER_VERSION`].
-//! Only the fields the harness uses; unknown fields are ignored.
+//! Only the fields the harness uses; unknown fields are ignored, and
+//! fields the harness does not read are `#[serde(default)]` so a server
+//! that omits them (Go `omitempty`) still parses.
+//!
+//! Cross-checked against `coderd/apidoc/swagger.json` and `codersdk/*.go`
+//! (stored snapshot of github.com/coder/coder; the v2.27.7 tag itself
+//! was not fetchable, the shapes used here are unchanged across 2.2x).
 
 use serde::{Deserialize, Serialize};
 
@@ -15,14 +21,18 @@ pub struct ErrorResponse {
     pub validations: Vec<ValidationError>,
 }
 
-/// `codersdk.ValidationError`.
+/// `codersdk.ValidationError` (swagger marks both fields required; kept
+/// lenient so one odd entry cannot void the whole error body).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct ValidationError {
+    #[serde(default)]
     pub field: String,
+    #[serde(default)]
     pub detail: String,
 }
 
-/// `codersdk.CreateFirstUserRequest`.
+/// `codersdk.CreateFirstUserRequest` (`POST /users/first`; required:
+/// `email`, `username`, `password`).
 #[derive(Debug, Clone, Serialize)]
 pub struct CreateFirstUserRequest {
     pub email: String,
@@ -31,9 +41,10 @@ pub struct CreateFirstUserRequest {
     pub password: String,
 }
 
-/// `codersdk.CreateFirstUserResponse`.
+/// `codersdk.CreateFirstUserResponse` (201 from `POST /users/first`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct CreateFirstUserResponse {
+    #[serde(default)]
     pub user_id: String,
     pub organization_id: String,
 }
@@ -45,22 +56,25 @@ pub struct LoginWithPasswordRequest {
     pub password: String,
 }
 
-/// `codersdk.LoginWithPasswordResponse`.
+/// `codersdk.LoginWithPasswordResponse` (201 from `POST /users/login`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct LoginWithPasswordResponse {
     pub session_token: String,
 }
 
-/// `codersdk.Organization`.
+/// `codersdk.Organization` (`GET /users/{user}/organizations` returns
+/// an array of these).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Organization {
     pub id: String,
+    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub is_default: bool,
 }
 
-/// `codersdk.UploadResponse` (`POST /files`).
+/// `codersdk.UploadResponse` (`POST /files`, body `Content-Type:
+/// application/x-tar`; 201 for a new file, 200 for a duplicate).
 #[derive(Debug, Clone, Deserialize)]
 pub struct UploadResponse {
     pub hash: String,
@@ -80,70 +94,90 @@ pub struct WorkspaceBuildParameter {
     pub value: String,
 }
 
-/// `codersdk.CreateTemplateVersionRequest`.
+/// `codersdk.CreateTemplateVersionRequest` (required: `storage_method`,
+/// `provisioner`).
 #[derive(Debug, Clone, Serialize)]
 pub struct CreateTemplateVersionRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template_id: Option<String>,
-    /// Always `file`.
+    /// `codersdk.ProvisionerStorageMethod`: only `file`.
     pub storage_method: String,
     pub file_id: String,
-    /// Always `terraform`.
+    /// `terraform` (or `echo`, test only).
     pub provisioner: String,
     pub user_variable_values: Vec<VariableValue>,
 }
 
-/// `codersdk.ProvisionerJob` (the parts we read).
+/// `codersdk.ProvisionerJob` (the parts we read).  `error` and
+/// `error_code` are Go `omitempty` strings: absent, never `null`, when
+/// the job did not fail.
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct ProvisionerJob {
+    #[serde(default)]
     pub id: String,
-    /// `pending`, `running`, `succeeded`, `canceling`, `canceled`, `failed`.
+    /// `codersdk.ProvisionerJobStatus`: `pending`, `running`, `succeeded`,
+    /// `canceling`, `canceled`, `failed`, `unknown`.
     pub status: String,
     #[serde(default)]
     pub error: Option<String>,
+    /// `codersdk.JobErrorCode`: only `REQUIRED_TEMPLATE_VARIABLES`.
     #[serde(default)]
     pub error_code: Option<String>,
 }
 
-/// `codersdk.TemplateVersion`.
+/// `codersdk.TemplateVersion` (201 from `POST
+/// /organizations/{organization}/templateversions`, 200 from `GET
+/// /templateversions/{templateversion}`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct TemplateVersion {
     pub id: String,
+    #[serde(default)]
     pub name: String,
+    /// Go `*uuid.UUID` with `omitempty`: absent until the version is
+    /// attached to a template.
     #[serde(default)]
     pub template_id: Option<String>,
     pub job: ProvisionerJob,
 }
 
-/// `codersdk.ProvisionerJobLog` (template version and build logs).
+/// `codersdk.ProvisionerJobLog` (`GET /templateversions/{id}/logs` and
+/// `GET /workspacebuilds/{id}/logs`, both JSON arrays unless `follow`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct ProvisionerJobLog {
+    #[serde(default)]
     pub id: i64,
     #[serde(default)]
     pub stage: String,
+    /// `codersdk.LogLevel`: `trace`, `debug`, `info`, `warn`, `error`.
     #[serde(default)]
     pub log_level: String,
+    #[serde(default)]
     pub output: String,
 }
 
-/// `codersdk.CreateTemplateRequest`.
+/// `codersdk.CreateTemplateRequest` (required: `name`,
+/// `template_version_id`).
 #[derive(Debug, Clone, Serialize)]
 pub struct CreateTemplateRequest {
     pub name: String,
     pub template_version_id: String,
 }
 
-/// `codersdk.Template`.
+/// `codersdk.Template` (`POST /organizations/{organization}/templates`;
+/// swagger documents 200, coderd writes 201).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Template {
     pub id: String,
+    #[serde(default)]
     pub name: String,
     pub active_version_id: String,
 }
 
-/// `codersdk.CreateWorkspaceRequest`.
+/// `codersdk.CreateWorkspaceRequest` (`POST /users/{user}/workspaces`,
+/// `user` may be `me`; required: `name`; exactly one of `template_id` /
+/// `template_version_id`).
 #[derive(Debug, Clone, Serialize)]
 pub struct CreateWorkspaceRequest {
     pub name: String,
@@ -151,10 +185,12 @@ pub struct CreateWorkspaceRequest {
     pub rich_parameter_values: Vec<WorkspaceBuildParameter>,
 }
 
-/// `codersdk.CreateWorkspaceBuildRequest`.
+/// `codersdk.CreateWorkspaceBuildRequest` (`POST
+/// /workspaces/{workspace}/builds`; required: `transition`).  Answered
+/// with a `codersdk.WorkspaceBuild` (swagger says 200, coderd writes 201).
 #[derive(Debug, Clone, Serialize)]
 pub struct CreateWorkspaceBuildRequest {
-    /// `start`, `stop` or `delete`.
+    /// `codersdk.WorkspaceTransition`: `start`, `stop` or `delete`.
     pub transition: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rich_parameter_values: Vec<WorkspaceBuildParameter>,
@@ -164,20 +200,26 @@ pub struct CreateWorkspaceBuildRequest {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct WorkspaceAgentLogSource {
     pub id: String,
+    #[serde(default)]
     pub display_name: String,
     #[serde(default)]
     pub icon: String,
 }
 
-/// `codersdk.WorkspaceAgent` (the parts we read).
+/// `codersdk.WorkspaceAgent` (the parts we read; also the body of `GET
+/// /workspaceagents/{workspaceagent}`).  A new agent row (new `id`, new
+/// auth token) is made by every workspace build.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkspaceAgent {
     pub id: String,
+    #[serde(default)]
     pub name: String,
-    /// `connecting`, `connected`, `disconnected`, `timeout`.
+    /// `codersdk.WorkspaceAgentStatus`: `connecting`, `connected`,
+    /// `disconnected`, `timeout`.
     pub status: String,
-    /// `created`, `starting`, `start_timeout`, `start_error`, `ready`,
-    /// `shutting_down`, `shutdown_timeout`, `shutdown_error`, `off`.
+    /// `codersdk.WorkspaceAgentLifecycle`: `created`, `starting`,
+    /// `start_timeout`, `start_error`, `ready`, `shutting_down`,
+    /// `shutdown_timeout`, `shutdown_error`, `off`.
     pub lifecycle_state: String,
     #[serde(default)]
     pub log_sources: Vec<WorkspaceAgentLogSource>,
@@ -190,8 +232,9 @@ pub struct WorkspaceAgent {
 /// `codersdk.WorkspaceResource`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkspaceResource {
+    #[serde(default)]
     pub name: String,
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default)]
     pub kind: String,
     #[serde(default)]
     pub agents: Vec<WorkspaceAgent>,
@@ -202,21 +245,28 @@ pub struct WorkspaceResource {
 pub struct WorkspaceBuild {
     pub id: String,
     pub build_number: i64,
-    /// `start`, `stop`, `delete`.
+    /// `codersdk.WorkspaceTransition`: `start`, `stop`, `delete`.
     pub transition: String,
-    /// `pending`, `starting`, `running`, `stopping`, `stopped`, `failed`, …
+    /// `codersdk.WorkspaceStatus`: `pending`, `starting`, `running`,
+    /// `stopping`, `stopped`, `failed`, `canceling`, `canceled`,
+    /// `deleting`, `deleted`.
     pub status: String,
     pub job: ProvisionerJob,
     #[serde(default)]
     pub resources: Vec<WorkspaceResource>,
 }
 
-/// `codersdk.Workspace`.
+/// `codersdk.Workspace` (`GET /workspaces/{workspace}`; also the answer
+/// to `POST /users/{user}/workspaces`: swagger says 200, coderd writes
+/// 201).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Workspace {
     pub id: String,
     pub name: String,
+    /// The owner's username.
+    #[serde(default)]
     pub owner_name: String,
+    #[serde(default)]
     pub template_id: String,
     pub latest_build: WorkspaceBuild,
 }
@@ -231,12 +281,17 @@ impl Workspace {
     }
 }
 
-/// `codersdk.WorkspaceAgentLog`.
+/// `codersdk.WorkspaceAgentLog` (`GET
+/// /workspaceagents/{workspaceagent}/logs?after=N`: a JSON array of the
+/// logs with `id > N`, ascending, unless `follow` is set).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct WorkspaceAgentLog {
     pub id: i64,
+    #[serde(default)]
     pub created_at: String,
+    #[serde(default)]
     pub output: String,
+    /// `codersdk.LogLevel`: `trace`, `debug`, `info`, `warn`, `error`.
     #[serde(default)]
     pub level: String,
     pub source_id: String,
