@@ -233,7 +233,7 @@ impl CoderClient {
             }
             match job.status.as_str() {
                 "succeeded" => return Ok(t),
-                "failed" | "canceled" => {
+                "failed" | "canceled" | "unknown" => {
                     let logs: Vec<ProvisionerJobLog> =
                         self.get(&t.logs_path()).await.unwrap_or_default();
                     let tail: Vec<String> = logs

@@ -458,7 +458,10 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(e.contains("expected succeeded, seen failed"), "{e}");
+        assert!(
+            e.contains("expected the job to succeed, seen failed"),
+            "{e}"
+        );
         assert!(e.contains("terraform plan: exit status 1"), "{e}");
         assert!(e.contains("Missing required argument"), "{e}");
     }
