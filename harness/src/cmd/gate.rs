@@ -1,5 +1,6 @@
 //! `harness gate`: the release gate. In order, stopping at the first failure:
-//! lint, render, `terraform test`, the e2e matrix on QEMU, optionally EC2;
+//! lint, render, `terraform test`, the e2e matrix on QEMU, optionally EC2
+//! (`--ec2`: skipped with the reason when credentials, region or AMI are missing);
 //! prints one table of variant × check → passed / failed / skipped-with-reason.
 
 use crate::report::Report;
@@ -39,17 +40,7 @@ async fn run_inner(args: Args) -> anyhow::Result<i32> {
     if !args.static_only && report.failed() == 0 {
         crate::gate::run_e2e(&root, &mut report, "qemu", args.reuse_e2e).await;
         if args.ec2 && report.failed() == 0 {
-            report.push(
-                "*",
-                "e2e (ec2)",
-                crate::report::Status::Skipped(
-                    "the EC2 backend (launch, lifecycle, sweep) is built and tested against moto, \
-                     but the e2e scenarios do not run on it yet (HARNESS_BACKEND=ec2 is not wired)"
-                        .into(),
-                ),
-                crate::report::Target::Static,
-                std::time::Duration::ZERO,
-            );
+            run_ec2(&root, &mut report).await;
         }
     }
     print!("{}", report.table());
@@ -68,4 +59,27 @@ async fn run_inner(args: Args) -> anyhow::Result<i32> {
         );
     }
     Ok(code)
+}
+
+/// The EC2 tier: the same e2e run with `HARNESS_BACKEND=ec2`, or one
+/// skipped row saying exactly why it cannot run here (credentials, region,
+/// verified AMI), found without creating anything.  Never reuses a summary.
+async fn run_ec2(root: &std::path::Path, report: &mut Report) {
+    let start = std::time::Instant::now();
+    let mut arches: Vec<crate::variant::Arch> = match crate::values::discover_repo(root) {
+        Ok(vs) => vs.iter().map(|v| v.arch).collect(),
+        Err(_) => crate::variant::Arch::ALL.to_vec(),
+    };
+    arches.sort();
+    arches.dedup();
+    match crate::backend::ec2_skip_reason(root, &arches).await {
+        Some(reason) => report.push(
+            "*",
+            "e2e (ec2)",
+            crate::report::Status::Skipped(reason),
+            crate::report::Target::Static,
+            start.elapsed(),
+        ),
+        None => crate::gate::run_e2e(root, report, "ec2", false).await,
+    }
 }

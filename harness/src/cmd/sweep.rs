@@ -1,6 +1,8 @@
 //! `harness sweep`: delete EC2 resources tagged `harness:run-id` (logic in `ec2::sweep`).
+//! Ctrl-C lets the deletion in flight finish, prints what is left, exits 130.
 
 use crate::ec2::config::Ec2Ctx;
+use crate::ec2::stop::Stop;
 use crate::ec2::sweep::{self, SweepOptions};
 
 /// Arguments of `harness sweep`.
@@ -24,7 +26,32 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
-    let ctx = Ec2Ctx::load(args.region.as_deref()).await?;
+    let stop = Stop::new();
+    let watcher = tokio::spawn(stop_on_ctrl_c(stop.clone()));
+    let r = run_inner(args, &stop).await;
+    watcher.abort();
+    r
+}
+
+/// First Ctrl-C: finish the deletion in flight, then stop; second: exit now.
+async fn stop_on_ctrl_c(stop: Stop) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    eprintln!("sweep: interrupted: finishing the call in flight, then stopping (Ctrl-C again to quit at once)");
+    stop.stop();
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!("sweep: interrupted twice: exiting now; run `harness sweep` again to delete what is left");
+        std::process::exit(130);
+    }
+}
+
+async fn run_inner(args: Args, stop: &Stop) -> anyhow::Result<i32> {
+    let Some(ctx) = stop.race(Ec2Ctx::load(args.region.as_deref())).await else {
+        eprintln!("sweep: interrupted before anything was done");
+        return Ok(130);
+    };
+    let ctx = ctx?;
     let opts = SweepOptions {
         older_than: args.older_than,
         dry_run: args.dry_run,
@@ -35,19 +62,38 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
     } else {
         vec![ctx.region.clone()]
     };
+    let planned = if opts.dry_run { " planned" } else { "" };
     let mut total = 0;
-    for r in &regions {
-        tracing::info!(region = %r, older_than = ?opts.older_than, dry_run = opts.dry_run, "sweeping");
-        total += sweep::sweep_region(&ctx.for_region(r), &opts)
-            .await?
-            .iter()
-            .filter(|a| !a.verb.starts_with("skip"))
-            .count();
+    for (n, r) in regions.iter().enumerate() {
+        let mut left = Vec::new();
+        if stop.is_stopped() {
+            left.extend(regions[n..].iter().map(|r| format!("{r}: not swept")));
+        } else {
+            tracing::info!(region = %r, older_than = ?opts.older_than, dry_run = opts.dry_run, "sweeping");
+            let swept = sweep::sweep_region_until(&ctx.for_region(r), &opts, stop).await?;
+            total += swept
+                .actions
+                .iter()
+                .filter(|a| !a.verb.starts_with("skip"))
+                .count();
+            let Some(l) = swept.left else { continue };
+            left = l;
+            left.extend(regions[n + 1..].iter().map(|r| format!("{r}: not swept")));
+        }
+        eprintln!("sweep: interrupted after {total} action(s){planned} (listed above); left:");
+        for l in &left {
+            eprintln!("  {l}");
+        }
+        eprintln!("run `harness sweep` again (same options) to finish");
+        return Ok(130);
     }
     eprintln!(
-        "sweep: {total} action(s){} in {}",
-        if opts.dry_run { " planned" } else { "" },
+        "sweep: {total} action(s){planned} in {}",
         regions.join(", ")
     );
+    if stop.is_stopped() {
+        eprintln!("sweep: interrupted, but the sweep had already finished: nothing left");
+        return Ok(130);
+    }
     Ok(0)
 }

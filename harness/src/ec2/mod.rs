@@ -5,13 +5,15 @@
 //! - [`launch`]: key pair, security group, instance (next AZ on capacity errors), home volume, drop guard;
 //! - [`lifecycle`]: stop / start / terminate with waiters, console output;
 //! - [`instance`]: `Ec2Instance`, the `Instance` trait over a launch (probes over SSH as root);
-//! - [`sweep`]: delete everything tagged `harness:run-id` (instances, spot requests, volumes, keys, groups).
+//! - [`sweep`]: delete everything tagged `harness:run-id` (instances, spot requests, volumes, keys, groups);
+//! - [`stop`]: the cooperative stop (Ctrl-C) a sweep honours between deletions.
 
 pub mod config;
 pub mod instance;
 pub mod launch;
 pub mod lifecycle;
 pub mod plan;
+pub mod stop;
 pub mod sweep;
 
 /// Tag every harness-created resource carries; `harness sweep` only ever

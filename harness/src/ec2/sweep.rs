@@ -118,23 +118,84 @@ fn eligible(tags: &[Tag], opts: &SweepOptions, now: SystemTime) -> Result<String
     }
 }
 
-/// Sweep one region; prints each action to stdout and returns them.
-pub async fn sweep_region(ctx: &Ec2Ctx, opts: &SweepOptions) -> anyhow::Result<Vec<Action>> {
-    let c = &ctx.client;
-    let now = SystemTime::now();
-    let mut actions = Vec::new();
-    let mut act = |kind: &'static str, id: &str, run: &str, verb: &str| {
+/// Resource kinds in the order a sweep deletes them.
+const KINDS: [&str; 5] = [
+    "spot-request",
+    "instance",
+    "volume",
+    "key-pair",
+    "security-group",
+];
+
+/// A region's sweep, possibly stopped early (Ctrl-C).
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// What was done (or, dry run, planned) and skipped, in order.
+    pub actions: Vec<Action>,
+    /// `Some(what was not done)` when stopped before the end.
+    pub left: Option<Vec<String>>,
+}
+
+impl Swept {
+    fn act(
+        &mut self,
+        region: &str,
+        dry_run: bool,
+        kind: &'static str,
+        id: &str,
+        run: &str,
+        verb: &str,
+    ) {
         let a = Action {
-            region: ctx.region.clone(),
+            region: region.to_string(),
             kind,
             id: id.to_string(),
             run_id: run.to_string(),
             verb: verb.to_string(),
-            dry_run: opts.dry_run && !verb.starts_with("skip"),
+            dry_run: dry_run && !verb.starts_with("skip"),
         };
         println!("{a}");
-        actions.push(a);
-    };
+        self.actions.push(a);
+    }
+
+    /// Stop here: `pending` (kind, id, run) were not done, and the kinds
+    /// after `kind` were not looked at.
+    fn stopped(mut self, region: &str, kind: &str, pending: &[(&str, &str, &str)]) -> Swept {
+        let mut left: Vec<String> = pending
+            .iter()
+            .map(|(k, id, run)| format!("{region} {k} {id} (run {run})"))
+            .collect();
+        let after = KINDS.iter().position(|k| *k == kind).map_or(0, |i| i + 1);
+        left.extend(
+            KINDS[after..]
+                .iter()
+                .map(|k| format!("{region} {k}s: not looked at")),
+        );
+        self.left = Some(left);
+        self
+    }
+}
+
+/// Sweep one region; prints each action to stdout and returns them.
+pub async fn sweep_region(ctx: &Ec2Ctx, opts: &SweepOptions) -> anyhow::Result<Vec<Action>> {
+    Ok(sweep_region_until(ctx, opts, &super::stop::Stop::new())
+        .await?
+        .actions)
+}
+
+/// [`sweep_region`] that honours `stop` (Ctrl-C): the deletion in flight
+/// completes, nothing after it starts, and [`Swept::left`] says what was
+/// not done.
+pub async fn sweep_region_until(
+    ctx: &Ec2Ctx,
+    opts: &SweepOptions,
+    stop: &super::stop::Stop,
+) -> anyhow::Result<Swept> {
+    let c = &ctx.client;
+    let region = ctx.region.as_str();
+    let dry = opts.dry_run;
+    let now = SystemTime::now();
+    let mut out = Swept::default();
 
     // Instances (and their spot requests).
     let mut instances = Vec::new();
@@ -146,7 +207,7 @@ pub async fn sweep_region(ctx: &Ec2Ctx, opts: &SweepOptions) -> anyhow::Result<V
         .send();
     while let Some(page) = pages.next().await {
         let page =
-            page.map_err(|e| anyhow::anyhow!("DescribeInstances in {}: {}", ctx.region, err(&e)))?;
+            page.map_err(|e| anyhow::anyhow!("DescribeInstances in {region}: {}", err(&e)))?;
         for i in page.reservations().iter().flat_map(|r| r.instances()) {
             let id = i.instance_id().unwrap_or_default();
             let state = i
@@ -164,7 +225,14 @@ pub async fn sweep_region(ctx: &Ec2Ctx, opts: &SweepOptions) -> anyhow::Result<V
                     }
                     instances.push((id.to_string(), run));
                 }
-                Err(Some(run)) => act("instance", id, &run, "skip (younger than --older-than)"),
+                Err(Some(run)) => out.act(
+                    region,
+                    dry,
+                    "instance",
+                    id,
+                    &run,
+                    "skip (younger than --older-than)",
+                ),
                 Err(None) => {}
             }
         }
@@ -189,24 +257,38 @@ pub async fn sweep_region(ctx: &Ec2Ctx, opts: &SweepOptions) -> anyhow::Result<V
                 }
             }
         }
-        Err(e) => tracing::warn!(
-            "DescribeSpotInstanceRequests in {}: {}",
-            ctx.region,
-            err(&e)
-        ),
+        Err(e) => tracing::warn!("DescribeSpotInstanceRequests in {region}: {}", err(&e)),
     }
+    let pending_instances = |from: &[(String, String)]| -> Vec<(&str, String, String)> {
+        from.iter()
+            .map(|(i, r)| ("instance", i.clone(), r.clone()))
+            .collect()
+    };
     // Cancel persistent spot requests first, or EC2 relaunches the instances.
-    for (sr, run) in &spot_requests {
-        act("spot-request", sr, run, "cancel");
-        if !opts.dry_run {
+    let spot_requests: Vec<_> = spot_requests.into_iter().collect();
+    for (n, (sr, run)) in spot_requests.iter().enumerate() {
+        if stop.is_stopped() {
+            let mut p: Vec<(&str, String, String)> = spot_requests[n..]
+                .iter()
+                .map(|(s, r)| ("spot-request", s.clone(), r.clone()))
+                .collect();
+            p.extend(pending_instances(&instances));
+            return Ok(out.stopped(region, "instance", &refs(&p)));
+        }
+        out.act(region, dry, "spot-request", sr, run, "cancel");
+        if !dry {
             super::lifecycle::cancel_spot_request(c, sr).await?;
         }
     }
     if !instances.is_empty() {
-        for (id, run) in &instances {
-            act("instance", id, run, "terminate");
+        if stop.is_stopped() {
+            let p = pending_instances(&instances);
+            return Ok(out.stopped(region, "instance", &refs(&p)));
         }
-        if !opts.dry_run {
+        for (id, run) in &instances {
+            out.act(region, dry, "instance", id, run, "terminate");
+        }
+        if !dry {
             let ids: Vec<String> = instances.iter().map(|(i, _)| i.clone()).collect();
             match c
                 .terminate_instances()
@@ -218,16 +300,36 @@ pub async fn sweep_region(ctx: &Ec2Ctx, opts: &SweepOptions) -> anyhow::Result<V
                 Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => {}
                 Err(e) => anyhow::bail!("TerminateInstances {ids:?}: {}", err(&e)),
             }
-            c.wait_until_instance_terminated()
-                .set_instance_ids(Some(ids.clone()))
-                .wait(super::lifecycle::STATE_TIMEOUT)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "instances {ids:?}: expected `terminated` within {:?}, seen: {e}",
-                        super::lifecycle::STATE_TIMEOUT
-                    )
-                })?;
+            let waited = stop
+                .race(
+                    c.wait_until_instance_terminated()
+                        .set_instance_ids(Some(ids.clone()))
+                        .wait(super::lifecycle::STATE_TIMEOUT),
+                )
+                .await;
+            match waited {
+                None => {
+                    let p: Vec<(&str, String, String)> = instances
+                        .iter()
+                        .map(|(i, r)| {
+                            (
+                                "instance (terminating, not confirmed)",
+                                i.clone(),
+                                r.clone(),
+                            )
+                        })
+                        .collect();
+                    return Ok(out.stopped(region, "instance", &refs(&p)));
+                }
+                Some(r) => {
+                    r.map_err(|e| {
+                        anyhow::anyhow!(
+                            "instances {ids:?}: expected `terminated` within {:?}, seen: {e}",
+                            super::lifecycle::STATE_TIMEOUT
+                        )
+                    })?;
+                }
+            }
         }
     }
 
@@ -237,48 +339,40 @@ pub async fn sweep_region(ctx: &Ec2Ctx, opts: &SweepOptions) -> anyhow::Result<V
         .set_filters(Some(tag_filters(opts)))
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("DescribeVolumes in {}: {}", ctx.region, err(&e)))?;
+        .map_err(|e| anyhow::anyhow!("DescribeVolumes in {region}: {}", err(&e)))?;
+    let mut todo = Vec::new();
     for v in vols.volumes() {
         let id = v.volume_id().unwrap_or_default();
-        let run = match eligible(v.tags(), opts, now) {
-            Ok(run) => run,
-            Err(Some(run)) => {
-                act("volume", id, &run, "skip (younger than --older-than)");
-                continue;
+        match eligible(v.tags(), opts, now) {
+            Ok(run) => {
+                let attached = v
+                    .attachments()
+                    .iter()
+                    .any(|a| a.state().map(|s| s.as_str()) != Some("detached"));
+                todo.push((id.to_string(), run, attached));
             }
-            Err(None) => continue,
-        };
-        act("volume", id, &run, "delete");
-        if opts.dry_run {
-            continue;
+            Err(Some(run)) => out.act(
+                region,
+                dry,
+                "volume",
+                id,
+                &run,
+                "skip (younger than --older-than)",
+            ),
+            Err(None) => {}
         }
-        let attached = v
-            .attachments()
-            .iter()
-            .any(|a| a.state().map(|s| s.as_str()) != Some("detached"));
-        if attached {
-            match c.detach_volume().volume_id(id).force(true).send().await {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.code(),
-                        Some("IncorrectState") | Some("InvalidAttachment.NotFound")
-                    ) => {}
-                Err(e) => tracing::warn!("DetachVolume {id}: {}", err(&e)),
-            }
-            if let Err(e) = c
-                .wait_until_volume_available()
-                .volume_ids(id)
-                .wait(super::launch::VOLUME_TIMEOUT)
-                .await
-            {
-                tracing::warn!("volume {id}: expected `available` after detach, seen: {e}");
-            }
+    }
+    for (n, (id, run, attached)) in todo.iter().enumerate() {
+        if stop.is_stopped() {
+            let p: Vec<(&str, String, String)> = todo[n..]
+                .iter()
+                .map(|(i, r, _)| ("volume", i.clone(), r.clone()))
+                .collect();
+            return Ok(out.stopped(region, "volume", &refs(&p)));
         }
-        match c.delete_volume().volume_id(id).send().await {
-            Ok(_) => {}
-            Err(e) if e.code() == Some("InvalidVolume.NotFound") => {}
-            Err(e) => anyhow::bail!("DeleteVolume {id}: {}", err(&e)),
+        out.act(region, dry, "volume", id, run, "delete");
+        if !dry {
+            delete_volume(c, id, *attached, stop).await?;
         }
     }
 
@@ -288,22 +382,38 @@ pub async fn sweep_region(ctx: &Ec2Ctx, opts: &SweepOptions) -> anyhow::Result<V
         .set_filters(Some(tag_filters(opts)))
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("DescribeKeyPairs in {}: {}", ctx.region, err(&e)))?;
+        .map_err(|e| anyhow::anyhow!("DescribeKeyPairs in {region}: {}", err(&e)))?;
+    let mut todo = Vec::new();
     for k in keys.key_pairs() {
         let name = k.key_name().unwrap_or_default();
         match eligible(k.tags(), opts, now) {
-            Ok(run) => {
-                act("key-pair", name, &run, "delete");
-                if !opts.dry_run {
-                    c.delete_key_pair()
-                        .key_name(name)
-                        .send()
-                        .await
-                        .map_err(|e| anyhow::anyhow!("DeleteKeyPair {name}: {}", err(&e)))?;
-                }
-            }
-            Err(Some(run)) => act("key-pair", name, &run, "skip (younger than --older-than)"),
+            Ok(run) => todo.push((name.to_string(), run)),
+            Err(Some(run)) => out.act(
+                region,
+                dry,
+                "key-pair",
+                name,
+                &run,
+                "skip (younger than --older-than)",
+            ),
             Err(None) => {}
+        }
+    }
+    for (n, (name, run)) in todo.iter().enumerate() {
+        if stop.is_stopped() {
+            let p: Vec<(&str, String, String)> = todo[n..]
+                .iter()
+                .map(|(i, r)| ("key-pair", i.clone(), r.clone()))
+                .collect();
+            return Ok(out.stopped(region, "key-pair", &refs(&p)));
+        }
+        out.act(region, dry, "key-pair", name, run, "delete");
+        if !dry {
+            c.delete_key_pair()
+                .key_name(name)
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("DeleteKeyPair {name}: {}", err(&e)))?;
         }
     }
 
@@ -313,17 +423,15 @@ pub async fn sweep_region(ctx: &Ec2Ctx, opts: &SweepOptions) -> anyhow::Result<V
         .set_filters(Some(tag_filters(opts)))
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("DescribeSecurityGroups in {}: {}", ctx.region, err(&e)))?;
+        .map_err(|e| anyhow::anyhow!("DescribeSecurityGroups in {region}: {}", err(&e)))?;
+    let mut todo = Vec::new();
     for g in groups.security_groups() {
         let id = g.group_id().unwrap_or_default();
         match eligible(g.tags(), opts, now) {
-            Ok(run) => {
-                act("security-group", id, &run, "delete");
-                if !opts.dry_run {
-                    delete_security_group(c, id).await?;
-                }
-            }
-            Err(Some(run)) => act(
+            Ok(run) => todo.push((id.to_string(), run)),
+            Err(Some(run)) => out.act(
+                region,
+                dry,
                 "security-group",
                 id,
                 &run,
@@ -332,20 +440,90 @@ pub async fn sweep_region(ctx: &Ec2Ctx, opts: &SweepOptions) -> anyhow::Result<V
             Err(None) => {}
         }
     }
-    Ok(actions)
+    for (n, (id, run)) in todo.iter().enumerate() {
+        if stop.is_stopped() {
+            let p: Vec<(&str, String, String)> = todo[n..]
+                .iter()
+                .map(|(i, r)| ("security-group", i.clone(), r.clone()))
+                .collect();
+            return Ok(out.stopped(region, "security-group", &refs(&p)));
+        }
+        out.act(region, dry, "security-group", id, run, "delete");
+        if !dry && !delete_security_group(c, id, stop).await? {
+            let p = [(
+                "security-group (in use, not deleted)",
+                id.as_str(),
+                run.as_str(),
+            )];
+            return Ok(out.stopped(region, "security-group", &p));
+        }
+    }
+    Ok(out)
+}
+
+fn refs<'a>(p: &'a [(&'a str, String, String)]) -> Vec<(&'a str, &'a str, &'a str)> {
+    p.iter()
+        .map(|(k, i, r)| (*k, i.as_str(), r.as_str()))
+        .collect()
+}
+
+/// Detach (if attached, waiting unless stopped) and delete one volume.
+async fn delete_volume(
+    c: &aws_sdk_ec2::Client,
+    id: &str,
+    attached: bool,
+    stop: &super::stop::Stop,
+) -> anyhow::Result<()> {
+    if attached {
+        match c.detach_volume().volume_id(id).force(true).send().await {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("IncorrectState") | Some("InvalidAttachment.NotFound")
+                ) => {}
+            Err(e) => tracing::warn!("DetachVolume {id}: {}", err(&e)),
+        }
+        let waited = stop
+            .race(
+                c.wait_until_volume_available()
+                    .volume_ids(id)
+                    .wait(super::launch::VOLUME_TIMEOUT),
+            )
+            .await;
+        if let Some(Err(e)) = waited {
+            tracing::warn!("volume {id}: expected `available` after detach, seen: {e}");
+        }
+    }
+    match c.delete_volume().volume_id(id).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("InvalidVolume.NotFound") => Ok(()),
+        Err(e) => anyhow::bail!("DeleteVolume {id}: {}", err(&e)),
+    }
 }
 
 /// Delete a group, retrying (bounded) while EC2 still sees the terminated
-/// instance's network interface (`DependencyViolation`).
-async fn delete_security_group(c: &aws_sdk_ec2::Client, id: &str) -> anyhow::Result<()> {
+/// instance's network interface (`DependencyViolation`).  `Ok(false)`:
+/// stopped while waiting to retry.
+async fn delete_security_group(
+    c: &aws_sdk_ec2::Client,
+    id: &str,
+    stop: &super::stop::Stop,
+) -> anyhow::Result<bool> {
     const TRIES: u32 = 12;
     for attempt in 1..=TRIES {
         match c.delete_security_group().group_id(id).send().await {
-            Ok(_) => return Ok(()),
-            Err(e) if e.code() == Some("InvalidGroup.NotFound") => return Ok(()),
+            Ok(_) => return Ok(true),
+            Err(e) if e.code() == Some("InvalidGroup.NotFound") => return Ok(true),
             Err(e) if e.code() == Some("DependencyViolation") && attempt < TRIES => {
                 tracing::info!(group = %id, attempt, "security group still in use; retrying in 10s");
-                tokio::time::sleep(Duration::from_secs(10)).await;
+                if stop
+                    .race(tokio::time::sleep(Duration::from_secs(10)))
+                    .await
+                    .is_none()
+                {
+                    return Ok(false);
+                }
             }
             Err(e) => anyhow::bail!(
                 "DeleteSecurityGroup {id}: expected deletion, seen: {}; run `harness sweep` again later",
