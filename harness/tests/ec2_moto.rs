@@ -127,9 +127,19 @@ async fn ctx(moto: &Moto, region: &str) -> Ec2Ctx {
 
 /// Env for a `harness` child talking to `moto` only.
 fn harness_cmd(moto: &Moto, region: &str, cred_dir: &std::path::Path) -> Command {
+    moto_env(
+        Command::new(env!("CARGO_BIN_EXE_harness")),
+        moto,
+        region,
+        cred_dir,
+    )
+}
+
+/// `c` with an environment that reaches `moto` only (dummy credentials, no
+/// profile files, no IMDS).
+fn moto_env(mut c: Command, moto: &Moto, region: &str, cred_dir: &std::path::Path) -> Command {
     let empty = cred_dir.join("empty");
     std::fs::write(&empty, "").unwrap();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
     for v in [
         "AWS_PROFILE",
         "AWS_SESSION_TOKEN",
@@ -761,4 +771,225 @@ async fn sweep_all_regions_respects_dry_run_and_older_than() {
     );
     assert!(!exists(old).await, "old tagged volume deleted");
     assert!(exists(young).await, "young tagged volume kept");
+}
+
+/// `launch_ec2` reads `HARNESS_EC2_*` and the AWS chain from the process
+/// environment and caches its context per process, so it runs in a child
+/// of this test binary given moto's environment (no `set_var` here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_ec2_tags_instance_and_volume_and_terminate_cleans_up() {
+    let moto = start_moto();
+    let region = "us-east-1";
+    let creds = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let out = moto_env(Command::new(exe), &moto, region, creds.path())
+        .args([
+            "launch_ec2_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "launch_ec2_child: expected 1 passed, seen {}:\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ctx = ctx(&moto, region).await;
+    assert_eq!(
+        tagged_leftovers(&ctx).await,
+        Vec::<String>::new(),
+        "terminate deleted every run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run (in a child with moto's environment) by launch_ec2_tags_instance_and_volume_and_terminate_cleans_up"]
+async fn launch_ec2_child() {
+    use harness::instance::Instance;
+    assert!(
+        std::env::var("HARNESS_EC2_ENDPOINT").is_ok(),
+        "expected HARNESS_EC2_ENDPOINT (moto); run launch_ec2_tags_instance_and_volume_and_terminate_cleans_up instead"
+    );
+    let root = root();
+    let arches = harness::variant::Arch::ALL;
+    assert_eq!(
+        harness::backend::ec2_skip_reason(&root, &arches).await,
+        None,
+        "moto with credentials: nothing to skip"
+    );
+    let ctx = Ec2Ctx::load(None).await.unwrap();
+    let amis = harness::ami::AmiTable::load_repo(&root).unwrap();
+    let art = tempfile::tempdir().unwrap();
+    let scenario = "ec2_moto launch_ec2";
+    let user_data = b"#!/bin/sh\necho launch_ec2\n";
+
+    // Checked before anything is created: empty user-data.
+    let before = resource_counts(&ctx).await;
+    let v = harness::values::find(&root, "aws-nixos").unwrap();
+    let e = harness::backend::launch_ec2(&root, &v, b"", scenario, art.path())
+        .await
+        .err()
+        .expect("empty user-data must fail");
+    assert!(format!("{e:#}").contains("0 bytes"), "{e:#}");
+    assert_eq!(resource_counts(&ctx).await, before, "nothing created");
+
+    for name in ["aws-nixos", "aws-nixos-graviton-spot"] {
+        let variant = harness::values::find(&root, name).unwrap();
+        let dir = art.path().join(name);
+        let mut inst = harness::backend::launch_ec2(&root, &variant, user_data, scenario, &dir)
+            .await
+            .unwrap();
+        assert_eq!(inst.arch(), variant.arch, "{name}");
+        let d = ctx
+            .client
+            .describe_instances()
+            .instance_ids(inst.id())
+            .send()
+            .await
+            .unwrap();
+        let i = d.reservations()[0].instances()[0].clone();
+        assert_eq!(
+            i.image_id(),
+            Some(amis.lookup(&ctx.region, variant.arch).unwrap()),
+            "{name}: AMI"
+        );
+        assert_eq!(
+            harness::ec2::tag_value(i.tags(), TAG_SCENARIO),
+            Some(scenario),
+            "{name}: scenario tag"
+        );
+        let run = harness::ec2::tag_value(i.tags(), TAG_RUN_ID)
+            .expect("run id tag")
+            .to_string();
+        for k in [TAG_CREATED_AT, TAG_OWNER] {
+            assert!(
+                harness::ec2::tag_value(i.tags(), k).is_some(),
+                "{name}: {k}"
+            );
+        }
+        // The home volume: tagged with the run, attached as /dev/xvdb.
+        let home = inst.home_disk_serial().replacen("vol", "vol-", 1);
+        let v = ctx
+            .client
+            .describe_volumes()
+            .volume_ids(&home)
+            .send()
+            .await
+            .unwrap();
+        let v = &v.volumes()[0];
+        assert_eq!(
+            harness::ec2::tag_value(v.tags(), TAG_RUN_ID),
+            Some(run.as_str()),
+            "{name}: volume tag"
+        );
+        assert_eq!(v.attachments()[0].instance_id(), Some(inst.id()));
+        assert_eq!(v.attachments()[0].device(), Some(plan::HOME_DEVICE));
+        assert!(!tagged_leftovers(&ctx).await.is_empty());
+        inst.terminate().await.unwrap();
+        inst.terminate().await.unwrap();
+        assert_eq!(
+            tagged_leftovers(&ctx).await,
+            Vec::<String>::new(),
+            "{name}: after terminate"
+        );
+        assert!(
+            dir.join(format!("console-{}.log", inst.id())).exists(),
+            "{name}: console log saved"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_stopped_before_starting_deletes_nothing_and_says_what_is_left() {
+    let moto = start_moto();
+    let region = "ap-southeast-2";
+    let ctx = ctx(&moto, region).await;
+    let tags = RunTags::new("ec2_moto_stop");
+    let mut vols = Vec::new();
+    for _ in 0..2 {
+        let v = ctx
+            .client
+            .create_volume()
+            .availability_zone(format!("{region}a"))
+            .size(1)
+            .tag_specifications(harness::ec2::tag_spec(ResourceType::Volume, &tags.pairs()))
+            .send()
+            .await
+            .unwrap();
+        vols.push(v.volume_id().unwrap().to_string());
+    }
+    let opts = harness::ec2::sweep::SweepOptions {
+        older_than: Duration::ZERO,
+        dry_run: false,
+        run_id: None,
+    };
+    let stop = harness::ec2::stop::Stop::new();
+    stop.stop();
+    let swept = harness::ec2::sweep::sweep_region_until(&ctx, &opts, &stop)
+        .await
+        .unwrap();
+    assert_eq!(swept.actions, Vec::new(), "nothing done");
+    let left = swept.left.expect("stopped: a list of what is left");
+    for v in &vols {
+        assert!(left.iter().any(|l| l.contains(v)), "{v} in {left:?}");
+    }
+    assert!(
+        left.iter()
+            .any(|l| l.contains("security-groups: not looked at")),
+        "{left:?}"
+    );
+    assert_eq!(tagged_leftovers(&ctx).await.len(), vols.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_sweep_exits_130_and_lists_what_is_left() {
+    let moto = start_moto();
+    let region = "us-east-2";
+    let ctx = ctx(&moto, region).await;
+    let tags = RunTags::new("ec2_moto_sweep_ctrl_c");
+    const N: usize = 40;
+    for _ in 0..N {
+        ctx.client
+            .create_volume()
+            .availability_zone(format!("{region}a"))
+            .size(1)
+            .tag_specifications(harness::ec2::tag_spec(ResourceType::Volume, &tags.pairs()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let creds = tempfile::tempdir().unwrap();
+    let mut child = harness_cmd(&moto, region, creds.path())
+        .args(["sweep", "--older-than", "0s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a first action").unwrap();
+    assert!(first.starts_with("delete "), "{first}");
+    // SAFETY: plain kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(rc, 0, "kill(SIGINT)");
+    let done = 1 + lines.map_while(Result::ok).count();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "Ctrl-C exit code: {stderr}");
+    let remaining = tagged_leftovers(&ctx).await;
+    // Whatever the timing: every printed deletion happened, the rest is listed as left.
+    assert_eq!(done + remaining.len(), N, "{stderr}");
+    for r in &remaining {
+        let id = r.trim_start_matches("volume ");
+        assert!(stderr.contains(id), "left volume {id} not listed: {stderr}");
+    }
+    if remaining.is_empty() {
+        assert!(stderr.contains("nothing left"), "{stderr}");
+    } else {
+        assert!(stderr.contains("left:"), "{stderr}");
+    }
 }
