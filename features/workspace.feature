@@ -36,3 +36,9 @@ Feature: A workspace from each template really works
     And a file is written to the user's home
     And the workspace is stopped and started
     Then the file is still in the user's home
+
+  Scenario Outline: a flake that fails to build still gives an SSH shell (<variant>)
+    Given a workspace from template "<variant>" with the broken-build test flake
+    When it starts
+    Then the "log streaming" check passes
+    And the "ssh fallback" check passes

@@ -19,6 +19,7 @@ pub mod instance;
 pub mod lint;
 pub mod probe;
 pub mod qemu;
+pub mod real_workspace;
 pub mod render;
 pub mod repo;
 pub mod report;

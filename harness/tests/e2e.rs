@@ -17,32 +17,79 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use cucumber::{event, gherkin, given, then, when, writer, World as _, WriterExt as _};
 use futures::FutureExt as _;
+use harness::backend::Backend;
 use harness::checks::{self, Verdict};
 use harness::control::agent_logs_double::AgentLogsDouble;
+use harness::control::ControlPlane;
 use harness::instance::Instance;
 use harness::qemu::accel::AccelRequest;
 use harness::qemu::{BootOptions, QemuInstance};
+use harness::real_workspace::{self, Machine, RealWorkspace, RunResources, StartSpec};
 use harness::summary::{Outcome, Row, Summary};
 use harness::variant::Variant;
 use harness::workspace_double::{self, Defect};
 use harness::{repo, scenarios, values};
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(600);
-const GLOBAL_TIMEOUT: Duration = Duration::from_secs(75 * 60);
 const USER: &str = "alice";
 
-/// Bound a step's future by [`STEP_TIMEOUT`]; the cucumber crate has no step timeout.
-async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = anyhow::Result<T>>) -> T {
-    match tokio::time::timeout(STEP_TIMEOUT, fut).await {
+/// `HARNESS_<NAME>` in seconds, or `default`.
+fn secs_from_env(name: &str, default: u64) -> Duration {
+    Duration::from_secs(
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+/// Whole run (`HARNESS_GLOBAL_TIMEOUT`, default 75 min).
+fn global_timeout() -> Duration {
+    secs_from_env("HARNESS_GLOBAL_TIMEOUT", 75 * 60)
+}
+
+/// A real workspace's start: image build, Coder setup, boot and the
+/// user's rebuild (`HARNESS_READY_TIMEOUT`, default 40 min).
+fn ready_timeout() -> Duration {
+    secs_from_env("HARNESS_READY_TIMEOUT", 40 * 60)
+}
+
+/// Bound a step's future; the cucumber crate has no step timeout.
+async fn bounded_for<T>(
+    what: &str,
+    limit: Duration,
+    fut: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> T {
+    match tokio::time::timeout(limit, fut).await {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => panic!("{what}: {e:#}"),
-        Err(_) => panic!("{what}: no result within {STEP_TIMEOUT:?}"),
+        Err(_) => panic!("{what}: no result within {limit:?}"),
     }
+}
+
+async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = anyhow::Result<T>>) -> T {
+    bounded_for(what, STEP_TIMEOUT, fut).await
+}
+
+/// The run's backend and shared resources (set once in `main`).
+fn resources() -> &'static RunResources {
+    static R: OnceLock<RunResources> = OnceLock::new();
+    R.get_or_init(|| {
+        let backend = Backend::from_env().expect("HARNESS_BACKEND");
+        RunResources::new(&root(), &out_dir(), backend)
+    })
+}
+
+/// A scenario on the real path: template, flake fixture, agent user.
+#[derive(Debug, Clone)]
+struct RealSpec {
+    flake: String,
+    user: String,
 }
 
 #[derive(cucumber::World, Default)]
@@ -50,13 +97,16 @@ struct E2e {
     variant: Option<Variant>,
     defect: Option<Defect>,
     broken: bool,
-    instance: Option<QemuInstance>,
-    api: Option<AgentLogsDouble>,
+    /// Set by the `a workspace from template …` steps.
+    real: Option<RealSpec>,
+    instance: Option<Machine>,
+    workspace: Option<RealWorkspace>,
+    api: Option<Arc<dyn ControlPlane>>,
     verdicts: HashMap<String, Verdict>,
     marker: Option<(String, String)>,
     artifacts: PathBuf,
-    image: &'static str,
     time_to_agent: Option<Duration>,
+    time_to_ready: Option<Duration>,
 }
 
 impl fmt::Debug for E2e {
@@ -64,28 +114,64 @@ impl fmt::Debug for E2e {
         f.debug_struct("E2e")
             .field("variant", &self.variant.as_ref().map(|v| &v.name))
             .field("defect", &self.defect)
-            .field(
-                "instance",
-                &self.instance.as_ref().map(|i| i.id().to_string()),
-            )
+            .field("real", &self.real)
+            .field("instance", &self.machine().map(|i| i.id().to_string()))
             .field("artifacts", &self.artifacts)
             .finish()
     }
 }
 
 impl E2e {
-    fn inst(&self) -> &QemuInstance {
-        self.instance
-            .as_ref()
+    fn machine(&self) -> Option<&dyn Instance> {
+        match (&self.workspace, &self.instance) {
+            (Some(w), _) => Some(w.machine.get()),
+            (None, Some(m)) => Some(m.get()),
+            _ => None,
+        }
+    }
+    fn machine_mut(&mut self) -> Option<&mut Machine> {
+        match (&mut self.workspace, &mut self.instance) {
+            (Some(w), _) => Some(&mut w.machine),
+            (None, Some(m)) => Some(m),
+            _ => None,
+        }
+    }
+    fn inst(&self) -> &dyn Instance {
+        self.machine()
             .expect("no instance: a `When it starts` step must come first")
     }
-    fn inst_mut(&mut self) -> &mut QemuInstance {
-        self.instance
-            .as_mut()
-            .expect("no instance: a `When it starts` step must come first")
+    fn qemu(&self) -> &QemuInstance {
+        match (&self.workspace, &self.instance) {
+            (Some(w), _) => w.machine.qemu(),
+            (None, Some(m)) => m.qemu(),
+            _ => None,
+        }
+        .expect(
+            "this step needs a QEMU instance (a `When it starts` step first, HARNESS_BACKEND=qemu)",
+        )
+    }
+    fn qemu_mut(&mut self) -> &mut QemuInstance {
+        self.machine_mut().and_then(Machine::qemu_mut).expect(
+            "this step needs a QEMU instance (a `When it starts` step first, HARNESS_BACKEND=qemu)",
+        )
+    }
+    fn cp(&self) -> &dyn ControlPlane {
+        self.api
+            .as_deref()
+            .expect("no control plane: a `When it starts` step must come first")
+    }
+    /// The workspace user the checks expect.
+    fn user(&self) -> String {
+        self.real
+            .as_ref()
+            .map(|r| r.user.clone())
+            .unwrap_or_else(|| USER.to_string())
     }
     fn where_logs(&self) -> String {
-        format!("scenario logs: {}", self.artifacts.display())
+        match self.machine() {
+            Some(i) => real_workspace::logs_hint(i, &self.artifacts),
+            None => format!("scenario logs: {}", self.artifacts.display()),
+        }
     }
 }
 
@@ -137,11 +223,79 @@ async fn fixture_workspace(w: &mut E2e, name: String, flake: String, defect: Str
         other => panic!("flake must be good or broken, not {other}"),
     };
     w.defect = Some(Defect::from_slug(&defect).expect("defect"));
-    w.image = "fixture";
+}
+
+// ---------------------------------------------------------------- steps: real workspace
+
+fn real_workspace_given(w: &mut E2e, name: &str, flake: &str, user: Option<String>) {
+    let v = variant(name);
+    assert!(
+        ["good", "broken", "broken-build"].contains(&flake),
+        "test flake must be good, broken or broken-build (nixos-vm/fixtures), not {flake}"
+    );
+    let user = user
+        .or_else(|| v.value_str("default_agent_user").map(str::to_string))
+        .unwrap_or_else(|| "coder".into());
+    w.broken = flake != "good";
+    w.real = Some(RealSpec {
+        flake: flake.into(),
+        user,
+    });
+    w.variant = Some(v);
+}
+
+#[given(expr = "a workspace from template {string} with the {word} test flake")]
+async fn real_workspace(w: &mut E2e, name: String, flake: String) {
+    real_workspace_given(w, &name, &flake, None);
+}
+
+#[given(
+    expr = "a workspace from template {string} with the {word} test flake and agent user {string}"
+)]
+async fn real_workspace_user(w: &mut E2e, name: String, flake: String, user: String) {
+    real_workspace_given(w, &name, &flake, Some(user));
 }
 
 #[when("it starts")]
 async fn it_starts(w: &mut E2e) {
+    if w.real.is_some() {
+        start_real(w).await
+    } else {
+        start_fixture(w).await
+    }
+}
+
+async fn start_real(w: &mut E2e) {
+    let v = w.variant.clone().expect("variant");
+    let spec = w.real.clone().expect("real workspace");
+    let artifacts = w.artifacts.clone();
+    let scenario = artifacts
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let ws = bounded_for(
+        &format!("start a real {} workspace ({} flake)", v.name, spec.flake),
+        ready_timeout(),
+        real_workspace::start(
+            resources(),
+            StartSpec {
+                variant: &v,
+                flake: &spec.flake,
+                agent_user: &spec.user,
+                artifacts: &artifacts,
+                scenario: &scenario,
+                ready_timeout: ready_timeout(),
+            },
+        ),
+    )
+    .await;
+    w.time_to_agent = Some(ws.readiness.to_agent);
+    w.time_to_ready = (ws.readiness.final_state == "ready").then_some(ws.readiness.to_final);
+    w.api = Some(ws.cp.clone());
+    w.workspace = Some(ws);
+}
+
+async fn start_fixture(w: &mut E2e) {
     let v = w.variant.clone().expect("variant");
     let defect = w.defect.expect("the fixture steps prepare a defect");
     let broken = w.broken;
@@ -167,8 +321,8 @@ async fn it_starts(w: &mut E2e) {
         Ok((inst, api, started.elapsed()))
     })
     .await;
-    w.instance = Some(inst);
-    w.api = Some(api);
+    w.instance = Some(Machine::Qemu(Box::new(inst)));
+    w.api = Some(Arc::new(api));
     w.time_to_agent = Some(t);
 }
 
@@ -177,18 +331,19 @@ async fn run_check(w: &mut E2e, check: &str) -> Verdict {
         return v.clone();
     }
     let inst = w.inst();
-    let api = w.api.as_ref().expect("control plane");
+    let api = w.cp();
+    let user = w.user();
     let expect_final = if w.broken { "start_error" } else { "ready" };
     let v = bounded(&format!("run the {check} check"), async {
         match check {
-            "home mount" => checks::home_mount::check(inst, USER, "ext4").await,
+            "home mount" => checks::home_mount::check(inst, &user, "ext4").await,
             "agent user" => {
-                checks::agent_user::check(inst, USER, checks::agent_user::AGENT_PATTERN).await
+                checks::agent_user::check(inst, &user, checks::agent_user::AGENT_PATTERN).await
             }
             "log streaming" => {
                 checks::log_streaming::check(api, expect_final, Duration::from_secs(90)).await
             }
-            "ssh fallback" => checks::ssh_fallback::check(inst, api, USER).await,
+            "ssh fallback" => checks::ssh_fallback::check(inst, api, &user).await,
             other => anyhow::bail!("unknown check `{other}`"),
         }
     })
@@ -222,20 +377,20 @@ async fn check_fails(w: &mut E2e, check: String) {
 #[when("a file is written to the user's home")]
 async fn write_file(w: &mut E2e) {
     let content = format!("harness marker {}", std::process::id());
+    let user = w.user();
     let inst = w.inst();
     let path = bounded(
         "write a marker file",
-        checks::home_mount::write_marker(inst, USER, &content),
+        checks::home_mount::write_marker(inst, &user, &content),
     )
     .await;
     w.marker = Some((path, content));
 }
 
-#[when("the workspace is stopped and started")]
-#[when("the instance stops and starts again")]
-async fn stop_start(w: &mut E2e) {
-    w.verdicts.clear();
-    let inst = w.inst_mut();
+/// Fixture guest: stop (if it runs) and start the VM, then wait for the
+/// workspace double to report ready again.
+async fn restart_fixture(w: &mut E2e) {
+    let inst = w.qemu_mut();
     bounded("stop and start the instance", async {
         if inst.console().text().len() > inst.boot_offset()
             && inst
@@ -260,6 +415,49 @@ async fn stop_start(w: &mut E2e) {
     .await;
 }
 
+/// Record the new agent's timings and control plane after a restart.
+fn adopt_restart(w: &mut E2e) {
+    let ws = w.workspace.as_ref().expect("real workspace");
+    w.api = Some(ws.cp.clone());
+    w.time_to_agent = Some(ws.readiness.to_agent);
+}
+
+#[when("the workspace is stopped and started")]
+async fn workspace_stop_start(w: &mut E2e) {
+    w.verdicts.clear();
+    if let Some(ws) = w.workspace.as_mut() {
+        let artifacts = w.artifacts.clone();
+        bounded_for(
+            "stop and start the workspace through the Coder API",
+            ready_timeout(),
+            ws.stop_start(ready_timeout(), &artifacts),
+        )
+        .await;
+        adopt_restart(w);
+    } else {
+        restart_fixture(w).await;
+    }
+}
+
+#[when("the instance stops and starts again")]
+async fn instance_restart(w: &mut E2e) {
+    w.verdicts.clear();
+    if let Some(ws) = w.workspace.as_mut() {
+        // The capacity came back: EC2 starts the persistent spot request's
+        // instance itself, without a Coder build.
+        let artifacts = w.artifacts.clone();
+        bounded_for(
+            "start the interrupted instance again",
+            ready_timeout(),
+            ws.restart(ready_timeout(), &artifacts),
+        )
+        .await;
+        adopt_restart(w);
+    } else {
+        restart_fixture(w).await;
+    }
+}
+
 #[then("the file is still in the user's home")]
 async fn file_still_there(w: &mut E2e) {
     let (path, content) = w.marker.clone().expect("a file was written first");
@@ -274,7 +472,7 @@ async fn file_still_there(w: &mut E2e) {
 #[when("a spot interruption notice is posted")]
 async fn spot_notice(w: &mut E2e) {
     let at = std::time::SystemTime::now() + Duration::from_secs(120);
-    w.inst()
+    w.qemu()
         .imds()
         .trigger_spot_interruption("stop", at)
         .expect("trigger");
@@ -284,13 +482,19 @@ async fn spot_notice(w: &mut E2e) {
 const READ_SPOT_NOTICE: &str = r#"tok=$(printf 'PUT /latest/api/token HTTP/1.0\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n' | nc -w 5 169.254.169.254 80 | tail -n 1)
 printf 'GET /latest/meta-data/spot/instance-action HTTP/1.0\r\nX-aws-ec2-metadata-token: %s\r\n\r\n' "$tok" | nc -w 5 169.254.169.254 80"#;
 
+/// The same read with curl (NixOS images have curl, not busybox nc).
+const READ_SPOT_NOTICE_CURL: &str = r#"tok=$(curl -s -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token)
+curl -s -i -H "X-aws-ec2-metadata-token: $tok" http://169.254.169.254/latest/meta-data/spot/instance-action"#;
+
 #[then("the guest sees the interruption notice in its metadata")]
 async fn guest_sees_notice(w: &mut E2e) {
+    let cmd = if w.real.is_some() {
+        READ_SPOT_NOTICE_CURL
+    } else {
+        READ_SPOT_NOTICE
+    };
     let out = bounded("read the notice from the guest", async {
-        Ok(w.inst()
-            .probe()
-            .exec(READ_SPOT_NOTICE, Duration::from_secs(30))
-            .await?)
+        Ok(w.inst().probe().exec(cmd, Duration::from_secs(30)).await?)
     })
     .await;
     assert!(
@@ -300,7 +504,7 @@ async fn guest_sees_notice(w: &mut E2e) {
         w.where_logs()
     );
     // Now the instance stops the way EC2 does it for interruption behavior "stop".
-    let inst = w.inst_mut();
+    let inst = w.qemu_mut();
     bounded("stop on interruption", async {
         inst.stop().await?;
         inst.imds().clear_spot_interruption();
@@ -309,45 +513,59 @@ async fn guest_sees_notice(w: &mut E2e) {
     .await;
 }
 
-// ---------------------------------------------------------------- steps: NixOS
-
-#[given(expr = "a workspace from template {string} with the {word} test flake")]
-#[given(
-    expr = "a workspace from template {string} with the {word} test flake and agent user {string}"
-)]
-async fn nixos_workspace(_w: &mut E2e, _name: String, _flake: String) {
-    // Reached only when the skip rules found a NixOS image and Docker.
-    panic!(
-        "the NixOS + real Coder control plane path is not implemented in this build \
-         (nixos-vm/ and the Coder testcontainers wiring are pending); this is a failure, not a pass"
-    );
+#[when("the spot instance is interrupted")]
+async fn spot_interrupted(w: &mut E2e) {
+    let m = w
+        .machine_mut()
+        .expect("a `When it starts` step must come first");
+    bounded("interrupt the spot instance", m.get_mut().interrupt_spot()).await;
 }
 
 // ---------------------------------------------------------------- skips
 
+/// Why the real-workspace (`@nixos`) scenarios cannot run here, if they
+/// cannot; computed once per run by [`preflight`].
+static REAL_SKIP: OnceLock<Option<String>> = OnceLock::new();
+
+/// Check once what the real path needs on this backend.
+async fn preflight(backend: Backend) -> Option<String> {
+    if backend == Backend::Qemu {
+        let have_images = ["X86_64", "AARCH64"]
+            .iter()
+            .all(|a| std::env::var_os(format!("HARNESS_IMAGE_{a}")).is_some());
+        let nix = harness::tools::find("nix").is_ok();
+        let may_build = nix && std::env::var_os("HARNESS_NIXOS_BUILD").is_some();
+        if !(have_images || may_build) {
+            return Some(if nix {
+                "no NixOS image: nix cannot build here (no binary cache, no network); set HARNESS_IMAGE_<ARCH> or HARNESS_NIXOS_BUILD=1".into()
+            } else {
+                "no NixOS image: nix is not installed, and no HARNESS_IMAGE_<ARCH> was given".into()
+            });
+        }
+    }
+    // "Docker is not running" / "image ghcr.io/coder/coder:X is not
+    // present and cannot be pulled".
+    let docker = tokio::task::spawn_blocking(harness::control::coder::container::docker_available)
+        .await
+        .unwrap_or_else(|e| Some(format!("docker check panicked: {e}")));
+    if let Some(r) = docker {
+        return Some(format!("the real Coder server cannot run here: {r}"));
+    }
+    if backend == Backend::Ec2 {
+        let mut arches: Vec<_> = all_variants().iter().map(|v| v.arch).collect();
+        arches.sort();
+        arches.dedup();
+        if let Some(r) = harness::backend::ec2_skip_reason(&root(), &arches).await {
+            return Some(format!("EC2 tier (HARNESS_BACKEND=ec2): {r}"));
+        }
+    }
+    None
+}
+
 /// Why scenarios with `tag` cannot run on this machine, if they cannot.
 fn skip_reason(tag: &str) -> Option<String> {
     match tag {
-        "nixos" => {
-            let have_images = ["X86_64", "AARCH64"]
-                .iter()
-                .all(|a| std::env::var_os(format!("HARNESS_IMAGE_{a}")).is_some());
-            let nix = harness::tools::find("nix").is_ok();
-            let may_build = nix && std::env::var_os("HARNESS_NIXOS_BUILD").is_some();
-            if !(have_images || may_build) {
-                return Some(if nix {
-                    "no NixOS image: nix cannot build here (no binary cache, no network); set HARNESS_IMAGE_<ARCH> or HARNESS_NIXOS_BUILD=1".into()
-                } else {
-                    "no NixOS image: nix is not installed, and no HARNESS_IMAGE_<ARCH> was given"
-                        .into()
-                });
-            }
-            // "Docker is not running" / "image ghcr.io/coder/coder:X is not
-            // present and cannot be pulled".
-            harness::control::coder::container::docker_available()
-                .map(|r| format!("the real Coder server cannot run here: {r}"))
-        }
-        "ec2" => Some("EC2 tier: set HARNESS_BACKEND=ec2 with AWS credentials".into()),
+        "nixos" => REAL_SKIP.get().cloned().flatten(),
         _ => None,
     }
 }
@@ -406,19 +624,21 @@ fn row(
     } else {
         "x86_64"
     };
-    let image = if tags.iter().any(|t| t == "nixos") {
-        "nixos"
+    let real = tags.iter().any(|t| t == "nixos");
+    let backend = if real {
+        resources().backend()
     } else {
-        "fixture (double)"
+        Backend::Qemu
+    };
+    let image = match (real, backend) {
+        (true, Backend::Qemu) => "nixos",
+        (true, Backend::Ec2) => "nixos AMI",
+        (false, _) => "fixture (double)",
     };
     Row {
         variant,
         arch: arch.into(),
-        backend: if tags.iter().any(|t| t == "ec2") {
-            "ec2".into()
-        } else {
-            "qemu".into()
-        },
+        backend: backend.as_str().into(),
         image: image.into(),
         check: check_of(&scenario.name),
         scenario: scenario.name.clone(),
@@ -436,8 +656,8 @@ fn rows() -> &'static Mutex<Vec<Row>> {
     R.get_or_init(Default::default)
 }
 
-fn kept() -> &'static Mutex<Vec<QemuInstance>> {
-    static K: OnceLock<Mutex<Vec<QemuInstance>>> = OnceLock::new();
+fn kept() -> &'static Mutex<Vec<Machine>> {
+    static K: OnceLock<Mutex<Vec<Machine>>> = OnceLock::new();
     K.get_or_init(Default::default)
 }
 
@@ -482,10 +702,19 @@ fn main() {
     )
     .expect("expand features");
 
+    let backend = match Backend::from_env() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("e2e: {e:#}");
+            std::process::exit(2);
+        }
+    };
+
     // Global timeout: tear everything down and fail.
     std::thread::spawn(|| {
-        std::thread::sleep(GLOBAL_TIMEOUT);
-        eprintln!("e2e: global timeout of {GLOBAL_TIMEOUT:?} reached; stopping every VM");
+        let limit = global_timeout();
+        std::thread::sleep(limit);
+        eprintln!("e2e: global timeout of {limit:?} reached (HARNESS_GLOBAL_TIMEOUT); stopping every VM and container");
         harness::qemu::process::cleanup_all();
         std::process::exit(124);
     });
@@ -496,6 +725,15 @@ fn main() {
         .expect("runtime");
     let code = rt.block_on(async move {
         harness::qemu::process::install_signal_cleanup();
+        let real_skip = preflight(backend).await;
+        println!(
+            "e2e: backend {backend}; real workspaces (@nixos): {}",
+            real_skip.as_deref().map(|r| format!("skipped: {r}")).unwrap_or_else(|| "will run".into())
+        );
+        REAL_SKIP.set(real_skip).expect("preflight once");
+        if backend == Backend::Ec2 {
+            println!("e2e: HARNESS_BACKEND=ec2 runs the @nixos scenarios only; the fixture self-tests run on the qemu backend");
+        }
         let junit = std::fs::File::create(out.join("junit.xml")).expect("junit.xml");
         let json = std::fs::File::create(out.join("cucumber.json")).expect("cucumber.json");
         let skipped_rows: &'static Mutex<Vec<Row>> = Box::leak(Box::default());
@@ -534,12 +772,18 @@ fn main() {
                     let mut r = row(f, sc, outcome, reason, secs);
                     if let Some(w) = w {
                         r.time_to_agent_s = w.time_to_agent.map(|d| d.as_secs_f64());
+                        r.time_to_ready_s = w.time_to_ready.map(|d| d.as_secs_f64());
                         r.artifacts = Some(w.artifacts.clone());
-                        if let Some(mut inst) = w.instance.take() {
+                        if let Some(cp) = w.api.as_deref() {
+                            // The rebuild log (agent logs as the control plane received them).
+                            let _ = real_workspace::save_agent_logs(cp, &w.artifacts.join("agent-logs.txt")).await;
+                        }
+                        let machine = w.workspace.take().map(|ws| ws.machine).or_else(|| w.instance.take());
+                        if let Some(mut inst) = machine {
                             if outcome == Outcome::Failed && keep_failed {
                                 kept().lock().unwrap().push(inst);
                             } else {
-                                let _ = inst.terminate().await;
+                                let _ = inst.get_mut().terminate().await;
                             }
                         }
                     }
@@ -565,6 +809,9 @@ fn main() {
                     use cucumber::tag::Ext as _;
                     !op.eval(tags.iter())
                 }) {
+                    return false;
+                }
+                if backend == Backend::Ec2 && !tags.iter().any(|t| t == "nixos") {
                     return false;
                 }
                 if let Some(only) = &only {
@@ -614,12 +861,13 @@ fn main() {
         if !kept_vms.is_empty() {
             println!("HARNESS_KEEP=failed: {} failed VM(s) kept running:", kept_vms.len());
             for k in &kept_vms {
-                if let Some(t) = k.ssh() {
+                if let Some(t) = k.get().ssh() {
                     println!(
-                        "  {}: ssh -i {} -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1",
-                        k.id(),
+                        "  {}: ssh -i {} -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@{}",
+                        k.get().id(),
                         t.identity.display(),
-                        t.port
+                        t.port,
+                        t.host
                     );
                 }
             }
@@ -627,7 +875,10 @@ fn main() {
             let mut s = String::new();
             let _ = std::io::stdin().read_line(&mut s);
         }
-        drop(kept_vms);
+        for mut k in kept_vms {
+            let _ = k.get_mut().terminate().await;
+        }
+        resources().shutdown().await;
         if failed || summary.count(Outcome::Failed) > 0 {
             1
         } else if strict && !skips.is_empty() {

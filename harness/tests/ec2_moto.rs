@@ -890,6 +890,28 @@ async fn launch_ec2_child() {
         assert_eq!(v.attachments()[0].instance_id(), Some(inst.id()));
         assert_eq!(v.attachments()[0].device(), Some(plan::HOME_DEVICE));
         assert!(!tagged_leftovers(&ctx).await.is_empty());
+        // The spot scenario's interruption on EC2: checked against the
+        // spot request, simulated with a stop; on-demand is refused.
+        match inst.interrupt_spot().await {
+            Ok(()) => {
+                assert!(variant.is_spot, "{name}: on-demand must be refused");
+                let state = harness::ec2::lifecycle::state(&ctx.client, inst.id())
+                    .await
+                    .unwrap();
+                assert_eq!(state.as_deref(), Some("stopped"), "{name}");
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                if variant.is_spot {
+                    // moto may not keep the request's type/behavior: then the
+                    // check must say what it saw, never pass silently.
+                    assert!(e.contains("expected"), "{name}: {e}");
+                    eprintln!("{name}: interrupt_spot against moto: {e}");
+                } else {
+                    assert!(e.contains("on-demand"), "{name}: {e}");
+                }
+            }
+        }
         inst.terminate().await.unwrap();
         inst.terminate().await.unwrap();
         assert_eq!(

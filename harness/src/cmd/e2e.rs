@@ -97,16 +97,6 @@ pub fn nixos_scenarios(file: &str, text: &str) -> Vec<PlannedScenario> {
     out
 }
 
-/// The `flake_uri` parameter for a test flake of `nixos-vm/`: its
-/// `nixosConfigurations` are `<fixture>` (x86_64) and `<fixture>-aarch64`.
-pub fn flake_uri(root: &Path, flake: &str, arch: Arch) -> String {
-    let suffix = match arch {
-        Arch::X86_64 => "",
-        Arch::Aarch64 => "-aarch64",
-    };
-    format!("path:{}/nixos-vm#{flake}{suffix}", root.display())
-}
-
 fn container_json(c: &ContainerSpec) -> Value {
     json!({
         "image": c.reference(),
@@ -178,7 +168,7 @@ pub fn plan(root: &Path, variants: &[Variant], scenarios: &[PlannedScenario]) ->
                 "arch": v.arch.as_str(),
                 "image": format!("{flake}#{}", nixos::attribute(v.arch)),
                 "parameters": {
-                    "flake_uri": flake_uri(root, &s.flake, v.arch),
+                    "flake_uri": crate::real_workspace::flake_uri(&s.flake),
                     "agent_user": user,
                 },
             }));
@@ -325,14 +315,9 @@ Feature: A workspace
         let s = nixos_scenarios("f.feature", tagged);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].name, "x");
-        let root = Path::new("/r");
         assert_eq!(
-            flake_uri(root, "good", Arch::X86_64),
-            "path:/r/nixos-vm#good"
-        );
-        assert_eq!(
-            flake_uri(root, "broken", Arch::Aarch64),
-            "path:/r/nixos-vm#broken-aarch64"
+            crate::real_workspace::flake_uri("broken"),
+            "path:/var/lib/harness/fixtures#broken"
         );
     }
 }

@@ -146,11 +146,52 @@ impl Instance for Ec2Instance {
         lifecycle::force_stop(&self.ctx.client, &self.launched.instance_id).await
     }
 
+    /// EC2 cannot interrupt a spot instance on demand (only AWS FIS can),
+    /// so this checks that the spot request is the template's (persistent,
+    /// interruption behavior stop) and then simulates the interruption with
+    /// StopInstances, which is what EC2 does to such an instance.
     async fn interrupt_spot(&mut self) -> anyhow::Result<()> {
-        anyhow::bail!(
-            "interrupt_spot on EC2: expected a way to post a spot interruption notice, seen none in the EC2 API \
-             (AWS FIS `aws:ec2:send-spot-instance-interruptions` can); run this check on the QEMU backend"
-        )
+        let id = &self.launched.instance_id;
+        let Some(req) = self.launched.spot_request_id.clone() else {
+            anyhow::bail!(
+                "interrupt_spot on {id}: expected a spot instance, seen an on-demand one (no spot request)"
+            );
+        };
+        let out = self
+            .ctx
+            .client
+            .describe_spot_instance_requests()
+            .spot_instance_request_ids(&req)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "DescribeSpotInstanceRequests {req}: {}",
+                    super::sweep::err(&e)
+                )
+            })?;
+        let r = out.spot_instance_requests().first().ok_or_else(|| {
+            anyhow::anyhow!("DescribeSpotInstanceRequests {req}: expected the request, seen none")
+        })?;
+        let kind = r
+            .r#type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default();
+        let behavior = r
+            .instance_interruption_behavior()
+            .map(|b| b.as_str().to_string())
+            .unwrap_or_default();
+        if kind != "persistent" || behavior != "stop" {
+            anyhow::bail!(
+                "spot request {req} of {id}: expected type persistent and interruption behavior stop \
+                 (as the template sets them), seen type {kind:?}, behavior {behavior:?}"
+            );
+        }
+        eprintln!(
+            "[{id}] spot request {req} is persistent/stop; EC2 cannot interrupt on demand, \
+             so the interruption is simulated with StopInstances"
+        );
+        self.stop().await
     }
 
     async fn terminate(&mut self) -> anyhow::Result<()> {

@@ -50,8 +50,11 @@ pub fn unregister(id: &str) {
     registry().lock().unwrap().remove(id);
 }
 
-fn hooks() -> &'static Mutex<Vec<fn()>> {
-    static H: OnceLock<Mutex<Vec<fn()>>> = OnceLock::new();
+/// A function run by [`cleanup_all`].
+type Hook = fn();
+
+fn hooks() -> &'static Mutex<Vec<Hook>> {
+    static H: OnceLock<Mutex<Vec<Hook>>> = OnceLock::new();
     H.get_or_init(Default::default)
 }
 

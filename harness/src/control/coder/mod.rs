@@ -56,6 +56,12 @@ impl CoderControlPlane {
         }
     }
 
+    /// The same SSH path as `other` (for a new build's agent).
+    pub fn with_agent_ssh_from(mut self, other: &CoderControlPlane) -> CoderControlPlane {
+        self.ssh = other.ssh.clone();
+        self
+    }
+
     /// SSH through the agent with the `coder` CLI (see [`agent_ssh`]).
     pub fn with_agent_ssh(mut self, ssh: agent_ssh::AgentSsh) -> CoderControlPlane {
         self.ssh = Some(ssh);

@@ -295,33 +295,34 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ws.dir(), s.shared_dir().join("coder-admin-ws1"));
-        let seen = d.seen.lock().unwrap();
-        let pushes = seen
-            .requests
-            .iter()
-            .filter(|(w, _, _)| w.ends_with("/templateversions"))
-            .count();
-        assert_eq!(pushes, 1, "the test build is pushed once per variant");
-        let (_, tok, body) = seen
-            .requests
-            .iter()
-            .find(|(w, _, _)| w == "POST /users/me/workspaces")
-            .expect("workspace created");
-        assert_eq!(tok.as_deref(), Some(TOKEN));
-        let params = body["rich_parameter_values"].to_string();
-        assert!(
-            params.contains("path:/r/nixos-vm#good") && params.contains("\"dev\""),
-            "{params}"
-        );
-        let version = seen
-            .requests
-            .iter()
-            .find(|(w, _, _)| w.ends_with("/templateversions"))
-            .unwrap();
-        assert!(version.2["user_variable_values"]
-            .to_string()
-            .contains("\"token\""));
-        drop(seen);
+        {
+            let seen = d.seen.lock().unwrap();
+            let pushes = seen
+                .requests
+                .iter()
+                .filter(|(w, _, _)| w.ends_with("/templateversions"))
+                .count();
+            assert_eq!(pushes, 1, "the test build is pushed once per variant");
+            let (_, tok, body) = seen
+                .requests
+                .iter()
+                .find(|(w, _, _)| w == "POST /users/me/workspaces")
+                .expect("workspace created");
+            assert_eq!(tok.as_deref(), Some(TOKEN));
+            let params = body["rich_parameter_values"].to_string();
+            assert!(
+                params.contains("path:/r/nixos-vm#good") && params.contains("\"dev\""),
+                "{params}"
+            );
+            let version = seen
+                .requests
+                .iter()
+                .find(|(w, _, _)| w.ends_with("/templateversions"))
+                .unwrap();
+            assert!(version.2["user_variable_values"]
+                .to_string()
+                .contains("\"token\""));
+        }
         let ssh = s.agent_ssh(&ws.name).await.unwrap();
         assert_eq!(ssh.session_token, TOKEN);
         assert!(ssh.cli.is_file() || Arch::host() != Some(Arch::X86_64));
