@@ -18,3 +18,14 @@ step "cargo test --features e2e"
 cargo test --workspace --features e2e
 step "harness gate --allow-skips (lint, render, terraform test, and the e2e results above)"
 cargo run -q -p harness -- gate --allow-skips --reuse-e2e
+step "HARNESS_BACKEND=ec2 without AWS credentials: the EC2 scenarios are skipped with the reason (strict: failed)"
+ec2_env=(env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_PROFILE -u HARNESS_EC2_ENDPOINT
+  AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+  HARNESS_BACKEND=ec2 HARNESS_EC2_REGION=us-east-1)
+out=$("${ec2_env[@]}" cargo test -q -p harness --features e2e --test e2e 2>&1)
+grep 'SKIPPED' <<<"$out"
+grep -q 'SKIPPED .*EC2 tier (HARNESS_BACKEND=ec2): no AWS credentials' <<<"$out"
+if "${ec2_env[@]}" HARNESS_STRICT=1 cargo test -q -p harness --features e2e --test e2e >/dev/null 2>&1; then
+  echo "HARNESS_STRICT=1 with skipped EC2 scenarios exited 0; expected a failure" >&2
+  exit 1
+fi

@@ -527,8 +527,10 @@ async fn spot_interrupted(w: &mut E2e) {
 /// cannot; computed once per run by [`preflight`].
 static REAL_SKIP: OnceLock<Option<String>> = OnceLock::new();
 
-/// Check once what the real path needs on this backend.
+/// Check once what the real path needs on this backend; every missing
+/// prerequisite is named, so one run tells the user all they must set up.
 async fn preflight(backend: Backend) -> Option<String> {
+    let mut missing = Vec::new();
     if backend == Backend::Qemu {
         let have_images = ["X86_64", "AARCH64"]
             .iter()
@@ -536,10 +538,11 @@ async fn preflight(backend: Backend) -> Option<String> {
         let nix = harness::tools::find("nix").is_ok();
         let may_build = nix && std::env::var_os("HARNESS_NIXOS_BUILD").is_some();
         if !(have_images || may_build) {
-            return Some(if nix {
-                "no NixOS image: nix cannot build here (no binary cache, no network); set HARNESS_IMAGE_<ARCH> or HARNESS_NIXOS_BUILD=1".into()
+            missing.push(if nix {
+                "no NixOS image: nix cannot build here (no binary cache, no network); set HARNESS_IMAGE_<ARCH> or HARNESS_NIXOS_BUILD=1".to_string()
             } else {
-                "no NixOS image: nix is not installed, and no HARNESS_IMAGE_<ARCH> was given".into()
+                "no NixOS image: nix is not installed, and no HARNESS_IMAGE_<ARCH> was given"
+                    .to_string()
             });
         }
     }
@@ -549,17 +552,17 @@ async fn preflight(backend: Backend) -> Option<String> {
         .await
         .unwrap_or_else(|e| Some(format!("docker check panicked: {e}")));
     if let Some(r) = docker {
-        return Some(format!("the real Coder server cannot run here: {r}"));
+        missing.push(format!("the real Coder server cannot run here: {r}"));
     }
     if backend == Backend::Ec2 {
         let mut arches: Vec<_> = all_variants().iter().map(|v| v.arch).collect();
         arches.sort();
         arches.dedup();
         if let Some(r) = harness::backend::ec2_skip_reason(&root(), &arches).await {
-            return Some(format!("EC2 tier (HARNESS_BACKEND=ec2): {r}"));
+            missing.push(format!("EC2 tier (HARNESS_BACKEND=ec2): {r}"));
         }
     }
-    None
+    (!missing.is_empty()).then(|| missing.join("; ").replace('\n', " "))
 }
 
 /// Why scenarios with `tag` cannot run on this machine, if they cannot.

@@ -86,6 +86,12 @@ pub struct Ec2Ctx {
     pub endpoint: Option<String>,
 }
 
+/// The SDK's error chain up to its debug dump (`(ProviderError { … })`),
+/// which says nothing more and runs to hundreds of characters.
+fn short_error(s: &str) -> &str {
+    s.split(" (ProviderError").next().unwrap_or(s).trim_end()
+}
+
 /// Check `region` is a known AWS region name.
 pub fn check_region(region: &str) -> anyhow::Result<()> {
     if KNOWN_REGIONS.contains(&region) {
@@ -153,7 +159,7 @@ impl Ec2Ctx {
                 "no AWS credentials: expected the standard chain (env AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
                  AWS_PROFILE + ~/.aws/credentials or SSO, web identity, instance role) to yield credentials, \
                  seen: {}; export AWS_PROFILE=<profile> (and `aws sso login`) or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
-                aws_sdk_ec2::error::DisplayErrorContext(&e)
+                short_error(&aws_sdk_ec2::error::DisplayErrorContext(&e).to_string())
             );
         }
         let client = aws_sdk_ec2::Client::new(&sdk);
@@ -226,6 +232,16 @@ impl Ec2Ctx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credential_errors_lose_the_debug_dump() {
+        let s = "an error occurred while loading credentials: failed to load IMDS session token: request forbidden. (ProviderError(ProviderError { source: X }))";
+        assert_eq!(
+            short_error(s),
+            "an error occurred while loading credentials: failed to load IMDS session token: request forbidden."
+        );
+        assert_eq!(short_error("plain"), "plain");
+    }
 
     #[test]
     fn unknown_region_says_what_to_do() {
