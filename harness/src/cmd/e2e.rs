@@ -35,6 +35,8 @@ pub struct PlannedScenario {
     pub flake: String,
     /// From `and agent user "<x>"`, if the scenario sets one.
     pub agent_user: Option<String>,
+    /// The outline expands over `<spot-variant>` (spot variants only).
+    pub spot_only: bool,
 }
 
 /// Scan feature text for `@nixos` scenario outlines (feature- or
@@ -68,6 +70,7 @@ pub fn nixos_scenarios(file: &str, text: &str) -> Vec<PlannedScenario> {
             let nixos = feature_nixos || pending_tags.iter().any(|x| x == "@nixos");
             pending_tags.clear();
             let name = name.trim();
+            let spot_only = name.contains("<spot-variant>");
             let name = name
                 .rsplit_once(" (<")
                 .map(|(n, _)| n)
@@ -79,6 +82,7 @@ pub fn nixos_scenarios(file: &str, text: &str) -> Vec<PlannedScenario> {
                     name,
                     flake: "good".into(),
                     agent_user: None,
+                    spot_only,
                 },
                 nixos,
             ));
@@ -155,7 +159,7 @@ pub fn plan(root: &Path, variants: &[Variant], scenarios: &[PlannedScenario]) ->
         .collect();
     let mut workspaces = Vec::new();
     for s in scenarios {
-        for v in variants {
+        for v in variants.iter().filter(|v| v.is_spot || !s.spot_only) {
             let user = s
                 .agent_user
                 .clone()
@@ -303,9 +307,13 @@ Feature: A workspace
 
   Scenario Outline: a broken flake still gives an SSH shell (<variant>)
     Given a workspace from template "<variant>" with the broken test flake
+
+  Scenario Outline: spot comes back (<spot-variant>)
+    Given a workspace from template "<spot-variant>" with the good test flake
 "#;
         let s = nixos_scenarios("w.feature", text);
-        assert_eq!(s.len(), 3);
+        assert_eq!(s.len(), 4);
+        assert!(s[3].spot_only && !s[0].spot_only);
         assert_eq!(s[0].name, "the agent runs as the workspace user");
         assert_eq!(s[1].agent_user.as_deref(), Some("dev"));
         assert_eq!(s[2].flake, "broken");
