@@ -19,7 +19,10 @@
       chmod -R u+w /var/lib/harness/fixtures
     fi
   '';
+  # NIX_PATH for sessions, and nix.conf's nix-path for services such as
+  # amazon-init (which runs the bootstrap's nixos-rebuild without NIX_PATH).
   nix.nixPath = [ "nixpkgs=${guestNixpkgs}" ];
+  nix.settings.nix-path = lib.mkForce [ "nixpkgs=${guestNixpkgs}" ];
   nix.registry.nixpkgs.to = { type = "path"; path = "${guestNixpkgs}"; };
   nix.settings.substituters = lib.mkForce [ ];
   system.extraDependencies = seed ++ [ guestNixpkgs fixtures ];

@@ -343,6 +343,11 @@ pub async fn start(res: &RunResources, spec: StartSpec<'_>) -> anyhow::Result<Re
             opts.label = label.clone();
             opts.accel = AccelRequest::from_env()?;
             opts.user_data = desired.user_data.clone();
+            // A NixOS switch needs ≥ 2 GiB (see templates/variables.tf), and
+            // a NixOS boot under TCG can take minutes.
+            opts.memory_mib = 4096;
+            opts.home_disk_gib = 4;
+            opts.boot_timeout = spec.ready_timeout.min(Duration::from_secs(1200));
             Machine::Qemu(Box::new(QemuInstance::boot(v, &image, opts).await?))
         }
         None => Machine::Ec2(Box::new(
