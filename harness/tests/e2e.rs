@@ -422,40 +422,42 @@ fn adopt_restart(w: &mut E2e) {
     w.time_to_agent = Some(ws.readiness.to_agent);
 }
 
-#[when("the workspace is stopped and started")]
-async fn workspace_stop_start(w: &mut E2e) {
+/// Restart the scenario's machine: through Coder `stop`/`start` builds
+/// (`via_coder`), or directly (a persistent spot request's instance comes
+/// back when capacity returns, without a build); fixture VMs restart alike.
+async fn restart(w: &mut E2e, via_coder: bool) {
     w.verdicts.clear();
-    if let Some(ws) = w.workspace.as_mut() {
-        let artifacts = w.artifacts.clone();
+    let Some(ws) = w.workspace.as_mut() else {
+        return restart_fixture(w).await;
+    };
+    let artifacts = w.artifacts.clone();
+    let limit = ready_timeout();
+    if via_coder {
         bounded_for(
             "stop and start the workspace through the Coder API",
-            ready_timeout(),
-            ws.stop_start(ready_timeout(), &artifacts),
+            limit,
+            ws.stop_start(limit, &artifacts),
         )
         .await;
-        adopt_restart(w);
     } else {
-        restart_fixture(w).await;
+        bounded_for(
+            "start the interrupted instance again",
+            limit,
+            ws.restart(limit, &artifacts),
+        )
+        .await;
     }
+    adopt_restart(w);
+}
+
+#[when("the workspace is stopped and started")]
+async fn workspace_stop_start(w: &mut E2e) {
+    restart(w, true).await;
 }
 
 #[when("the instance stops and starts again")]
 async fn instance_restart(w: &mut E2e) {
-    w.verdicts.clear();
-    if let Some(ws) = w.workspace.as_mut() {
-        // The capacity came back: EC2 starts the persistent spot request's
-        // instance itself, without a Coder build.
-        let artifacts = w.artifacts.clone();
-        bounded_for(
-            "start the interrupted instance again",
-            ready_timeout(),
-            ws.restart(ready_timeout(), &artifacts),
-        )
-        .await;
-        adopt_restart(w);
-    } else {
-        restart_fixture(w).await;
-    }
+    restart(w, false).await;
 }
 
 #[then("the file is still in the user's home")]

@@ -86,10 +86,15 @@ pub struct Ec2Ctx {
     pub endpoint: Option<String>,
 }
 
-/// The SDK's error chain up to its debug dump (`(ProviderError { … })`),
-/// which says nothing more and runs to hundreds of characters.
+/// The SDK's error chain up to its debug dump (` (ProviderError(…))`,
+/// ` (CredentialsNotLoaded(…))`), which says nothing more and runs to
+/// hundreds of characters.
 fn short_error(s: &str) -> &str {
-    s.split(" (ProviderError").next().unwrap_or(s).trim_end()
+    let dump = regex::Regex::new(r" \([A-Z][A-Za-z]+\(").expect("regex");
+    match dump.find(s) {
+        Some(m) => s[..m.start()].trim_end(),
+        None => s.trim_end(),
+    }
 }
 
 /// Check `region` is a known AWS region name.
@@ -241,6 +246,10 @@ mod tests {
             "an error occurred while loading credentials: failed to load IMDS session token: request forbidden."
         );
         assert_eq!(short_error("plain"), "plain");
+        assert_eq!(
+            short_error("no credentials found in chain. Attempted: Env: not set (CredentialsNotLoaded(CredentialsNotLoaded { source: None }))"),
+            "no credentials found in chain. Attempted: Env: not set"
+        );
     }
 
     #[test]
