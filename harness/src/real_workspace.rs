@@ -410,12 +410,16 @@ impl RealWorkspace {
     /// Start the (stopped) machine again and wait for a fresh agent.
     pub async fn restart(&mut self, timeout: Duration, artifacts: &Path) -> anyhow::Result<()> {
         let started = Instant::now();
+        let since = std::time::SystemTime::now();
         self.machine.get_mut().start().await?;
-        // A new build has a new agent: forget the old one's state.
+        // Forget the previous boot: after a Coder start build the agent is a
+        // new one; after a bare restart it is the same agent, whose earlier
+        // `ready` must not count for this boot.
         self.cp = Arc::new(
             self.workspace
                 .control_plane()
-                .with_agent_ssh_from(self.cp.as_ref()),
+                .with_agent_ssh_from(self.cp.as_ref())
+                .since(since),
         );
         let hint = logs_hint(self.machine.get(), artifacts);
         self.readiness = wait_ready(

@@ -57,6 +57,8 @@ fn agent_json(lifecycle: &str) -> Value {
         "id": AGENT, "name": "main", "status": "connected",
         "lifecycle_state": lifecycle,
         "first_connected_at": "2026-01-01T00:00:01Z",
+        "started_at": "2026-01-01T00:00:01.5Z",
+        "last_connected_at": "2026-01-01T00:00:05.123456Z",
         "log_sources": [
             {"id": SRC_STARTUP, "workspace_agent_id": AGENT, "created_at": "2026-01-01T00:00:00Z",
              "display_name": "Startup Script", "icon": "/emojis/25b6.png"}

@@ -36,6 +36,15 @@ struct Seen {
     /// log id → (line, first seen).
     logs: BTreeMap<i64, ReceivedLog>,
     lifecycle: Vec<LifecycleReport>,
+    /// Ignore what the agent reported before this instant (see
+    /// [`CoderControlPlane::since`]).
+    not_before: Option<SystemTime>,
+}
+
+/// `s` (RFC 3339, as Coder writes times) is at or after `t`.
+fn at_or_after(s: Option<&str>, t: SystemTime) -> bool {
+    s.and_then(crate::ec2::parse_rfc3339)
+        .is_some_and(|at| at >= t)
 }
 
 /// [`ControlPlane`] backed by a real Coder server, for one workspace.
@@ -54,6 +63,16 @@ impl CoderControlPlane {
             seen: Mutex::new(Seen::default()),
             ssh: None,
         }
+    }
+
+    /// Only count what the agent reports from `t` on: its lifecycle once it
+    /// has `started_at`/`ready_at` at or after `t`, its connection once
+    /// `last_connected_at` is, and log lines created from `t` on.  For a
+    /// machine restarted without a new build (same agent), whose previous
+    /// boot's `ready` would otherwise look like this boot's.
+    pub fn since(self, t: SystemTime) -> CoderControlPlane {
+        self.seen.lock().unwrap().not_before = Some(t);
+        self
     }
 
     /// The same SSH path as `other` (for a new build's agent).
@@ -90,7 +109,13 @@ impl CoderControlPlane {
             }
         };
         let mut seen = self.seen.lock().unwrap();
-        if seen.lifecycle.last().map(|l| l.state.as_str()) != Some(agent.lifecycle_state.as_str()) {
+        let fresh = seen.not_before.is_none_or(|t| {
+            at_or_after(agent.started_at.as_deref(), t) || at_or_after(agent.ready_at.as_deref(), t)
+        });
+        if fresh
+            && seen.lifecycle.last().map(|l| l.state.as_str())
+                != Some(agent.lifecycle_state.as_str())
+        {
             seen.lifecycle.push(LifecycleReport {
                 state: agent.lifecycle_state.clone(),
                 received: SystemTime::now(),
@@ -125,7 +150,18 @@ impl ControlPlane for CoderControlPlane {
         let new = self.client.agent_logs(&agent.id, after).await?;
         let now = SystemTime::now();
         let mut seen = self.seen.lock().unwrap();
+        let not_before = seen.not_before;
         for l in new {
+            if not_before.is_some_and(|t| !at_or_after(Some(&l.created_at), t)) {
+                // Kept out of the result, but remembered as seen.
+                seen.logs.entry(l.id).or_insert_with(|| ReceivedLog {
+                    output: String::new(),
+                    level: "previous-boot".into(),
+                    source: String::new(),
+                    received: now,
+                });
+                continue;
+            }
             seen.logs.entry(l.id).or_insert_with(|| ReceivedLog {
                 output: l.output.clone(),
                 level: l.level.clone(),
@@ -136,7 +172,12 @@ impl ControlPlane for CoderControlPlane {
                 received: now,
             });
         }
-        Ok(seen.logs.values().cloned().collect())
+        Ok(seen
+            .logs
+            .values()
+            .filter(|l| l.level != "previous-boot")
+            .cloned()
+            .collect())
     }
 
     async fn lifecycle(&self) -> anyhow::Result<Vec<LifecycleReport>> {
@@ -145,7 +186,10 @@ impl ControlPlane for CoderControlPlane {
     }
 
     async fn agent_connected(&self) -> anyhow::Result<bool> {
-        Ok(self.agent().await?.status == "connected")
+        let a = self.agent().await?;
+        let not_before = self.seen.lock().unwrap().not_before;
+        Ok(a.status == "connected"
+            && not_before.is_none_or(|t| at_or_after(a.last_connected_at.as_deref(), t)))
     }
 
     async fn agent_ssh(
@@ -155,5 +199,36 @@ impl ControlPlane for CoderControlPlane {
     ) -> Option<anyhow::Result<crate::probe::ExecOutput>> {
         let ssh = self.ssh.as_ref()?;
         Some(ssh.exec(cmd, timeout).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::double::{CoderApiDouble, TOKEN, WS};
+    use super::*;
+
+    /// The double's agent started, connected and logged on 2026-01-01.
+    #[tokio::test]
+    async fn since_ignores_what_a_previous_boot_reported() {
+        let d = CoderApiDouble::start().await;
+        d.seen.lock().unwrap().lifecycle = "ready".into();
+        let client = || CoderClient::new(&d.url()).unwrap().with_token(TOKEN);
+        let before = UNIX_EPOCH + Duration::from_secs(1_735_689_600); // 2025-01-01
+        let fresh = CoderControlPlane::new(client(), WS).since(before);
+        assert!(fresh.agent_connected().await.unwrap());
+        assert_eq!(fresh.lifecycle().await.unwrap().len(), 1);
+        assert_eq!(fresh.logs().await.unwrap().len(), 3);
+
+        // Restarted after all of that: nothing counts until the agent reports again.
+        let stale = CoderControlPlane::new(client(), WS).since(SystemTime::now());
+        assert!(!stale.agent_connected().await.unwrap());
+        assert!(stale.lifecycle().await.unwrap().is_empty());
+        assert!(stale.logs().await.unwrap().is_empty());
+        // Without `since`, the same answers count.
+        let plain = CoderControlPlane::new(client(), WS);
+        assert!(plain.agent_connected().await.unwrap());
+        assert_eq!(plain.lifecycle().await.unwrap()[0].state, "ready");
     }
 }

@@ -227,6 +227,12 @@ pub struct WorkspaceAgent {
     pub first_connected_at: Option<String>,
     #[serde(default)]
     pub ready_at: Option<String>,
+    /// When the agent last reported `starting` (RFC 3339); omitted before.
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// When the agent was last seen connected (RFC 3339).
+    #[serde(default)]
+    pub last_connected_at: Option<String>,
 }
 
 /// `codersdk.WorkspaceResource`.
