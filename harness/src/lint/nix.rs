@@ -1,4 +1,5 @@
-//! Lint: every `.nix` file in the repository parses (`nix-instantiate --parse`).
+//! Lint: every `.nix` file in the repository parses (`nix-instantiate --parse`),
+//! and so does every `.nix.in` template (its `@placeholders@` sit in strings).
 
 use std::path::{Path, PathBuf};
 
@@ -29,7 +30,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
             {
                 walk(&p, out);
             }
-        } else if ty.is_file() && n.ends_with(".nix") {
+        } else if ty.is_file() && (n.ends_with(".nix") || n.ends_with(".nix.in")) {
             out.push(p);
         }
     }
