@@ -6,6 +6,15 @@
 //! and can fail; a pass here proves the check, never the template.
 
 use std::fmt;
+use std::time::Duration;
+
+use crate::control::agent_logs_double::AgentLogsDouble;
+use crate::image::BootImage;
+use crate::qemu::{BootOptions, QemuInstance};
+use crate::variant::Variant;
+
+/// The console line the double prints once its fake rebuild has ended.
+pub const READY_LINE: &str = "workspace-double: ready";
 
 /// What is wrong with the guest (or nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +110,29 @@ fi
 if [ "$MODE" = broken ]; then lifecycle start_error; else lifecycle ready; fi
 while true; do post /harness-double/heartbeat '{}'; sleep 3; done
 "#;
+
+/// Boot `image` as a fixture workspace of `variant` for `user` (with
+/// `defect`, and a failing fake rebuild if `broken_flake`), with its own
+/// agent-logs double; returns once the console shows [`READY_LINE`]
+/// (within `within`).  `opts` carries label, accelerator and artifacts;
+/// its user-data is replaced.
+pub async fn boot(
+    variant: &Variant,
+    image: &BootImage,
+    user: &str,
+    broken_flake: bool,
+    defect: Defect,
+    mut opts: BootOptions,
+    within: Duration,
+) -> anyhow::Result<(QemuInstance, AgentLogsDouble)> {
+    let api = AgentLogsDouble::start().await?;
+    opts.user_data = user_data(user, &api.guest_url(), broken_flake, defect).into_bytes();
+    let inst = QemuInstance::boot(variant, image, opts).await?;
+    inst.console()
+        .wait_for_line(READY_LINE, inst.boot_offset(), within, &variant.name)
+        .await?;
+    Ok((inst, api))
+}
 
 /// User-data for the fixture guest playing a workspace for `user`.
 pub fn user_data(user: &str, api_url: &str, broken_flake: bool, defect: Defect) -> String {

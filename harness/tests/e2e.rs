@@ -24,7 +24,6 @@ use cucumber::{event, gherkin, given, then, when, writer, World as _, WriterExt 
 use futures::FutureExt as _;
 use harness::backend::Backend;
 use harness::checks::{self, Verdict};
-use harness::control::agent_logs_double::AgentLogsDouble;
 use harness::control::ControlPlane;
 use harness::instance::Instance;
 use harness::qemu::accel::AccelRequest;
@@ -302,22 +301,20 @@ async fn start_fixture(w: &mut E2e) {
     let artifacts = w.artifacts.clone();
     let (inst, api, t) = bounded("boot the fixture workspace", async move {
         let image = harness::cmd::boot::resolve_image(&root(), "fixture", v.arch).await?;
-        let api = AgentLogsDouble::start().await?;
         let mut opts = BootOptions::new(&artifacts);
         opts.label = format!("{}/{}", v.name, defect);
         opts.accel = AccelRequest::from_env()?;
-        opts.user_data =
-            workspace_double::user_data(USER, &api.guest_url(), broken, defect).into_bytes();
         let started = Instant::now();
-        let inst = QemuInstance::boot(&v, &image, opts).await?;
-        inst.console()
-            .wait_for_line(
-                "workspace-double: ready",
-                inst.boot_offset(),
-                Duration::from_secs(180),
-                &v.name,
-            )
-            .await?;
+        let (inst, api) = workspace_double::boot(
+            &v,
+            &image,
+            USER,
+            broken,
+            defect,
+            opts,
+            Duration::from_secs(180),
+        )
+        .await?;
         Ok((inst, api, started.elapsed()))
     })
     .await;
@@ -404,7 +401,7 @@ async fn restart_fixture(w: &mut E2e) {
         inst.start().await?;
         inst.console()
             .wait_for_line(
-                "workspace-double: ready",
+                workspace_double::READY_LINE,
                 inst.boot_offset(),
                 Duration::from_secs(180),
                 "restart",

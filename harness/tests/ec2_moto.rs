@@ -135,6 +135,37 @@ fn harness_cmd(moto: &Moto, region: &str, cred_dir: &std::path::Path) -> Command
     )
 }
 
+/// `harness ec2-launch <variant> --hold` against moto, returned once it
+/// printed its `run … instance …` line (instance and volume exist).
+fn held_launch(
+    moto: &Moto,
+    region: &str,
+    cred_dir: &std::path::Path,
+    variant: &str,
+) -> std::process::Child {
+    let mut child = harness_cmd(moto, region, cred_dir)
+        .args(["ec2-launch", variant, "--hold"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(300))
+        .expect("ec2-launch --hold: expected a `run … instance …` line within 300s");
+    assert!(line.starts_with("run "), "{line}");
+    child
+}
+
 /// `c` with an environment that reaches `moto` only (dummy credentials, no
 /// profile files, no IMDS).
 fn moto_env(mut c: Command, moto: &Moto, region: &str, cred_dir: &std::path::Path) -> Command {
@@ -524,27 +555,7 @@ async fn sigkilled_launch_is_swept_and_untagged_resources_are_untouched() {
         .to_string();
 
     let creds = tempfile::tempdir().unwrap();
-    let mut child = harness_cmd(&moto, region, creds.path())
-        .args(["ec2-launch", "aws-nixos", "--hold"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    // Wait for the launch line (printed once instance and volume exist).
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(300))
-        .expect("ec2-launch --hold: expected a `run … instance …` line within 300s");
-    assert!(line.starts_with("run "), "{line}");
+    let mut child = held_launch(&moto, region, creds.path(), "aws-nixos");
     assert!(
         !tagged_leftovers(&ctx).await.is_empty(),
         "moto shows the tagged run"
@@ -662,26 +673,7 @@ async fn ctrl_c_on_a_held_launch_deletes_the_run() {
     let region = "eu-west-1";
     let ctx = ctx(&moto, region).await;
     let creds = tempfile::tempdir().unwrap();
-    let mut child = harness_cmd(&moto, region, creds.path())
-        .args(["ec2-launch", "aws-nixos-graviton-spot", "--hold"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(300))
-        .expect("ec2-launch --hold: expected a `run … instance …` line within 300s");
-    assert!(line.starts_with("run "), "{line}");
+    let mut child = held_launch(&moto, region, creds.path(), "aws-nixos-graviton-spot");
     assert!(!tagged_leftovers(&ctx).await.is_empty());
     // SAFETY: plain kill(2) on our own child's pid.
     let rc = unsafe { libc::kill(child.id() as i32, libc::SIGINT) };

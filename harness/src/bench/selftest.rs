@@ -24,7 +24,6 @@ use crate::variant::Variant;
 use crate::workspace_double::{self, Defect};
 
 const USER: &str = "alice";
-const READY: &str = "workspace-double: ready";
 const SNAPSHOT: &str = "selftest-clean";
 
 /// The pass/fail pattern of one scenario: (check, passed).
@@ -54,20 +53,19 @@ pub async fn boot_per_scenario(
     let all = Instant::now();
     for &d in defects {
         let t = Instant::now();
-        let api = AgentLogsDouble::start().await?;
         let mut opts = BootOptions::new(&artifacts.join(format!("boot-{}", d.slug())));
         opts.label = format!("bench boot {}/{}", variant.arch, d.slug());
         opts.accel = accel;
-        opts.user_data = workspace_double::user_data(USER, &api.guest_url(), false, d).into_bytes();
-        let mut inst = QemuInstance::boot(variant, image, opts).await?;
-        inst.console()
-            .wait_for_line(
-                READY,
-                inst.boot_offset(),
-                Duration::from_secs(180),
-                &variant.name,
-            )
-            .await?;
+        let (mut inst, api) = workspace_double::boot(
+            variant,
+            image,
+            USER,
+            false,
+            d,
+            opts,
+            Duration::from_secs(180),
+        )
+        .await?;
         let v = checks_on(&inst, &api, USER, false).await?;
         inst.terminate().await?;
         run.per_scenario.push(t.elapsed());
@@ -116,7 +114,12 @@ pub async fn snapshot_reuse(
             )
             .await?;
         inst.console()
-            .wait_for_line(READY, from, Duration::from_secs(180), &variant.name)
+            .wait_for_line(
+                workspace_double::READY_LINE,
+                from,
+                Duration::from_secs(180),
+                &variant.name,
+            )
             .await?;
         let v = checks_on(&inst, &api, USER, false).await?;
         run.per_scenario.push(t.elapsed());

@@ -42,21 +42,19 @@ pub async fn run_fixture_checks(
 ) -> anyhow::Result<Vec<Verdict>> {
     let root = repo::root()?;
     let image = super::boot::resolve_image(&root, "fixture", variant.arch).await?;
-    let api = AgentLogsDouble::start().await?;
     let mut opts = BootOptions::new(artifacts);
     opts.label = format!("{}/{}", variant.name, defect);
     opts.accel = AccelRequest::from_env()?;
-    opts.user_data =
-        workspace_double::user_data(user, &api.guest_url(), broken, defect).into_bytes();
-    let mut inst = QemuInstance::boot(variant, &image, opts).await?;
-    inst.console()
-        .wait_for_line(
-            "workspace-double: ready",
-            inst.boot_offset(),
-            Duration::from_secs(120),
-            &variant.name,
-        )
-        .await?;
+    let (mut inst, api) = workspace_double::boot(
+        variant,
+        &image,
+        user,
+        broken,
+        defect,
+        opts,
+        Duration::from_secs(120),
+    )
+    .await?;
     let verdicts = checks_on(&inst, &api, user, broken).await?;
     inst.terminate().await?;
     Ok(verdicts)

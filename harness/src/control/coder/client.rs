@@ -190,17 +190,6 @@ impl CoderClient {
         .await
     }
 
-    /// `GET /api/v2/templateversions/{id}`.
-    pub async fn template_version(&self, id: &str) -> anyhow::Result<TemplateVersion> {
-        self.get(&format!("/api/v2/templateversions/{id}")).await
-    }
-
-    /// `GET /api/v2/templateversions/{id}/logs`.
-    pub async fn template_version_logs(&self, id: &str) -> anyhow::Result<Vec<ProvisionerJobLog>> {
-        self.get(&format!("/api/v2/templateversions/{id}/logs"))
-            .await
-    }
-
     /// Poll a template version's import job until it ends; errors with
     /// the job error and the tail of its logs if it did not succeed.
     pub async fn wait_template_version(
@@ -341,12 +330,6 @@ impl CoderClient {
     /// `GET /api/v2/workspaces/{id}`.
     pub async fn workspace(&self, id: &str) -> anyhow::Result<Workspace> {
         self.get(&format!("/api/v2/workspaces/{id}")).await
-    }
-
-    /// `GET /api/v2/workspacebuilds/{id}/logs`.
-    pub async fn build_logs(&self, build: &str) -> anyhow::Result<Vec<ProvisionerJobLog>> {
-        self.get(&format!("/api/v2/workspacebuilds/{build}/logs"))
-            .await
     }
 
     /// Poll a workspace until its latest build's job ends; errors with the
