@@ -158,6 +158,37 @@ impl Swept {
         self.actions.push(a);
     }
 
+    /// The run id of a resource to delete; `None` for one to leave alone:
+    /// not ours or another run's (silently), or younger than
+    /// `--older-than` (printed as skipped).
+    #[allow(clippy::too_many_arguments)]
+    fn select(
+        &mut self,
+        region: &str,
+        dry_run: bool,
+        kind: &'static str,
+        id: &str,
+        tags: &[Tag],
+        opts: &SweepOptions,
+        now: SystemTime,
+    ) -> Option<String> {
+        match eligible(tags, opts, now) {
+            Ok(run) => Some(run),
+            Err(Some(run)) => {
+                self.act(
+                    region,
+                    dry_run,
+                    kind,
+                    id,
+                    &run,
+                    "skip (younger than --older-than)",
+                );
+                None
+            }
+            Err(None) => None,
+        }
+    }
+
     /// Stop here: `pending` (kind, id, run) were not done, and the kinds
     /// after `kind` were not looked at.
     fn stopped(mut self, region: &str, kind: &str, pending: &[(&str, &str, &str)]) -> Swept {
@@ -218,22 +249,11 @@ pub async fn sweep_region_until(
             if state == "terminated" {
                 continue;
             }
-            match eligible(i.tags(), opts, now) {
-                Ok(run) => {
-                    if let Some(sr) = i.spot_instance_request_id() {
-                        spot_requests.insert((sr.to_string(), run.clone()));
-                    }
-                    instances.push((id.to_string(), run));
+            if let Some(run) = out.select(region, dry, "instance", id, i.tags(), opts, now) {
+                if let Some(sr) = i.spot_instance_request_id() {
+                    spot_requests.insert((sr.to_string(), run.clone()));
                 }
-                Err(Some(run)) => out.act(
-                    region,
-                    dry,
-                    "instance",
-                    id,
-                    &run,
-                    "skip (younger than --older-than)",
-                ),
-                Err(None) => {}
+                instances.push((id.to_string(), run));
             }
         }
     }
@@ -259,20 +279,12 @@ pub async fn sweep_region_until(
         }
         Err(e) => tracing::warn!("DescribeSpotInstanceRequests in {region}: {}", err(&e)),
     }
-    let pending_instances = |from: &[(String, String)]| -> Vec<(&str, String, String)> {
-        from.iter()
-            .map(|(i, r)| ("instance", i.clone(), r.clone()))
-            .collect()
-    };
     // Cancel persistent spot requests first, or EC2 relaunches the instances.
     let spot_requests: Vec<_> = spot_requests.into_iter().collect();
     for (n, (sr, run)) in spot_requests.iter().enumerate() {
         if stop.is_stopped() {
-            let mut p: Vec<(&str, String, String)> = spot_requests[n..]
-                .iter()
-                .map(|(s, r)| ("spot-request", s.clone(), r.clone()))
-                .collect();
-            p.extend(pending_instances(&instances));
+            let mut p = pending("spot-request", &spot_requests[n..]);
+            p.extend(pending("instance", &instances));
             return Ok(out.stopped(region, "instance", &refs(&p)));
         }
         out.act(region, dry, "spot-request", sr, run, "cancel");
@@ -282,7 +294,7 @@ pub async fn sweep_region_until(
     }
     if !instances.is_empty() {
         if stop.is_stopped() {
-            let p = pending_instances(&instances);
+            let p = pending("instance", &instances);
             return Ok(out.stopped(region, "instance", &refs(&p)));
         }
         for (id, run) in &instances {
@@ -309,16 +321,7 @@ pub async fn sweep_region_until(
                 .await;
             match waited {
                 None => {
-                    let p: Vec<(&str, String, String)> = instances
-                        .iter()
-                        .map(|(i, r)| {
-                            (
-                                "instance (terminating, not confirmed)",
-                                i.clone(),
-                                r.clone(),
-                            )
-                        })
-                        .collect();
+                    let p = pending("instance (terminating, not confirmed)", &instances);
                     return Ok(out.stopped(region, "instance", &refs(&p)));
                 }
                 Some(r) => {
@@ -343,31 +346,21 @@ pub async fn sweep_region_until(
     let mut todo = Vec::new();
     for v in vols.volumes() {
         let id = v.volume_id().unwrap_or_default();
-        match eligible(v.tags(), opts, now) {
-            Ok(run) => {
-                let attached = v
-                    .attachments()
-                    .iter()
-                    .any(|a| a.state().map(|s| s.as_str()) != Some("detached"));
-                todo.push((id.to_string(), run, attached));
-            }
-            Err(Some(run)) => out.act(
-                region,
-                dry,
-                "volume",
-                id,
-                &run,
-                "skip (younger than --older-than)",
-            ),
-            Err(None) => {}
+        if let Some(run) = out.select(region, dry, "volume", id, v.tags(), opts, now) {
+            let attached = v
+                .attachments()
+                .iter()
+                .any(|a| a.state().map(|s| s.as_str()) != Some("detached"));
+            todo.push((id.to_string(), run, attached));
         }
     }
     for (n, (id, run, attached)) in todo.iter().enumerate() {
         if stop.is_stopped() {
-            let p: Vec<(&str, String, String)> = todo[n..]
+            let rest: Vec<(String, String)> = todo[n..]
                 .iter()
-                .map(|(i, r, _)| ("volume", i.clone(), r.clone()))
+                .map(|(i, r, _)| (i.clone(), r.clone()))
                 .collect();
+            let p = pending("volume", &rest);
             return Ok(out.stopped(region, "volume", &refs(&p)));
         }
         out.act(region, dry, "volume", id, run, "delete");
@@ -386,25 +379,13 @@ pub async fn sweep_region_until(
     let mut todo = Vec::new();
     for k in keys.key_pairs() {
         let name = k.key_name().unwrap_or_default();
-        match eligible(k.tags(), opts, now) {
-            Ok(run) => todo.push((name.to_string(), run)),
-            Err(Some(run)) => out.act(
-                region,
-                dry,
-                "key-pair",
-                name,
-                &run,
-                "skip (younger than --older-than)",
-            ),
-            Err(None) => {}
+        if let Some(run) = out.select(region, dry, "key-pair", name, k.tags(), opts, now) {
+            todo.push((name.to_string(), run));
         }
     }
     for (n, (name, run)) in todo.iter().enumerate() {
         if stop.is_stopped() {
-            let p: Vec<(&str, String, String)> = todo[n..]
-                .iter()
-                .map(|(i, r)| ("key-pair", i.clone(), r.clone()))
-                .collect();
+            let p = pending("key-pair", &todo[n..]);
             return Ok(out.stopped(region, "key-pair", &refs(&p)));
         }
         out.act(region, dry, "key-pair", name, run, "delete");
@@ -427,25 +408,13 @@ pub async fn sweep_region_until(
     let mut todo = Vec::new();
     for g in groups.security_groups() {
         let id = g.group_id().unwrap_or_default();
-        match eligible(g.tags(), opts, now) {
-            Ok(run) => todo.push((id.to_string(), run)),
-            Err(Some(run)) => out.act(
-                region,
-                dry,
-                "security-group",
-                id,
-                &run,
-                "skip (younger than --older-than)",
-            ),
-            Err(None) => {}
+        if let Some(run) = out.select(region, dry, "security-group", id, g.tags(), opts, now) {
+            todo.push((id.to_string(), run));
         }
     }
     for (n, (id, run)) in todo.iter().enumerate() {
         if stop.is_stopped() {
-            let p: Vec<(&str, String, String)> = todo[n..]
-                .iter()
-                .map(|(i, r)| ("security-group", i.clone(), r.clone()))
-                .collect();
+            let p = pending("security-group", &todo[n..]);
             return Ok(out.stopped(region, "security-group", &refs(&p)));
         }
         out.act(region, dry, "security-group", id, run, "delete");
@@ -459,6 +428,13 @@ pub async fn sweep_region_until(
         }
     }
     Ok(out)
+}
+
+/// `(kind, id, run)` for each not-done `(id, run)`.
+fn pending<'k>(kind: &'k str, rest: &[(String, String)]) -> Vec<(&'k str, String, String)> {
+    rest.iter()
+        .map(|(id, run)| (kind, id.clone(), run.clone()))
+        .collect()
 }
 
 fn refs<'a>(p: &'a [(&'a str, String, String)]) -> Vec<(&'a str, &'a str, &'a str)> {
