@@ -121,31 +121,28 @@ impl fmt::Debug for E2e {
 }
 
 impl E2e {
-    fn machine(&self) -> Option<&dyn Instance> {
-        match (&self.workspace, &self.instance) {
-            (Some(w), _) => Some(w.machine.get()),
-            (None, Some(m)) => Some(m.get()),
-            _ => None,
-        }
+    /// The scenario's machine: a real workspace's, or the fixture VM.
+    fn machine_ref(&self) -> Option<&Machine> {
+        self.workspace
+            .as_ref()
+            .map(|w| &w.machine)
+            .or(self.instance.as_ref())
     }
     fn machine_mut(&mut self) -> Option<&mut Machine> {
-        match (&mut self.workspace, &mut self.instance) {
-            (Some(w), _) => Some(&mut w.machine),
-            (None, Some(m)) => Some(m),
-            _ => None,
+        match &mut self.workspace {
+            Some(w) => Some(&mut w.machine),
+            None => self.instance.as_mut(),
         }
+    }
+    fn machine(&self) -> Option<&dyn Instance> {
+        self.machine_ref().map(Machine::get)
     }
     fn inst(&self) -> &dyn Instance {
         self.machine()
             .expect("no instance: a `When it starts` step must come first")
     }
     fn qemu(&self) -> &QemuInstance {
-        match (&self.workspace, &self.instance) {
-            (Some(w), _) => w.machine.qemu(),
-            (None, Some(m)) => m.qemu(),
-            _ => None,
-        }
-        .expect(
+        self.machine_ref().and_then(Machine::qemu).expect(
             "this step needs a QEMU instance (a `When it starts` step first, HARNESS_BACKEND=qemu)",
         )
     }
