@@ -20,10 +20,12 @@ const STALE = [
 ];
 const isStale = (r) => STALE.some((s) => s.kind === r.kind && s.re.test(r.message));
 
-const lint = await createLinter();
 let findings = 0;
 let ignored = 0;
 for (const file of files) {
+  // A fresh WASM instance per file: reusing one across files crashed the
+  // bundled build ("RuntimeError: unreachable") once the workflows grew.
+  const lint = await createLinter();
   for (const r of lint(readFileSync(file, "utf8"), file)) {
     if (isStale(r)) {
       ignored++;

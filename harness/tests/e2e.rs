@@ -715,6 +715,15 @@ fn main() {
         std::thread::sleep(limit);
         eprintln!("e2e: global timeout of {limit:?} reached (HARNESS_GLOBAL_TIMEOUT); stopping every VM and container");
         harness::qemu::process::cleanup_all();
+        // Keep what ran: the report still shows every scenario that finished.
+        let done = rows().lock().map(|r| r.clone()).unwrap_or_default();
+        match (Summary { rows: done }).save(&out_dir()) {
+            Ok(p) => eprintln!(
+                "e2e: wrote {} (scenarios finished before the timeout)",
+                p.display()
+            ),
+            Err(e) => eprintln!("e2e: could not write summary.json: {e:#}"),
+        }
         std::process::exit(124);
     });
 

@@ -173,3 +173,560 @@ fn actionlint_catches_a_broken_workflow() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("nope"));
 }
+
+// ---------------------------------------------------------------------------
+// Structure the first real run on GitHub depends on (issue 17). Every check
+// is a function over (nightly, pr); each test asserts it passes on `ci/` and
+// FAILS on the workflows as they were before (kept verbatim in
+// tests/fixtures/workflows-before-issue-17/), so no check is vacuous.
+
+struct Workflows {
+    nightly: Value,
+    pr: Value,
+}
+
+fn load_dir(dir: &Path) -> Workflows {
+    let read = |n: &str| {
+        let p = dir.join(n);
+        let t = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        serde_yaml_ng::from_str(&t).unwrap_or_else(|e| panic!("{}: bad YAML: {e}", p.display()))
+    };
+    Workflows {
+        nightly: read("nightly.yml"),
+        pr: read("pr.yml"),
+    }
+}
+
+fn current() -> Workflows {
+    load_dir(&repo().join("ci"))
+}
+
+fn before_issue_17() -> Workflows {
+    load_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workflows-before-issue-17"),
+    )
+}
+
+type Check = fn(&Workflows) -> Result<(), String>;
+
+/// `check` passes on ci/ and fails on the old workflows.
+fn passes_now_and_failed_before(name: &str, check: Check) {
+    if let Err(e) = check(&current()) {
+        panic!("{name}: ci/ workflows fail: {e}");
+    }
+    match check(&before_issue_17()) {
+        Ok(()) => panic!(
+            "{name}: the check passes on the pre-issue-17 workflows too, so it proves nothing"
+        ),
+        Err(e) => eprintln!("{name}: fails on the old workflows as it must: {e}"),
+    }
+}
+
+fn jobs(wf: &Value) -> Vec<(String, &Value)> {
+    wf["jobs"]
+        .as_mapping()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.as_str().unwrap_or_default().to_string(), v))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn steps(job: &Value) -> Vec<&Value> {
+    job["steps"]
+        .as_sequence()
+        .map(|s| s.iter().collect())
+        .unwrap_or_default()
+}
+
+fn run_of(step: &Value) -> &str {
+    step["run"].as_str().unwrap_or("")
+}
+
+fn uses_of(step: &Value) -> Option<(&str, &str)> {
+    step["uses"].as_str()?.split_once('@')
+}
+
+fn position(job: &Value, pred: impl Fn(&Value) -> bool) -> Option<usize> {
+    steps(job).iter().position(|s| pred(s))
+}
+
+/// Jobs that boot QEMU guests on the runner: the e2e scenarios on the qemu
+/// backend, or ci/test.sh (fixture boots, @selftest).
+fn vm_jobs(w: &Workflows) -> Vec<(String, &Value)> {
+    let mut out = Vec::new();
+    for (file, wf) in [("nightly", &w.nightly), ("pr", &w.pr)] {
+        for (name, job) in jobs(wf) {
+            let boots = steps(job).iter().any(|s| {
+                let r = run_of(s);
+                (r.contains("--features e2e")
+                    && s["env"]["HARNESS_BACKEND"].as_str() != Some("ec2"))
+                    || r.contains("ci/test.sh")
+            }) && job["env"]["HARNESS_BACKEND"].as_str() != Some("ec2");
+            if boots {
+                out.push((format!("{file}/{name}"), job));
+            }
+        }
+    }
+    out
+}
+
+fn first_work_step(job: &Value) -> usize {
+    position(job, |s| {
+        let r = run_of(s);
+        r.contains("cargo ") || r.contains("nix ") || r.contains("setup-debian.sh")
+    })
+    .unwrap_or(usize::MAX)
+}
+
+fn check_role_duration(w: &Workflows) -> Result<(), String> {
+    let mut seen = 0;
+    for (name, job) in jobs(&w.nightly) {
+        let timeout = job["timeout-minutes"].as_u64().unwrap_or(360) * 60;
+        let auth: Vec<&Value> = steps(job)
+            .into_iter()
+            .filter(|s| {
+                uses_of(s).is_some_and(|(a, _)| a == "aws-actions/configure-aws-credentials")
+            })
+            .collect();
+        for (i, s) in auth.iter().enumerate() {
+            seen += 1;
+            let d = s["with"]["role-duration-seconds"].as_u64().ok_or_else(|| {
+                format!(
+                    "{name}: configure-aws-credentials without role-duration-seconds (default 1 h)"
+                )
+            })?;
+            // The first session must outlive the job; later ones (re-auth
+            // before a sweep) need only cover what is left.
+            if i == 0 && d < timeout {
+                return Err(format!(
+                    "{name}: role-duration-seconds {d} < the job's timeout {timeout} s"
+                ));
+            }
+        }
+    }
+    if seen == 0 {
+        return Err("no configure-aws-credentials step".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn ec2_session_covers_the_job() {
+    passes_now_and_failed_before("role duration", check_role_duration);
+}
+
+fn check_sweep(w: &Workflows) -> Result<(), String> {
+    let mut sweeps = 0;
+    let mut final_job = false;
+    for (name, job) in jobs(&w.nightly) {
+        let st = steps(job);
+        for (i, s) in st.iter().enumerate() {
+            let r = run_of(s);
+            if !r.contains("harness -- sweep") {
+                continue;
+            }
+            sweeps += 1;
+            if !r.contains("--owner") {
+                return Err(format!(
+                    "{name}: `harness sweep` without --owner sweeps other runs' resources: {r}"
+                ));
+            }
+            let needs = serde_yaml_ng::to_string(&job["needs"]).unwrap_or_default();
+            let separate =
+                needs.contains("ec2") && job["if"].as_str().is_some_and(|c| c.contains("always()"));
+            final_job |= separate;
+            // In the cell itself: a fresh session right before the sweep.
+            let reauth = st[..i].iter().rev().take(2).any(|p| {
+                uses_of(p).is_some_and(|(a, _)| a == "aws-actions/configure-aws-credentials")
+                    && p["if"].as_str() == Some("always()")
+            });
+            if !separate && !reauth {
+                return Err(format!(
+                    "{name}: the sweep step is not preceded by an always() re-authentication"
+                ));
+            }
+        }
+    }
+    if sweeps == 0 {
+        return Err("nothing sweeps EC2".into());
+    }
+    if !final_job {
+        return Err("no sweep job that `needs` the ec2 cells and runs always()".into());
+    }
+    let ec2 = &w.nightly["jobs"]["ec2"];
+    let owner = ec2["env"]["HARNESS_OWNER"].as_str().unwrap_or("");
+    if !owner.contains("github.run_id") || !owner.contains("matrix.variant.name") {
+        return Err(format!(
+            "ec2: HARNESS_OWNER must name this run and cell, is {owner:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn sweep_reauthenticates_and_deletes_only_this_runs_owner() {
+    passes_now_and_failed_before("sweep", check_sweep);
+}
+
+fn check_disk(w: &Workflows) -> Result<(), String> {
+    let vms = vm_jobs(w);
+    if vms.is_empty() {
+        return Err("no job boots VMs".into());
+    }
+    for (name, job) in vms {
+        let disk = position(job, |s| {
+            let r = run_of(s);
+            r.contains("rm -rf") && r.contains("df ")
+        })
+        .ok_or_else(|| format!("{name}: no disk-freeing step (rm -rf … with df before/after)"))?;
+        if disk > first_work_step(job) {
+            return Err(format!(
+                "{name}: disk is freed only after the build started"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_vm_job_frees_disk_first() {
+    passes_now_and_failed_before("disk", check_disk);
+}
+
+fn check_kvm(w: &Workflows) -> Result<(), String> {
+    for (name, job) in vm_jobs(w) {
+        let kvm = position(job, |s| {
+            let r = run_of(s);
+            r.contains("/dev/kvm") && r.contains("udevadm")
+        })
+        .ok_or_else(|| format!("{name}: boots VMs but has no KVM udev step"))?;
+        if kvm > first_work_step(job) {
+            return Err(format!("{name}: the KVM step comes after the work"));
+        }
+        // Jobs that build the NixOS image need KVM: missing /dev/kvm is an error there.
+        let builds_nixos = steps(job)
+            .iter()
+            .any(|s| run_of(s).contains(" build") && run_of(s).contains("nixos-vm#"));
+        let r = run_of(steps(job)[kvm]);
+        if builds_nixos && !(r.contains("::error") && r.contains("exit 1")) {
+            return Err(format!(
+                "{name}: builds the NixOS image but a missing /dev/kvm is not an error"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_vm_job_enables_kvm_and_image_builds_require_it() {
+    passes_now_and_failed_before("kvm", check_kvm);
+}
+
+/// The first major (or version) of each action that runs on Node 24 (or
+/// needs no Node), from the actions' release notes (docs/github-first-run.md).
+const NODE24_FROM: &[(&str, &[u64])] = &[
+    ("actions/checkout", &[5]),
+    ("actions/upload-artifact", &[6]),
+    ("actions/download-artifact", &[7]),
+    ("actions/cache", &[5]),
+    ("aws-actions/configure-aws-credentials", &[6]),
+    ("nix-community/cache-nix-action", &[7]),
+    ("hashicorp/setup-terraform", &[4]),
+    ("mikepenz/action-junit-report", &[6]),
+    ("Swatinem/rust-cache", &[2, 9, 1]),
+    // A composite action (bash), no Node runtime.
+    ("cachix/install-nix-action", &[0]),
+];
+
+fn version(v: &str) -> Vec<u64> {
+    v.trim_start_matches('v')
+        .split('.')
+        .map(|p| p.parse().unwrap_or(0))
+        .collect()
+}
+
+fn at_least(have: &[u64], want: &[u64]) -> bool {
+    let n = have.len().max(want.len());
+    let pad = |v: &[u64]| {
+        (0..n)
+            .map(|i| v.get(i).copied().unwrap_or(0))
+            .collect::<Vec<_>>()
+    };
+    pad(have) >= pad(want)
+}
+
+fn check_actions(w: &Workflows) -> Result<(), String> {
+    for (file, wf) in [("nightly", &w.nightly), ("pr", &w.pr)] {
+        for (name, job) in jobs(wf) {
+            for s in steps(job) {
+                let Some((action, ver)) = uses_of(s) else {
+                    continue;
+                };
+                let (_, min) = NODE24_FROM.iter().find(|(a, _)| *a == action).ok_or_else(|| {
+                    format!("{file}/{name}: {action}@{ver} is not in NODE24_FROM: check its runs.using and add it")
+                })?;
+                if !at_least(&version(ver), min) {
+                    return Err(format!("{file}/{name}: {action}@{ver} still runs on Node 20 (Node 24 from {min:?})"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn no_action_still_runs_on_node20() {
+    assert!(at_least(&version("v2.9.1"), &[2, 9, 1]) && !at_least(&version("v2"), &[2, 9, 1]));
+    passes_now_and_failed_before("node24", check_actions);
+}
+
+fn check_ec2_guard(w: &Workflows) -> Result<(), String> {
+    let cond = w.nightly["jobs"]["ec2"]["if"].as_str().unwrap_or("");
+    if !cond.contains("vars.HARNESS_EC2_ROLE_ARN != ''") {
+        return Err(format!("ec2 job runs without a role: if = {cond:?}"));
+    }
+    let loud = jobs(&w.nightly).into_iter().any(|(_, j)| {
+        j["if"]
+            .as_str()
+            .is_some_and(|c| c.contains("vars.HARNESS_EC2_ROLE_ARN == ''"))
+            && steps(j).iter().any(|s| run_of(s).contains("exit 1"))
+    });
+    if !loud {
+        return Err(
+            "EC2 requested without HARNESS_EC2_ROLE_ARN must fail visibly, not skip".into(),
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn ec2_job_is_guarded_on_the_role() {
+    passes_now_and_failed_before("ec2 guard", check_ec2_guard);
+}
+
+fn check_variants_capture(w: &Workflows) -> Result<(), String> {
+    let st = steps(&w.nightly["jobs"]["variants"]);
+    let r = st
+        .iter()
+        .map(|s| run_of(s))
+        .find(|r| r.contains("variants --json"))
+        .ok_or("no step runs `harness variants --json`")?;
+    // `echo "…$(cmd)"` hides cmd's exit status from `bash -e`.
+    if r.lines()
+        .any(|l| l.contains("echo") && l.contains("$(cargo"))
+    {
+        return Err(format!(
+            "`harness variants` runs inside echo, its failure is lost: {r}"
+        ));
+    }
+    if !r
+        .lines()
+        .any(|l| l.trim_start().starts_with("matrix=$(cargo"))
+    {
+        return Err("the matrix is not captured in a variable first".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn variants_failure_fails_its_step() {
+    passes_now_and_failed_before("variants capture", check_variants_capture);
+}
+
+fn check_nixos_image_step(w: &Workflows) -> Result<(), String> {
+    let q = &w.nightly["jobs"]["qemu"];
+    let build = position(q, |s| {
+        let r = run_of(s);
+        r.contains("nixos-vm#") && r.contains("--out-link") && r.contains("HARNESS_IMAGE_") && r.contains("GITHUB_ENV")
+    })
+    .ok_or("qemu: no step builds the NixOS image with a GC root (--out-link) and exports HARNESS_IMAGE_<ARCH>")?;
+    let e2e = position(q, |s| run_of(s).contains("--features e2e")).ok_or("qemu: no e2e step")?;
+    if build > e2e {
+        return Err("qemu: the image is built after the scenarios start".into());
+    }
+    let cache = steps(q)
+        .into_iter()
+        .find(|s| uses_of(s).is_some_and(|(a, _)| a == "nix-community/cache-nix-action"))
+        .ok_or("qemu: no Nix store cache")?;
+    if cache["with"]["gc-max-store-size-linux"].as_str().is_none() {
+        return Err("qemu: the cached Nix store is unbounded (gc-max-store-size-linux)".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn nixos_image_is_built_in_its_own_step_with_a_gc_root_and_bounded_cache() {
+    passes_now_and_failed_before("nixos image step", check_nixos_image_step);
+}
+
+fn check_pr_nix(w: &Workflows) -> Result<(), String> {
+    let t = &w.pr["jobs"]["test"];
+    let nix = position(t, |s| {
+        uses_of(s).is_some_and(|(a, _)| a == "cachix/install-nix-action")
+    })
+    .ok_or(
+        "pr: no multi-user Nix install (Debian's single-user nix-bin fails as the runner user)",
+    )?;
+    let setup = position(t, |s| run_of(s).contains("setup-debian.sh")).unwrap_or(usize::MAX);
+    if nix > setup {
+        return Err(
+            "pr: Nix is installed after setup-debian.sh (which would install nix-bin)".into(),
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn pr_job_has_a_daemon_nix() {
+    passes_now_and_failed_before("pr nix", check_pr_nix);
+}
+
+fn check_arm(w: &Workflows) -> Result<(), String> {
+    let q = &w.nightly["jobs"]["qemu"];
+    let guard = steps(q).into_iter().any(|s| {
+        s["if"]
+            .as_str()
+            .is_some_and(|c| c.contains("runner.arch") && c.contains("aarch64"))
+            && run_of(s).contains("exit 1")
+    });
+    if !guard {
+        return Err("qemu: an aarch64 cell on a non-arm64 runner is not stopped (an x86 Nix cannot build the aarch64 image)".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn aarch64_cells_never_run_on_an_x86_runner() {
+    passes_now_and_failed_before("arm runner", check_arm);
+}
+
+fn check_template_validate(w: &Workflows) -> Result<(), String> {
+    let ok = jobs(&w.nightly).into_iter().any(|(_, j)| {
+        let dir_ok = |s: &Value| {
+            s["working-directory"].as_str() == Some("templates")
+                || run_of(s).contains("cd templates")
+        };
+        steps(j).iter().any(|s| {
+            let r = run_of(s);
+            dir_ok(s) && r.contains("terraform init") && r.contains("terraform validate")
+        })
+    });
+    if !ok {
+        return Err("nightly: no job runs `terraform init && terraform validate` in templates/ with the registry's providers".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn nightly_validates_the_real_template() {
+    passes_now_and_failed_before("terraform validate", check_template_validate);
+}
+
+/// Files in `<repo>/.github/workflows` that are not byte copies of `ci/`
+/// (or are symlinks, which GitHub reads as broken YAML, actions/runner#1420).
+fn installed_copy_problems(repo: &Path) -> Vec<String> {
+    let dir = repo.join(".github/workflows");
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    for e in rd.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.ends_with(".yml") || name.ends_with(".yaml")) {
+            continue;
+        }
+        let src = repo.join("ci").join(&name);
+        if !src.is_file() {
+            continue; // a workflow of the host repository, not ours
+        }
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+            problems.push(format!(
+                "{} is a symlink: copy ci/{name} instead",
+                p.display()
+            ));
+        } else if std::fs::read(&p).ok() != std::fs::read(&src).ok() {
+            problems.push(format!(
+                "{} differs from ci/{name}: copy it again",
+                p.display()
+            ));
+        }
+    }
+    problems.sort();
+    problems
+}
+
+#[test]
+fn installed_workflows_equal_ci_copies() {
+    let problems = installed_copy_problems(&repo());
+    assert!(problems.is_empty(), "{problems:#?}");
+    // The check catches a symlink and a stale copy.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("ci")).unwrap();
+    std::fs::create_dir_all(d.path().join(".github/workflows")).unwrap();
+    for n in ["nightly.yml", "pr.yml"] {
+        std::fs::copy(repo().join("ci").join(n), d.path().join("ci").join(n)).unwrap();
+    }
+    std::os::unix::fs::symlink(
+        "../../ci/nightly.yml",
+        d.path().join(".github/workflows/nightly.yml"),
+    )
+    .unwrap();
+    std::fs::write(d.path().join(".github/workflows/pr.yml"), "name: stale\n").unwrap();
+    std::fs::write(
+        d.path().join(".github/workflows/other.yml"),
+        "name: theirs\n",
+    )
+    .unwrap();
+    let p = installed_copy_problems(d.path());
+    assert_eq!(p.len(), 2, "{p:#?}");
+    assert!(
+        p[0].contains("nightly.yml is a symlink") && p[1].contains("pr.yml differs"),
+        "{p:#?}"
+    );
+    // And the README tells people to copy.
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    assert!(
+        !readme.contains("ln -sf ../../ci/"),
+        "README still installs by symlink"
+    );
+    assert!(readme.contains("cp ci/nightly.yml ci/pr.yml .github/workflows/"));
+}
+
+/// Fenced code blocks that set HARNESS_STRICT=1 but neither let the run build
+/// the NixOS image (HARNESS_NIXOS_BUILD=1) nor give it one (HARNESS_IMAGE_*):
+/// every @nixos scenario would skip, and strict turns that into a failure.
+fn strict_without_image(markdown: &str) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (i, block) in markdown.split("```").enumerate() {
+        if i % 2 == 0 {
+            continue;
+        }
+        let strict = block.contains("HARNESS_STRICT=1") || block.contains("HARNESS_STRICT: \"1\"");
+        let image = block.contains("HARNESS_NIXOS_BUILD=1")
+            || block.contains("HARNESS_NIXOS_BUILD: \"1\"")
+            || block.contains("HARNESS_IMAGE_");
+        if strict && !image && block.contains("--features e2e") {
+            bad.push(block.lines().take(3).collect::<Vec<_>>().join(" / "));
+        }
+    }
+    bad
+}
+
+#[test]
+fn readme_never_sets_strict_without_an_image() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let bad = strict_without_image(&readme);
+    assert!(
+        bad.is_empty(),
+        "README blocks with HARNESS_STRICT=1 but no image: {bad:#?}"
+    );
+    let old = "```yaml\n      - run: cargo test -p harness --features e2e --test e2e\n        env:\n          HARNESS_STRICT: \"1\"\n```\n";
+    assert_eq!(
+        strict_without_image(old).len(),
+        1,
+        "the check must catch the old snippet"
+    );
+}

@@ -3,7 +3,8 @@
 //! real sudo and e2fsprogs, built from Debian packages only (`apt-get
 //! download` + `dpkg -x` + `mkfs.ext4 -d` + `cpio`; no mount, chroot or loop
 //! devices).  It is a test double: it proves the VM machinery and the
-//! checks, never the NixOS template.
+//! checks, never the NixOS template.  Packages are Debian bookworm's, fetched
+//! through the private apt root ([`super::apt_root`]), never the host's apt.
 //!
 //! Cache: `<target>/fixture-images/<arch>/<key>/{vmlinuz,initrd.img,root.raw,manifest.json}`,
 //! where `key` hashes the resolved package versions and the guest files;
@@ -21,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use self::assemble::GuestFile;
 use self::packages::Pkg;
+use super::apt_root::AptRoot;
 use super::{BootImage, BootMethod, ImageKind};
 use crate::variant::Arch;
 
@@ -156,19 +158,36 @@ pub fn build(repo_root: &Path, arch: Arch) -> anyhow::Result<BootImage> {
     build_in(&cache_root(repo_root), arch)
 }
 
-/// [`build`] with an explicit cache directory.
+/// [`build`] with an explicit cache directory; the apt root is the shared
+/// one beside it (`<cache>/../apt-root`).
 pub fn build_in(cache: &Path, arch: Arch) -> anyhow::Result<BootImage> {
-    packages::check_host(arch)?;
+    let apt = AptRoot::shared(cache.parent().unwrap_or(cache))?;
+    build_with(cache, &apt, arch)
+}
+
+/// [`build`] with an explicit cache directory and apt root.
+pub fn build_with(cache: &Path, apt: &AptRoot, arch: Arch) -> anyhow::Result<BootImage> {
+    packages::check_host()?;
     crate::tools::find("mkfs.ext4")?;
     crate::tools::find("cpio")?;
-    progress(arch, "resolving Debian packages");
-    let kernel_name = packages::resolve_kernel_package(arch)?;
+    progress(
+        arch,
+        &format!(
+            "resolving Debian {} packages (apt root {}, mirror {} from {})",
+            super::apt_root::SUITE,
+            apt.dir().display(),
+            apt.mirror().archive,
+            apt.mirror().origin
+        ),
+    );
+    apt.ensure_updated()?;
+    let kernel_name = packages::resolve_kernel_package(apt, arch)?;
     let mut names: Vec<String> = packages::ROOTFS_PACKAGES
         .iter()
         .map(|s| s.to_string())
         .collect();
     names.push(kernel_name.clone());
-    let mut pkgs = packages::resolve(&names, arch)?;
+    let mut pkgs = packages::resolve(apt, &names, arch)?;
     let kpos = pkgs
         .iter()
         .position(|p| p.name == kernel_name)
@@ -200,7 +219,7 @@ pub fn build_in(cache: &Path, arch: Arch) -> anyhow::Result<BootImage> {
         .prefix(".tmp-")
         .tempdir_in(&arch_dir)
         .with_context(|| format!("create a temp dir in {}", arch_dir.display()))?;
-    build_into(tmp.path(), arch, &kernel, &pkgs, &key)?;
+    build_into(tmp.path(), apt, arch, &kernel, &pkgs, &key)?;
     let built = tmp.keep();
     if let Err(e) = std::fs::rename(&built, &dir) {
         let _ = std::fs::remove_dir_all(&built);
@@ -265,7 +284,14 @@ impl Drop for Lock {
     }
 }
 
-fn build_into(out: &Path, arch: Arch, kernel: &Pkg, pkgs: &[Pkg], key: &str) -> anyhow::Result<()> {
+fn build_into(
+    out: &Path,
+    apt: &AptRoot,
+    arch: Arch,
+    kernel: &Pkg,
+    pkgs: &[Pkg],
+    key: &str,
+) -> anyhow::Result<()> {
     let work = out.join("work");
     let debs_dir = work.join("debs");
     let ktree = work.join("kernel");
@@ -281,7 +307,7 @@ fn build_into(out: &Path, arch: Arch, kernel: &Pkg, pkgs: &[Pkg], key: &str) -> 
     );
     let mut all = vec![kernel.clone()];
     all.extend_from_slice(pkgs);
-    let debs = packages::download(&all, &debs_dir)?;
+    let debs = packages::download(apt, &all, &debs_dir)?;
 
     progress(arch, &format!("dpkg -x {} {}", kernel.name, kernel.version));
     packages::extract(&debs[0], &ktree)?;

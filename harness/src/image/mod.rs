@@ -2,6 +2,7 @@
 //! or a user-supplied path.  Every provider yields a [`BootImage`], which
 //! the QEMU launcher boots unchanged.
 
+pub mod apt_root;
 pub mod fixture;
 pub mod nixos;
 pub mod path;

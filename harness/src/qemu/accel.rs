@@ -52,38 +52,143 @@ fn kvm_probe() -> &'static Result<(), String> {
     PROBE.get_or_init(probe_kvm_now)
 }
 
-/// Prove KVM can run guest code: start a real x86 machine with the host
-/// CPU under KVM and wait for SeaBIOS to print its banner on the debug
-/// console.  Hosts whose /dev/kvm hangs time out (the probe is killed);
-/// hosts that refuse the vCPU's MSRs make QEMU abort.  Both mean TCG.
-fn probe_kvm_now() -> Result<(), String> {
-    if !std::path::Path::new("/dev/kvm").exists() {
-        return Err("/dev/kvm does not exist".into());
+/// Where KVM lives; the probe fails, naming it, when it is missing.
+pub const KVM_DEVICE: &str = "/dev/kvm";
+
+/// One KVM probe: a QEMU argv that runs a few guest instructions under
+/// `-accel kvm -cpu host` and the text they leave in `log` when they ran.
+#[derive(Debug, Clone)]
+pub struct KvmProbe {
+    pub program: &'static str,
+    pub args: Vec<String>,
+    /// Guest code written to `dir` before the start (aarch64 only).
+    pub payload: Option<(std::path::PathBuf, Vec<u8>)>,
+    pub log: std::path::PathBuf,
+    pub expect: &'static str,
+}
+
+/// The aarch64 probe's guest code, loaded raw with `-kernel` on `virt`
+/// (QEMU's boot stub jumps to it): write "KK\n" to the PL011 UART data
+/// register at 0x0900_0000 (the `virt` machine's first serial port), then
+/// spin. Encodings (Arm ARM, A64 base instructions):
+///   movz x1, #0x0900, lsl #16   d2a12001
+///   movz w0, #'K'               52800960
+///   strb w0, [x1]               39000020   (twice)
+///   movz w0, #'\n'              52800140
+///   strb w0, [x1]               39000020
+///   b .                         14000000
+const AARCH64_PROBE_CODE: [u32; 7] = [
+    0xd2a1_2001,
+    0x5280_0960,
+    0x3900_0020,
+    0x3900_0020,
+    0x5280_0140,
+    0x3900_0020,
+    0x1400_0000,
+];
+const AARCH64_PROBE_MARK: &str = "KK";
+
+/// The probe for a host architecture (`std::env::consts::ARCH` spelling),
+/// with its files under `dir`.
+///
+/// - x86_64: a q35 machine with the host CPU runs SeaBIOS, whose banner
+///   appears on the ISA debug console.
+/// - aarch64: a `virt` machine (`gic-version=max`, so KVM picks the host's
+///   GIC) with the host CPU runs [`AARCH64_PROBE_CODE`], whose output
+///   appears on the PL011 serial port.
+pub fn kvm_probe_for(host: &str, dir: &std::path::Path) -> Result<KvmProbe, String> {
+    let s = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    match host {
+        "x86_64" => {
+            let log = dir.join("debugcon.log");
+            let mut args = s(&[
+                "-accel", "kvm", "-machine", "q35", "-cpu", "host", "-m", "64",
+            ]);
+            args.extend(s(&["-nodefaults", "-display", "none", "-chardev"]));
+            args.push(format!("file,id=dbg,path={}", log.display()));
+            args.extend(s(&["-device", "isa-debugcon,iobase=0x402,chardev=dbg"]));
+            Ok(KvmProbe {
+                program: "qemu-system-x86_64",
+                args,
+                payload: None,
+                log,
+                expect: "SeaBIOS",
+            })
+        }
+        "aarch64" => {
+            let log = dir.join("serial.log");
+            let bin = dir.join("probe.bin");
+            let code: Vec<u8> = AARCH64_PROBE_CODE
+                .iter()
+                .flat_map(|w| w.to_le_bytes())
+                .collect();
+            let mut args = s(&[
+                "-accel",
+                "kvm",
+                "-machine",
+                "virt,gic-version=max",
+                "-cpu",
+                "host",
+                "-m",
+                "64",
+            ]);
+            args.extend(s(&["-nodefaults", "-display", "none", "-chardev"]));
+            args.push(format!("file,id=ser,path={}", log.display()));
+            args.extend(s(&["-serial", "chardev:ser", "-kernel"]));
+            args.push(bin.display().to_string());
+            Ok(KvmProbe {
+                program: "qemu-system-aarch64",
+                args,
+                payload: Some((bin, code)),
+                log,
+                expect: AARCH64_PROBE_MARK,
+            })
+        }
+        other => Err(format!("no KVM probe for host arch {other}")),
     }
-    if std::env::consts::ARCH != "x86_64" {
+}
+
+/// Prove KVM can run guest code on this host (see [`kvm_probe_for`]).
+/// Hosts whose /dev/kvm hangs time out (the probe is killed); hosts that
+/// refuse the vCPU make QEMU abort.  Both mean TCG (or an error when KVM
+/// was requested).
+fn probe_kvm_now() -> Result<(), String> {
+    probe_kvm_at(
+        std::path::Path::new(KVM_DEVICE),
+        std::env::consts::ARCH,
+        PROBE_TIMEOUT,
+    )
+}
+
+/// [`probe_kvm_now`] with the device path, host arch and timeout explicit.
+pub fn probe_kvm_at(dev: &std::path::Path, host: &str, timeout: Duration) -> Result<(), String> {
+    if !dev.exists() {
         return Err(format!(
-            "no KVM probe for host arch {} yet",
-            std::env::consts::ARCH
+            "{} does not exist (no KVM on this host, or the runner does not expose it)",
+            dev.display()
         ));
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let log = dir.path().join("debugcon.log");
-    let mut child = std::process::Command::new("qemu-system-x86_64")
-        .args([
-            "-accel", "kvm", "-machine", "q35", "-cpu", "host", "-m", "64",
-        ])
-        .args(["-nodefaults", "-display", "none", "-chardev"])
-        .arg(format!("file,id=dbg,path={}", log.display()))
-        .args(["-device", "isa-debugcon,iobase=0x402,chardev=dbg"])
+    let probe = kvm_probe_for(host, dir.path())?;
+    run_probe(&probe, timeout)
+}
+
+/// Runs a probe's QEMU until its log shows `expect`, it exits, or `timeout`.
+pub fn run_probe(probe: &KvmProbe, timeout: Duration) -> Result<(), String> {
+    if let Some((path, code)) = &probe.payload {
+        std::fs::write(path, code).map_err(|e| format!("write {}: {e}", path.display()))?;
+    }
+    let mut child = std::process::Command::new(probe.program)
+        .args(&probe.args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run qemu-system-x86_64: {e}"))?;
+        .map_err(|e| format!("cannot run {}: {e}", probe.program))?;
     let start = std::time::Instant::now();
     loop {
-        let banner = std::fs::read_to_string(&log).unwrap_or_default();
-        if banner.contains("SeaBIOS") {
+        let seen = std::fs::read_to_string(&probe.log).unwrap_or_default();
+        if seen.contains(probe.expect) {
             let _ = child.kill();
             let _ = child.wait();
             return Ok(());
@@ -96,13 +201,18 @@ fn probe_kvm_now() -> Result<(), String> {
                     let _ = e.read_to_string(&mut err);
                 }
                 let first = err.lines().next().unwrap_or("exited").to_string();
-                return Err(format!("qemu -accel kvm -cpu host failed: {first}"));
+                return Err(format!(
+                    "{} {} failed: {first}",
+                    probe.program,
+                    probe.args[..6].join(" ")
+                ));
             }
-            Ok(None) if start.elapsed() > PROBE_TIMEOUT => {
+            Ok(None) if start.elapsed() > timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
-                    "a KVM guest ran no code within {PROBE_TIMEOUT:?} (/dev/kvm hangs)"
+                    "a guest under {} ran no code within {timeout:?} (/dev/kvm hangs?)",
+                    probe.args[..2].join(" ")
                 ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
@@ -183,5 +293,93 @@ mod tests {
     #[test]
     fn tcg_request_is_honoured() {
         assert_eq!(choose(Arch::X86_64, AccelRequest::Tcg).unwrap(), Accel::Tcg);
+    }
+
+    fn joined(p: &KvmProbe) -> String {
+        p.args.join(" ")
+    }
+
+    #[test]
+    fn aarch64_probe_is_kvm_host_cpu_on_virt_with_code_on_the_serial_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = kvm_probe_for("aarch64", dir.path()).unwrap();
+        assert_eq!(p.program, "qemu-system-aarch64");
+        let a = joined(&p);
+        assert!(
+            a.starts_with("-accel kvm -machine virt,gic-version=max -cpu host "),
+            "{a}"
+        );
+        assert!(a.contains("-serial chardev:ser"), "{a}");
+        let (bin, code) = p.payload.as_ref().expect("aarch64 probe loads guest code");
+        assert!(a.ends_with(&format!("-kernel {}", bin.display())), "{a}");
+        assert!(a.contains(&format!("path={}", p.log.display())), "{a}");
+        // movz x1, #0x0900, lsl #16: the PL011 base of `virt`; little-endian.
+        assert_eq!(&code[..4], &[0x01, 0x20, 0xa1, 0xd2]);
+        assert_eq!(code.len(), 4 * AARCH64_PROBE_CODE.len());
+        assert_eq!(p.expect, "KK");
+    }
+
+    #[test]
+    fn x86_probe_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = kvm_probe_for("x86_64", dir.path()).unwrap();
+        assert_eq!(p.program, "qemu-system-x86_64");
+        assert!(joined(&p).starts_with("-accel kvm -machine q35 -cpu host "));
+        assert!(p.payload.is_none());
+        assert_eq!(p.expect, "SeaBIOS");
+        assert!(kvm_probe_for("riscv64", dir.path())
+            .unwrap_err()
+            .contains("riscv64"));
+    }
+
+    #[test]
+    fn missing_kvm_device_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = dir.path().join("kvm");
+        for host in ["x86_64", "aarch64"] {
+            let e = probe_kvm_at(&dev, host, PROBE_TIMEOUT).unwrap_err();
+            assert!(
+                e.contains(&dev.display().to_string()) && e.contains("does not exist"),
+                "{e}"
+            );
+        }
+    }
+
+    /// The aarch64 guest code really prints the mark: the same probe with
+    /// `-accel tcg -cpu max` (this host may lack aarch64 KVM) must show it,
+    /// and a probe expecting text the code never writes must not.
+    #[test]
+    fn aarch64_probe_code_prints_its_mark_under_tcg() {
+        if crate::tools::find("qemu-system-aarch64").is_err() {
+            eprintln!("skipped: qemu-system-aarch64 is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = kvm_probe_for("aarch64", dir.path()).unwrap();
+        p.args[1] = "tcg".into();
+        p.args[5] = "max".into();
+        // A generous bound: a loaded host may take long to start QEMU; the
+        // test asserts what the guest printed, never how fast.
+        run_probe(&p, Duration::from_secs(300)).expect("probe code prints KK under TCG");
+        let mut wrong = p.clone();
+        wrong.expect = "never-printed";
+        let dir2 = tempfile::tempdir().unwrap();
+        wrong.args = wrong
+            .args
+            .iter()
+            .map(|a| {
+                a.replace(
+                    &dir.path().display().to_string(),
+                    &dir2.path().display().to_string(),
+                )
+            })
+            .collect();
+        wrong.log = dir2.path().join("serial.log");
+        wrong.payload = p
+            .payload
+            .clone()
+            .map(|(_, c)| (dir2.path().join("probe.bin"), c));
+        let e = run_probe(&wrong, Duration::from_secs(5)).unwrap_err();
+        assert!(e.contains("ran no code"), "{e}");
     }
 }
