@@ -39,19 +39,27 @@ pub const DRY_RUN_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// The bootstrap system's dry run, as the user-data would build it.
 pub fn bootstrap_command() -> String {
+    bootstrap_command_for(AMAZON_INIT_NIX_PATH, BOOTSTRAP_CONF_DIR)
+}
+
+/// [`bootstrap_command`] with another `NIX_PATH` and configuration directory.
+pub fn bootstrap_command_for(nix_path: &str, conf_dir: &str) -> String {
     format!(
-        "NIX_PATH={} nix-build --dry-run '<nixpkgs/nixos>' -A system -I nixos-config={}/configuration.nix 2>&1",
-        shell_quote(AMAZON_INIT_NIX_PATH),
-        BOOTSTRAP_CONF_DIR
+        "NIX_PATH={} nix-build --dry-run '<nixpkgs/nixos>' -A system -I {} 2>&1",
+        shell_quote(nix_path),
+        shell_quote(&format!("nixos-config={conf_dir}/configuration.nix"))
     )
 }
 
 /// A fixture system's dry run, as `nixos-rebuild switch --flake <uri>` builds it.
 pub fn fixture_command(flake: &str) -> String {
-    let installable = format!(
-        "path:{}#nixosConfigurations.{flake}.config.system.build.toplevel",
-        super::GUEST_FIXTURES
-    );
+    fixture_command_for(super::GUEST_FIXTURES, flake)
+}
+
+/// [`fixture_command`] for the fixture flake at `dir`.
+pub fn fixture_command_for(dir: &str, flake: &str) -> String {
+    let installable =
+        format!("path:{dir}#nixosConfigurations.{flake}.config.system.build.toplevel");
     format!(
         "nix --extra-experimental-features 'nix-command flakes' build --dry-run --no-link {} 2>&1",
         shell_quote(&installable)
