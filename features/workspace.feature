@@ -41,4 +41,5 @@ Feature: A workspace from each template really works
     Given a workspace from template "<variant>" with the broken-build test flake
     When it starts
     Then the "log streaming" check passes
+    And the startup log names "HARNESS-DELIBERATE-BUILD-FAILURE"
     And the "ssh fallback" check passes

@@ -62,8 +62,16 @@
         { coderBootstrap.agentUser = user; }
       ]).config.system.build.toplevel;
 
-      goodFor = system:
-        (import ./fixtures/good { nixpkgs = guestFlake system; inherit system; }).config.system.build.toplevel;
+      fixtureIn = name: system:
+        import (./fixtures + "/${name}") { nixpkgs = guestFlake system; inherit system; };
+
+      goodFor = system: (fixtureIn "good" system).config.system.build.toplevel;
+
+      # Everything broken-build's deliberately failing derivation needs to
+      # start building (stdenv, its builder), so that offline it fails for
+      # its own reason; `inputDerivation` depends on exactly those inputs.
+      brokenBuildInputsFor = system:
+        (fixtureIn "broken-build" system).config.system.build.harnessDeliberateFailure.inputDerivation;
 
       image = system: evalGuest system [
         # The AMI builder (defines amazonImage.* and system.build.amazonImage;
@@ -71,11 +79,26 @@
         # which in guestSrc brings qemu-glue.nix).
         "${guestSrc system}/nixos/maintainers/scripts/ec2/amazon-image.nix"
         # qcow2 instead of the AMI's VHD: same content, cheap QEMU overlays.
-        { amazonImage.format = "qcow2"; }
+        # diskSize "auto": the image is sized to its closure (several
+        # systems, two nixpkgs trees) instead of the builder's fixed 4 GiB
+        # (amazon-image.nix sets `virtualisation.diskSize = mkOverride 1490
+        # (4 * 1024)` and supports "auto" for ext4); the harness grows each
+        # instance's qcow2 overlay and the guest grows its root partition
+        # and filesystem on boot (amazon-image.nix: boot.growPartition,
+        # fileSystems."/".autoResize).
+        {
+          amazonImage.format = "qcow2";
+          virtualisation.diskSize = "auto";
+        }
         (import ./guest-fixtures.nix {
           fixtures = fixturesFor system;
           guestNixpkgs = guestSrc system;
-          seed = [ (bootstrapFor system "coder") (bootstrapFor system "dev") (goodFor system) ];
+          seed = [
+            (bootstrapFor system "coder")
+            (bootstrapFor system "dev")
+            (goodFor system)
+            (brokenBuildInputsFor system)
+          ];
         })
       ];
     in {
@@ -83,21 +106,48 @@
         ec2-image = (image system).config.system.build.amazonImage;
       });
 
-      # <fixture> is x86_64-linux, <fixture>-aarch64 the same for
-      # aarch64-linux, against the plain pinned nixpkgs (for `nix flake
-      # check` and local inspection; the guest uses its own copy, see
+      # The good fixture as nixosConfigurations.good (x86_64-linux) and
+      # good-aarch64, against the plain pinned nixpkgs, for `nix flake check`
+      # and local inspection (the guest uses its own copy, see
       # guest-flake.nix.in).
-      nixosConfigurations = nixpkgs.lib.listToAttrs (nixpkgs.lib.concatMap (name: [
-        { inherit name; value = fixture name "x86_64-linux"; }
-        { name = "${name}-aarch64"; value = fixture name "aarch64-linux"; }
-      ]) [ "good" "broken" "broken-build" ]);
+      nixosConfigurations = {
+        good = fixture "good" "x86_64-linux";
+        good-aarch64 = fixture "good" "aarch64-linux";
+      };
 
-      # Evaluate the template's bootstrap module (single source, by relative path).
+      # The deliberately broken fixtures, for local inspection only. Under
+      # legacyPackages because `nix flake check` evaluates every
+      # nixosConfigurations entry and every check, but only the system names
+      # of legacyPackages: `broken` must fail to evaluate and `broken-build`
+      # to build, and neither may fail the flake check.
+      legacyPackages = forAll (system: {
+        brokenFixtures = {
+          broken = fixture "broken" system;
+          broken-build = fixture "broken-build" system;
+        };
+      });
+
+      # The template's bootstrap module (single source, by relative path)
+      # must evaluate to a whole system the way the user-data's
+      # configuration.nix uses it: imported next to amazon-image.nix (root
+      # filesystem, boot loader) with an agent user set. The check forces
+      # evaluation of the system's derivation and builds only a small file
+      # naming it, not the system.
       checks = forAll (system: {
-        bootstrap-eval = (nixpkgs.lib.nixosSystem {
-          inherit system;
-          modules = [ ../templates/modules/bootstrap/bootstrap.nix ];
-        }).config.system.build.toplevel;
+        bootstrap-eval =
+          let
+            toplevel = (nixpkgs.lib.nixosSystem {
+              inherit system;
+              modules = [
+                "${nixpkgs}/nixos/modules/virtualisation/amazon-image.nix"
+                ../templates/modules/bootstrap/bootstrap.nix
+                { coderBootstrap.agentUser = "coder"; }
+              ];
+            }).config.system.build.toplevel;
+          in
+          (pkgsFor system).runCommandLocal "bootstrap-eval" {
+            toplevel = builtins.unsafeDiscardStringContext toplevel.drvPath;
+          } ''echo "$toplevel" > $out'';
       });
     };
 }

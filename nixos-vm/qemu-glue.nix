@@ -13,9 +13,17 @@
   services.udev.extraRules = ''
     KERNEL=="vd[a-z]", ENV{ID_SERIAL}=="vol*", SYMLINK+="xvdb"
   '';
-  # Root shell on hvc0 for probes, like the NixOS test driver's backdoor.
+
+  # Root shell on hvc0 for probes, like the NixOS test driver's backdoor
+  # (nixpkgs nixos/modules/testing/test-instrumentation.nix): it requires
+  # and is ordered after dev-hvc0.device, is wanted by multi-user.target,
+  # and no getty competes for hvc0. (The test driver's backdoor also
+  # requires the serial device because it writes its stderr there; this
+  # unit never opens the serial port, so it does not.)
   systemd.services.harness-backdoor = {
     wantedBy = [ "multi-user.target" ];
+    requires = [ "dev-hvc0.device" ];
+    after = [ "dev-hvc0.device" ];
     serviceConfig = {
       ExecStart = "${pkgs.bash}/bin/bash --login";
       StandardInput = "tty";
@@ -24,6 +32,18 @@
       Restart = "always";
     };
   };
-  # 169.254.169.254 is reached through QEMU guestfwd (as in nixos/tests/common/ec2.nix).
-  networking.interfaces.eth0.ipv4.routes = [ { address = "169.254.169.254"; prefixLength = 32; } ];
+  systemd.services."serial-getty@hvc0".enable = false;
+
+  # The test guest is offline (the harness runs the NixOS image's QEMU
+  # network with restrict=on, see harness/src/qemu/argv.rs): no binary
+  # cache to ask, in every system the guest switches to, so nix never
+  # waits on an unreachable substituter. What the scenarios switch to is
+  # pre-seeded in the image (guest-fixtures.nix).
+  nix.settings.substituters = lib.mkForce [ ];
+
+  # 169.254.169.254 needs no route: QEMU's user network is 169.0.0.0/8
+  # (net=169.0.0.0/8, as in nixpkgs nixos/tests/common/ec2.nix), so the
+  # metadata address is on-link and reached through QEMU's guestfwd. No
+  # interface is named here: names are predictable (ens*/enp*), and a
+  # per-interface option would wait on a device that never appears.
 }

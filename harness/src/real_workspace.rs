@@ -8,6 +8,9 @@
 //! [`wait_ready`] waits for the agent with the rebuild log's tail as
 //! progress, and measures time-to-agent and time-to-ready.
 
+pub mod offline;
+pub mod startup_log;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,12 +28,33 @@ use crate::ec2::instance::Ec2Instance;
 use crate::image::BootImage;
 use crate::instance::Instance;
 use crate::qemu::accel::AccelRequest;
+use crate::qemu::argv::GuestNet;
 use crate::qemu::{BootOptions, QemuInstance};
 use crate::variant::{Arch, Variant};
 
 /// Where the fixture flakes live inside the NixOS test image
 /// (`nixos-vm/guest-fixtures.nix`); the same path on both arches.
 pub const GUEST_FIXTURES: &str = "/var/lib/harness/fixtures";
+
+/// Root disk of a NixOS test VM: the image is sized to its contents
+/// (`virtualisation.diskSize = "auto"`), the overlay is grown to this and
+/// the guest grows its root filesystem on boot, as on an EC2 root volume.
+pub const NIXOS_ROOT_DISK_GIB: u32 = 16;
+
+/// The network of a NixOS test VM: offline except for the Coder server the
+/// agent must reach (`base` is the harness's client URL,
+/// `http://127.0.0.1:<port>`; the guest reaches the same port at the
+/// access URL `http://169.0.0.2:<port>`).
+pub fn nixos_guest_net(coder_base: &str) -> anyhow::Result<GuestNet> {
+    let url = reqwest::Url::parse(coder_base)
+        .with_context(|| format!("the Coder client URL {coder_base:?} is not a URL"))?;
+    let port = url
+        .port_or_known_default()
+        .with_context(|| format!("the Coder client URL {coder_base:?} has no port"))?;
+    Ok(GuestNet::Offline {
+        host_ports: vec![port],
+    })
+}
 
 /// Agent URL for EC2 instances (default: Coder's built-in tunnel).
 pub const ENV_EC2_ACCESS_URL: &str = "HARNESS_EC2_CODER_ACCESS_URL";
@@ -347,6 +371,8 @@ pub async fn start(res: &RunResources, spec: StartSpec<'_>) -> anyhow::Result<Re
             // a NixOS boot under TCG can take minutes.
             opts.memory_mib = 4096;
             opts.home_disk_gib = 4;
+            opts.root_disk_gib = Some(NIXOS_ROOT_DISK_GIB);
+            opts.net = nixos_guest_net(stack.client().base())?;
             opts.boot_timeout = spec.ready_timeout.min(Duration::from_secs(1200));
             Machine::Qemu(Box::new(QemuInstance::boot(v, &image, opts).await?))
         }
@@ -367,14 +393,32 @@ pub async fn start(res: &RunResources, spec: StartSpec<'_>) -> anyhow::Result<Re
             .with_agent_ssh(stack.agent_ssh(&workspace.name).await?),
     );
     let hint = logs_hint(machine.get(), spec.artifacts);
-    let readiness = match wait_ready(cp.as_ref(), started, spec.ready_timeout, &label, &hint).await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = save_agent_logs(cp.as_ref(), &spec.artifacts.join("agent-logs.txt")).await;
-            return Err(e);
+    // On the NixOS test image, prove alongside the agent's start that the
+    // guest needs nothing built or fetched (offline.rs); the first failure
+    // of either ends the wait.
+    let offline = async {
+        if matches!(machine, Machine::Qemu(_)) {
+            offline::check(
+                machine.get().probe(),
+                spec.ready_timeout.min(Duration::from_secs(1200)),
+            )
+            .await
+            .with_context(|| {
+                format!("{label}: the NixOS test guest is not self-sufficient offline; {hint}")
+            })?;
+        }
+        anyhow::Ok(())
+    };
+    let ready = async {
+        match wait_ready(cp.as_ref(), started, spec.ready_timeout, &label, &hint).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let _ = save_agent_logs(cp.as_ref(), &spec.artifacts.join("agent-logs.txt")).await;
+                Err(e)
+            }
         }
     };
+    let ((), readiness) = tokio::try_join!(offline, ready)?;
     Ok(RealWorkspace {
         machine,
         workspace,
@@ -533,6 +577,17 @@ mod tests {
         assert!(e.contains("lifecycle starting"), "{e}");
         assert!(e.contains("building the system configuration"), "{e}");
         assert!(e.contains("/x/serial.log"), "{e}");
+    }
+
+    #[test]
+    fn nixos_guests_are_offline_but_reach_coder() {
+        assert_eq!(
+            nixos_guest_net("http://127.0.0.1:7080").unwrap(),
+            GuestNet::Offline {
+                host_ports: vec![7080]
+            }
+        );
+        assert!(nixos_guest_net("not a url").is_err());
     }
 
     #[test]

@@ -368,6 +368,17 @@ async fn check_fails(w: &mut E2e, check: String) {
     eprintln!("  (failed as it should: {})", v.seen);
 }
 
+/// The rebuild failed for the reason the fixture planted (its marker line
+/// is in the startup log), not for another one.
+#[then(expr = "the startup log names {string}")]
+async fn startup_log_names(w: &mut E2e, text: String) {
+    let cp = w.cp();
+    let r = real_workspace::startup_log::names(cp, &text).await;
+    if let Err(e) = r {
+        panic!("{e:#}\n{}", w.where_logs());
+    }
+}
+
 #[when("a file is written to the user's home")]
 async fn write_file(w: &mut E2e) {
     let content = format!("harness marker {}", std::process::id());

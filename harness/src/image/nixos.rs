@@ -8,6 +8,9 @@
 //! missing or too old, evaluation error, no network / substituter, build
 //! failure) into messages that say what to do.
 
+pub mod dry_run;
+pub mod guest_rules;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

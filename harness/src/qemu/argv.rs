@@ -12,6 +12,53 @@ use super::accel::Accel;
 pub const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
 pub const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
 
+/// What the guest's user network lets it reach.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum GuestNet {
+    /// QEMU's user network as is: the guest reaches the host's loopback as
+    /// 169.0.0.2 (slirp's host address) and, through NAT, anything the host
+    /// reaches. The fixture and contract guests use it.
+    #[default]
+    Open,
+    /// `restrict=on`: the guest opens no connection except through the
+    /// explicit forwards (QEMU's `-netdev user` docs: restrict "does not
+    /// affect any explicitly set forwarding rules"; in libslirp a new TCP
+    /// connection from the guest is dropped unless it matches a guestfwd,
+    /// and guest UDP other than DHCP/TFTP is dropped). Forwards: IMDS, SSH
+    /// (hostfwd) and each of `host_ports` as `169.0.0.2:<port>`, relayed to
+    /// the host's `127.0.0.1:<port>`, so URLs the guest was given keep
+    /// working. libslirp refuses a guestfwd on its own host address, so the
+    /// host address moves to 169.0.0.1 (nothing in the guest uses it: the
+    /// whole /8 is on-link). The NixOS test image uses it: offline.
+    Offline { host_ports: Vec<u16> },
+}
+
+/// The guest address of slirp's host in [`GuestNet::Open`] (and of the
+/// relayed host ports in [`GuestNet::Offline`]).
+pub const GUEST_HOST_ADDR: &str = "169.0.0.2";
+
+/// The `-netdev user,...` value for `cfg` (unit-tested per [`GuestNet`]).
+pub fn netdev(cfg: &QemuConfig) -> String {
+    let common = "user,id=n0,net=169.0.0.0/8,dhcpstart=169.0.0.15";
+    let fwd = format!(
+        "hostfwd=tcp:127.0.0.1:{}-:22,guestfwd=tcp:169.254.169.254:80-{}",
+        cfg.ssh_port, cfg.imds_guestfwd_cmd
+    );
+    match &cfg.net {
+        GuestNet::Open => format!("{common},host={GUEST_HOST_ADDR},{fwd}"),
+        GuestNet::Offline { host_ports } => {
+            let mut s = format!("{common},host=169.0.0.1,restrict=on,{fwd}");
+            for p in host_ports {
+                s.push_str(&format!(
+                    ",guestfwd=tcp:{GUEST_HOST_ADDR}:{p}-{}",
+                    crate::imds::relay_cmd(&cfg.relay_exe, *p)
+                ));
+            }
+            s
+        }
+    }
+}
+
 /// Everything argv depends on.
 #[derive(Debug, Clone)]
 pub struct QemuConfig {
@@ -36,6 +83,10 @@ pub struct QemuConfig {
     pub ssh_port: u16,
     /// `cmd:…` for the guestfwd of 169.254.169.254:80 (see `imds::relay_cmd`).
     pub imds_guestfwd_cmd: String,
+    /// What the guest network reaches.
+    pub net: GuestNet,
+    /// The harness binary the `cmd:` relays of [`GuestNet::Offline`] run.
+    pub relay_exe: PathBuf,
 }
 
 impl QemuConfig {
@@ -128,10 +179,7 @@ pub fn build(cfg: &QemuConfig) -> Vec<String> {
     // metadata address is on-link; guestfwd relays it to the host's IMDS.
     push(&[
         "-netdev",
-        &format!(
-            "user,id=n0,net=169.0.0.0/8,host=169.0.0.2,dhcpstart=169.0.0.15,hostfwd=tcp:127.0.0.1:{}-:22,guestfwd=tcp:169.254.169.254:80-{}",
-            cfg.ssh_port, cfg.imds_guestfwd_cmd
-        ),
+        &netdev(cfg),
         "-device",
         "virtio-net-pci,netdev=n0",
     ]);
@@ -187,6 +235,8 @@ mod tests {
             probe_socket: "/t/probe.sock".into(),
             ssh_port: 2222,
             imds_guestfwd_cmd: "cmd:'/bin/harness' relay 4242".into(),
+            net: GuestNet::Open,
+            relay_exe: "/bin/harness".into(),
         }
     }
 
@@ -267,5 +317,44 @@ mod tests {
         let mut c = cfg(Arch::X86_64, BootMethod::Firmware);
         c.root_overlay = "/t/a,b/root.qcow2".into();
         assert!(joined(&c).contains("file=/t/a,,b/root.qcow2"));
+    }
+
+    #[test]
+    fn open_network_keeps_slirp_host_at_169_0_0_2_unrestricted() {
+        let c = cfg(Arch::X86_64, BootMethod::Firmware);
+        let n = netdev(&c);
+        assert!(n.contains(",host=169.0.0.2,"), "{n}");
+        assert!(!n.contains("restrict"), "{n}");
+        assert_eq!(n.matches("guestfwd=").count(), 1, "{n}");
+    }
+
+    #[test]
+    fn offline_network_is_restricted_and_relays_only_the_given_host_ports() {
+        let mut c = cfg(Arch::X86_64, BootMethod::Firmware);
+        c.net = GuestNet::Offline {
+            host_ports: vec![7080, 7081],
+        };
+        let n = netdev(&c);
+        assert!(n.contains(",restrict=on,"), "{n}");
+        // libslirp refuses a guestfwd on its host address: it must move.
+        assert!(n.contains(",host=169.0.0.1,"), "{n}");
+        assert!(!n.contains("host=169.0.0.2"), "{n}");
+        assert!(n.contains("hostfwd=tcp:127.0.0.1:2222-:22"), "{n}");
+        assert!(
+            n.contains("guestfwd=tcp:169.254.169.254:80-cmd:'/bin/harness' relay 4242"),
+            "{n}"
+        );
+        assert!(
+            n.contains("guestfwd=tcp:169.0.0.2:7080-cmd:'/bin/harness' relay 7080"),
+            "{n}"
+        );
+        assert!(
+            n.contains("guestfwd=tcp:169.0.0.2:7081-cmd:'/bin/harness' relay 7081"),
+            "{n}"
+        );
+        assert!(
+            joined(&c).contains(&format!("-netdev {n} ")),
+            "argv uses netdev()"
+        );
     }
 }

@@ -10,7 +10,7 @@ use tokio::net::UnixListener;
 use tokio::process::Child;
 
 use super::accel::{self, Accel, AccelRequest};
-use super::argv::{self, QemuConfig};
+use super::argv::{self, GuestNet, QemuConfig};
 use super::console::Console;
 use super::hvc_probe::HvcProbe;
 use super::qmp::Qmp;
@@ -39,6 +39,11 @@ pub struct BootOptions {
     pub spot_warning: Duration,
     /// Label for progress lines.
     pub label: String,
+    /// What the guest network reaches (default: [`GuestNet::Open`]).
+    pub net: GuestNet,
+    /// Grow the root overlay to this many GiB if the image is smaller
+    /// (default: the image's own size).
+    pub root_disk_gib: Option<u32>,
 }
 
 impl BootOptions {
@@ -53,6 +58,8 @@ impl BootOptions {
             boot_timeout: Duration::from_secs(300),
             spot_warning: Duration::from_secs(2),
             label: "vm".into(),
+            net: GuestNet::Open,
+            root_disk_gib: None,
         }
     }
 }
@@ -128,7 +135,12 @@ impl QemuInstance {
         let imds = ImdsServer::start(icfg, Some(imds_log.clone()))?;
 
         let root_overlay = dir.join("root.qcow2");
-        disks::create_overlay(&image.base, &image.base_format, &root_overlay)?;
+        disks::create_overlay_sized(
+            &image.base,
+            &image.base_format,
+            &root_overlay,
+            opts.root_disk_gib,
+        )?;
         let home_disk = dir.join("home.qcow2");
         disks::create_home(&home_disk, opts.home_disk_gib)?;
         let uefi_vars = if variant.arch == Arch::Aarch64 && image.boot == BootMethod::Firmware {
@@ -157,6 +169,8 @@ impl QemuInstance {
             probe_socket: dir.join("probe.sock"),
             ssh_port: free_port()?,
             imds_guestfwd_cmd: crate::imds::relay_cmd(&exe, imds.port()),
+            net: opts.net.clone(),
+            relay_exe: exe.clone(),
         };
         let artifacts = Artifacts {
             dir: opts.artifacts_dir.clone(),

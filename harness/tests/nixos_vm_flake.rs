@@ -1,0 +1,169 @@
+//! `nixos-vm/flake.nix` under a real `nix flake check` (Debian's nix 2.8),
+//! offline: nixpkgs is replaced by a TEST DOUBLE
+//! (`tests/fixtures/nixpkgs-stub`, see its README) that evaluates no NixOS
+//! module but fails when the flake check evaluates the deliberately broken
+//! fixture, or evaluates the template's bootstrap module without
+//! `amazon-image.nix` (root filesystem, boot loader) or without an agent
+//! user. What this proves: which outputs `nix flake check` evaluates and
+//! which modules `checks.<system>.bootstrap-eval` hands to nixpkgs. What it
+//! cannot: that the real NixOS evaluation succeeds (nightly CI builds the
+//! image with the real nixpkgs). Fails (does not skip) without nix and git.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    harness::repo::root().unwrap()
+}
+
+fn system() -> String {
+    format!("{}-linux", std::env::consts::ARCH)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            std::fs::write(&dst, text.replace("@system@", &system())).unwrap();
+        }
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=harness",
+            "-c",
+            "user.email=harness@localhost",
+        ])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A scratch copy: `repo/` (a git repository with `nixos-vm/` and the
+/// bootstrap module, at their relative places) and `nixpkgs/` (the stub).
+struct Scratch {
+    _dir: tempfile::TempDir,
+    repo: PathBuf,
+    nixpkgs: PathBuf,
+}
+
+fn scratch() -> Scratch {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    copy_dir(&root().join("nixos-vm"), &repo.join("nixos-vm"));
+    let boot = repo.join("templates/modules/bootstrap");
+    std::fs::create_dir_all(&boot).unwrap();
+    std::fs::copy(
+        root().join("templates/modules/bootstrap/bootstrap.nix"),
+        boot.join("bootstrap.nix"),
+    )
+    .unwrap();
+    // The lock pins github:NixOS/nixpkgs; the stub replaces it.
+    let _ = std::fs::remove_file(repo.join("nixos-vm/flake.lock"));
+    git(&repo, &["init", "-q", "."]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "scratch"]);
+    let nixpkgs = dir.path().join("nixpkgs");
+    copy_dir(
+        &root().join("harness/tests/fixtures/nixpkgs-stub"),
+        &nixpkgs,
+    );
+    Scratch {
+        _dir: dir,
+        repo,
+        nixpkgs,
+    }
+}
+
+impl Scratch {
+    /// Replace `old` by `new` in nixos-vm/flake.nix (must occur) and commit.
+    fn mutate(&self, old: &str, new: &str) {
+        let p = self.repo.join("nixos-vm/flake.nix");
+        let s = std::fs::read_to_string(&p).unwrap();
+        assert!(s.contains(old), "flake.nix no longer contains {old:?}");
+        std::fs::write(&p, s.replace(old, new)).unwrap();
+        git(&self.repo, &["commit", "-qam", "mutation"]);
+    }
+
+    /// `nix flake check` on the copy: Ok(output) or Err(output).
+    fn flake_check(&self) -> Result<String, String> {
+        if let Err(e) = harness::image::nixos::check_nix() {
+            panic!("{e}\n(on Debian run ci/setup-debian.sh, which installs nix-bin)");
+        }
+        let out = Command::new("nix")
+            .args(["--extra-experimental-features", "nix-command flakes"])
+            .args(["flake", "check", "--no-write-lock-file"])
+            .arg("--override-input")
+            .arg("nixpkgs")
+            .arg(format!("path:{}", self.nixpkgs.display()))
+            .args(harness::image::nixos::split_args(
+                "--option build-users-group '' --option sandbox false --option substituters ''",
+            ))
+            .args(harness::image::nixos::extra_args_from_env())
+            .arg(format!("git+file://{}?dir=nixos-vm", self.repo.display()))
+            .output()
+            .expect("nix");
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    }
+}
+
+#[test]
+fn flake_check_passes_without_evaluating_the_broken_fixture() {
+    let s = scratch();
+    let out = s
+        .flake_check()
+        .unwrap_or_else(|e| panic!("nix flake check failed:\n{e}"));
+    assert!(out.contains("running flake checks"), "{out}");
+}
+
+#[test]
+fn flake_check_fails_when_the_broken_fixture_is_a_nixos_configuration() {
+    let s = scratch();
+    // As before the fix: every fixture under nixosConfigurations.
+    s.mutate(
+        r#"        good-aarch64 = fixture "good" "aarch64-linux";"#,
+        r#"        good-aarch64 = fixture "good" "aarch64-linux";
+        broken = fixture "broken" "x86_64-linux";"#,
+    );
+    let e = s.flake_check().unwrap_err();
+    assert!(
+        e.contains("the deliberately broken fixture was evaluated"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bootstrap_eval_fails_without_amazon_image_or_agent_user() {
+    let s = scratch();
+    s.mutate(
+        r#"                "${nixpkgs}/nixos/modules/virtualisation/amazon-image.nix"
+                ../templates/modules/bootstrap/bootstrap.nix"#,
+        "                ../templates/modules/bootstrap/bootstrap.nix",
+    );
+    let e = s.flake_check().unwrap_err();
+    assert!(e.contains("without amazon-image.nix"), "{e}");
+
+    let s = scratch();
+    s.mutate(r#"{ coderBootstrap.agentUser = "coder"; }"#, "{ }");
+    let e = s.flake_check().unwrap_err();
+    assert!(e.contains("without coderBootstrap.agentUser"), "{e}");
+}
