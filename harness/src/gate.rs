@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::lint::{self, Finding};
-use crate::report::{Report, Status, Target};
+use crate::report::{Report, Status, Tier};
 use crate::terraform::Terraform;
 
 /// Checks that produce one row per variant (findings keyed by variant).
@@ -58,7 +58,7 @@ pub async fn run_static(root: &Path, report: &mut Report) {
                     .get(&v.name)
                     .copied()
                     .unwrap_or(r.elapsed / variants.len().max(1) as u32);
-                report.push(&v.name, r.name, status, Target::Static, elapsed);
+                report.push(&v.name, r.name, status, Tier::Static, elapsed);
             }
             let rest: Vec<&Finding> = r
                 .findings
@@ -73,7 +73,7 @@ pub async fn run_static(root: &Path, report: &mut Report) {
                 } else {
                     Status::Failed(findings_text(&rest))
                 };
-                report.push("*", r.name, status, Target::Static, r.elapsed);
+                report.push("*", r.name, status, Tier::Static, r.elapsed);
             }
         } else {
             let all: Vec<&Finding> = r.findings.iter().collect();
@@ -82,7 +82,7 @@ pub async fn run_static(root: &Path, report: &mut Report) {
             } else {
                 Status::Failed(findings_text(&all))
             };
-            report.push("*", r.name, status, Target::Static, r.elapsed);
+            report.push("*", r.name, status, Tier::Static, r.elapsed);
         }
     }
     let t = Instant::now();
@@ -94,7 +94,7 @@ pub async fn run_static(root: &Path, report: &mut Report) {
         )),
         Err(e) => Status::Failed(format!("{e:#}")),
     };
-    report.push("*", "ami-ids-verified", status, Target::Static, t.elapsed());
+    report.push("*", "ami-ids-verified", status, Tier::Static, t.elapsed());
     eprintln!("gate: terraform test…");
     for (dir, why_not) in test_modules(root) {
         let name = format!(
@@ -109,7 +109,7 @@ pub async fn run_static(root: &Path, report: &mut Report) {
                 Err(e) => Status::Failed(format!("{e:#}")),
             },
         };
-        report.push("*", &name, status, Target::Static, t.elapsed());
+        report.push("*", &name, status, Tier::Static, t.elapsed());
     }
 }
 
@@ -237,7 +237,7 @@ pub async fn run_e2e(root: &Path, report: &mut Report, backend: &str, reuse: boo
             "*",
             &label,
             Status::Skipped("cargo not found: the e2e tier runs from a source checkout".into()),
-            Target::Static,
+            run_tier(backend),
             start.elapsed(),
         );
         return;
@@ -272,6 +272,12 @@ pub async fn run_e2e(root: &Path, report: &mut Report, backend: &str, reuse: boo
     add_e2e_rows(report, &label, &out_dir, ran, start);
 }
 
+/// The tier of rows about the e2e run as a whole (runner missing or
+/// crashed): the weakest tier the run on `backend` produces.
+pub fn run_tier(backend: &str) -> Tier {
+    Tier::derive("fixture", backend)
+}
+
 fn add_e2e_rows(
     report: &mut Report,
     label: &str,
@@ -279,6 +285,7 @@ fn add_e2e_rows(
     ran: Result<(), String>,
     start: std::time::Instant,
 ) {
+    let backend = label.trim_start_matches("e2e (").trim_end_matches(')');
     let summary = match crate::summary::Summary::load(out_dir) {
         Ok(s) => s,
         Err(e) => {
@@ -286,7 +293,7 @@ fn add_e2e_rows(
                 "*",
                 label,
                 Status::Failed(format!("the e2e run produced no summary ({ran:?}): {e}")),
-                Target::Static,
+                run_tier(backend),
                 start.elapsed(),
             );
             return;
@@ -308,16 +315,12 @@ fn add_e2e_rows(
                 Status::Skipped(r.reason.clone().unwrap_or_default())
             }
         };
-        let target = if r.image == "nixos" {
-            Target::Nixos
-        } else {
-            Target::Fixture
-        };
+        // The scenario is named in failure messages; the matrix groups by check.
         report.push(
             &r.variant,
-            &format!("{} [{}]", r.check, r.scenario),
+            &r.check,
             status,
-            target,
+            r.tier(),
             std::time::Duration::from_secs_f64(r.seconds),
         );
     }
@@ -326,7 +329,7 @@ fn add_e2e_rows(
             "*",
             label,
             Status::Failed(why.clone()),
-            Target::Static,
+            run_tier(backend),
             start.elapsed(),
         );
     }

@@ -639,6 +639,7 @@ fn row(
         arch: arch.into(),
         backend: backend.as_str().into(),
         image: image.into(),
+        tier: None, // derived from image and backend by Summary::save
         check: check_of(&scenario.name),
         scenario: scenario.name.clone(),
         outcome,
@@ -849,13 +850,13 @@ fn main() {
             summary.count(Outcome::Skipped),
             path.display()
         );
-        let mut reasons: Vec<String> = skips.iter().filter_map(|r| r.reason.clone()).collect();
-        reasons.sort();
-        reasons.dedup();
-        for r in &reasons {
-            let n = skips.iter().filter(|s| s.reason.as_deref() == Some(r)).count();
-            println!("  SKIPPED {n} scenario outline block(s): {r}");
+        // Each distinct reason once, shortened, with what to do about it.
+        let mut keyed = harness::report::reasons::Reasons::default();
+        for r in skips.iter().filter_map(|s| s.reason.as_deref()) {
+            keyed.key(r);
         }
+        print!("{}", keyed.text());
+        println!("by tier: {}", summary.matrix().tally().line());
         let kept_vms = std::mem::take(&mut *kept().lock().unwrap());
         if !kept_vms.is_empty() {
             println!("HARNESS_KEEP=failed: {} failed VM(s) kept running:", kept_vms.len());
