@@ -728,7 +728,7 @@ fn main() {
         let real_skip = preflight(backend).await;
         println!(
             "e2e: backend {backend}; real workspaces (@nixos): {}",
-            real_skip.as_deref().map(|r| format!("skipped: {r}")).unwrap_or_else(|| "will run".into())
+            real_skip.as_deref().map(|r| format!("skipped: {} (the reasons and what to do follow the run)", harness::report::reasons::short(r))).unwrap_or_else(|| "will run".into())
         );
         REAL_SKIP.set(real_skip).expect("preflight once");
         if backend == Backend::Ec2 {

@@ -78,6 +78,9 @@ impl Matrix {
                 }
             }
         }
+        for i in &mut items {
+            i.message = i.message.as_deref().map(super::reasons::scrub);
+        }
         let mut reasons = Reasons::default();
         let keys = items
             .iter()

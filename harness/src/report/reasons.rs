@@ -135,6 +135,15 @@ pub fn causes(reason: &str) -> Vec<Cause> {
     out
 }
 
+/// `reason` without the AWS SDK's credential-chain dump (`no credentials
+/// found in chain. Attempted:   Environment: …   Profile: …` up to the next
+/// `; `), which `ec2::config` passes through from `DisplayErrorContext`.
+pub fn scrub(reason: &str) -> String {
+    static CHAIN: OnceLock<Regex> = OnceLock::new();
+    let chain = CHAIN.get_or_init(|| Regex::new(r"(?s)\s*Attempted:.*?(; |$)").expect("regex"));
+    chain.replace_all(reason, "$1").into_owned()
+}
+
 /// Longest one-line reason printed for a cause this module does not know.
 const MAX_SHORT: usize = 200;
 
@@ -153,6 +162,7 @@ pub fn short(reason: &str) -> String {
     static DUMP: OnceLock<Regex> = OnceLock::new();
     // The SDK's DisplayErrorContext: "… (CredentialsNotLoaded(CredentialsNotLoaded { source: …".
     let dump = DUMP.get_or_init(|| Regex::new(r" \([A-Z][A-Za-z]+\(").expect("regex"));
+    let reason = scrub(reason);
     let first = reason.trim().lines().next().unwrap_or("").trim();
     let cut = match dump.find(first) {
         Some(m) => first[..m.start()].trim_end(),
@@ -210,7 +220,7 @@ impl Reasons {
             title,
             action,
             rows: 1,
-            example: reason.to_string(),
+            example: scrub(reason),
         });
         key
     }
@@ -301,6 +311,31 @@ mod tests {
             "needs provider(s) aws, coder, not installable offline"
         );
         assert_eq!(short("chromium not found on PATH"), "no Chromium");
+    }
+
+    /// Recorded with `HARNESS_BACKEND=ec2 HARNESS_EC2_REGION=us-east-1
+    /// AWS_EC2_METADATA_DISABLED=true` and no credentials.
+    const CHAIN: &str = "no AWS credentials: expected the standard chain (…) to yield credentials, seen: the credential provider was not enabled: no credentials found in chain. Attempted:   Environment: the credential provider was not enabled: environment variable not set   Profile: the credential provider was not enabled   Ec2InstanceMetadata: the credential provider was not enabled: IMDS disabled by AWS_EC2_METADATA_DISABLED env var set to `true`; export AWS_PROFILE=<profile>";
+
+    #[test]
+    fn the_credential_chain_dump_is_never_kept() {
+        let s = scrub(CHAIN);
+        assert!(
+            !s.contains("Attempted") && !s.contains("Environment:"),
+            "{s}"
+        );
+        assert!(
+            s.ends_with("no credentials found in chain.; export AWS_PROFILE=<profile>"),
+            "{s}"
+        );
+        let mut r = Reasons::default();
+        r.key(CHAIN);
+        assert!(
+            !r.entries()[0].example.contains("Profile:"),
+            "{:?}",
+            r.entries()
+        );
+        assert_eq!(scrub("plain; text"), "plain; text");
     }
 
     #[test]
