@@ -334,3 +334,109 @@ fn add_e2e_rows(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The gate's rows on the Debian build machine: the static checks it
+    /// runs, the recorded e2e summary (fixture passes and one failure, 30
+    /// nixos skips, ec2 skips) and the EC2 tier's skip row.
+    fn this_machine() -> Report {
+        let mut r = Report::default();
+        let variants = [
+            "aws-nixos",
+            "aws-nixos-graviton",
+            "aws-nixos-graviton-spot",
+            "aws-nixos-spot",
+        ];
+        for check in ["values", "ami-coverage", "terraform-fmt", "nix-parse"] {
+            r.push("*", check, Status::Passed, Tier::Static, Duration::ZERO);
+        }
+        for check in ["instance-type", "render", "user-data-size", "shellcheck"] {
+            for v in variants {
+                r.push(v, check, Status::Passed, Tier::Static, Duration::ZERO);
+            }
+        }
+        for v in variants {
+            r.push(
+                "*",
+                &format!("coder-import {v}"),
+                Status::Passed,
+                Tier::Static,
+                Duration::ZERO,
+            );
+        }
+        for m in [
+            "templates",
+            "templates/modules/bootstrap",
+            "templates/modules/market",
+        ] {
+            r.push(
+                "*",
+                &format!("terraform-test {m}"),
+                Status::Passed,
+                Tier::Static,
+                Duration::ZERO,
+            );
+        }
+        r.push(
+            "*",
+            "terraform-test templates/modules/ec2-instance",
+            Status::Skipped("needs provider(s) aws, which cannot be installed offline; its logic is tested through the provider-free modules".into()),
+            Tier::Static,
+            Duration::ZERO,
+        );
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/report");
+        add_e2e_rows(&mut r, "e2e (qemu)", &fixture, Ok(()), Instant::now());
+        r.push(
+            "*",
+            "e2e (ec2)",
+            Status::Skipped("no AWS credentials: expected the standard chain to yield credentials, seen: no credentials found in chain. Attempted:   Environment: not set   Profile: not enabled; export AWS_PROFILE=<profile>".into()),
+            run_tier("ec2"),
+            Duration::ZERO,
+        );
+        r
+    }
+
+    #[test]
+    fn the_gate_output_for_this_machine_fits_one_screen() {
+        let r = this_machine();
+        // One line per row (the old table) could never fit a screen.
+        assert!(r.rows.len() > 60, "{} rows", r.rows.len());
+        let m = r.matrix();
+        let out = format!(
+            "{}{}{}\n",
+            m.table_text(),
+            m.reasons.text(),
+            m.tally().line()
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines.len() <= 40, "{} lines:\n{out}", lines.len());
+        assert!(lines.iter().all(|l| l.chars().count() <= 120), "{out}");
+        // Every tier named on every row and in the last line; each reason once.
+        for l in &lines[2..lines.len() - 1] {
+            if l.starts_with("skipped, why") {
+                break;
+            }
+            assert!(
+                Tier::ALL.iter().any(|t| l.starts_with(t.as_str())),
+                "row without a tier: {l}\n{out}"
+            );
+        }
+        assert_eq!(
+            lines.last().copied(),
+            Some("static 27 passed (1 skipped) · fixture 9 passed, 1 FAILED · contract 0 · nixos 0 (30 skipped) · ec2 0 (5 skipped)")
+        );
+        assert_eq!(
+            out.matches("no NixOS image + no Docker daemon").count(),
+            1,
+            "{out}"
+        );
+        assert!(!out.contains("Attempted"), "{out}");
+        assert!(out.contains("static   coder-import"), "{out}");
+        assert!(out.contains("ec2      e2e (ec2)"), "{out}");
+        println!("{out}");
+    }
+}

@@ -184,7 +184,7 @@ mod tests {
         );
         assert!(md.contains("| b | ⏭ nixos [1] | – |"), "{md}");
         assert!(
-            md.contains("- **[1]** no NixOS image (1 row) → build one"),
+            md.contains("- **[1]** no NixOS image (1 row) → set HARNESS_IMAGE_X86_64"),
             "{md}"
         );
         assert!(

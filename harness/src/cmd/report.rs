@@ -16,7 +16,8 @@ pub struct Args {
     #[arg(long, conflicts_with = "html")]
     pub markdown: bool,
     /// Write DIR/report.html (one self-contained page: the matrix, each
-    /// cell's message and evidence links, skip reasons, timings) and print its path.
+    /// cell's message and evidence links, skip reasons, timings), print its
+    /// path and exit 0 (the other forms exit 1 when a scenario failed).
     #[arg(long)]
     pub html: bool,
     /// The e2e output directory (default: target/e2e).
@@ -30,8 +31,11 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
     };
     let s = Summary::load(&dir)?;
     if args.html {
+        // A writer, not a verdict: exit 0 once the page is written (the
+        // failures are on the page, and the text/Markdown forms exit 1).
         let p = crate::report::html::write(&s, &dir)?;
         println!("{}", p.display());
+        return Ok(0);
     } else if args.markdown {
         print!("{}", s.markdown());
     } else {

@@ -40,12 +40,12 @@ fn known() -> &'static [Known] {
             k(
                 r"no NixOS image",
                 "no NixOS image",
-                "build one with nixos-vm/ (needs Nix with a binary cache) and set HARNESS_IMAGE_X86_64 / HARNESS_IMAGE_AARCH64",
+                "set HARNESS_IMAGE_X86_64 / HARNESS_IMAGE_AARCH64 to images built with nixos-vm/ (needs Nix with a binary cache)",
             ),
             k(
                 r"(?i)docker is not running|cannot connect to the docker daemon|docker: (command )?not found|`docker info`",
                 "no Docker daemon",
-                "install docker.io and start it (systemctl start docker): the real Coder server runs in it",
+                "install docker.io and start it (the real Coder server runs in it)",
             ),
             k(
                 r"image (\S+) is not present and cannot be pulled",
@@ -243,7 +243,9 @@ impl Reasons {
         for e in &self.entries {
             let _ = writeln!(s, "[{}] {} ({})", e.key, e.title, rows(e.rows));
             if let Some(a) = &e.action {
-                let _ = writeln!(s, "    → {a}");
+                for (n, line) in wrap(a, WIDTH - 6).iter().enumerate() {
+                    let _ = writeln!(s, "    {} {line}", if n == 0 { "→" } else { " " });
+                }
             }
         }
         s
@@ -271,6 +273,26 @@ impl Reasons {
         }
         s
     }
+}
+
+/// Width the terminal text is wrapped to.
+const WIDTH: usize = 100;
+
+/// Greedy word wrap to `width` characters.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let last = lines.last_mut().expect("one line");
+        if !last.is_empty() && last.chars().count() + 1 + word.chars().count() > width {
+            lines.push(word.to_string());
+        } else {
+            if !last.is_empty() {
+                last.push(' ');
+            }
+            last.push_str(word);
+        }
+    }
+    lines
 }
 
 fn rows(n: usize) -> String {
@@ -304,6 +326,7 @@ mod tests {
         assert_eq!(short(NIXOS), "no NixOS image + no Docker daemon");
         let c = causes(NIXOS);
         assert!(c[0].action.contains("HARNESS_IMAGE_X86_64"), "{c:?}");
+        assert_eq!(wrap("aa bb cc", 5), ["aa bb", "cc"]);
         assert!(c[1].action.contains("docker.io"), "{c:?}");
         assert_eq!(short(AWS), "no AWS credentials");
         assert_eq!(
@@ -366,7 +389,8 @@ mod tests {
         assert!(t.contains("[2] no AWS credentials (1 row)"), "{t}");
         assert!(t.contains("→ set AWS_PROFILE"), "{t}");
         assert!(!t.contains("CredentialsNotLoaded"), "{t}");
-        assert!(t.lines().count() <= 1 + 2 * 3, "{t}");
+        assert!(t.lines().count() <= 1 + 3 * 3, "{t}");
+        assert!(t.lines().all(|l| l.chars().count() <= WIDTH), "{t}");
         let m = r.markdown();
         assert!(m.contains("- **[3]** something else (1 row)"), "{m}");
     }
