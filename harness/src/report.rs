@@ -154,7 +154,14 @@ impl Report {
         let mut s = String::new();
         for r in &self.rows {
             if let Status::Failed(reason) = &r.status {
-                let _ = writeln!(s, "--- {} / {}:\n{}", r.variant, r.check, reason.trim_end());
+                let _ = writeln!(
+                    s,
+                    "--- FAILED {} / {} ({}):\n{}",
+                    r.variant,
+                    r.check,
+                    r.tier,
+                    reason.trim_end()
+                );
             }
         }
         s

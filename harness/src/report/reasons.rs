@@ -74,7 +74,7 @@ fn known() -> &'static [Known] {
             ),
             k(
                 r#"placeholder ids|"verified": false"#,
-                "AMI table has placeholder ids",
+                "AMI table not verified (placeholder ids)",
                 "run ci/update-amis.sh with AWS credentials",
             ),
             k(
