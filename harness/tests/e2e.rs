@@ -855,7 +855,12 @@ fn main() {
         for r in skips.iter().filter_map(|s| s.reason.as_deref()) {
             keyed.key(r);
         }
-        print!("{}", keyed.text());
+        for e in keyed.entries() {
+            println!("  SKIPPED [{}] {} ({} scenario row(s))", e.key, e.title, e.rows);
+            if let Some(a) = &e.action {
+                println!("      → {a}");
+            }
+        }
         println!("by tier: {}", summary.matrix().tally().line());
         let kept_vms = std::mem::take(&mut *kept().lock().unwrap());
         if !kept_vms.is_empty() {
