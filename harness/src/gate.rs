@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::lint::{self, Finding};
-use crate::report::{Report, Status, Target};
+use crate::report::{Report, Status, Tier};
 use crate::terraform::Terraform;
 
 /// Checks that produce one row per variant (findings keyed by variant).
@@ -58,7 +58,7 @@ pub async fn run_static(root: &Path, report: &mut Report) {
                     .get(&v.name)
                     .copied()
                     .unwrap_or(r.elapsed / variants.len().max(1) as u32);
-                report.push(&v.name, r.name, status, Target::Static, elapsed);
+                report.push(&v.name, r.name, status, Tier::Static, elapsed);
             }
             let rest: Vec<&Finding> = r
                 .findings
@@ -73,7 +73,7 @@ pub async fn run_static(root: &Path, report: &mut Report) {
                 } else {
                     Status::Failed(findings_text(&rest))
                 };
-                report.push("*", r.name, status, Target::Static, r.elapsed);
+                report.push("*", r.name, status, Tier::Static, r.elapsed);
             }
         } else {
             let all: Vec<&Finding> = r.findings.iter().collect();
@@ -82,7 +82,7 @@ pub async fn run_static(root: &Path, report: &mut Report) {
             } else {
                 Status::Failed(findings_text(&all))
             };
-            report.push("*", r.name, status, Target::Static, r.elapsed);
+            report.push("*", r.name, status, Tier::Static, r.elapsed);
         }
     }
     let t = Instant::now();
@@ -94,7 +94,7 @@ pub async fn run_static(root: &Path, report: &mut Report) {
         )),
         Err(e) => Status::Failed(format!("{e:#}")),
     };
-    report.push("*", "ami-ids-verified", status, Target::Static, t.elapsed());
+    report.push("*", "ami-ids-verified", status, Tier::Static, t.elapsed());
     eprintln!("gate: terraform test…");
     for (dir, why_not) in test_modules(root) {
         let name = format!(
@@ -109,7 +109,7 @@ pub async fn run_static(root: &Path, report: &mut Report) {
                 Err(e) => Status::Failed(format!("{e:#}")),
             },
         };
-        report.push("*", &name, status, Target::Static, t.elapsed());
+        report.push("*", &name, status, Tier::Static, t.elapsed());
     }
 }
 
@@ -237,7 +237,7 @@ pub async fn run_e2e(root: &Path, report: &mut Report, backend: &str, reuse: boo
             "*",
             &label,
             Status::Skipped("cargo not found: the e2e tier runs from a source checkout".into()),
-            Target::Static,
+            run_tier(backend),
             start.elapsed(),
         );
         return;
@@ -272,6 +272,12 @@ pub async fn run_e2e(root: &Path, report: &mut Report, backend: &str, reuse: boo
     add_e2e_rows(report, &label, &out_dir, ran, start);
 }
 
+/// The tier of rows about the e2e run as a whole (runner missing or
+/// crashed): the weakest tier the run on `backend` produces.
+pub fn run_tier(backend: &str) -> Tier {
+    Tier::derive("fixture", backend)
+}
+
 fn add_e2e_rows(
     report: &mut Report,
     label: &str,
@@ -279,6 +285,7 @@ fn add_e2e_rows(
     ran: Result<(), String>,
     start: std::time::Instant,
 ) {
+    let backend = label.trim_start_matches("e2e (").trim_end_matches(')');
     let summary = match crate::summary::Summary::load(out_dir) {
         Ok(s) => s,
         Err(e) => {
@@ -286,7 +293,7 @@ fn add_e2e_rows(
                 "*",
                 label,
                 Status::Failed(format!("the e2e run produced no summary ({ran:?}): {e}")),
-                Target::Static,
+                run_tier(backend),
                 start.elapsed(),
             );
             return;
@@ -308,16 +315,12 @@ fn add_e2e_rows(
                 Status::Skipped(r.reason.clone().unwrap_or_default())
             }
         };
-        let target = if r.image == "nixos" {
-            Target::Nixos
-        } else {
-            Target::Fixture
-        };
+        // The scenario is named in failure messages; the matrix groups by check.
         report.push(
             &r.variant,
-            &format!("{} [{}]", r.check, r.scenario),
+            &r.check,
             status,
-            target,
+            r.tier(),
             std::time::Duration::from_secs_f64(r.seconds),
         );
     }
@@ -326,8 +329,114 @@ fn add_e2e_rows(
             "*",
             label,
             Status::Failed(why.clone()),
-            Target::Static,
+            run_tier(backend),
             start.elapsed(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The gate's rows on the Debian build machine: the static checks it
+    /// runs, the recorded e2e summary (fixture passes and one failure, 30
+    /// nixos skips, ec2 skips) and the EC2 tier's skip row.
+    fn this_machine() -> Report {
+        let mut r = Report::default();
+        let variants = [
+            "aws-nixos",
+            "aws-nixos-graviton",
+            "aws-nixos-graviton-spot",
+            "aws-nixos-spot",
+        ];
+        for check in ["values", "ami-coverage", "terraform-fmt", "nix-parse"] {
+            r.push("*", check, Status::Passed, Tier::Static, Duration::ZERO);
+        }
+        for check in ["instance-type", "render", "user-data-size", "shellcheck"] {
+            for v in variants {
+                r.push(v, check, Status::Passed, Tier::Static, Duration::ZERO);
+            }
+        }
+        for v in variants {
+            r.push(
+                "*",
+                &format!("coder-import {v}"),
+                Status::Passed,
+                Tier::Static,
+                Duration::ZERO,
+            );
+        }
+        for m in [
+            "templates",
+            "templates/modules/bootstrap",
+            "templates/modules/market",
+        ] {
+            r.push(
+                "*",
+                &format!("terraform-test {m}"),
+                Status::Passed,
+                Tier::Static,
+                Duration::ZERO,
+            );
+        }
+        r.push(
+            "*",
+            "terraform-test templates/modules/ec2-instance",
+            Status::Skipped("needs provider(s) aws, which cannot be installed offline; its logic is tested through the provider-free modules".into()),
+            Tier::Static,
+            Duration::ZERO,
+        );
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/report");
+        add_e2e_rows(&mut r, "e2e (qemu)", &fixture, Ok(()), Instant::now());
+        r.push(
+            "*",
+            "e2e (ec2)",
+            Status::Skipped("no AWS credentials: expected the standard chain to yield credentials, seen: no credentials found in chain. Attempted:   Environment: not set   Profile: not enabled; export AWS_PROFILE=<profile>".into()),
+            run_tier("ec2"),
+            Duration::ZERO,
+        );
+        r
+    }
+
+    #[test]
+    fn the_gate_output_for_this_machine_fits_one_screen() {
+        let r = this_machine();
+        // One line per row (the old table) could never fit a screen.
+        assert!(r.rows.len() > 60, "{} rows", r.rows.len());
+        let m = r.matrix();
+        let out = format!(
+            "{}{}{}\n",
+            m.table_text(),
+            m.reasons.text(),
+            m.tally().line()
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines.len() <= 40, "{} lines:\n{out}", lines.len());
+        assert!(lines.iter().all(|l| l.chars().count() <= 120), "{out}");
+        // Every tier named on every row and in the last line; each reason once.
+        for l in &lines[2..lines.len() - 1] {
+            if l.starts_with("skipped, why") {
+                break;
+            }
+            assert!(
+                Tier::ALL.iter().any(|t| l.starts_with(t.as_str())),
+                "row without a tier: {l}\n{out}"
+            );
+        }
+        assert_eq!(
+            lines.last().copied(),
+            Some("static 27 passed (1 skipped) · fixture 9 passed, 1 FAILED · contract 0 · nixos 0 (30 skipped) · ec2 0 (5 skipped)")
+        );
+        assert_eq!(
+            out.matches("no NixOS image + no Docker daemon").count(),
+            1,
+            "{out}"
+        );
+        assert!(!out.contains("Attempted"), "{out}");
+        assert!(out.contains("static   coder-import"), "{out}");
+        assert!(out.contains("ec2      e2e (ec2)"), "{out}");
+        println!("{out}");
     }
 }

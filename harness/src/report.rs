@@ -1,13 +1,24 @@
 //! Verdict tables and machine-readable reports (gate table, JSON timings).
 //!
 //! A [`Report`] is a list of rows: variant × check → passed / failed /
-//! skipped-with-reason, with timings and what the check ran against
-//! (static analysis, the NixOS image, the fixture guest, a double).
+//! skipped-with-reason, with timings and the evidence [`Tier`] that
+//! produced the verdict (`static`, `fixture`, `contract`, `nixos`, `ec2`).
+//! The submodules hold what every report shares: [`tier`] (the one place a
+//! tier is derived), [`reasons`] (skip reasons keyed once, with the action
+//! to take), [`matrix`] (the variant × check table in text and Markdown)
+//! and [`html`] (`harness report --html`).
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
+
+pub mod html;
+pub mod matrix;
+pub mod reasons;
+pub mod tier;
+
+pub use tier::Tier;
 
 /// Outcome of one row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -34,30 +45,9 @@ impl Status {
     }
 }
 
-/// What a check ran against — so a double's pass is never read as the real thing's.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-    /// Static: files and real Terraform/shellcheck/nix-instantiate, no guest.
-    Static,
-    /// A real NixOS guest (QEMU or EC2).
-    Nixos,
-    /// The Debian fixture guest (proves machinery, not the template).
-    Fixture,
-    /// A named test double.
-    Double(String),
-}
-
-impl Target {
-    pub fn label(&self) -> String {
-        match self {
-            Target::Static => "static".into(),
-            Target::Nixos => "NixOS".into(),
-            Target::Fixture => "fixture".into(),
-            Target::Double(d) => format!("double: {d}"),
-        }
-    }
-}
+/// What a check ran against: the evidence tier (see [`tier`]).  The old
+/// name stays so code that pushes `Target::Static` rows keeps compiling.
+pub type Target = Tier;
 
 /// One line of the gate table.
 #[derive(Debug, Clone, Serialize)]
@@ -67,7 +57,7 @@ pub struct Row {
     pub check: String,
     #[serde(flatten)]
     pub status: Status,
-    pub target: Target,
+    pub tier: Tier,
     #[serde(serialize_with = "secs")]
     pub elapsed: Duration,
 }
@@ -88,14 +78,14 @@ impl Report {
         variant: &str,
         check: &str,
         status: Status,
-        target: Target,
+        tier: Tier,
         elapsed: Duration,
     ) {
         self.rows.push(Row {
             variant: variant.to_string(),
             check: check.to_string(),
             status,
-            target,
+            tier,
             elapsed,
         });
     }
@@ -123,59 +113,40 @@ impl Report {
         }
     }
 
-    /// The human table plus a one-line summary.
+    /// The rows as a variant × check [`matrix::Matrix`].
+    pub fn matrix(&self) -> matrix::Matrix {
+        matrix::Matrix::new(
+            self.rows
+                .iter()
+                .map(|r| matrix::Item {
+                    variant: r.variant.clone(),
+                    arch: None,
+                    check: r.check.clone(),
+                    scenario: None,
+                    tier: r.tier,
+                    verdict: match r.status {
+                        Status::Passed => tier::Verdict::Passed,
+                        Status::Failed(_) => tier::Verdict::Failed,
+                        Status::Skipped(_) => tier::Verdict::Skipped,
+                    },
+                    message: match &r.status {
+                        Status::Passed => None,
+                        Status::Failed(m) | Status::Skipped(m) => Some(m.clone()),
+                    },
+                    seconds: r.elapsed.as_secs_f64(),
+                    time_to_agent_s: None,
+                    time_to_ready_s: None,
+                    artifacts: None,
+                })
+                .collect(),
+        )
+    }
+
+    /// The human table: tier × check lines by variant column, each distinct
+    /// skip reason once with what to do, one line per failure, and the
+    /// passes counted per tier on the last line.
     pub fn table(&self) -> String {
-        let head = ["variant", "check", "result", "against", "time", "reason"];
-        let cells: Vec<[String; 6]> = self
-            .rows
-            .iter()
-            .map(|r| {
-                [
-                    r.variant.clone(),
-                    r.check.clone(),
-                    r.status.word().to_string(),
-                    r.target.label(),
-                    format!("{:.1}s", r.elapsed.as_secs_f64()),
-                    r.status.reason().lines().next().unwrap_or("").to_string(),
-                ]
-            })
-            .collect();
-        let mut w = head.map(str::len);
-        for c in &cells {
-            for i in 0..5 {
-                w[i] = w[i].max(c[i].chars().count());
-            }
-        }
-        let mut s = String::new();
-        let line = |s: &mut String, c: &[String; 6]| {
-            let _ = writeln!(
-                s,
-                "{:w0$}  {:w1$}  {:w2$}  {:w3$}  {:>w4$}  {}",
-                c[0],
-                c[1],
-                c[2],
-                c[3],
-                c[4],
-                c[5],
-                w0 = w[0],
-                w1 = w[1],
-                w2 = w[2],
-                w3 = w[3],
-                w4 = w[4]
-            );
-        };
-        line(&mut s, &head.map(str::to_string));
-        for c in &cells {
-            line(&mut s, c);
-        }
-        let _ = writeln!(
-            s,
-            "{} passed, {} failed, {} skipped",
-            self.rows.len() - self.failed() - self.skipped(),
-            self.failed(),
-            self.skipped()
-        );
-        s
+        self.matrix().text()
     }
 
     /// Full failure reasons (multi-line), for after the table.
@@ -183,7 +154,14 @@ impl Report {
         let mut s = String::new();
         for r in &self.rows {
             if let Status::Failed(reason) = &r.status {
-                let _ = writeln!(s, "--- {} / {}:\n{}", r.variant, r.check, reason.trim_end());
+                let _ = writeln!(
+                    s,
+                    "--- FAILED {} / {} ({}):\n{}",
+                    r.variant,
+                    r.check,
+                    r.tier,
+                    reason.trim_end()
+                );
             }
         }
         s
@@ -224,13 +202,22 @@ mod tests {
         assert_eq!(r.exit_code(true), 1);
         let t = r.table();
         assert!(
-            t.contains("no KVM") && t.contains("FAILED") && t.contains("NixOS"),
+            t.contains("nixos   boot    skip[1]") && t.contains("static  render  FAIL"),
             "{t}"
         );
-        assert!(t.contains("1 passed, 1 failed, 1 skipped"), "{t}");
+        assert!(t.contains("[1] no KVM (1 row)"), "{t}");
+        assert!(t.contains("FAILED a / render (static): boom"), "{t}");
+        assert_eq!(
+            t.lines().last(),
+            Some(
+                "static 1 passed, 1 FAILED · fixture 0 · contract 0 · nixos 0 (1 skipped) · ec2 0"
+            ),
+            "{t}"
+        );
         assert!(r.details().contains("more"));
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["rows"][1]["status"], "skipped");
         assert_eq!(j["rows"][1]["reason"], "no KVM");
+        assert_eq!(j["rows"][1]["tier"], "nixos");
     }
 }

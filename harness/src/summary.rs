@@ -3,10 +3,12 @@
 //! evidence is.  The cucumber runner writes it; `harness report` and
 //! `harness gate` read it, so CI and the gate print the same table.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::report::matrix::{Item, Matrix};
+use crate::report::tier::{Tier, Verdict};
 
 /// File name of the summary inside the e2e output directory.
 pub const FILE: &str = "summary.json";
@@ -36,8 +38,13 @@ pub struct Row {
     pub arch: String,
     /// `qemu` or `ec2`.
     pub backend: String,
-    /// What the checks ran against: `nixos`, `fixture` (a double), `path`.
+    /// What the checks ran against: `fixture` (a double), `contract` (a
+    /// double of the NixOS AMI), `nixos`, `path`.
     pub image: String,
+    /// The evidence tier of this verdict.  Written by [`Summary::save`];
+    /// files without it (older runs) get it from [`Row::tier`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
     /// The check or feature, e.g. `home mount`, `agent user`.
     pub check: String,
     pub scenario: String,
@@ -53,6 +60,15 @@ pub struct Row {
     /// Per-scenario evidence folder (serial log, IMDS log, rebuild log, agent logs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<PathBuf>,
+}
+
+impl Row {
+    /// The tier that produced this verdict: the one recorded, else derived
+    /// from `image` and `backend` by [`Tier::derive`].
+    pub fn tier(&self) -> Tier {
+        self.tier
+            .unwrap_or_else(|| Tier::derive(&self.image, &self.backend))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -73,124 +89,53 @@ impl Summary {
         serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
     }
 
+    /// Write `summary.json`, every row with its tier spelled out.
     pub fn save(&self, dir: &Path) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         let p = dir.join(FILE);
-        std::fs::write(&p, serde_json::to_string_pretty(self)?)?;
+        let mut explicit = self.clone();
+        for r in &mut explicit.rows {
+            r.tier = Some(r.tier());
+        }
+        std::fs::write(&p, serde_json::to_string_pretty(&explicit)?)?;
         Ok(p)
+    }
+
+    /// The rows as a variant × check [`Matrix`] (text, Markdown, HTML).
+    pub fn matrix(&self) -> Matrix {
+        Matrix::new(
+            self.rows
+                .iter()
+                .map(|r| Item {
+                    variant: r.variant.clone(),
+                    arch: Some(r.arch.clone()),
+                    check: r.check.clone(),
+                    scenario: Some(r.scenario.clone()),
+                    tier: r.tier(),
+                    verdict: match r.outcome {
+                        Outcome::Passed => Verdict::Passed,
+                        Outcome::Failed => Verdict::Failed,
+                        Outcome::Skipped => Verdict::Skipped,
+                    },
+                    message: r.reason.clone(),
+                    seconds: r.seconds,
+                    time_to_agent_s: r.time_to_agent_s,
+                    time_to_ready_s: r.time_to_ready_s,
+                    artifacts: r.artifacts.clone(),
+                })
+                .collect(),
+        )
     }
 
     pub fn count(&self, o: Outcome) -> usize {
         self.rows.iter().filter(|r| r.outcome == o).count()
     }
 
-    /// Rows grouped as variant → check → rows (sorted, stable).
-    fn grid(&self) -> BTreeMap<&str, BTreeMap<&str, Vec<&Row>>> {
-        let mut g: BTreeMap<&str, BTreeMap<&str, Vec<&Row>>> = BTreeMap::new();
-        for r in &self.rows {
-            g.entry(&r.variant)
-                .or_default()
-                .entry(&r.check)
-                .or_default()
-                .push(r);
-        }
-        g
-    }
-
-    fn checks(&self) -> Vec<&str> {
-        let mut c: Vec<&str> = self.rows.iter().map(|r| r.check.as_str()).collect();
-        c.sort();
-        c.dedup();
-        c
-    }
-
-    /// Markdown: variant × check, then time-to-agent per variant, then
-    /// every skip and failure with its reason.
+    /// Markdown (the CI job summary): passes per tier, variant × check
+    /// with each cell's tier, time to agent and to ready, each distinct skip
+    /// reason once with what to do, then every failure with its evidence.
     pub fn markdown(&self) -> String {
-        let checks = self.checks();
-        let mut out = String::new();
-        out.push_str(&format!(
-            "### e2e: {} passed, {} failed, {} skipped\n\n",
-            self.count(Outcome::Passed),
-            self.count(Outcome::Failed),
-            self.count(Outcome::Skipped)
-        ));
-        out.push_str("| variant | ran against |");
-        for c in &checks {
-            out.push_str(&format!(" {c} |"));
-        }
-        out.push_str(" time to agent | time to ready |\n|---|---|");
-        for _ in &checks {
-            out.push_str("---|");
-        }
-        out.push_str("---|---|\n");
-        for (variant, by_check) in self.grid() {
-            let rows: Vec<&Row> = by_check.values().flatten().copied().collect();
-            let mut images: Vec<String> = rows
-                .iter()
-                .map(|r| format!("{}/{}", r.backend, r.image))
-                .collect();
-            images.sort();
-            images.dedup();
-            out.push_str(&format!("| {variant} | {} |", images.join(", ")));
-            for c in &checks {
-                out.push_str(&format!(" {} |", cell(by_check.get(c))));
-            }
-            let max = |f: fn(&Row) -> Option<f64>| {
-                rows.iter()
-                    .filter_map(|r| f(r))
-                    .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))))
-                    .map(|s| format!("{s:.0} s"))
-                    .unwrap_or_else(|| "–".into())
-            };
-            out.push_str(&format!(
-                " {} | {} |\n",
-                max(|r| r.time_to_agent_s),
-                max(|r| r.time_to_ready_s)
-            ));
-        }
-        let notes: Vec<&Row> = self
-            .rows
-            .iter()
-            .filter(|r| r.outcome != Outcome::Passed)
-            .collect();
-        if !notes.is_empty() {
-            out.push_str(
-                "\n| outcome | variant | scenario | reason | evidence |\n|---|---|---|---|---|\n",
-            );
-            for r in notes {
-                out.push_str(&format!(
-                    "| {} | {} | {} | {} | {} |\n",
-                    r.outcome.as_str(),
-                    r.variant,
-                    r.scenario.replace('|', "\\|"),
-                    r.reason.as_deref().unwrap_or("").replace('|', "\\|"),
-                    r.artifacts
-                        .as_ref()
-                        .map(|p| format!("`{}`", p.display()))
-                        .unwrap_or_default()
-                ));
-            }
-        }
-        out
-    }
-}
-
-/// One table cell: ✅ all passed, ❌ any failed, ⏭ skipped (with counts).
-fn cell(rows: Option<&Vec<&Row>>) -> String {
-    let Some(rows) = rows else {
-        return "–".into();
-    };
-    let n = |o| rows.iter().filter(|r| r.outcome == o).count();
-    let (p, f, s) = (n(Outcome::Passed), n(Outcome::Failed), n(Outcome::Skipped));
-    if f > 0 {
-        format!("❌ {f} failed")
-    } else if s > 0 && p == 0 {
-        format!("⏭ skipped ({s})")
-    } else if s > 0 {
-        format!("✅ {p} passed, ⏭ {s} skipped")
-    } else {
-        format!("✅ {p} passed")
+        self.matrix().markdown("e2e")
     }
 }
 
@@ -204,6 +149,7 @@ mod tests {
             arch: "x86_64".into(),
             backend: "qemu".into(),
             image: "nixos".into(),
+            tier: None,
             check: check.into(),
             scenario: format!("{check} on {variant}"),
             outcome,
@@ -225,15 +171,26 @@ mod tests {
             ],
         };
         let md = s.markdown();
-        assert!(md.contains("1 passed, 1 failed, 1 skipped"), "{md}");
-        assert!(md.contains("| a | qemu/nixos |"), "{md}");
-        assert!(md.contains("❌ 1 failed"), "{md}");
-        assert!(md.contains("⏭ skipped (1)"), "{md}");
         assert!(
-            md.contains("ran as root") && md.contains("no NixOS image"),
+            md.contains(
+                "static 0 · fixture 0 · contract 0 · nixos 1 passed, 1 FAILED (1 skipped) · ec2 0"
+            ),
             "{md}"
         );
-        assert!(md.contains("42 s"), "{md}");
+        assert!(md.contains("| variant | home mount | agent user |"), "{md}");
+        assert!(
+            md.contains("| a | ✅ nixos | ❌ nixos | 42 s | – |"),
+            "{md}"
+        );
+        assert!(md.contains("| b | ⏭ nixos [1] | – |"), "{md}");
+        assert!(
+            md.contains("- **[1]** no NixOS image (1 row) → set HARNESS_IMAGE_X86_64"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| a | nixos | agent user on a | ran as root | `target/e2e/x` |"),
+            "{md}"
+        );
     }
 
     #[test]
@@ -248,6 +205,29 @@ mod tests {
             rows: vec![row("a", "ssh fallback", Outcome::Passed, None)],
         };
         s.save(d.path()).unwrap();
-        assert_eq!(Summary::load(d.path()).unwrap(), s);
+        let back = Summary::load(d.path()).unwrap();
+        // Saved with its tier spelled out; otherwise the same.
+        assert_eq!(back.rows[0].tier, Some(Tier::Nixos));
+        let mut old = back.clone();
+        old.rows[0].tier = None;
+        assert_eq!(old, s);
+    }
+
+    #[test]
+    fn the_tier_is_read_when_present_and_derived_when_absent() {
+        let old = r#"{"rows":[{"variant":"a","arch":"x86_64","backend":"qemu","image":"fixture (double)","check":"home mount","scenario":"s","outcome":"passed","seconds":1.0}]}"#;
+        let s: Summary = serde_json::from_str(old).unwrap();
+        assert_eq!(s.rows[0].tier(), Tier::Fixture);
+        let new = old.replace(
+            r#""image":"fixture (double)""#,
+            r#""image":"nixos","tier":"contract""#,
+        );
+        let s: Summary = serde_json::from_str(&new).unwrap();
+        assert_eq!(s.rows[0].tier(), Tier::Contract);
+        let bad = old.replace(r#""seconds""#, r#""tier":"NixOS","seconds""#);
+        let e = serde_json::from_str::<Summary>(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `NixOS`"), "{e}");
     }
 }

@@ -650,6 +650,7 @@ fn row(
         arch: arch.into(),
         backend: backend.as_str().into(),
         image: image.into(),
+        tier: None, // derived from image and backend by Summary::save
         check: check_of(&scenario.name),
         scenario: scenario.name.clone(),
         outcome,
@@ -747,7 +748,7 @@ fn main() {
         let real_skip = preflight(backend).await;
         println!(
             "e2e: backend {backend}; real workspaces (@nixos): {}",
-            real_skip.as_deref().map(|r| format!("skipped: {r}")).unwrap_or_else(|| "will run".into())
+            real_skip.as_deref().map(|r| format!("skipped: {} (the reasons and what to do follow the run)", harness::report::reasons::short(r))).unwrap_or_else(|| "will run".into())
         );
         REAL_SKIP.set(real_skip).expect("preflight once");
         if backend == Backend::Ec2 {
@@ -869,13 +870,18 @@ fn main() {
             summary.count(Outcome::Skipped),
             path.display()
         );
-        let mut reasons: Vec<String> = skips.iter().filter_map(|r| r.reason.clone()).collect();
-        reasons.sort();
-        reasons.dedup();
-        for r in &reasons {
-            let n = skips.iter().filter(|s| s.reason.as_deref() == Some(r)).count();
-            println!("  SKIPPED {n} scenario outline block(s): {r}");
+        // Each distinct reason once, shortened, with what to do about it.
+        let mut keyed = harness::report::reasons::Reasons::default();
+        for r in skips.iter().filter_map(|s| s.reason.as_deref()) {
+            keyed.key(r);
         }
+        for e in keyed.entries() {
+            println!("  SKIPPED [{}] {} ({} scenario row(s))", e.key, e.title, e.rows);
+            if let Some(a) = &e.action {
+                println!("      → {a}");
+            }
+        }
+        println!("by tier: {}", summary.matrix().tally().line());
         let kept_vms = std::mem::take(&mut *kept().lock().unwrap());
         if !kept_vms.is_empty() {
             println!("HARNESS_KEEP=failed: {} failed VM(s) kept running:", kept_vms.len());

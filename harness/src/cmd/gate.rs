@@ -43,11 +43,16 @@ async fn run_inner(args: Args) -> anyhow::Result<i32> {
             run_ec2(&root, &mut report).await;
         }
     }
-    print!("{}", report.table());
+    // Table and the distinct skip reasons first (one screen), then the
+    // full failure texts, and the passes per tier as the last line.
+    let matrix = report.matrix();
+    print!("{}", matrix.table_text());
+    print!("{}", matrix.reasons.text());
     let details = report.details();
     if !details.is_empty() {
         println!("\nfailures:\n{details}");
     }
+    println!("{}", matrix.tally().line());
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
     }
@@ -77,7 +82,7 @@ async fn run_ec2(root: &std::path::Path, report: &mut Report) {
             "*",
             "e2e (ec2)",
             crate::report::Status::Skipped(reason),
-            crate::report::Target::Static,
+            crate::gate::run_tier("ec2"),
             start.elapsed(),
         ),
         None => crate::gate::run_e2e(root, report, "ec2", false).await,

@@ -1,0 +1,202 @@
+//! Evidence tiers: which kind of run produced a verdict.
+//!
+//! A pass in one tier never stands for another: the fixture guest is a
+//! double of the NixOS image, the contract guest a double of the NixOS AMI
+//! that keeps NixOS's contract, and only `nixos` and `ec2` run the real
+//! image.  [`Tier::derive`] is the one place a tier is decided from what a
+//! row ran against; static gate rows (lint, render, `terraform test`,
+//! `coder-import`, checkov) are [`Tier::Static`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The tier that produced a verdict, lowest evidence first.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Files, real Terraform, shellcheck, nix-instantiate: no guest.
+    #[default]
+    Static,
+    /// Harness checks on the Debian busybox fixture guest (a double of the NixOS image).
+    Fixture,
+    /// The template's real user-data on the systemd guest that keeps NixOS's
+    /// contract (a double of the NixOS AMI).
+    Contract,
+    /// A real NixOS image and a real Coder, on QEMU.
+    Nixos,
+    /// The real NixOS AMI on EC2.
+    Ec2,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 5] = [
+        Tier::Static,
+        Tier::Fixture,
+        Tier::Contract,
+        Tier::Nixos,
+        Tier::Ec2,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Static => "static",
+            Tier::Fixture => "fixture",
+            Tier::Contract => "contract",
+            Tier::Nixos => "nixos",
+            Tier::Ec2 => "ec2",
+        }
+    }
+
+    /// One line saying what a pass in this tier proves.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Tier::Static => "files and real Terraform, no guest",
+            Tier::Fixture => "harness checks on the fixture guest (a double of NixOS): proves the machinery, not the template",
+            Tier::Contract => "the template's user-data on the NixOS-contract guest (a double of the NixOS AMI)",
+            Tier::Nixos => "a real NixOS image and a real Coder on QEMU",
+            Tier::Ec2 => "the real NixOS AMI on EC2",
+        }
+    }
+
+    /// The tier of a run row, from what it ran against: `backend` is `qemu`
+    /// or `ec2`, `image` is `fixture`, `contract`, `nixos` or `path` (its
+    /// first word counts, so `fixture (double)` and `nixos AMI` are read
+    /// too).  Anything on EC2 is `ec2`; a NixOS image or an image path on
+    /// QEMU is `nixos`.  An image this function does not know is counted as
+    /// `fixture`, the weakest guest tier, so an unknown name never claims
+    /// more than a double proves; `static` (or no image) is `static`.
+    pub fn derive(image: &str, backend: &str) -> Tier {
+        if backend.trim().eq_ignore_ascii_case("ec2") {
+            return Tier::Ec2;
+        }
+        let first = image
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_')
+            .find(|w| !w.is_empty())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        match first.as_str() {
+            "" | "static" => Tier::Static,
+            "contract" => Tier::Contract,
+            "nixos" | "path" => Tier::Nixos,
+            _ => Tier::Fixture,
+        }
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Passed / failed / skipped counts of one tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+/// Counts per tier, every tier present (zeros included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally(pub BTreeMap<Tier, Counts>);
+
+/// What a row contributes to a tally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    Failed,
+    Skipped,
+}
+
+impl Tally {
+    pub fn new<I: IntoIterator<Item = (Tier, Verdict)>>(rows: I) -> Tally {
+        let mut m: BTreeMap<Tier, Counts> =
+            Tier::ALL.iter().map(|t| (*t, Counts::default())).collect();
+        for (t, v) in rows {
+            let c = m.entry(t).or_default();
+            match v {
+                Verdict::Passed => c.passed += 1,
+                Verdict::Failed => c.failed += 1,
+                Verdict::Skipped => c.skipped += 1,
+            }
+        }
+        Tally(m)
+    }
+
+    /// `static 40 passed · fixture 24 passed, 1 failed · contract 0 · nixos 0 (30 skipped) · ec2 0 (1 skipped)`:
+    /// every tier named, so a count of passes can never be read as another tier's.
+    pub fn line(&self) -> String {
+        self.0
+            .iter()
+            .map(|(t, c)| {
+                let mut s = format!("{t} {}", c.passed);
+                if c.passed > 0 {
+                    s.push_str(" passed");
+                }
+                if c.failed > 0 {
+                    s.push_str(&format!(", {} FAILED", c.failed));
+                }
+                if c.skipped > 0 {
+                    s.push_str(&format!(" ({} skipped)", c.skipped));
+                }
+                s
+            })
+            .collect::<Vec<_>>()
+            .join(" · ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derive_names_the_tier_of_every_known_row_shape() {
+        let cases = [
+            ("fixture", "qemu", Tier::Fixture),
+            ("fixture (double)", "qemu", Tier::Fixture),
+            ("contract", "qemu", Tier::Contract),
+            ("nixos", "qemu", Tier::Nixos),
+            ("path", "qemu", Tier::Nixos),
+            ("nixos AMI", "ec2", Tier::Ec2),
+            ("nixos", "ec2", Tier::Ec2),
+            ("fixture", "ec2", Tier::Ec2),
+            ("static", "", Tier::Static),
+            ("", "", Tier::Static),
+            // Unknown images never claim more than the fixture double.
+            ("something-new", "qemu", Tier::Fixture),
+        ];
+        for (image, backend, want) in cases {
+            assert_eq!(Tier::derive(image, backend), want, "{image} on {backend}");
+        }
+    }
+
+    #[test]
+    fn serde_uses_the_lowercase_names() {
+        for t in Tier::ALL {
+            let j = serde_json::to_string(&t).unwrap();
+            assert_eq!(j, format!("\"{}\"", t.as_str()));
+            assert_eq!(serde_json::from_str::<Tier>(&j).unwrap(), t);
+        }
+        assert!(serde_json::from_str::<Tier>("\"NixOS\"").is_err());
+    }
+
+    #[test]
+    fn the_tally_line_names_every_tier_even_with_no_rows() {
+        let t = Tally::new([
+            (Tier::Static, Verdict::Passed),
+            (Tier::Static, Verdict::Passed),
+            (Tier::Fixture, Verdict::Passed),
+            (Tier::Fixture, Verdict::Failed),
+            (Tier::Nixos, Verdict::Skipped),
+        ]);
+        assert_eq!(
+            t.line(),
+            "static 2 passed · fixture 1 passed, 1 FAILED · contract 0 · nixos 0 (1 skipped) · ec2 0"
+        );
+    }
+}
