@@ -37,7 +37,7 @@ variable "default_flake_uri" {
 }
 
 variable "default_region" {
-  description = "Default of the region parameter; must be a key of nixos-amis.json."
+  description = "Default of the region parameter; must be one of regions.json."
   type        = string
   default     = "us-east-1"
 }
@@ -50,4 +50,10 @@ variable "agent_auth" {
     condition     = contains(["aws-instance-identity", "token"], var.agent_auth)
     error_message = "agent_auth must be aws-instance-identity or token."
   }
+}
+
+variable "nixos_release" {
+  description = "NixOS release of the official AMI every workspace boots (resolved at plan time: owner 427812963091, name nixos/<release>.*, newest)."
+  type        = string
+  default     = "25.05"
 }

@@ -5,7 +5,8 @@
 # test image in QEMU with that user-data. Uses only Terraform built-ins.
 
 variable "name" { type = string }
-variable "ami" { type = string }
+variable "nixos_release" { type = string }
+variable "arch" { type = string }
 variable "instance_type" { type = string }
 variable "user_data" {
   type      = string
