@@ -599,6 +599,7 @@ async fn stop_start_terminate_and_sweep_twice_are_fine() {
         older_than: Duration::ZERO,
         dry_run: false,
         run_id: None,
+        owner: None,
     };
     for _ in 0..2 {
         let acts = harness::ec2::sweep::sweep_region(&ctx, &opts)
@@ -1045,6 +1046,7 @@ async fn sweep_stopped_before_starting_deletes_nothing_and_says_what_is_left() {
         older_than: Duration::ZERO,
         dry_run: false,
         run_id: None,
+        owner: None,
     };
     let stop = harness::ec2::stop::Stop::new();
     stop.stop();

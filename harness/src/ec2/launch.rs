@@ -247,6 +247,7 @@ impl RunGuard {
             older_than: Duration::ZERO,
             dry_run: false,
             run_id: Some(self.run_id.clone()),
+            owner: None,
         };
         super::sweep::sweep_region(&self.ctx, &opts).await?;
         self.armed = false;

@@ -7,6 +7,7 @@
 //! - [`lifecycle`]: stop / start / terminate with waiters, console output;
 //! - [`names`]: every name, description and tag checked against AWS's character sets;
 //! - [`retry`]: bounded backoff over EC2's eventual consistency (NotFound right after create);
+//! - [`interrupt`]: a real spot interruption (AWS FIS; absent from this build: the reason) and EC2's own restart;
 //! - [`instance`]: `Ec2Instance`, the `Instance` trait over a launch (probes over SSH as root);
 //! - [`sweep`]: delete everything tagged `harness:run-id` (instances, spot requests, volumes, keys, groups);
 //! - [`stop`]: the cooperative stop (Ctrl-C) a sweep honours between deletions;
@@ -15,6 +16,7 @@
 pub mod config;
 pub mod iam;
 pub mod instance;
+pub mod interrupt;
 pub mod launch;
 pub mod lifecycle;
 pub mod names;
@@ -58,7 +60,7 @@ impl RunTags {
             // Tag values keep to AWS's cross-service character set.
             scenario: names::tag_value(scenario),
             created_at: rfc3339(now),
-            owner: names::tag_value(&owner()),
+            owner: default_owner(),
         }
     }
 
@@ -97,7 +99,14 @@ pub fn parse_rfc3339(s: &str) -> Option<std::time::SystemTime> {
     std::time::SystemTime::try_from(d).ok()
 }
 
-fn owner() -> String {
+/// The owner a run is tagged with and `harness sweep` sweeps by default:
+/// `HARNESS_OWNER` (CI sets one per job/cell), else `$USER@hostname`
+/// (per developer and machine), as a valid tag value.
+pub fn default_owner() -> String {
+    names::tag_value(&raw_owner())
+}
+
+fn raw_owner() -> String {
     if let Ok(o) = std::env::var("HARNESS_OWNER") {
         if !o.is_empty() {
             return o;
