@@ -373,7 +373,7 @@ fn assert_run_tags(tags: &[aws_sdk_ec2::types::Tag], run: &RunTags, what: &str) 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_variants_launch_as_planned() {
+async fn four_variants_launch_as_planned_moto_weaker_spot_options_checked_on_the_plan() {
     let moto = start_moto();
     let root = root();
     let variants = harness::values::discover_repo(&root).unwrap();
@@ -1112,4 +1112,64 @@ async fn ctrl_c_during_sweep_exits_130_and_lists_what_is_left() {
     } else {
         assert!(stderr.contains("left:"), "{stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_takes_only_its_owners_runs_unless_all_owners() {
+    let moto = start_moto();
+    let region = "us-east-2";
+    let ctx = ctx(&moto, region).await;
+    let c = &ctx.client;
+    let mk = |owner: &'static str| async move {
+        let mut t = RunTags::new("ec2_moto_owner");
+        t.owner = owner.into();
+        c.create_volume()
+            .availability_zone(format!("{region}a"))
+            .size(1)
+            .tag_specifications(harness::ec2::tag_spec(ResourceType::Volume, &t.pairs()))
+            .send()
+            .await
+            .unwrap()
+            .volume_id()
+            .unwrap()
+            .to_string()
+    };
+    let (alice, bob, carol) = (mk("alice").await, mk("bob").await, mk("carol").await);
+    let exists = |id: String| async move {
+        c.describe_volumes()
+            .filters(Filter::builder().name("volume-id").values(id).build())
+            .send()
+            .await
+            .unwrap()
+            .volumes()
+            .len()
+            == 1
+    };
+    let creds = tempfile::tempdir().unwrap();
+    let sweep = |env_owner: &str, args: &[&str]| {
+        let out = harness_cmd(&moto, region, creds.path())
+            .env("HARNESS_OWNER", env_owner)
+            .args(["sweep", "--older-than", "0s"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sweep {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Default owner from HARNESS_OWNER: only alice's run.
+    let out = sweep("alice", &[]);
+    assert!(out.contains(&alice) && !out.contains(&bob), "{out}");
+    assert!(
+        !exists(alice.clone()).await && exists(bob.clone()).await && exists(carol.clone()).await
+    );
+    // --owner wins over the environment.
+    sweep("alice", &["--owner", "bob"]);
+    assert!(!exists(bob.clone()).await && exists(carol.clone()).await);
+    // The janitor: every owner.
+    sweep("alice", &["--all-owners"]);
+    assert!(!exists(carol).await);
 }

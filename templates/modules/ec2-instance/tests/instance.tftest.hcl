@@ -111,7 +111,7 @@ run "spot_is_a_persistent_request_that_stops" {
     error_message = "the request must be fulfilled before the home volume is created in its zone"
   }
   assert {
-    condition     = timecmp(aws_spot_instance_request.this[0].valid_until, timeadd(plantimestamp(), "8760h")) > 0
+    condition     = try(timecmp(aws_spot_instance_request.this[0].valid_until, timeadd(plantimestamp(), "8760h")) > 0, false)
     error_message = "AWS ends a persistent request after 7 days by default; valid_until must lie far ahead"
   }
   assert {
