@@ -49,7 +49,7 @@ pub fn check(root: &Path) -> Vec<Finding> {
     if let Err(e) = ami::release(root) {
         out.push(Finding::new(
             RULE,
-            &root.join("templates/variables.tf"),
+            root.join("templates/variables.tf"),
             Some(RELEASE_VAR),
             format!("{e:#}"),
         ));
