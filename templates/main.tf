@@ -23,7 +23,7 @@ data "coder_workspace_owner" "me" {}
 
 locals {
   # Offered regions (the region parameter's options); the AMI itself is
-  # looked up at plan time inside modules/ec2-instance.
+  # looked up at plan time inside the instance module.
   regions        = jsondecode(file("${path.module}/regions.json"))
   instance_types = jsondecode(file("${path.module}/instance-types.json"))
   coder_arch     = var.arch == "aarch64" ? "arm64" : "amd64"

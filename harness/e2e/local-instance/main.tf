@@ -22,6 +22,10 @@ variable "market_options" {
     })
   }))
 }
+variable "spot_valid_until" {
+  type    = string
+  default = ""
+}
 variable "root_disk_size" { type = number }
 variable "home_disk_size" { type = number }
 variable "iam_role_name" {
