@@ -3,10 +3,12 @@ Feature: An interrupted spot workspace comes back (spot variants only)
   The real path of features/spot.feature: the spot variant's NixOS
   workspace, a real Coder server, the user-data its template rendered.
   On QEMU the emulated metadata service posts the notice and the VM stops
-  as EC2 does for instance_interruption_behavior = "stop"; on EC2 the
-  interruption is simulated by stopping the instance (it cannot be
-  triggered on demand). Then the instance starts again without a Coder
-  build, as a persistent spot request does when capacity returns.
+  as EC2 does for instance_interruption_behavior = "stop". On EC2 a real
+  interruption needs AWS FIS (aws:ec2:send-spot-instance-interruptions);
+  without it the scenario is skipped with that reason, never faked with
+  StopInstances. Then the instance comes back only the way it really
+  does: EC2 restarts it when capacity returns (modelled on QEMU, waited
+  for on EC2), without a Coder build and without StartInstances.
   `<spot-variant>` expands to every spot variant in values/.
 
   Scenario Outline: an interrupted spot workspace comes back with its home (<spot-variant>)
@@ -14,7 +16,7 @@ Feature: An interrupted spot workspace comes back (spot variants only)
     When it starts
     And a file is written to the user's home
     And the spot instance is interrupted
-    And the instance stops and starts again
+    And EC2 restarts the interrupted instance when capacity returns
     Then the file is still in the user's home
     And the "home mount" check passes
     And the "agent user" check passes

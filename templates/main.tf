@@ -22,7 +22,9 @@ data "coder_workspace" "me" {}
 data "coder_workspace_owner" "me" {}
 
 locals {
-  amis           = jsondecode(file("${path.module}/nixos-amis.json")).regions
+  # Offered regions (the region parameter's options); the AMI itself is
+  # looked up at plan time inside the instance module.
+  regions        = jsondecode(file("${path.module}/regions.json"))
   instance_types = jsondecode(file("${path.module}/instance-types.json"))
   coder_arch     = var.arch == "aarch64" ? "arm64" : "amd64"
   name           = "coder-${data.coder_workspace_owner.me.name}-${data.coder_workspace.me.name}"
@@ -51,7 +53,8 @@ module "market" {
 module "instance" {
   source         = "./modules/ec2-instance"
   name           = local.name
-  ami            = local.amis[data.coder_parameter.region.value][var.arch]
+  nixos_release  = var.nixos_release
+  arch           = var.arch
   instance_type  = data.coder_parameter.instance_type.value
   user_data      = module.bootstrap.user_data
   market_options = module.market.market_options

@@ -43,7 +43,7 @@ data "coder_parameter" "region" {
   default      = var.default_region
   mutable      = false
   dynamic "option" {
-    for_each = keys(local.amis)
+    for_each = local.regions
     content {
       name  = option.value
       value = option.value

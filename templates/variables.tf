@@ -37,7 +37,7 @@ variable "default_flake_uri" {
 }
 
 variable "default_region" {
-  description = "Default of the region parameter; must be a key of nixos-amis.json."
+  description = "Default of the region parameter; must be one of regions.json."
   type        = string
   default     = "us-east-1"
 }
@@ -60,4 +60,10 @@ variable "docs_url" {
     condition     = var.docs_url == "" || can(regex("^https?://[^#\\s]+$", var.docs_url))
     error_message = "docs_url must be empty or an http(s) URL without a #fragment."
   }
+}
+
+variable "nixos_release" {
+  description = "NixOS release of the official AMI every workspace boots (resolved at plan time: owner 427812963091, name nixos/<release>.*, newest)."
+  type        = string
+  default     = "25.05"
 }

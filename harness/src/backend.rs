@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::ami::AmiTable;
 use crate::ec2::config::{Ec2Ctx, LoadOptions, ENV_REGION};
 use crate::ec2::instance::Ec2Instance;
 use crate::variant::{Arch, Variant};
@@ -58,24 +57,24 @@ impl std::fmt::Display for Backend {
 }
 
 /// Why the EC2 tier cannot run here, or `None` when it can: no credentials
-/// in the AWS chain, no or an unknown region, or no verified AMI in
-/// `templates/nixos-amis.json` for the region and each of `arches`.
-/// Creates nothing and calls no EC2 API; resolving region and credentials
-/// is bounded by [`PREFLIGHT_TIMEOUT`].  With `HARNESS_EC2_ENDPOINT` set
-/// (moto) an unverified table is accepted: its ids are what moto serves.
+/// in the AWS chain, no or an unknown region, or no NixOS release pinned in
+/// `templates/variables.tf`.  Creates nothing and calls no EC2 API;
+/// resolving region and credentials is bounded by [`PREFLIGHT_TIMEOUT`].
+/// The AMI itself is looked up (DescribeImages) at launch, before anything
+/// is created; a region without a NixOS image is a failure there, not a skip.
 pub async fn ec2_skip_reason(root: &Path, arches: &[Arch]) -> Option<String> {
     skip_reason_with(root, arches, LoadOptions::from_env(None)).await
 }
 
 /// [`ec2_skip_reason`] with explicit settings instead of `HARNESS_EC2_*`.
-pub async fn skip_reason_with(root: &Path, arches: &[Arch], opts: LoadOptions) -> Option<String> {
-    let ctx = match load_bounded(opts).await {
-        Ok(ctx) => ctx,
-        Err(e) => return Some(format!("{e:#}")),
-    };
-    ami_problem(root, &ctx, arches)
-        .err()
-        .map(|e| format!("{e:#}"))
+pub async fn skip_reason_with(root: &Path, _arches: &[Arch], opts: LoadOptions) -> Option<String> {
+    if let Err(e) = crate::ami::release(root) {
+        return Some(format!("{e:#}"));
+    }
+    match load_bounded(opts).await {
+        Ok(_) => None,
+        Err(e) => Some(format!("{e:#}")),
+    }
 }
 
 async fn load_bounded(opts: LoadOptions) -> anyhow::Result<Ec2Ctx> {
@@ -87,52 +86,6 @@ async fn load_bounded(opts: LoadOptions) -> anyhow::Result<Ec2Ctx> {
              AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (AWS_EC2_METADATA_DISABLED=true skips IMDS)"
         ),
     }
-}
-
-/// The AMI table at `root` has a usable id for `ctx`'s region and every arch.
-fn ami_problem(root: &Path, ctx: &Ec2Ctx, arches: &[Arch]) -> anyhow::Result<()> {
-    let table = AmiTable::load_repo(root)?;
-    check_amis(
-        &table,
-        &crate::ami::path(root),
-        &ctx.region,
-        arches,
-        ctx.endpoint.is_some(),
-    )
-}
-
-/// Pure check of the AMI table: an id for `region` × each arch, and (against
-/// real AWS, i.e. no endpoint override) a table marked `"verified": true`.
-pub fn check_amis(
-    table: &AmiTable,
-    file: &Path,
-    region: &str,
-    arches: &[Arch],
-    endpoint_override: bool,
-) -> anyhow::Result<()> {
-    for &arch in arches {
-        table.lookup(region, arch).map_err(|e| {
-            anyhow::anyhow!(
-                "{e}: expected a NixOS AMI for {arch} in `{region}` in {}; \
-                 pick a listed region ({ENV_REGION}) or run ci/update-amis.sh with AWS credentials",
-                file.display()
-            )
-        })?;
-    }
-    if !table.verified && !endpoint_override && !arches.is_empty() {
-        anyhow::bail!(
-            "{}: expected verified AMI ids for `{region}` ({}), seen \"verified\": false (placeholder ids); \
-             run ci/update-amis.sh {} with AWS credentials",
-            file.display(),
-            arches
-                .iter()
-                .map(|a| a.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            table.release
-        );
-    }
-    Ok(())
 }
 
 /// Loaded once per process: every scenario shares region, credentials and
@@ -148,7 +101,8 @@ pub async fn shared_ctx() -> anyhow::Result<&'static Ec2Ctx> {
 /// Launch `variant` on EC2 for `scenario` with the given user-data (the
 /// template test build's, rendered by the caller): key pair, security group,
 /// instance and home volume, all tagged with a fresh run id.  Region, AMI
-/// and user-data are checked before anything is created.  Dropping (or
+/// (DescribeImages, as the template's `data "aws_ami"`) and user-data are
+/// checked before anything is created.  Dropping (or
 /// `terminate`-ing) the instance deletes the run; the console log goes to
 /// `artifacts`.  Needs a multi-thread tokio runtime (the drop guard).
 pub async fn launch_ec2(
@@ -160,19 +114,13 @@ pub async fn launch_ec2(
 ) -> anyhow::Result<Ec2Instance> {
     let user_data = check_user_data(&variant.name, user_data)?;
     let ctx = shared_ctx().await?;
-    let table = AmiTable::load_repo(root)?;
-    check_amis(
-        &table,
-        &crate::ami::path(root),
-        &ctx.region,
-        &[variant.arch],
-        ctx.endpoint.is_some(),
-    )?;
+    let release = crate::ami::release(root)?;
+    let ami = crate::ami::resolve(&ctx.client, &ctx.region, &release, variant.arch).await?;
     let tags = crate::ec2::RunTags::new(scenario);
     let plan = crate::ec2::plan::plan(
         variant,
         &ctx.region,
-        &table,
+        &ami,
         user_data,
         tags,
         &Default::default(),
@@ -224,40 +172,6 @@ mod tests {
         );
         assert_eq!(Backend::Ec2.as_str(), "ec2");
         assert_eq!(Backend::Qemu.to_string(), "qemu");
-    }
-
-    fn table(verified: bool) -> AmiTable {
-        serde_json::from_value(serde_json::json!({
-            "release": "25.05",
-            "verified": verified,
-            "regions": {"us-east-1": {"x86_64": "ami-1", "aarch64": "ami-2"}, "eu-west-1": {"x86_64": "ami-3"}}
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn unverified_or_missing_amis_say_what_to_run() {
-        let f = Path::new("templates/nixos-amis.json");
-        let both = [Arch::X86_64, Arch::Aarch64];
-        check_amis(&table(true), f, "us-east-1", &both, false).unwrap();
-        let e = check_amis(&table(false), f, "us-east-1", &both, false)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("\"verified\": false")
-                && e.contains("ci/update-amis.sh")
-                && e.contains("us-east-1"),
-            "{e}"
-        );
-        // moto (endpoint override) serves the placeholder ids.
-        check_amis(&table(false), f, "us-east-1", &both, true).unwrap();
-        let e = check_amis(&table(true), f, "eu-west-1", &both, false)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("aarch64") && e.contains("eu-west-1") && e.contains("ci/update-amis.sh"),
-            "{e}"
-        );
     }
 
     #[tokio::test]

@@ -54,8 +54,16 @@ pub trait Instance: Send + Sync {
     /// Hard kill: the host died / spot capacity reclaimed without notice.
     async fn kill(&mut self) -> anyhow::Result<()>;
     /// Post a spot interruption notice to the instance's metadata and stop
-    /// it the way EC2 does for `instance_interruption_behavior = "stop"`.
+    /// it the way EC2 does for `instance_interruption_behavior = "stop"`
+    /// (on EC2: a real interruption through AWS FIS, never StopInstances).
     async fn interrupt_spot(&mut self) -> anyhow::Result<()>;
+    /// After [`Instance::interrupt_spot`]: the instance comes back only the
+    /// way it really would.  "Only Amazon EC2 can restart an interrupted
+    /// stopped Spot Instance" (EC2 user guide, interruption behavior): EC2
+    /// starts it when capacity returns in the same zone.  On EC2 this waits
+    /// for that and never calls StartInstances; on QEMU it is modelled
+    /// explicitly (capacity returns at once, the VM is started as EC2 would).
+    async fn await_restart_after_interruption(&mut self) -> anyhow::Result<()>;
     /// Tear everything down; idempotent.
     async fn terminate(&mut self) -> anyhow::Result<()>;
 }

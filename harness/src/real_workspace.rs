@@ -453,9 +453,37 @@ impl RealWorkspace {
 
     /// Start the (stopped) machine again and wait for a fresh agent.
     pub async fn restart(&mut self, timeout: Duration, artifacts: &Path) -> anyhow::Result<()> {
+        self.come_back(timeout, artifacts, false).await
+    }
+
+    /// After a spot interruption: the machine comes back only as it really
+    /// would (EC2 restarts it when capacity returns; modelled on QEMU, see
+    /// [`crate::instance::Instance::await_restart_after_interruption`]),
+    /// without a Coder build; then wait for the agent again.
+    pub async fn restart_after_interruption(
+        &mut self,
+        timeout: Duration,
+        artifacts: &Path,
+    ) -> anyhow::Result<()> {
+        self.come_back(timeout, artifacts, true).await
+    }
+
+    async fn come_back(
+        &mut self,
+        timeout: Duration,
+        artifacts: &Path,
+        interrupted: bool,
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
         let since = std::time::SystemTime::now();
-        self.machine.get_mut().start().await?;
+        if interrupted {
+            self.machine
+                .get_mut()
+                .await_restart_after_interruption()
+                .await?;
+        } else {
+            self.machine.get_mut().start().await?;
+        }
         // Forget the previous boot: after a Coder start build the agent is a
         // new one; after a bare restart it is the same agent, whose earlier
         // `ready` must not count for this boot.

@@ -32,6 +32,8 @@ pub struct Output {
 pub struct Terraform {
     bin: PathBuf,
     tmp: tempfile::TempDir,
+    /// Extra environment for every run (e.g. `TF_CLI_CONFIG_FILE`).
+    env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl Terraform {
@@ -40,7 +42,16 @@ impl Terraform {
         let bin = tools::find("terraform")?;
         let tmp = tempfile::Builder::new().prefix("harness-tf-").tempdir()?;
         std::fs::create_dir_all(tmp.path().join("work"))?;
-        Ok(Terraform { bin, tmp })
+        Ok(Terraform {
+            bin,
+            tmp,
+            env: Vec::new(),
+        })
+    }
+
+    /// Set `key=value` for every later run (wins over the inherited value).
+    pub fn set_env(&mut self, key: &str, value: impl Into<std::ffi::OsString>) {
+        self.env.push((key.to_string(), value.into()));
     }
 
     /// The throwaway working directory (a root module goes here).
@@ -76,6 +87,9 @@ impl Terraform {
             if !Path::new(&cfg).exists() {
                 cmd.env_remove("TF_CLI_CONFIG_FILE");
             }
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
         }
         let err = |status: String, stdout: String, stderr: String| TerraformError {
             args: args.join(" "),

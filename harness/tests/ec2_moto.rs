@@ -55,31 +55,123 @@ fn root() -> PathBuf {
     harness::repo::root().expect("repository root")
 }
 
-/// The AMI table's ids registered in moto (MOTO_AMIS_PATH), with the
-/// NixOS AMIs' root device name.
+/// What moto serves as NixOS images (MOTO_AMIS_PATH: every region gets
+/// them): per arch an older and the newest official 25.05 image, a newer
+/// image of another release and a newer impostor from another account
+/// under the same name.  Only the newest official one may be chosen.
+const IMAGES: &[(&str, &str, &str, &str, &str)] = &[
+    // (id, name, owner, arch, creation date)
+    (
+        "ami-0a000000000000001",
+        "nixos/25.05.800000.aaaaaaaaaaaa-x86_64-linux",
+        harness::ami::NIXOS_OWNER,
+        "x86_64",
+        "2025-06-01T10:00:00.000Z",
+    ),
+    (
+        "ami-0a000000000000002",
+        "nixos/25.05.802216.bbbbbbbbbbbb-x86_64-linux",
+        harness::ami::NIXOS_OWNER,
+        "x86_64",
+        "2025-09-01T10:00:00.000Z",
+    ),
+    (
+        "ami-0a000000000000003",
+        "nixos/24.11.999999.cccccccccccc-x86_64-linux",
+        harness::ami::NIXOS_OWNER,
+        "x86_64",
+        "2025-10-01T10:00:00.000Z",
+    ),
+    (
+        "ami-0a000000000000004",
+        "nixos/25.05.900000.dddddddddddd-x86_64-linux",
+        "123456789012",
+        "x86_64",
+        "2025-11-01T10:00:00.000Z",
+    ),
+    (
+        "ami-0b000000000000001",
+        "nixos/25.05.800000.aaaaaaaaaaaa-aarch64-linux",
+        harness::ami::NIXOS_OWNER,
+        "arm64",
+        "2025-06-01T10:00:00.000Z",
+    ),
+    (
+        "ami-0b000000000000002",
+        "nixos/25.05.802216.bbbbbbbbbbbb-aarch64-linux",
+        harness::ami::NIXOS_OWNER,
+        "arm64",
+        "2025-09-01T10:00:00.000Z",
+    ),
+    (
+        "ami-0b000000000000003",
+        "nixos/24.11.999999.cccccccccccc-aarch64-linux",
+        harness::ami::NIXOS_OWNER,
+        "arm64",
+        "2025-10-01T10:00:00.000Z",
+    ),
+    (
+        "ami-0b000000000000004",
+        "nixos/25.05.900000.dddddddddddd-aarch64-linux",
+        "123456789012",
+        "arm64",
+        "2025-11-01T10:00:00.000Z",
+    ),
+];
+
+/// The image the lookup must choose for `arch` (release 25.05).
+fn expected_ami(arch: harness::variant::Arch) -> &'static str {
+    match arch {
+        harness::variant::Arch::X86_64 => "ami-0a000000000000002",
+        harness::variant::Arch::Aarch64 => "ami-0b000000000000002",
+    }
+}
+
+/// [`IMAGES`] as a MOTO_AMIS_PATH file, with the NixOS AMIs' root device name.
 fn amis_json(dir: &std::path::Path) -> PathBuf {
-    let table = harness::ami::AmiTable::load_repo(&root()).unwrap();
-    let mut list = Vec::new();
-    for arches in table.regions.values() {
-        for (arch, ami) in arches {
-            list.push(serde_json::json!({
-                "ami_id": ami,
-                "name": format!("nixos-test-{arch}-{ami}"),
-                "description": "NixOS AMI table entry (moto)",
-                "owner_id": "427812963091",
+    let list: Vec<_> = IMAGES
+        .iter()
+        .map(|(id, name, owner, arch, date)| {
+            serde_json::json!({
+                "ami_id": id,
+                "name": name,
+                "description": "NixOS-like image (moto)",
+                "owner_id": owner,
                 "public": true,
                 "virtualization_type": "hvm",
-                "architecture": if arch == "aarch64" { "arm64" } else { "x86_64" },
+                "architecture": arch,
                 "state": "available",
                 "root_device_type": "ebs",
                 "root_device_name": "/dev/xvda",
                 "hypervisor": "xen",
-            }));
-        }
-    }
+                "creation_date": date,
+            })
+        })
+        .collect();
     let f = dir.join("amis.json");
     std::fs::write(&f, serde_json::to_string(&list).unwrap()).unwrap();
     f
+}
+
+/// The AMI the harness resolves for `arch` in `ctx`'s region (the
+/// template's lookup: owner, name, architecture, newest).
+async fn nixos_ami(ctx: &Ec2Ctx, arch: harness::variant::Arch) -> String {
+    let release = harness::ami::release(&root()).unwrap();
+    harness::ami::resolve(&ctx.client, &ctx.region, &release, arch)
+        .await
+        .unwrap()
+}
+
+/// Remove every NixOS image from `ctx`'s region (a region without one).
+async fn deregister_nixos_images(ctx: &Ec2Ctx) {
+    for (id, ..) in IMAGES {
+        ctx.client
+            .deregister_image()
+            .image_id(*id)
+            .send()
+            .await
+            .unwrap();
+    }
 }
 
 fn start_moto() -> Moto {
@@ -281,10 +373,9 @@ fn assert_run_tags(tags: &[aws_sdk_ec2::types::Tag], run: &RunTags, what: &str) 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_variants_launch_as_planned() {
+async fn four_variants_launch_as_planned_moto_weaker_spot_options_checked_on_the_plan() {
     let moto = start_moto();
     let root = root();
-    let amis = harness::ami::AmiTable::load_repo(&root).unwrap();
     let variants = harness::values::discover_repo(&root).unwrap();
     assert_eq!(variants.len(), 4, "expected the four variants of values/");
     let regions = ["us-east-1", "us-west-2", "eu-central-1", "eu-west-1"];
@@ -295,10 +386,17 @@ async fn four_variants_launch_as_planned() {
             .await
             .unwrap();
         let tags = RunTags::new("ec2_moto");
+        let ami = nixos_ami(&ctx, variant.arch).await;
+        assert_eq!(
+            ami,
+            expected_ami(variant.arch),
+            "{}: newest official image",
+            variant.name
+        );
         let p = plan::plan(
             variant,
             region,
-            &amis,
+            &ami,
             &user_data,
             tags.clone(),
             &Default::default(),
@@ -341,7 +439,7 @@ async fn four_variants_launch_as_planned() {
         let what = format!("{} in {region}", variant.name);
         assert_eq!(
             inst.image_id(),
-            Some(amis.lookup(region, variant.arch).unwrap()),
+            Some(expected_ami(variant.arch)),
             "{what}: AMI"
         );
         assert_eq!(
@@ -453,11 +551,11 @@ async fn stop_start_terminate_and_sweep_twice_are_fine() {
     let root = root();
     let ctx = ctx(&moto, "us-east-2").await;
     let variant = harness::values::find(&root, "aws-nixos-graviton-spot").unwrap();
-    let amis = harness::ami::AmiTable::load_repo(&root).unwrap();
+    let ami = nixos_ami(&ctx, variant.arch).await;
     let p = plan::plan(
         &variant,
         "us-east-2",
-        &amis,
+        &ami,
         "#!/bin/sh\necho lifecycle\n",
         RunTags::new("ec2_moto_lifecycle"),
         &Default::default(),
@@ -501,6 +599,7 @@ async fn stop_start_terminate_and_sweep_twice_are_fine() {
         older_than: Duration::ZERO,
         dry_run: false,
         run_id: None,
+        owner: None,
     };
     for _ in 0..2 {
         let acts = harness::ec2::sweep::sweep_region(&ctx, &opts)
@@ -516,8 +615,7 @@ async fn sigkilled_launch_is_swept_and_untagged_resources_are_untouched() {
     let region = "us-west-2";
     let ctx = ctx(&moto, region).await;
     let c = &ctx.client;
-    let amis = harness::ami::AmiTable::load_repo(&root()).unwrap();
-    let ami = amis.lookup(region, harness::variant::Arch::X86_64).unwrap();
+    let ami = nixos_ami(&ctx, harness::variant::Arch::X86_64).await;
     // Untagged resources the sweep must leave alone.
     let other_vol = c
         .create_volume()
@@ -531,7 +629,7 @@ async fn sigkilled_launch_is_swept_and_untagged_resources_are_untouched() {
         .to_string();
     let other_inst = c
         .run_instances()
-        .image_id(ami)
+        .image_id(&ami)
         .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
         .min_count(1)
         .max_count(1)
@@ -611,6 +709,8 @@ async fn bad_input_fails_clearly_before_creating_anything() {
     let moto = start_moto();
     let creds = tempfile::tempdir().unwrap();
     let before = resource_counts(&ctx(&moto, "us-east-1").await).await;
+    // sa-east-1 without any NixOS image: the lookup fails before anything is created.
+    deregister_nixos_images(&ctx(&moto, "sa-east-1").await).await;
     let cases: [(&str, &[&str], bool, &[&str]); 3] = [
         (
             "mars-east-1",
@@ -622,7 +722,13 @@ async fn bad_input_fails_clearly_before_creating_anything() {
             "sa-east-1",
             &[],
             true,
-            &["no NixOS AMI", "sa-east-1", "us-east-1"],
+            &[
+                "no NixOS AMI",
+                "sa-east-1",
+                "nixos/25.05.*",
+                "x86_64",
+                "427812963091",
+            ],
         ),
         (
             "us-east-1",
@@ -815,7 +921,6 @@ async fn launch_ec2_child() {
         "moto with credentials: nothing to skip"
     );
     let ctx = Ec2Ctx::load(None).await.unwrap();
-    let amis = harness::ami::AmiTable::load_repo(&root).unwrap();
     let art = tempfile::tempdir().unwrap();
     let scenario = "ec2_moto launch_ec2";
     let user_data = b"#!/bin/sh\necho launch_ec2\n";
@@ -847,7 +952,7 @@ async fn launch_ec2_child() {
         let i = d.reservations()[0].instances()[0].clone();
         assert_eq!(
             i.image_id(),
-            Some(amis.lookup(&ctx.region, variant.arch).unwrap()),
+            Some(expected_ami(variant.arch)),
             "{name}: AMI"
         );
         assert_eq!(
@@ -941,6 +1046,7 @@ async fn sweep_stopped_before_starting_deletes_nothing_and_says_what_is_left() {
         older_than: Duration::ZERO,
         dry_run: false,
         run_id: None,
+        owner: None,
     };
     let stop = harness::ec2::stop::Stop::new();
     stop.stop();
@@ -1006,4 +1112,64 @@ async fn ctrl_c_during_sweep_exits_130_and_lists_what_is_left() {
     } else {
         assert!(stderr.contains("left:"), "{stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_takes_only_its_owners_runs_unless_all_owners() {
+    let moto = start_moto();
+    let region = "us-east-2";
+    let ctx = ctx(&moto, region).await;
+    let c = &ctx.client;
+    let mk = |owner: &'static str| async move {
+        let mut t = RunTags::new("ec2_moto_owner");
+        t.owner = owner.into();
+        c.create_volume()
+            .availability_zone(format!("{region}a"))
+            .size(1)
+            .tag_specifications(harness::ec2::tag_spec(ResourceType::Volume, &t.pairs()))
+            .send()
+            .await
+            .unwrap()
+            .volume_id()
+            .unwrap()
+            .to_string()
+    };
+    let (alice, bob, carol) = (mk("alice").await, mk("bob").await, mk("carol").await);
+    let exists = |id: String| async move {
+        c.describe_volumes()
+            .filters(Filter::builder().name("volume-id").values(id).build())
+            .send()
+            .await
+            .unwrap()
+            .volumes()
+            .len()
+            == 1
+    };
+    let creds = tempfile::tempdir().unwrap();
+    let sweep = |env_owner: &str, args: &[&str]| {
+        let out = harness_cmd(&moto, region, creds.path())
+            .env("HARNESS_OWNER", env_owner)
+            .args(["sweep", "--older-than", "0s"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sweep {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Default owner from HARNESS_OWNER: only alice's run.
+    let out = sweep("alice", &[]);
+    assert!(out.contains(&alice) && !out.contains(&bob), "{out}");
+    assert!(
+        !exists(alice.clone()).await && exists(bob.clone()).await && exists(carol.clone()).await
+    );
+    // --owner wins over the environment.
+    sweep("alice", &["--owner", "bob"]);
+    assert!(!exists(bob.clone()).await && exists(carol.clone()).await);
+    // The janitor: every owner.
+    sweep("alice", &["--all-owners"]);
+    assert!(!exists(carol).await);
 }

@@ -66,7 +66,8 @@ module "bootstrap" {{
 module "instance" {{
   source         = "{module}"
   name           = "{name}"
-  ami            = "ami-local"
+  nixos_release  = "25.05"
+  arch           = "x86_64"
   instance_type  = "t3.large"
   user_data      = module.bootstrap.user_data
   market_options = []

@@ -199,30 +199,17 @@ fn harness_lint_cli_prints_file_and_key_and_fails() {
 async fn repo_wide_checks_catch_their_faults() {
     let d = copy_repo();
     let root = d.path();
-    // AMI coverage: a region without an aarch64 AMI.
-    let amis = root.join("templates/nixos-amis.json");
-    let mut t: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&amis).unwrap()).unwrap();
-    let region = t["regions"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .next()
-        .unwrap()
-        .clone();
-    t["regions"][&region]
-        .as_object_mut()
-        .unwrap()
-        .remove("aarch64");
-    std::fs::write(&amis, t.to_string()).unwrap();
+    // AMI lookup: an unknown region in the region list.
+    let regions = root.join("templates/regions.json");
+    let good = std::fs::read_to_string(&regions).unwrap();
+    let mut list: Vec<String> = serde_json::from_str(&good).unwrap();
+    let region = list[0].clone();
+    list.push("mars-1".into());
+    std::fs::write(&regions, serde_json::to_string(&list).unwrap()).unwrap();
     let f = lint::ami::check(root);
-    assert_finding(
-        &f,
-        &amis,
-        Some(&format!("regions.{region}")),
-        &["no aarch64 AMI"],
-    );
-    // Region parameter options vs the table's regions.
+    assert_finding(&f, &regions, Some("mars-1"), &["not a known AWS region"]);
+    std::fs::write(&regions, &good).unwrap();
+    // Literal region parameter options vs the region list.
     let params = root.join("templates/zz-region-test.tf");
     std::fs::write(
         &params,
@@ -230,8 +217,33 @@ async fn repo_wide_checks_catch_their_faults() {
     )
     .unwrap();
     let f = lint::ami::check(root);
-    assert_finding(&f, &params, Some("region"), &["`mars-1` has no entry"]);
+    assert_finding(&f, &params, Some("region"), &["`mars-1` is not in"]);
     std::fs::remove_file(&params).unwrap();
+    // A hard-coded AMI id, and a lookup that is not the official image.
+    let module = root.join("templates/modules/ec2-instance/main.tf");
+    let good = std::fs::read_to_string(&module).unwrap();
+    std::fs::write(
+        &module,
+        good.replace("427812963091", "123456789012").replace(
+            "ami                  = data.aws_ami.nixos.id",
+            "ami                  = \"ami-0123456789abcdef0\"",
+        ),
+    )
+    .unwrap();
+    let f = lint::ami::check(root);
+    assert_finding(&f, &module, Some("data.aws_ami.nixos"), &["427812963091"]);
+    assert_finding(
+        &f,
+        &module,
+        None,
+        &["hard-coded AMI id `ami-0123456789abcdef0`"],
+    );
+    std::fs::write(&module, &good).unwrap();
+    assert!(
+        lint::ami::check(root).is_empty(),
+        "{:?}",
+        lint::ami::check(root)
+    );
     // terraform fmt.
     std::fs::write(root.join("templates/ugly.tf"), "locals {\nx=1\n}\n").unwrap();
     let f = lint::fmt::check(root).await;
@@ -526,27 +538,38 @@ fn missing_terraform_is_a_clear_error() {
 #[test]
 fn gate_fails_on_failure_and_on_skips_without_allow_skips() {
     let d = copy_repo();
-    let amis = d.path().join("templates/nixos-amis.json");
-    let mut t: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&amis).unwrap()).unwrap();
-    // Verified table, clean repo: no skip, exit 0.
-    t["verified"] = true.into();
-    std::fs::write(&amis, t.to_string()).unwrap();
+    // Clean repo, AWS provider mirror present: no skip, exit 0.
     let (code, out, err) = run(harness_cmd(d.path()).args(["gate", "--static-only"]));
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(
-        out.contains("terraform-test")
-            && out.lines().last().is_some_and(|l| l.starts_with("static ")
-                && !l.contains("FAILED")
-                && !l.contains("skipped")),
-        "{out}"
-    );
-    // Unverified table: a skip; non-zero unless --allow-skips (or strict).
-    t["verified"] = false.into();
-    std::fs::write(&amis, t.to_string()).unwrap();
+    if harness::ec2::terraform_tests::aws_mirror().is_err() {
+        eprintln!(
+            "skipping the no-skip half: the hashicorp/aws provider mirror is not installed here"
+        );
+    } else {
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(
+            out.contains("terraform-test")
+                && out.lines().last().is_some_and(|l| l.starts_with("static ")
+                    && !l.contains("FAILED")
+                    && !l.contains("skipped")),
+            "{out}"
+        );
+    }
+    // No AWS provider: the ec2-instance module's tests are a skip; non-zero
+    // unless --allow-skips (or strict).
+    let harness_cmd = |root: &Path| {
+        let mut c = harness_cmd(root);
+        c.env(
+            harness::ec2::terraform_tests::ENV_AWS_MIRROR,
+            "/nonexistent",
+        );
+        c
+    };
     let (code, out, _) = run(harness_cmd(d.path()).args(["gate", "--static-only"]));
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("skipped") && out.contains("verified"), "{out}");
+    assert!(
+        out.contains("skipped") && out.contains("hashicorp/aws") && out.contains("/nonexistent"),
+        "{out}"
+    );
     let (code, out, _) =
         run(harness_cmd(d.path()).args(["gate", "--static-only", "--allow-skips"]));
     assert_eq!(code, 0, "{out}");

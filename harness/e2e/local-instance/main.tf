@@ -5,7 +5,8 @@
 # test image in QEMU with that user-data. Uses only Terraform built-ins.
 
 variable "name" { type = string }
-variable "ami" { type = string }
+variable "nixos_release" { type = string }
+variable "arch" { type = string }
 variable "instance_type" { type = string }
 variable "user_data" {
   type      = string
@@ -20,6 +21,10 @@ variable "market_options" {
       max_price                      = optional(string)
     })
   }))
+}
+variable "spot_valid_until" {
+  type    = string
+  default = ""
 }
 variable "root_disk_size" { type = number }
 variable "home_disk_size" { type = number }

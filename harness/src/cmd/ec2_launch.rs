@@ -42,9 +42,8 @@ async fn run_inner(args: Args) -> anyhow::Result<i32> {
     // Everything that can fail without AWS is checked first: nothing is
     // created until the region, credentials, AMI and user-data are known good.
     let ctx = Ec2Ctx::load(args.region.as_deref()).await?;
-    let amis = crate::ami::AmiTable::load_repo(&root)?;
-    amis.lookup(&ctx.region, variant.arch)
-        .map_err(|e| anyhow::anyhow!("{e}; pick a listed region (HARNESS_EC2_REGION)"))?;
+    let release = crate::ami::release(&root)?;
+    let ami = crate::ami::resolve(&ctx.client, &ctx.region, &release, variant.arch).await?;
     let vars: BTreeMap<String, String> = args.vars.into_iter().collect();
     let user_data = crate::render::render_user_data(&root, &variant, &vars).await?;
     let tags = RunTags::new("ec2-launch");
@@ -52,7 +51,7 @@ async fn run_inner(args: Args) -> anyhow::Result<i32> {
         instance_type: args.instance_type,
         spot_max_price: args.spot_max_price,
     };
-    let plan = plan::plan(&variant, &ctx.region, &amis, &user_data, tags, &opts)?;
+    let plan = plan::plan(&variant, &ctx.region, &ami, &user_data, tags, &opts)?;
     let artifacts = crate::repo::target_dir(&root)
         .join("ec2")
         .join(&plan.tags.run_id);

@@ -23,6 +23,13 @@ pub struct Args {
     /// Only the resources of this run id.
     #[arg(long)]
     pub run_id: Option<String>,
+    /// Only resources tagged `harness:owner` = this (default: HARNESS_OWNER,
+    /// else $USER@hostname, the owner this machine's runs are tagged with).
+    #[arg(long, conflicts_with = "all_owners")]
+    pub owner: Option<String>,
+    /// Every owner's resources (the janitor's sweep; parallel jobs must not use it).
+    #[arg(long)]
+    pub all_owners: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
@@ -56,7 +63,18 @@ async fn run_inner(args: Args, stop: &Stop) -> anyhow::Result<i32> {
         older_than: args.older_than,
         dry_run: args.dry_run,
         run_id: args.run_id,
+        owner: if args.all_owners {
+            None
+        } else {
+            Some(args.owner.unwrap_or_else(crate::ec2::default_owner))
+        },
     };
+    eprintln!(
+        "sweep: owner {}",
+        opts.owner
+            .as_deref()
+            .unwrap_or("(all owners: --all-owners)")
+    );
     let regions = if args.all_regions {
         sweep::all_regions(&ctx).await?
     } else {
@@ -64,6 +82,7 @@ async fn run_inner(args: Args, stop: &Stop) -> anyhow::Result<i32> {
     };
     let planned = if opts.dry_run { " planned" } else { "" };
     let mut total = 0;
+    let mut failed: Vec<String> = Vec::new();
     for (n, r) in regions.iter().enumerate() {
         let mut left = Vec::new();
         if stop.is_stopped() {
@@ -76,12 +95,13 @@ async fn run_inner(args: Args, stop: &Stop) -> anyhow::Result<i32> {
                 .iter()
                 .filter(|a| !a.verb.starts_with("skip"))
                 .count();
+            failed.extend(swept.failed);
             let Some(l) = swept.left else { continue };
             left = l;
             left.extend(regions[n + 1..].iter().map(|r| format!("{r}: not swept")));
         }
         eprintln!("sweep: interrupted after {total} action(s){planned} (listed above); left:");
-        for l in &left {
+        for l in failed.iter().chain(&left) {
             eprintln!("  {l}");
         }
         eprintln!("run `harness sweep` again (same options) to finish");
@@ -91,6 +111,14 @@ async fn run_inner(args: Args, stop: &Stop) -> anyhow::Result<i32> {
         "sweep: {total} action(s){planned} in {}",
         regions.join(", ")
     );
+    if !failed.is_empty() {
+        eprintln!("sweep: left (AWS refused or did not finish; logged above):");
+        for l in &failed {
+            eprintln!("  {l}");
+        }
+        eprintln!("run `harness sweep` again (same options) once the cause is fixed");
+        return Ok(1);
+    }
     if stop.is_stopped() {
         eprintln!("sweep: interrupted, but the sweep had already finished: nothing left");
         return Ok(130);

@@ -146,10 +146,11 @@ impl Instance for Ec2Instance {
         lifecycle::force_stop(&self.ctx.client, &self.launched.instance_id).await
     }
 
-    /// EC2 cannot interrupt a spot instance on demand (only AWS FIS can),
-    /// so this checks that the spot request is the template's (persistent,
-    /// interruption behavior stop) and then simulates the interruption with
-    /// StopInstances, which is what EC2 does to such an instance.
+    /// Checks that the spot request is the template's (persistent,
+    /// interruption behavior stop); a real interruption then needs AWS FIS,
+    /// which this build lacks ([`super::interrupt::fis_unavailable`], the
+    /// e2e runner skips the scenario with that reason).  It never stops the
+    /// instance itself: a user stop is not an interruption.
     async fn interrupt_spot(&mut self) -> anyhow::Result<()> {
         let id = &self.launched.instance_id;
         let Some(req) = self.launched.spot_request_id.clone() else {
@@ -187,11 +188,23 @@ impl Instance for Ec2Instance {
                  (as the template sets them), seen type {kind:?}, behavior {behavior:?}"
             );
         }
-        eprintln!(
-            "[{id}] spot request {req} is persistent/stop; EC2 cannot interrupt on demand, \
-             so the interruption is simulated with StopInstances"
-        );
-        self.stop().await
+        anyhow::bail!(
+            "interrupt_spot on {id} (spot request {req}, persistent/stop): {}",
+            super::interrupt::fis_unavailable()
+        )
+    }
+
+    /// Wait for EC2 to restart the interrupted instance (capacity returned);
+    /// never StartInstances.  The public IP changes, so it is read again.
+    async fn await_restart_after_interruption(&mut self) -> anyhow::Result<()> {
+        super::interrupt::await_ec2_restart(
+            &self.ctx.client,
+            &self.launched.instance_id,
+            super::interrupt::RESTART_TIMEOUT,
+            Duration::from_secs(10),
+        )
+        .await?;
+        self.refresh_ip().await
     }
 
     async fn terminate(&mut self) -> anyhow::Result<()> {

@@ -1,7 +1,11 @@
 //! Launching one variant on EC2: per-run key pair and security group, the
-//! instance (next availability zone on capacity errors, no spinning), the
-//! encrypted gp3 home volume attached as `/dev/xvdb`, and [`RunGuard`], the
-//! drop guard that deletes everything the run created.
+//! instance (next availability zone on capacity errors or when the type is
+//! not offered there, no spinning), the encrypted gp3 home volume attached
+//! as `/dev/xvdb`, and [`RunGuard`], the drop guard that deletes everything
+//! the run created.  Names, descriptions and tags are checked against AWS's
+//! character sets ([`super::names`]) before anything is created; steps that
+//! use a just-created group, key pair or volume retry EC2's eventual
+//! consistency ([`super::retry`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,20 +13,47 @@ use std::time::Duration;
 use aws_sdk_ec2::client::Waiters;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::primitives::Blob;
-use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Placement, ResourceType, VolumeType};
+use aws_sdk_ec2::types::{
+    Filter, IpPermission, IpRange, LocationType, Placement, ResourceType, VolumeType,
+};
 use aws_sdk_ec2::Client;
 
 use super::config::Ec2Ctx;
+use super::names::{self, Kind};
 use super::plan::{LaunchPlan, HOME_DEVICE};
+use super::retry::{self, Backoff, DEFAULT_BACKOFF};
 use crate::ssh::KeyPair;
 
-/// Error codes after which the launch moves on to the next AZ.
-pub const CAPACITY_ERRORS: &[&str] = &["InsufficientInstanceCapacity", "SpotMaxPriceTooLow"];
+/// Error codes after which the launch moves on to the next AZ: no capacity,
+/// spot price too low, or the instance type not offered in that zone.
+pub const NEXT_ZONE_ERRORS: &[&str] = &[
+    "InsufficientInstanceCapacity",
+    "SpotMaxPriceTooLow",
+    "Unsupported",
+];
 
 /// Bound on waiting for an instance to reach `running`.
 pub const RUNNING_TIMEOUT: Duration = Duration::from_secs(600);
 /// Bound on waiting for a volume state.
 pub const VOLUME_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often a volume's state is polled.
+pub const VOLUME_POLL: Duration = Duration::from_secs(5);
+
+/// The run's security group description (AWS allows only a-z A-Z 0-9,
+/// spaces and `._-:/()#,@[]+=&;{}!$*`: no apostrophe).
+pub const SG_DESCRIPTION: &str = "harness run: SSH from the caller IP only; deleted with the run";
+/// The SSH ingress rule's description (same character set).
+pub const INGRESS_DESCRIPTION: &str = "harness caller";
+
+/// Every name, description and tag `launch` will send, checked against
+/// AWS's rules before anything is created.
+pub fn check_request(plan: &LaunchPlan, name: &str) -> anyhow::Result<()> {
+    names::check(Kind::SecurityGroupName, name)?;
+    names::check(Kind::KeyPairName, name)?;
+    names::check(Kind::SecurityGroupDescription, SG_DESCRIPTION)?;
+    names::check(Kind::IpRangeDescription, INGRESS_DESCRIPTION)?;
+    names::check_tags(&plan.tag_pairs())
+}
 
 /// Where the instance landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,26 +63,78 @@ pub struct Placed {
     pub spot_request_id: Option<String>,
 }
 
-/// Availability zones of the client's region that are `available`, sorted.
-pub async fn availability_zones(client: &Client) -> anyhow::Result<Vec<String>> {
+/// The zones to try for `instance_type`, sorted: `available` zones of type
+/// `availability-zone` (opted-in Local and Wavelength Zones have no default
+/// subnet and would sort first) that DescribeInstanceTypeOfferings lists
+/// for the type.  None is an error naming type and region.
+pub async fn availability_zones(
+    client: &Client,
+    instance_type: &str,
+) -> anyhow::Result<Vec<String>> {
     let out = client
         .describe_availability_zones()
         .filters(Filter::builder().name("state").values("available").build())
+        .filters(
+            Filter::builder()
+                .name("zone-type")
+                .values("availability-zone")
+                .build(),
+        )
         .send()
         .await
         .map_err(|e| anyhow::anyhow!("DescribeAvailabilityZones: {}", super::sweep::err(&e)))?;
-    let mut azs: Vec<String> = out
+    let zones: Vec<String> = out
         .availability_zones()
         .iter()
+        .filter(|z| z.zone_type().is_none_or(|t| t == "availability-zone"))
         .filter_map(|z| z.zone_name().map(str::to_string))
         .collect();
+    let mut offered = std::collections::BTreeSet::new();
+    let mut pages = client
+        .describe_instance_type_offerings()
+        .location_type(LocationType::AvailabilityZone)
+        .filters(
+            Filter::builder()
+                .name("instance-type")
+                .values(instance_type)
+                .build(),
+        )
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| {
+            anyhow::anyhow!(
+                "DescribeInstanceTypeOfferings {instance_type}: {}",
+                super::sweep::err(&e)
+            )
+        })?;
+        offered.extend(
+            page.instance_type_offerings()
+                .iter()
+                .filter_map(|o| o.location().map(str::to_string)),
+        );
+    }
+    let mut azs: Vec<String> = zones.into_iter().filter(|z| offered.contains(z)).collect();
     azs.sort();
+    if azs.is_empty() {
+        anyhow::bail!(
+            "{instance_type}: expected an availability zone offering it, seen none \
+             (offered in: {}); pick another instance type or region (HARNESS_EC2_REGION)",
+            if offered.is_empty() {
+                "nowhere".to_string()
+            } else {
+                offered.into_iter().collect::<Vec<_>>().join(", ")
+            }
+        );
+    }
     Ok(azs)
 }
 
-/// `RunInstances` in `azs` in order: on a capacity error (see
-/// [`CAPACITY_ERRORS`]) try the next zone; any other error, or every zone
-/// failing, is an error naming the zones tried.
+/// `RunInstances` in `azs` in order: on a capacity error or an instance
+/// type not offered there (see [`NEXT_ZONE_ERRORS`]) try the next zone; a
+/// just-created key pair or group not visible yet is retried in the same
+/// zone ([`retry::eventually`]); any other error, or every zone failing, is
+/// an error naming the zones tried.
 pub async fn run_in_some_az(
     client: &Client,
     plan: &LaunchPlan,
@@ -59,26 +142,40 @@ pub async fn run_in_some_az(
     key_name: Option<&str>,
     sg_id: Option<&str>,
 ) -> anyhow::Result<Placed> {
+    run_in_some_az_with(client, plan, azs, key_name, sg_id, &DEFAULT_BACKOFF).await
+}
+
+/// [`run_in_some_az`] with an explicit backoff (tests).
+pub async fn run_in_some_az_with(
+    client: &Client,
+    plan: &LaunchPlan,
+    azs: &[String],
+    key_name: Option<&str>,
+    sg_id: Option<&str>,
+    backoff: &Backoff,
+) -> anyhow::Result<Placed> {
     let mut tried: Vec<String> = Vec::new();
     for az in azs {
         tracing::info!(variant = %plan.variant, az = %az, instance_type = %plan.instance_type, "RunInstances");
-        let res = client
-            .run_instances()
-            .image_id(&plan.ami)
-            .instance_type(plan.ec2_instance_type())
-            .min_count(1)
-            .max_count(1)
-            .placement(Placement::builder().availability_zone(az).build())
-            .set_key_name(key_name.map(str::to_string))
-            .set_security_group_ids(sg_id.map(|s| vec![s.to_string()]))
-            .user_data(plan.user_data_base64())
-            .metadata_options(plan.metadata_options())
-            .set_block_device_mappings(Some(plan.block_device_mappings()))
-            .set_instance_market_options(plan.market_options())
-            .set_tag_specifications(Some(plan.run_instances_tags()))
-            .client_token(format!("{}-{az}", plan.tags.run_id))
-            .send()
-            .await;
+        let res = retry::eventually("RunInstances", backoff, || {
+            client
+                .run_instances()
+                .image_id(&plan.ami)
+                .instance_type(plan.ec2_instance_type())
+                .min_count(1)
+                .max_count(1)
+                .placement(Placement::builder().availability_zone(az).build())
+                .set_key_name(key_name.map(str::to_string))
+                .set_security_group_ids(sg_id.map(|s| vec![s.to_string()]))
+                .user_data(plan.user_data_base64())
+                .metadata_options(plan.metadata_options())
+                .set_block_device_mappings(Some(plan.block_device_mappings()))
+                .set_instance_market_options(plan.market_options())
+                .set_tag_specifications(Some(plan.run_instances_tags()))
+                .client_token(format!("{}-{az}", plan.tags.run_id))
+                .send()
+        })
+        .await;
         match res {
             Ok(out) => {
                 let inst = out.instances().first().ok_or_else(|| {
@@ -94,8 +191,8 @@ pub async fn run_in_some_az(
             }
             Err(e) => {
                 let code = e.code().unwrap_or_default().to_string();
-                if CAPACITY_ERRORS.contains(&code.as_str()) {
-                    tracing::warn!(az = %az, code = %code, "no capacity; trying the next AZ");
+                if NEXT_ZONE_ERRORS.contains(&code.as_str()) {
+                    tracing::warn!(az = %az, code = %code, "no capacity or type not offered; trying the next AZ");
                     tried.push(format!("{az} ({code})"));
                     continue;
                 }
@@ -150,6 +247,7 @@ impl RunGuard {
             older_than: Duration::ZERO,
             dry_run: false,
             run_id: Some(self.run_id.clone()),
+            owner: None,
         };
         super::sweep::sweep_region(&self.ctx, &opts).await?;
         self.armed = false;
@@ -206,11 +304,12 @@ pub async fn launch(
 ) -> anyhow::Result<Launched> {
     let client = &ctx.client;
     std::fs::create_dir_all(artifacts_dir)?;
+    let name = plan.tags.resource_name();
+    check_request(&plan, &name)?;
     let key = KeyPair::generate(&artifacts_dir.join("ssh"))?;
     let ssh_cidr = ctx.ssh_cidr().await?;
-    let azs = availability_zones(client).await?;
+    let azs = availability_zones(client, &plan.instance_type).await?;
     let guard = RunGuard::new(ctx, &plan.tags.run_id);
-    let name = plan.tags.resource_name();
 
     tracing::info!(key = %name, "ImportKeyPair");
     client
@@ -226,7 +325,7 @@ pub async fn launch(
     let sg = client
         .create_security_group()
         .group_name(&name)
-        .description("harness run: SSH from the caller's IP only; deleted with the run")
+        .description(SG_DESCRIPTION)
         .set_tag_specifications(Some(
             plan.tag_specifications(&[ResourceType::SecurityGroup]),
         ))
@@ -234,30 +333,31 @@ pub async fn launch(
         .await
         .map_err(|e| anyhow::anyhow!("CreateSecurityGroup {name}: {}", super::sweep::err(&e)))?;
     let sg_id = sg.group_id().unwrap_or_default().to_string();
-    client
-        .authorize_security_group_ingress()
-        .group_id(&sg_id)
-        .ip_permissions(
-            IpPermission::builder()
-                .ip_protocol("tcp")
-                .from_port(22)
-                .to_port(22)
-                .ip_ranges(
-                    IpRange::builder()
-                        .cidr_ip(&ssh_cidr)
-                        .description("harness caller")
-                        .build(),
-                )
+    let rule = IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(22)
+        .to_port(22)
+        .ip_ranges(
+            IpRange::builder()
+                .cidr_ip(&ssh_cidr)
+                .description(INGRESS_DESCRIPTION)
                 .build(),
         )
-        .send()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "AuthorizeSecurityGroupIngress {sg_id}: {}",
-                super::sweep::err(&e)
-            )
-        })?;
+        .build();
+    retry::eventually("AuthorizeSecurityGroupIngress", &DEFAULT_BACKOFF, || {
+        client
+            .authorize_security_group_ingress()
+            .group_id(&sg_id)
+            .ip_permissions(rule.clone())
+            .send()
+    })
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "AuthorizeSecurityGroupIngress {sg_id}: {}",
+            super::sweep::err(&e)
+        )
+    })?;
 
     let placed = run_in_some_az(client, &plan, &azs, Some(&name), Some(&sg_id)).await?;
 
@@ -273,16 +373,7 @@ pub async fn launch(
         .await
         .map_err(|e| anyhow::anyhow!("CreateVolume in {}: {}", placed.az, super::sweep::err(&e)))?;
     let volume_id = vol.volume_id().unwrap_or_default().to_string();
-    client
-        .wait_until_volume_available()
-        .volume_ids(&volume_id)
-        .wait(VOLUME_TIMEOUT)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "volume {volume_id}: expected `available` within {VOLUME_TIMEOUT:?}, seen: {e}"
-            )
-        })?;
+    retry::wait_volume(client, &volume_id, "available", VOLUME_TIMEOUT, VOLUME_POLL).await?;
     tracing::info!(instance = %placed.instance_id, "waiting for running");
     client
         .wait_until_instance_running()
@@ -296,24 +387,17 @@ pub async fn launch(
             )
         })?;
     tracing::info!(volume = %volume_id, device = HOME_DEVICE, "AttachVolume");
-    client
-        .attach_volume()
-        .device(HOME_DEVICE)
-        .instance_id(&placed.instance_id)
-        .volume_id(&volume_id)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("AttachVolume {volume_id}: {}", super::sweep::err(&e)))?;
-    client
-        .wait_until_volume_in_use()
-        .volume_ids(&volume_id)
-        .wait(VOLUME_TIMEOUT)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "volume {volume_id}: expected `in-use` within {VOLUME_TIMEOUT:?}, seen: {e}"
-            )
-        })?;
+    retry::eventually("AttachVolume", &DEFAULT_BACKOFF, || {
+        client
+            .attach_volume()
+            .device(HOME_DEVICE)
+            .instance_id(&placed.instance_id)
+            .volume_id(&volume_id)
+            .send()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("AttachVolume {volume_id}: {}", super::sweep::err(&e)))?;
+    retry::wait_volume(client, &volume_id, "in-use", VOLUME_TIMEOUT, VOLUME_POLL).await?;
     let public_ip = client
         .describe_instances()
         .instance_ids(&placed.instance_id)
@@ -342,10 +426,10 @@ pub async fn launch(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Uses a named double: **aws-smithy-mocks** (smithy mocks) plays EC2
-    //! for the capacity errors moto cannot produce
-    //! (`InsufficientInstanceCapacity`, `SpotMaxPriceTooLow`).
+    //! for what moto cannot produce (capacity errors, `Unsupported`, Local
+    //! Zones, eventual-consistency NotFound).
     use super::*;
     use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
     use aws_sdk_ec2::error::ErrorMetadata;
@@ -353,7 +437,12 @@ mod tests {
     use aws_smithy_mocks::{mock, MockResponseInterceptor, Rule, RuleMode};
 
     fn client(rules: &[&Rule]) -> Client {
-        let mut i = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
+        client_with(rules, RuleMode::MatchAny)
+    }
+
+    /// An EC2 client answered only by `rules` (smithy mocks), no retries.
+    pub(crate) fn client_with(rules: &[&Rule], mode: RuleMode) -> Client {
+        let mut i = MockResponseInterceptor::new().rule_mode(mode);
         for r in rules {
             i = i.with_rule(r);
         }
@@ -465,5 +554,135 @@ mod tests {
             e.contains("UnauthorizedOperation") && e.contains("us-east-1a"),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn unsupported_type_in_a_zone_moves_to_the_next() {
+        let a = mock!(Client::run_instances)
+            .match_requests(in_az("us-east-1a"))
+            .then_error(capacity("Unsupported"));
+        let b = mock!(Client::run_instances)
+            .match_requests(in_az("us-east-1b"))
+            .then_output(|| {
+                RunInstancesOutput::builder()
+                    .instances(
+                        aws_sdk_ec2::types::Instance::builder()
+                            .instance_id("i-b")
+                            .build(),
+                    )
+                    .build()
+            });
+        let placed = run_in_some_az(&client(&[&a, &b]), &the_plan(false), &azs(), None, None)
+            .await
+            .unwrap();
+        assert_eq!(placed.az, "us-east-1b");
+        assert_eq!((a.num_calls(), b.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_fresh_key_pair_not_visible_yet_is_retried_in_the_same_zone() {
+        let r = mock!(Client::run_instances)
+            .sequence()
+            .error(capacity("InvalidKeyPair.NotFound"))
+            .error(capacity("InvalidGroup.NotFound"))
+            .output(|| {
+                RunInstancesOutput::builder()
+                    .instances(
+                        aws_sdk_ec2::types::Instance::builder()
+                            .instance_id("i-a")
+                            .build(),
+                    )
+                    .build()
+            })
+            .build();
+        let fast = Backoff {
+            tries: 5,
+            first: Duration::from_millis(1),
+            max: Duration::from_millis(1),
+        };
+        let placed = run_in_some_az_with(
+            &client_with(&[&r], RuleMode::Sequential),
+            &the_plan(false),
+            &azs(),
+            Some("harness-k"),
+            Some("sg-1"),
+            &fast,
+        )
+        .await
+        .unwrap();
+        assert_eq!((placed.az.as_str(), r.num_calls()), ("us-east-1a", 3));
+    }
+
+    #[tokio::test]
+    async fn only_real_zones_that_offer_the_type() {
+        use aws_sdk_ec2::operation::describe_availability_zones::DescribeAvailabilityZonesOutput;
+        use aws_sdk_ec2::operation::describe_instance_type_offerings::DescribeInstanceTypeOfferingsOutput;
+        use aws_sdk_ec2::types::{AvailabilityZone, InstanceTypeOffering};
+        let zones = mock!(Client::describe_availability_zones)
+            .match_requests(|r| {
+                r.filters()
+                    .iter()
+                    .any(|f| f.name() == Some("zone-type") && f.values() == ["availability-zone"])
+            })
+            .then_output(|| {
+                let z = |n: &str, t: &str| {
+                    AvailabilityZone::builder()
+                        .zone_name(n)
+                        .zone_type(t)
+                        .build()
+                };
+                // An opted-in Local Zone (sorts first, no default subnet)
+                // even if the server-side filter were ignored.
+                DescribeAvailabilityZonesOutput::builder()
+                    .availability_zones(z("us-east-1-bos-1a", "local-zone"))
+                    .availability_zones(z("us-east-1c", "availability-zone"))
+                    .availability_zones(z("us-east-1a", "availability-zone"))
+                    .availability_zones(z("us-east-1b", "availability-zone"))
+                    .build()
+            });
+        let offers = mock!(Client::describe_instance_type_offerings)
+            .match_requests(|r| {
+                r.location_type() == Some(&LocationType::AvailabilityZone)
+                    && r.filters()
+                        .iter()
+                        .any(|f| f.name() == Some("instance-type") && f.values() == ["t4g.medium"])
+            })
+            .then_output(|| {
+                let o = |z: &str| {
+                    InstanceTypeOffering::builder()
+                        .location(z)
+                        .instance_type(aws_sdk_ec2::types::InstanceType::T4gMedium)
+                        .build()
+                };
+                DescribeInstanceTypeOfferingsOutput::builder()
+                    .instance_type_offerings(o("us-east-1-bos-1a"))
+                    .instance_type_offerings(o("us-east-1c"))
+                    .instance_type_offerings(o("us-east-1b"))
+                    .build()
+            });
+        let got = availability_zones(&client(&[&zones, &offers]), "t4g.medium")
+            .await
+            .unwrap();
+        assert_eq!(got, ["us-east-1b", "us-east-1c"]);
+
+        let none = mock!(Client::describe_instance_type_offerings)
+            .then_output(|| DescribeInstanceTypeOfferingsOutput::builder().build());
+        let e = availability_zones(&client(&[&zones, &none]), "t4g.medium")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t4g.medium") && e.contains("nowhere"), "{e}");
+    }
+
+    #[test]
+    fn the_request_keeps_to_aws_character_sets() {
+        let p = the_plan(true);
+        check_request(&p, &p.tags.resource_name()).unwrap();
+        let e = check_request(&p, "sg-bad").unwrap_err().to_string();
+        assert!(e.contains("sg-"), "{e}");
+        let mut bad = the_plan(false);
+        bad.variant = "v (x)".into();
+        let e = check_request(&bad, "harness-x").unwrap_err().to_string();
+        assert!(e.contains("tag value") && e.contains("'('"), "{e}");
     }
 }

@@ -1,20 +1,30 @@
 //! Real EC2 backend via aws-sdk-ec2: instances, spot, home volume, tagging and leak-proof cleanup (`harness sweep`).
 //!
+//! - [`iam`]: the IAM policy, generated from the list of calls the code makes;
 //! - [`config`]: credential chain, region and endpoint (`HARNESS_EC2_*`), checked before anything is created;
 //! - [`plan`]: the pure `RunInstances` request for a variant (AMI, type, market, metadata, disks, tags);
 //! - [`launch`]: key pair, security group, instance (next AZ on capacity errors), home volume, drop guard;
 //! - [`lifecycle`]: stop / start / terminate with waiters, console output;
+//! - [`names`]: every name, description and tag checked against AWS's character sets;
+//! - [`retry`]: bounded backoff over EC2's eventual consistency (NotFound right after create);
+//! - [`interrupt`]: a real spot interruption (AWS FIS; absent from this build: the reason) and EC2's own restart;
 //! - [`instance`]: `Ec2Instance`, the `Instance` trait over a launch (probes over SSH as root);
 //! - [`sweep`]: delete everything tagged `harness:run-id` (instances, spot requests, volumes, keys, groups);
-//! - [`stop`]: the cooperative stop (Ctrl-C) a sweep honours between deletions.
+//! - [`stop`]: the cooperative stop (Ctrl-C) a sweep honours between deletions;
+//! - [`terraform_tests`]: `terraform test` of the AWS modules against a mocked provider (mirror).
 
 pub mod config;
+pub mod iam;
 pub mod instance;
+pub mod interrupt;
 pub mod launch;
 pub mod lifecycle;
+pub mod names;
 pub mod plan;
+pub mod retry;
 pub mod stop;
 pub mod sweep;
+pub mod terraform_tests;
 
 /// Tag every harness-created resource carries; `harness sweep` only ever
 /// looks at resources with this tag key.
@@ -47,9 +57,10 @@ impl RunTags {
         let rand: u32 = rand::random();
         RunTags {
             run_id: format!("h{:x}{:08x}", nanos / 1_000_000, rand),
-            scenario: scenario.to_string(),
+            // Tag values keep to AWS's cross-service character set.
+            scenario: names::tag_value(scenario),
             created_at: rfc3339(now),
-            owner: owner(),
+            owner: default_owner(),
         }
     }
 
@@ -88,7 +99,14 @@ pub fn parse_rfc3339(s: &str) -> Option<std::time::SystemTime> {
     std::time::SystemTime::try_from(d).ok()
 }
 
-fn owner() -> String {
+/// The owner a run is tagged with and `harness sweep` sweeps by default:
+/// `HARNESS_OWNER` (CI sets one per job/cell), else `$USER@hostname`
+/// (per developer and machine), as a valid tag value.
+pub fn default_owner() -> String {
+    names::tag_value(&raw_owner())
+}
+
+fn raw_owner() -> String {
     if let Ok(o) = std::env::var("HARNESS_OWNER") {
         if !o.is_empty() {
             return o;

@@ -13,7 +13,6 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine;
 
-use crate::ami::AmiTable;
 use crate::variant::{Arch, Variant};
 
 use super::RunTags;
@@ -60,25 +59,20 @@ pub struct LaunchPlan {
     pub tags: RunTags,
 }
 
-/// Build the plan.  Fails (before anything is created) when the region or
-/// arch has no AMI, the instance type is missing, or a max price is given
-/// for an on-demand variant.
+/// Build the plan for `ami` (resolved by [`crate::ami::resolve`]).  Fails
+/// (before anything is created) when the instance type is missing or a max
+/// price is given for an on-demand variant.
 pub fn plan(
     variant: &Variant,
     region: &str,
-    amis: &AmiTable,
+    ami: &str,
     user_data: &str,
     tags: RunTags,
     opts: &PlanOptions,
 ) -> anyhow::Result<LaunchPlan> {
-    let ami = amis.lookup(region, variant.arch).map_err(|e| {
-        anyhow::anyhow!(
-            "{e}; expected an AMI for {} ({}) in `{region}`: pick a listed region \
-             (HARNESS_EC2_REGION) or add one with ci/update-amis.sh",
-            variant.name,
-            variant.arch
-        )
-    })?;
+    if !ami.starts_with("ami-") {
+        anyhow::bail!("{}: expected an AMI id `ami-…`, seen `{ami}`", variant.name);
+    }
     let instance_type = opts
         .instance_type
         .clone()
@@ -173,14 +167,20 @@ impl LaunchPlan {
             .build()]
     }
 
-    /// Run tags for each of `kinds`.
-    pub fn tag_specifications(&self, kinds: &[ResourceType]) -> Vec<TagSpecification> {
+    /// Every tag the run's resources carry.
+    pub fn tag_pairs(&self) -> Vec<(String, String)> {
         let mut pairs = self.tags.pairs();
         pairs.push(("harness:variant".into(), self.variant.clone()));
         pairs.push((
             "Name".into(),
             format!("{}-{}", self.tags.resource_name(), self.variant),
         ));
+        pairs
+    }
+
+    /// Run tags for each of `kinds`.
+    pub fn tag_specifications(&self, kinds: &[ResourceType]) -> Vec<TagSpecification> {
+        let pairs = self.tag_pairs();
         kinds
             .iter()
             .map(|k| super::tag_spec(k.clone(), &pairs))
@@ -215,20 +215,13 @@ mod tests {
         }
     }
 
-    fn table() -> AmiTable {
-        serde_json::from_str(
-            r#"{"regions":{"us-east-1":{"x86_64":"ami-x","aarch64":"ami-a"},"eu-west-1":{"x86_64":"ami-e"}}}"#,
-        )
-        .unwrap()
-    }
-
     #[test]
     fn spot_only_for_spot_variants_and_fixed_settings() {
         let t = RunTags::new("unit");
         let od = plan(
             &variant(Arch::X86_64, false, "t3.medium"),
             "us-east-1",
-            &table(),
+            "ami-x",
             "#!/bin/sh\n",
             t.clone(),
             &PlanOptions::default(),
@@ -257,7 +250,7 @@ mod tests {
         let sp = plan(
             &variant(Arch::Aarch64, true, "t4g.medium"),
             "us-east-1",
-            &table(),
+            "ami-a",
             "x",
             t,
             &opts,
@@ -280,33 +273,19 @@ mod tests {
     }
 
     #[test]
-    fn no_ami_for_region_or_arch_is_a_clear_error() {
+    fn bad_ami_or_price_is_a_clear_error() {
         let t = RunTags::new("unit");
         let e = plan(
             &variant(Arch::Aarch64, false, "t4g.medium"),
             "eu-west-1",
-            &table(),
+            "",
             "",
             t.clone(),
             &PlanOptions::default(),
         )
         .unwrap_err()
         .to_string();
-        assert!(
-            e.contains("aarch64") && e.contains("eu-west-1") && e.contains("HARNESS_EC2_REGION"),
-            "{e}"
-        );
-        let e = plan(
-            &variant(Arch::X86_64, false, "t3.medium"),
-            "sa-east-1",
-            &table(),
-            "",
-            t.clone(),
-            &PlanOptions::default(),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("sa-east-1") && e.contains("us-east-1"), "{e}");
+        assert!(e.contains("ami-"), "{e}");
         let opts = PlanOptions {
             spot_max_price: Some("1".into()),
             ..Default::default()
@@ -314,7 +293,7 @@ mod tests {
         let e = plan(
             &variant(Arch::X86_64, false, "t3.medium"),
             "us-east-1",
-            &table(),
+            "ami-x",
             "",
             t,
             &opts,

@@ -9,12 +9,11 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_ec2::client::Waiters;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_ec2::types::{Filter, Tag};
 
 use super::config::Ec2Ctx;
-use super::{tag_value, TAG_CREATED_AT, TAG_RUN_ID};
+use super::{tag_value, TAG_CREATED_AT, TAG_OWNER, TAG_RUN_ID};
 
 /// What to sweep.
 #[derive(Debug, Clone)]
@@ -25,6 +24,11 @@ pub struct SweepOptions {
     pub dry_run: bool,
     /// Only this run (the drop guard's cleanup).
     pub run_id: Option<String>,
+    /// Only resources whose `harness:owner` tag is this (`--owner`, default
+    /// [`super::default_owner`]); `None` = every owner (`--all-owners`, the
+    /// janitor's choice).  Parallel CI cells and developers each sweep only
+    /// their own runs.
+    pub owner: Option<String>,
 }
 
 /// An SDK error with its code and message.
@@ -82,6 +86,14 @@ impl std::fmt::Display for Action {
 
 fn tag_filters(opts: &SweepOptions) -> Vec<Filter> {
     let mut f = vec![Filter::builder().name("tag-key").values(TAG_RUN_ID).build()];
+    if let Some(o) = &opts.owner {
+        f.push(
+            Filter::builder()
+                .name(format!("tag:{TAG_OWNER}"))
+                .values(o)
+                .build(),
+        );
+    }
     if let Some(r) = &opts.run_id {
         f.push(
             Filter::builder()
@@ -101,6 +113,11 @@ fn eligible(tags: &[Tag], opts: &SweepOptions, now: SystemTime) -> Result<String
     };
     if let Some(want) = &opts.run_id {
         if want != run {
+            return Err(None);
+        }
+    }
+    if let Some(want) = &opts.owner {
+        if tag_value(tags, TAG_OWNER) != Some(want.as_str()) {
             return Err(None);
         }
     }
@@ -134,6 +151,11 @@ pub struct Swept {
     pub actions: Vec<Action>,
     /// `Some(what was not done)` when stopped before the end.
     pub left: Option<Vec<String>>,
+    /// What is left because AWS refused or did not finish in time (the
+    /// region's access error, an instance not confirmed terminated, a
+    /// volume still in use): logged, the sweep went on; `harness sweep`
+    /// lists these and exits non-zero.
+    pub failed: Vec<String>,
 }
 
 impl Swept {
@@ -189,9 +211,16 @@ impl Swept {
         }
     }
 
+    /// Record what is left of `(kind, id, run)` and why; the sweep goes on.
+    fn fail(&mut self, region: &str, kind: &str, id: &str, run: &str, why: String) {
+        let line = format!("{region} {kind} {id} (run {run}): {why}");
+        tracing::warn!("sweep: left {line}");
+        self.failed.push(line);
+    }
+
     /// Stop here: `pending` (kind, id, run) were not done, and the kinds
     /// after `kind` were not looked at.
-    fn stopped(mut self, region: &str, kind: &str, pending: &[(&str, &str, &str)]) -> Swept {
+    fn stopped(&mut self, region: &str, kind: &str, pending: &[(&str, &str, &str)]) {
         let mut left: Vec<String> = pending
             .iter()
             .map(|(k, id, run)| format!("{region} {k} {id} (run {run})"))
@@ -203,32 +232,109 @@ impl Swept {
                 .map(|k| format!("{region} {k}s: not looked at")),
         );
         self.left = Some(left);
-        self
     }
 }
 
-/// Sweep one region; prints each action to stdout and returns them.
+/// Sweep one region; prints each action to stdout and returns them, or an
+/// error listing what is left when AWS refused or did not finish.
 pub async fn sweep_region(ctx: &Ec2Ctx, opts: &SweepOptions) -> anyhow::Result<Vec<Action>> {
-    Ok(sweep_region_until(ctx, opts, &super::stop::Stop::new())
-        .await?
-        .actions)
+    let swept = sweep_region_until(ctx, opts, &super::stop::Stop::new()).await?;
+    if !swept.failed.is_empty() {
+        anyhow::bail!(
+            "sweep of {}: expected everything deleted, seen left: {}",
+            ctx.region,
+            swept.failed.join("; ")
+        );
+    }
+    Ok(swept.actions)
 }
+
+/// What to do next with an instance in `state` after TerminateInstances
+/// was sent: AWS may still show `pending` or `stopping` (the SDK's
+/// `InstanceTerminated` waiter fails on those), so those are asked again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceStep {
+    /// Gone (`terminated`, or unknown to EC2).
+    Done,
+    /// `shutting-down`: wait.
+    Wait,
+    /// Anything else (`pending`, `running`, `stopping`, `stopped`): send
+    /// TerminateInstances (again) and wait.
+    Terminate,
+}
+
+pub fn instance_step(state: Option<&str>) -> InstanceStep {
+    match state {
+        None | Some("terminated") => InstanceStep::Done,
+        Some("shutting-down") => InstanceStep::Wait,
+        Some(_) => InstanceStep::Terminate,
+    }
+}
+
+/// What to do with a tagged volume in `state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeStep {
+    /// Already going away (`deleting`, `deleted`): leave it.
+    Skip(&'static str),
+    /// Attached: detach (force), wait for `available`, delete.
+    DetachThenDelete,
+    Delete,
+}
+
+pub fn volume_step(state: Option<&str>, attached: bool) -> VolumeStep {
+    match state {
+        Some("deleting") => VolumeStep::Skip("skip (already deleting)"),
+        Some("deleted") => VolumeStep::Skip("skip (already deleted)"),
+        _ if attached => VolumeStep::DetachThenDelete,
+        _ => VolumeStep::Delete,
+    }
+}
+
+/// Poll interval while waiting for instances to terminate.
+pub const POLL: Duration = Duration::from_secs(5);
 
 /// [`sweep_region`] that honours `stop` (Ctrl-C): the deletion in flight
 /// completes, nothing after it starts, and [`Swept::left`] says what was
-/// not done.
+/// not done.  An access error (the region not enabled, no permission) or
+/// any other AWS failure is logged and recorded in [`Swept::failed`]; it
+/// never ends the sweep of other regions.
 pub async fn sweep_region_until(
     ctx: &Ec2Ctx,
     opts: &SweepOptions,
     stop: &super::stop::Stop,
 ) -> anyhow::Result<Swept> {
+    sweep_region_polling(ctx, opts, stop, POLL).await
+}
+
+/// [`sweep_region_until`] with an explicit poll interval (tests).
+pub async fn sweep_region_polling(
+    ctx: &Ec2Ctx,
+    opts: &SweepOptions,
+    stop: &super::stop::Stop,
+    poll: Duration,
+) -> anyhow::Result<Swept> {
+    let mut out = Swept::default();
+    if let Err(e) = sweep_into(ctx, opts, stop, poll, &mut out).await {
+        tracing::error!(region = %ctx.region, "sweep of {} gave up: {e:#}", ctx.region);
+        out.failed.push(format!("{}: not swept: {e:#}", ctx.region));
+    }
+    Ok(out)
+}
+
+async fn sweep_into(
+    ctx: &Ec2Ctx,
+    opts: &SweepOptions,
+    stop: &super::stop::Stop,
+    poll: Duration,
+    out: &mut Swept,
+) -> anyhow::Result<()> {
     let c = &ctx.client;
     let region = ctx.region.as_str();
     let dry = opts.dry_run;
     let now = SystemTime::now();
-    let mut out = Swept::default();
 
-    // Instances (and their spot requests).
+    // Instances (and their spot requests).  Failing to list them is the
+    // region's access error: nothing else here can be swept either.
     let mut instances = Vec::new();
     let mut spot_requests = BTreeSet::new();
     let mut pages = c
@@ -241,12 +347,8 @@ pub async fn sweep_region_until(
             page.map_err(|e| anyhow::anyhow!("DescribeInstances in {region}: {}", err(&e)))?;
         for i in page.reservations().iter().flat_map(|r| r.instances()) {
             let id = i.instance_id().unwrap_or_default();
-            let state = i
-                .state()
-                .and_then(|s| s.name())
-                .map(|n| n.as_str())
-                .unwrap_or("");
-            if state == "terminated" {
+            let state = i.state().and_then(|s| s.name()).map(|n| n.as_str());
+            if instance_step(state) == InstanceStep::Done {
                 continue;
             }
             if let Some(run) = out.select(region, dry, "instance", id, i.tags(), opts, now) {
@@ -285,52 +387,36 @@ pub async fn sweep_region_until(
         if stop.is_stopped() {
             let mut p = pending("spot-request", &spot_requests[n..]);
             p.extend(pending("instance", &instances));
-            return Ok(out.stopped(region, "instance", &refs(&p)));
+            out.stopped(region, "instance", &refs(&p));
+            return Ok(());
         }
         out.act(region, dry, "spot-request", sr, run, "cancel");
         if !dry {
-            super::lifecycle::cancel_spot_request(c, sr).await?;
+            if let Err(e) = super::lifecycle::cancel_spot_request(c, sr).await {
+                out.fail(region, "spot-request", sr, run, format!("{e:#}"));
+            }
         }
     }
     if !instances.is_empty() {
         if stop.is_stopped() {
             let p = pending("instance", &instances);
-            return Ok(out.stopped(region, "instance", &refs(&p)));
+            out.stopped(region, "instance", &refs(&p));
+            return Ok(());
         }
         for (id, run) in &instances {
             out.act(region, dry, "instance", id, run, "terminate");
         }
         if !dry {
-            let ids: Vec<String> = instances.iter().map(|(i, _)| i.clone()).collect();
-            match c
-                .terminate_instances()
-                .set_instance_ids(Some(ids.clone()))
-                .send()
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => {}
-                Err(e) => anyhow::bail!("TerminateInstances {ids:?}: {}", err(&e)),
-            }
-            let waited = stop
-                .race(
-                    c.wait_until_instance_terminated()
-                        .set_instance_ids(Some(ids.clone()))
-                        .wait(super::lifecycle::STATE_TIMEOUT),
-                )
-                .await;
-            match waited {
+            match terminate_all(c, &instances, stop, poll).await {
                 None => {
                     let p = pending("instance (terminating, not confirmed)", &instances);
-                    return Ok(out.stopped(region, "instance", &refs(&p)));
+                    out.stopped(region, "instance", &refs(&p));
+                    return Ok(());
                 }
-                Some(r) => {
-                    r.map_err(|e| {
-                        anyhow::anyhow!(
-                            "instances {ids:?}: expected `terminated` within {:?}, seen: {e}",
-                            super::lifecycle::STATE_TIMEOUT
-                        )
-                    })?;
+                Some(left) => {
+                    for (id, run, why) in left {
+                        out.fail(region, "instance", &id, &run, why);
+                    }
                 }
             }
         }
@@ -351,7 +437,10 @@ pub async fn sweep_region_until(
                 .attachments()
                 .iter()
                 .any(|a| a.state().map(|s| s.as_str()) != Some("detached"));
-            todo.push((id.to_string(), run, attached));
+            match volume_step(v.state().map(|s| s.as_str()), attached) {
+                VolumeStep::Skip(why) => out.act(region, dry, "volume", id, &run, why),
+                step => todo.push((id.to_string(), run, step == VolumeStep::DetachThenDelete)),
+            }
         }
     }
     for (n, (id, run, attached)) in todo.iter().enumerate() {
@@ -361,11 +450,14 @@ pub async fn sweep_region_until(
                 .map(|(i, r, _)| (i.clone(), r.clone()))
                 .collect();
             let p = pending("volume", &rest);
-            return Ok(out.stopped(region, "volume", &refs(&p)));
+            out.stopped(region, "volume", &refs(&p));
+            return Ok(());
         }
         out.act(region, dry, "volume", id, run, "delete");
         if !dry {
-            delete_volume(c, id, *attached, stop).await?;
+            if let Err(e) = delete_volume(c, id, *attached, stop).await {
+                out.fail(region, "volume", id, run, format!("{e:#}"));
+            }
         }
     }
 
@@ -386,15 +478,20 @@ pub async fn sweep_region_until(
     for (n, (name, run)) in todo.iter().enumerate() {
         if stop.is_stopped() {
             let p = pending("key-pair", &todo[n..]);
-            return Ok(out.stopped(region, "key-pair", &refs(&p)));
+            out.stopped(region, "key-pair", &refs(&p));
+            return Ok(());
         }
         out.act(region, dry, "key-pair", name, run, "delete");
         if !dry {
-            c.delete_key_pair()
-                .key_name(name)
-                .send()
-                .await
-                .map_err(|e| anyhow::anyhow!("DeleteKeyPair {name}: {}", err(&e)))?;
+            if let Err(e) = c.delete_key_pair().key_name(name).send().await {
+                out.fail(
+                    region,
+                    "key-pair",
+                    name,
+                    run,
+                    format!("DeleteKeyPair: {}", err(&e)),
+                );
+            }
         }
     }
 
@@ -415,19 +512,133 @@ pub async fn sweep_region_until(
     for (n, (id, run)) in todo.iter().enumerate() {
         if stop.is_stopped() {
             let p = pending("security-group", &todo[n..]);
-            return Ok(out.stopped(region, "security-group", &refs(&p)));
+            out.stopped(region, "security-group", &refs(&p));
+            return Ok(());
         }
         out.act(region, dry, "security-group", id, run, "delete");
-        if !dry && !delete_security_group(c, id, stop).await? {
-            let p = [(
-                "security-group (in use, not deleted)",
-                id.as_str(),
-                run.as_str(),
-            )];
-            return Ok(out.stopped(region, "security-group", &p));
+        if !dry {
+            match delete_security_group(c, id, stop).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let p = [(
+                        "security-group (in use, not deleted)",
+                        id.as_str(),
+                        run.as_str(),
+                    )];
+                    out.stopped(region, "security-group", &p);
+                    return Ok(());
+                }
+                Err(e) => out.fail(region, "security-group", id, run, format!("{e:#}")),
+            }
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Terminate `instances` and poll until each is gone, asking again for
+/// those AWS still shows `pending`/`stopping`/…, within
+/// [`super::lifecycle::STATE_TIMEOUT`].  `None`: stopped (Ctrl-C) while
+/// waiting; else the instances left, with why.
+async fn terminate_all(
+    c: &aws_sdk_ec2::Client,
+    instances: &[(String, String)],
+    stop: &super::stop::Stop,
+    poll: Duration,
+) -> Option<Vec<(String, String, String)>> {
+    let start = std::time::Instant::now();
+    let mut states: std::collections::BTreeMap<String, Option<String>> = instances
+        .iter()
+        .map(|(id, _)| (id.clone(), Some("running".to_string())))
+        .collect();
+    loop {
+        let ask: Vec<String> = states
+            .iter()
+            .filter(|(_, s)| instance_step(s.as_deref()) == InstanceStep::Terminate)
+            .map(|(i, _)| i.clone())
+            .collect();
+        if !ask.is_empty() {
+            match c
+                .terminate_instances()
+                .set_instance_ids(Some(ask.clone()))
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                // One id already gone fails the whole call: ask one by one.
+                Err(e) if e.code() == Some("InvalidInstanceID.NotFound") && ask.len() > 1 => {
+                    for id in &ask {
+                        let _ = c.terminate_instances().instance_ids(id).send().await;
+                    }
+                }
+                Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => {}
+                Err(e) => tracing::warn!("TerminateInstances {ask:?}: {}; asking again", err(&e)),
+            }
+        }
+        let ids: Vec<String> = states
+            .iter()
+            .filter(|(_, s)| instance_step(s.as_deref()) != InstanceStep::Done)
+            .map(|(i, _)| i.clone())
+            .collect();
+        if ids.is_empty() {
+            return Some(Vec::new());
+        }
+        match c
+            .describe_instances()
+            .set_instance_ids(Some(ids.clone()))
+            .send()
+            .await
+        {
+            Ok(o) => {
+                let seen: std::collections::BTreeMap<String, String> = o
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .filter_map(|i| {
+                        Some((
+                            i.instance_id()?.to_string(),
+                            i.state()?.name()?.as_str().to_string(),
+                        ))
+                    })
+                    .collect();
+                for id in &ids {
+                    states.insert(id.clone(), seen.get(id).cloned());
+                }
+            }
+            Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => {
+                for id in &ids {
+                    states.insert(id.clone(), None);
+                }
+            }
+            Err(e) => tracing::warn!("DescribeInstances {ids:?}: {}; polling again", err(&e)),
+        }
+        if states
+            .values()
+            .all(|s| instance_step(s.as_deref()) == InstanceStep::Done)
+        {
+            return Some(Vec::new());
+        }
+        if start.elapsed() >= super::lifecycle::STATE_TIMEOUT {
+            return Some(
+                instances
+                    .iter()
+                    .filter_map(|(id, run)| {
+                        let s = states.get(id).cloned().flatten()?;
+                        (instance_step(Some(&s)) != InstanceStep::Done).then(|| {
+                            (
+                                id.clone(),
+                                run.clone(),
+                                format!(
+                                    "expected `terminated` within {:?}, seen `{s}`",
+                                    super::lifecycle::STATE_TIMEOUT
+                                ),
+                            )
+                        })
+                    })
+                    .collect(),
+            );
+        }
+        stop.race(tokio::time::sleep(poll)).await?;
+    }
 }
 
 /// `(kind, id, run)` for each not-done `(id, run)`.
@@ -461,14 +672,16 @@ async fn delete_volume(
             Err(e) => tracing::warn!("DetachVolume {id}: {}", err(&e)),
         }
         let waited = stop
-            .race(
-                c.wait_until_volume_available()
-                    .volume_ids(id)
-                    .wait(super::launch::VOLUME_TIMEOUT),
-            )
+            .race(super::retry::wait_volume(
+                c,
+                id,
+                "available",
+                super::launch::VOLUME_TIMEOUT,
+                super::launch::VOLUME_POLL,
+            ))
             .await;
         if let Some(Err(e)) = waited {
-            tracing::warn!("volume {id}: expected `available` after detach, seen: {e}");
+            tracing::warn!("volume {id}: expected `available` after detach, seen: {e:#}");
         }
     }
     match c.delete_volume().volume_id(id).send().await {
@@ -550,6 +763,7 @@ mod tests {
             older_than: Duration::from_secs(7200),
             dry_run: false,
             run_id: None,
+            owner: None,
         };
         assert_eq!(eligible(&[t("Name", "x")], &opts, now), Err(None));
         assert_eq!(
@@ -564,8 +778,207 @@ mod tests {
             older_than: Duration::ZERO,
             dry_run: false,
             run_id: Some("q".into()),
+            owner: None,
         };
         assert_eq!(eligible(&[t(TAG_RUN_ID, "r")], &one, now), Err(None));
         assert_eq!(eligible(&[t(TAG_RUN_ID, "q")], &one, now), Ok("q".into()));
+    }
+
+    #[test]
+    fn sweep_takes_only_its_owners_resources_unless_all_owners() {
+        let t = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+        let now = SystemTime::now();
+        let mine = [t(TAG_RUN_ID, "r1"), t(TAG_OWNER, "ci-cell-1")];
+        let theirs = [t(TAG_RUN_ID, "r2"), t(TAG_OWNER, "ci-cell-2")];
+        let untagged_owner = [t(TAG_RUN_ID, "r3")];
+        let me = SweepOptions {
+            older_than: Duration::ZERO,
+            dry_run: false,
+            run_id: None,
+            owner: Some("ci-cell-1".into()),
+        };
+        assert_eq!(eligible(&mine, &me, now), Ok("r1".into()));
+        assert_eq!(eligible(&theirs, &me, now), Err(None));
+        assert_eq!(eligible(&untagged_owner, &me, now), Err(None));
+        let f = tag_filters(&me);
+        assert!(f
+            .iter()
+            .any(|f| f.name() == Some("tag:harness:owner") && f.values() == ["ci-cell-1"]));
+        let all = SweepOptions { owner: None, ..me };
+        assert_eq!(eligible(&theirs, &all, now), Ok("r2".into()));
+        assert_eq!(tag_filters(&all).len(), 1);
+    }
+
+    #[test]
+    fn states_aws_produces_are_waited_for_or_skipped() {
+        for s in ["pending", "running", "stopping", "stopped"] {
+            assert_eq!(instance_step(Some(s)), InstanceStep::Terminate, "{s}");
+        }
+        assert_eq!(instance_step(Some("shutting-down")), InstanceStep::Wait);
+        assert_eq!(instance_step(Some("terminated")), InstanceStep::Done);
+        assert_eq!(instance_step(None), InstanceStep::Done);
+        assert!(matches!(
+            volume_step(Some("deleting"), false),
+            VolumeStep::Skip(_)
+        ));
+        assert!(matches!(
+            volume_step(Some("deleting"), true),
+            VolumeStep::Skip(_)
+        ));
+        assert_eq!(
+            volume_step(Some("in-use"), true),
+            VolumeStep::DetachThenDelete
+        );
+        assert_eq!(volume_step(Some("available"), false), VolumeStep::Delete);
+    }
+
+    mod mocked {
+        //! aws-smithy-mocks plays EC2 with states moto does not produce
+        //! (a `pending` instance, a `deleting` volume, a region refusing access).
+        use super::super::*;
+        use aws_sdk_ec2::error::ErrorMetadata;
+        use aws_sdk_ec2::operation::delete_volume::DeleteVolumeOutput;
+        use aws_sdk_ec2::operation::describe_instances::{
+            DescribeInstancesError, DescribeInstancesOutput,
+        };
+        use aws_sdk_ec2::operation::describe_key_pairs::DescribeKeyPairsOutput;
+        use aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput;
+        use aws_sdk_ec2::operation::describe_spot_instance_requests::DescribeSpotInstanceRequestsOutput;
+        use aws_sdk_ec2::operation::describe_volumes::DescribeVolumesOutput;
+        use aws_sdk_ec2::operation::terminate_instances::TerminateInstancesOutput;
+        use aws_sdk_ec2::types::{
+            Instance, InstanceState, InstanceStateName, Reservation, Volume, VolumeState,
+        };
+        use aws_sdk_ec2::Client;
+        use aws_smithy_mocks::{mock, Rule, RuleMode};
+
+        fn ctx(rules: &[&Rule]) -> Ec2Ctx {
+            Ec2Ctx {
+                sdk: aws_config::SdkConfig::builder().build(),
+                client: super::super::super::launch::tests::client_with(rules, RuleMode::MatchAny),
+                region: "us-east-1".into(),
+                endpoint: None,
+            }
+        }
+
+        fn opts() -> SweepOptions {
+            SweepOptions {
+                older_than: Duration::ZERO,
+                dry_run: false,
+                run_id: None,
+                owner: None,
+            }
+        }
+
+        fn inst(state: InstanceStateName) -> impl Fn() -> DescribeInstancesOutput {
+            move || {
+                DescribeInstancesOutput::builder()
+                    .reservations(
+                        Reservation::builder()
+                            .instances(
+                                Instance::builder()
+                                    .instance_id("i-1")
+                                    .state(InstanceState::builder().name(state.clone()).build())
+                                    .tags(Tag::builder().key(TAG_RUN_ID).value("r").build())
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build()
+            }
+        }
+
+        #[tokio::test]
+        async fn a_pending_instance_is_polled_and_a_deleting_volume_skipped() {
+            let list = mock!(Client::describe_instances)
+                .match_requests(|r| r.instance_ids().is_empty())
+                .then_output(inst(InstanceStateName::Pending));
+            let poll = mock!(Client::describe_instances)
+                .match_requests(|r| !r.instance_ids().is_empty())
+                .sequence()
+                .output(inst(InstanceStateName::Pending))
+                .output(inst(InstanceStateName::ShuttingDown))
+                .output(inst(InstanceStateName::Terminated))
+                .build();
+            let term = mock!(Client::terminate_instances)
+                .then_output(|| TerminateInstancesOutput::builder().build());
+            let spot = mock!(Client::describe_spot_instance_requests)
+                .then_output(|| DescribeSpotInstanceRequestsOutput::builder().build());
+            let vols = mock!(Client::describe_volumes).then_output(|| {
+                DescribeVolumesOutput::builder()
+                    .volumes(
+                        Volume::builder()
+                            .volume_id("vol-1")
+                            .state(VolumeState::Deleting)
+                            .tags(Tag::builder().key(TAG_RUN_ID).value("r").build())
+                            .build(),
+                    )
+                    .build()
+            });
+            let del =
+                mock!(Client::delete_volume).then_output(|| DeleteVolumeOutput::builder().build());
+            let keys = mock!(Client::describe_key_pairs)
+                .then_output(|| DescribeKeyPairsOutput::builder().build());
+            let groups = mock!(Client::describe_security_groups)
+                .then_output(|| DescribeSecurityGroupsOutput::builder().build());
+            let ctx = ctx(&[&list, &poll, &term, &spot, &vols, &del, &keys, &groups]);
+            let swept = sweep_region_polling(
+                &ctx,
+                &opts(),
+                &super::super::super::stop::Stop::new(),
+                Duration::from_millis(1),
+            )
+            .await
+            .unwrap();
+            assert_eq!(swept.failed, Vec::<String>::new());
+            assert_eq!(poll.num_calls(), 3, "polled until terminated");
+            // Still `pending` after the first TerminateInstances: asked again.
+            assert_eq!(term.num_calls(), 2);
+            assert_eq!(
+                del.num_calls(),
+                0,
+                "a volume already deleting is left alone"
+            );
+            let verbs: Vec<String> = swept
+                .actions
+                .iter()
+                .map(|a| format!("{} {}", a.verb, a.id))
+                .collect();
+            assert_eq!(verbs, ["terminate i-1", "skip (already deleting) vol-1"]);
+        }
+
+        #[tokio::test]
+        async fn a_region_refusing_access_is_recorded_not_fatal() {
+            let list = mock!(Client::describe_instances).then_error(|| {
+                DescribeInstancesError::generic(
+                    ErrorMetadata::builder()
+                        .code("UnauthorizedOperation")
+                        .message("You are not authorized")
+                        .build(),
+                )
+            });
+            let swept = sweep_region_until(
+                &ctx(&[&list]),
+                &opts(),
+                &super::super::super::stop::Stop::new(),
+            )
+            .await
+            .expect("the sweep goes on with other regions");
+            assert_eq!(swept.failed.len(), 1);
+            assert!(
+                swept.failed[0].contains("us-east-1")
+                    && swept.failed[0].contains("UnauthorizedOperation"),
+                "{:?}",
+                swept.failed
+            );
+            let e = sweep_region(&ctx(&[&list]), &opts())
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("left") && e.contains("UnauthorizedOperation"),
+                "{e}"
+            );
+        }
     }
 }

@@ -412,6 +412,17 @@ impl Instance for QemuInstance {
         Ok(())
     }
 
+    /// MODEL of EC2's side: capacity returns at once and EC2 restarts the
+    /// interrupted instance with the same disks (a persistent spot request
+    /// with interruption behavior `stop`); QEMU stands in for EC2's restart.
+    async fn await_restart_after_interruption(&mut self) -> anyhow::Result<()> {
+        eprintln!(
+            "[{}] modelled: spot capacity returned; EC2 restarts the interrupted instance (QEMU start stands in for it)",
+            self.opts.label
+        );
+        self.start().await
+    }
+
     async fn terminate(&mut self) -> anyhow::Result<()> {
         if self.child.is_some() {
             self.save_artifacts();

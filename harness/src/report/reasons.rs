@@ -73,9 +73,9 @@ fn known() -> &'static [Known] {
                 "set AWS_EC2_METADATA_DISABLED=true and AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
             ),
             k(
-                r#"placeholder ids|"verified": false"#,
-                "AMI table not verified (placeholder ids)",
-                "run ci/update-amis.sh with AWS credentials",
+                r"needs provider hashicorp/aws: expected its \S+ binary in a filesystem mirror",
+                "no hashicorp/aws provider mirror (ec2-instance module tests)",
+                "put terraform-provider-aws under $HARNESS_TF_AWS_MIRROR (registry.terraform.io/hashicorp/aws/<version>/linux_<arch>/)",
             ),
             k(
                 r"(?i)chromium[^;]*(not found|not installed|absent|missing)|no chromium",

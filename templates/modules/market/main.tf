@@ -1,6 +1,7 @@
 # Provider-free module: where spot and on-demand differ. Turns is_spot and
-# spot_price into the instance_market_options settings of aws_instance, so
-# `terraform test` can prove the difference offline.
+# spot_price into the market settings modules/ec2-instance applies (empty:
+# an aws_instance; one object: an aws_spot_instance_request with these
+# settings), so `terraform test` can prove the difference offline.
 
 variable "is_spot" {
   description = "Whether the variant runs on spot instances."
@@ -23,8 +24,8 @@ output "market_options" {
     market_type = "spot"
     spot_options = {
       # Persistent + stop: an interruption stops the instance (the home
-      # volume and root disk stay), and the request relaunches it when
-      # capacity returns, like a workspace stop/start.
+      # volume and root disk stay), and EC2 itself restarts it when
+      # capacity returns (only EC2 may; a Coder start build cannot).
       spot_instance_type             = "persistent"
       instance_interruption_behavior = "stop"
       max_price                      = var.spot_price == "" ? null : var.spot_price

@@ -1,0 +1,213 @@
+//! The IAM policy the EC2 tier needs, generated from one list: every AWS
+//! API the harness calls (`harness/src/ec2/`, `ami.rs`, `backend.rs`,
+//! `real_workspace.rs`) and the actions AWS authorizes implicitly (tagging
+//! on create).  A test scans those sources for SDK calls and fails on any
+//! call missing here and on any listed call no longer made; another checks
+//! that README's policy block is exactly [`policy_json`].
+
+/// Why an action is in the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The SDK operation (snake_case, as called on the client) that needs it.
+    Call(&'static str),
+    /// Authorized although not called directly; the reason.
+    Implied(&'static str),
+}
+
+/// Every action the harness needs, sorted by action.
+pub const ACTIONS: &[(&str, Need)] = &[
+    ("ec2:AttachVolume", Need::Call("attach_volume")),
+    (
+        "ec2:AuthorizeSecurityGroupIngress",
+        Need::Call("authorize_security_group_ingress"),
+    ),
+    (
+        "ec2:CancelSpotInstanceRequests",
+        Need::Call("cancel_spot_instance_requests"),
+    ),
+    ("ec2:CreateSecurityGroup", Need::Call("create_security_group")),
+    (
+        "ec2:CreateTags",
+        Need::Implied("TagSpecifications on RunInstances, CreateVolume, ImportKeyPair and CreateSecurityGroup (tag on create)"),
+    ),
+    ("ec2:CreateVolume", Need::Call("create_volume")),
+    ("ec2:DeleteKeyPair", Need::Call("delete_key_pair")),
+    ("ec2:DeleteSecurityGroup", Need::Call("delete_security_group")),
+    ("ec2:DeleteVolume", Need::Call("delete_volume")),
+    (
+        "ec2:DescribeAvailabilityZones",
+        Need::Call("describe_availability_zones"),
+    ),
+    ("ec2:DescribeImages", Need::Call("describe_images")),
+    (
+        "ec2:DescribeInstanceTypeOfferings",
+        Need::Call("describe_instance_type_offerings"),
+    ),
+    ("ec2:DescribeInstances", Need::Call("describe_instances")),
+    ("ec2:DescribeKeyPairs", Need::Call("describe_key_pairs")),
+    ("ec2:DescribeRegions", Need::Call("describe_regions")),
+    (
+        "ec2:DescribeSecurityGroups",
+        Need::Call("describe_security_groups"),
+    ),
+    (
+        "ec2:DescribeSpotInstanceRequests",
+        Need::Call("describe_spot_instance_requests"),
+    ),
+    ("ec2:DescribeVolumes", Need::Call("describe_volumes")),
+    ("ec2:DetachVolume", Need::Call("detach_volume")),
+    ("ec2:GetConsoleOutput", Need::Call("get_console_output")),
+    ("ec2:ImportKeyPair", Need::Call("import_key_pair")),
+    (
+        "ec2:ModifyInstanceAttribute",
+        Need::Call("modify_instance_attribute"),
+    ),
+    ("ec2:RunInstances", Need::Call("run_instances")),
+    ("ec2:StartInstances", Need::Call("start_instances")),
+    ("ec2:StopInstances", Need::Call("stop_instances")),
+    ("ec2:TerminateInstances", Need::Call("terminate_instances")),
+];
+
+/// The SDK waiters the harness uses and the operation each polls.
+pub const WAITERS: &[(&str, &str)] = &[
+    ("wait_until_instance_running", "describe_instances"),
+    ("wait_until_instance_stopped", "describe_instances"),
+    ("wait_until_instance_terminated", "describe_instances"),
+    ("wait_until_volume_available", "describe_volumes"),
+    ("wait_until_volume_in_use", "describe_volumes"),
+];
+
+/// The policy document (pretty JSON, one action per line).
+pub fn policy_json() -> String {
+    let actions: Vec<&str> = ACTIONS.iter().map(|(a, _)| *a).collect();
+    let doc = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Action": actions,
+            "Resource": "*",
+        }]
+    });
+    serde_json::to_string_pretty(&doc).expect("static JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// Files whose SDK calls the policy must cover.
+    fn sources(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(root.join("harness/src/ec2"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+            .collect();
+        for f in ["ami.rs", "backend.rs", "real_workspace.rs"] {
+            v.push(root.join("harness/src").join(f));
+        }
+        v.sort();
+        v
+    }
+
+    /// Operation names called on an EC2 client (`client.op()`, `c.op()`),
+    /// waiters mapped to the operation they poll; `#[cfg(test)]` code
+    /// excluded.
+    fn calls(text: &str) -> BTreeSet<String> {
+        let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+        let re = regex::Regex::new(r"\b(?:client|c)\s*\.\s*([a-z][a-z0-9_]*)\s*\(\)").unwrap();
+        let verbs = [
+            "describe_",
+            "run_",
+            "create_",
+            "delete_",
+            "attach_",
+            "detach_",
+            "import_",
+            "authorize_",
+            "revoke_",
+            "terminate_",
+            "stop_",
+            "start_",
+            "cancel_",
+            "modify_",
+            "get_",
+            "request_",
+            "deregister_",
+            "register_",
+            "wait_until_",
+            "send_",
+            "list_",
+        ];
+        re.captures_iter(code)
+            .map(|c| c[1].to_string())
+            .filter(|op| verbs.iter().any(|v| op.starts_with(v)))
+            .map(|op| {
+                WAITERS
+                    .iter()
+                    .find(|(w, _)| *w == op)
+                    .map_or(op.clone(), |(_, polled)| polled.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_sdk_call_is_in_the_policy_and_nothing_else_is() {
+        let root = crate::repo::root().unwrap();
+        let mut called = BTreeSet::new();
+        for f in sources(&root) {
+            called.extend(calls(&std::fs::read_to_string(&f).unwrap()));
+        }
+        let listed: BTreeSet<String> = ACTIONS
+            .iter()
+            .filter_map(|(_, n)| match n {
+                Need::Call(op) => Some(op.to_string()),
+                Need::Implied(_) => None,
+            })
+            .collect();
+        let missing: Vec<_> = called.difference(&listed).collect();
+        let unused: Vec<_> = listed.difference(&called).collect();
+        assert!(
+            missing.is_empty() && unused.is_empty(),
+            "IAM policy (harness::ec2::iam::ACTIONS): calls not listed: {missing:?}; listed but never called: {unused:?}"
+        );
+        // The scanner sees what it should.
+        let sample = "ctx.client\n    .modify_instance_attribute()\n c.wait_until_volume_in_use() x.get_mut() c.clone()";
+        assert_eq!(
+            calls(sample),
+            ["describe_volumes", "modify_instance_attribute"]
+                .map(String::from)
+                .into()
+        );
+        // The action that was missing from the hand-written policy.
+        assert!(policy_json().contains("\"ec2:ModifyInstanceAttribute\""));
+        let sorted: Vec<_> = ACTIONS.iter().map(|(a, _)| *a).collect();
+        let mut s = sorted.clone();
+        s.sort();
+        assert_eq!(sorted, s, "keep ACTIONS sorted");
+    }
+
+    #[test]
+    fn readme_shows_the_generated_policy() {
+        let root = crate::repo::root().unwrap();
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let marker = "<!-- iam-policy: generated by harness::ec2::iam::policy_json() -->";
+        let after = readme
+            .split_once(marker)
+            .map(|(_, a)| a)
+            .unwrap_or_else(|| {
+                panic!("README.md: expected the marker `{marker}` before the policy block")
+            });
+        let block = after
+            .split_once("```json\n")
+            .and_then(|(_, b)| b.split_once("\n```"))
+            .map(|(b, _)| b)
+            .expect("a ```json block after the marker");
+        assert_eq!(
+            block,
+            policy_json(),
+            "README.md's IAM policy differs from the generated one; paste `harness::ec2::iam::policy_json()`"
+        );
+    }
+}
