@@ -5,6 +5,7 @@
 //! install hint, never a silent skip.
 
 pub mod ami;
+pub mod checkov;
 pub mod fmt;
 pub mod instance_type;
 pub mod nix;
