@@ -18,6 +18,29 @@
 # 3 no usable Go (>= 1.26).
 set -euo pipefail
 
+# The licence of one LICENSE file: FORBIDDEN (AGPL, BUSL, SSPL), MPL-2.0,
+# Apache-2.0, BSD, MIT, ISC or unknown. `--classify-licence FILE` prints it
+# (harness/tests/coder_import.rs tests it).
+classify_licence() {
+  local lic=$1 head
+  # The title (first lines) names the licence; the MPL's body itself
+  # mentions the AGPL as a "Secondary License", so never grep the body for it.
+  head=$(grep -m 8 -v '^[[:space:]]*$' "$lic" || true)
+  if grep -qiE 'AFFERO|Business Source License|Server Side Public License' <<<"$head"; then
+    echo FORBIDDEN
+  elif grep -qi 'Mozilla Public License' <<<"$head"; then echo MPL-2.0
+  elif grep -qi 'Apache License' <<<"$head"; then echo Apache-2.0
+  elif grep -qi 'Redistribution and use in source and binary forms' "$lic"; then echo BSD
+  elif grep -qi 'Permission is hereby granted, free of charge' "$lic"; then echo MIT
+  elif grep -qi 'Permission to use, copy, modify, and/or distribute' "$lic"; then echo ISC
+  else echo unknown
+  fi
+}
+if [ "${1:-}" = --classify-licence ]; then
+  classify_licence "$2"
+  exit 0
+fi
+
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 version=${CODER_PROVIDER_VERSION:-$(tr -d ' \n' <"$repo/ci/coder-provider.version")}
 version=${version#v}
@@ -92,17 +115,7 @@ while read -r path ver mdir; do
   lic=$(find "$mdir" -maxdepth 1 -type f \( -iname 'LICEN[CS]E*' -o -iname 'COPYING*' \) | sort | head -n1)
   kind=unknown
   if [ -n "$lic" ]; then
-    # The title (first lines) names the licence; the MPL's body itself
-    # mentions the AGPL as a "Secondary License", so never grep the body for it.
-    head=$(grep -m 8 -v '^[[:space:]]*$' "$lic")
-    if grep -qiE 'AFFERO|Business Source License|Server Side Public License' <<<"$head"; then
-      kind=FORBIDDEN
-    elif grep -qi 'Mozilla Public License' <<<"$head"; then kind=MPL-2.0
-    elif grep -qi 'Apache License' <<<"$head"; then kind=Apache-2.0
-    elif grep -qi 'Redistribution and use in source and binary forms' "$lic"; then kind=BSD
-    elif grep -qi 'Permission is hereby granted, free of charge' "$lic"; then kind=MIT
-    elif grep -qi 'Permission to use, copy, modify, and/or distribute' "$lic"; then kind=ISC
-    fi
+    kind=$(classify_licence "$lic")
   fi
   printf '%s %s %s %s\n' "$path" "$ver" "$kind" "${lic##*/}" >>"$table"
   case $kind in

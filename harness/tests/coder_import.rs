@@ -261,3 +261,43 @@ async fn the_build_fails_when_stop_does_not_stop_or_user_data_differs_from_rende
         assert!(r.contains("differs from `harness render`"), "{r}");
     }
 }
+
+#[test]
+fn the_provider_build_refuses_agpl_busl_and_unknown_licences() {
+    let d = tempfile::tempdir().unwrap();
+    let classify = |name: &str, text: &str| {
+        let f = d.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        let o = std::process::Command::new("bash")
+            .arg(repo().join("ci/build-coder-provider.sh"))
+            .arg("--classify-licence")
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let agpl = "                    GNU AFFERO GENERAL PUBLIC LICENSE\n                       Version 3, 19 November 2007\n";
+    assert_eq!(classify("agpl", agpl), "FORBIDDEN");
+    assert_eq!(
+        classify("busl", "Business Source License 1.1\n\nParameters\n"),
+        "FORBIDDEN"
+    );
+    // The MPL 2.0 body names the AGPL as a "Secondary License": still MPL.
+    let mpl = format!(
+        "Mozilla Public License Version 2.0\n==================================\n{}1.12. \"Secondary License\"\n    means either the GNU General Public License, Version 2.0, the GNU\n    Lesser General Public License, Version 2.1, the GNU Affero General\n    Public License, Version 3.0, or any later versions of those\n    licenses.\n",
+        "1. Definitions\n--------------\n\n".repeat(8)
+    );
+    assert_eq!(classify("mpl", &mpl), "MPL-2.0");
+    assert_eq!(
+        classify(
+            "mit",
+            "MIT License\n\nPermission is hereby granted, free of charge, to any person\n"
+        ),
+        "MIT"
+    );
+    assert_eq!(
+        classify("none", "Copyright 2026 Someone. All rights reserved.\n"),
+        "unknown"
+    );
+}

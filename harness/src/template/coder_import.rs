@@ -768,13 +768,18 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Run `check` unless a passed or failed verdict for the same inputs is
-/// cached under `target/coder-import/` (skips are never cached).
+/// cached under `${HARNESS_CACHE:-/var/cache/harness}/coder-import-verdicts/`
+/// (else `target/coder-import-verdicts/`); skips are never cached. The key
+/// holds paths relative to the repository, so copies of it share verdicts.
 async fn cached<F, Fut>(root: &Path, variant: &Variant, check: &str, f: F) -> Status
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Status>,
 {
-    let dir = crate::repo::target_dir(root).join("coder-import");
+    let mut dir = provider_mirror::cache_dir().join("coder-import-verdicts");
+    if std::fs::create_dir_all(&dir).is_err() {
+        dir = crate::repo::target_dir(root).join("coder-import-verdicts");
+    }
     let key = cache_key(root, variant, check);
     if let Some(k) = &key {
         if let Ok(text) = std::fs::read_to_string(dir.join(k)) {
