@@ -166,7 +166,6 @@ pub fn summarize(stderr: &str) -> String {
                     && !l.starts_with(char::is_numeric)
                     && !l.trim_start().starts_with(|c: char| c.is_ascii_digit())
                     && detail.is_empty()
-                    && !at.is_empty()
                 {
                     detail = l.trim().to_string();
                 }

@@ -200,7 +200,12 @@ mod tests {
         std::fs::create_dir_all(m.join(AWS).join("5.0.0").join(platform())).unwrap();
         assert_eq!(versions_in(&m, CODER), vec!["2.20.0".to_string()]);
         assert!(versions_in(&m, AWS).is_empty());
-        let c = write_cli_config_with(&d.path().join("cfg"), &[CODER, AWS], &[m.clone()]).unwrap();
+        let c = write_cli_config_with(
+            &d.path().join("cfg"),
+            &[CODER, AWS],
+            std::slice::from_ref(&m),
+        )
+        .unwrap();
         let text = std::fs::read_to_string(&c.path).unwrap();
         assert!(
             text.contains(&format!("path    = {:?}", m.display().to_string())),
