@@ -301,3 +301,22 @@ fn the_provider_build_refuses_agpl_busl_and_unknown_licences() {
         "unknown"
     );
 }
+
+#[tokio::test]
+async fn a_root_aws_data_source_is_stubbed_in_the_test_build() {
+    // The shape an AMI lookup takes in main.tf: the test build must still
+    // plan and build without the AWS provider.
+    let d = scratch(GOOD_FLAKE);
+    let main = d.path().join("templates/main.tf");
+    let text = std::fs::read_to_string(&main).unwrap();
+    let ami = "ami            = local.amis[data.coder_parameter.region.value][var.arch]";
+    assert!(text.contains(ami), "main.tf changed; update this test");
+    let text = text.replace(ami, "ami            = data.aws_ami.nixos[var.arch].id")
+        + "\ndata \"aws_ami\" \"nixos\" {\n  for_each    = toset([var.arch])\n  most_recent = true\n  owners      = [\"427812963091\"]\n  filter {\n    name   = \"architecture\"\n    values = [each.key == \"aarch64\" ? \"arm64\" : \"x86_64\"]\n  }\n}\n";
+    std::fs::write(&main, text).unwrap();
+    let v = variant(d.path());
+    passed(
+        coder_import::check_test_build(d.path(), &v).await,
+        "coder-import with a root data \"aws_ami\"",
+    );
+}

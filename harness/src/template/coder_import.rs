@@ -318,7 +318,7 @@ pub fn strip_aws(dir: &Path) -> anyhow::Result<()> {
         );
         for (t, n, count, for_each) in &stubs {
             let obj = format!(
-                "{{ id = \"harness-stub-{t}-{n}\", arn = \"arn:aws:harness:stub\", image_id = \"ami-00000000000000000\", name = \"harness-stub\", architecture = \"x86_64\" }}"
+                "{{ id = \"harness-stub-{t}-{n}\", arn = \"arn:aws:harness:stub\", image_id = \"ami-00000000000000000\", name = \"harness-stub\", value = \"harness-stub\", architecture = \"x86_64\" }}"
             );
             let value = match (count, for_each) {
                 (Some(c), _) => format!("[for i in range({c}) : {obj}]"),
