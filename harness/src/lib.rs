@@ -26,6 +26,7 @@ pub mod report;
 pub mod scenarios;
 pub mod ssh;
 pub mod summary;
+pub mod template;
 pub mod terraform;
 pub mod tools;
 pub mod values;

@@ -66,6 +66,19 @@ impl Terraform {
 
     /// Run `terraform <args>` in `cwd`; non-zero exit → `TerraformError`.
     pub async fn run(&self, cwd: &Path, args: &[&str]) -> Result<Output, TerraformError> {
+        self.run_env(cwd, args, &[], &[]).await
+    }
+
+    /// [`Terraform::run`] with extra environment for this child only: every
+    /// inherited variable whose name starts with one of `clear_prefixes` is
+    /// removed, then `set` is applied (e.g. `TF_CLI_CONFIG_FILE`, `CODER_*`).
+    pub async fn run_env(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        set: &[(String, String)],
+        clear_prefixes: &[&str],
+    ) -> Result<Output, TerraformError> {
         let mut cmd = tokio::process::Command::new(&self.bin);
         cmd.args(args)
             .current_dir(cwd)
@@ -88,9 +101,16 @@ impl Terraform {
                 cmd.env_remove("TF_CLI_CONFIG_FILE");
             }
         }
+        for (k, _) in std::env::vars_os() {
+            let name = k.to_string_lossy();
+            if clear_prefixes.iter().any(|p| name.starts_with(p)) {
+                cmd.env_remove(&k);
+            }
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        cmd.envs(set.iter().map(|(k, v)| (k, v)));
         let err = |status: String, stdout: String, stderr: String| TerraformError {
             args: args.join(" "),
             dir: cwd.to_path_buf(),

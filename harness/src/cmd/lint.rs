@@ -30,6 +30,34 @@ async fn run_inner(_args: Args) -> anyhow::Result<i32> {
             r.elapsed.as_secs_f64()
         );
     }
+    // Rows that can be skipped (coder provider or checkov unavailable):
+    // a skip is an error under HARNESS_STRICT=1, never a pass.
+    let strict = std::env::var("HARNESS_STRICT").is_ok_and(|v| v == "1");
+    let mut rows = crate::report::Report::default();
+    crate::gate::run_coder_import_and_checkov(&root, &mut rows).await;
+    for r in &rows.rows {
+        let what = format!("{} {}", r.check, r.variant);
+        match &r.status {
+            crate::report::Status::Passed => {}
+            crate::report::Status::Failed(why) => {
+                println!("error: [{what}] {why}");
+                errors += 1;
+            }
+            crate::report::Status::Skipped(why) => {
+                println!(
+                    "{}: [{what}] skipped: {why}",
+                    if strict { "error" } else { "warning" }
+                );
+                errors += usize::from(strict);
+            }
+        }
+        eprintln!(
+            "lint {:15} {} ({:.1}s)",
+            what,
+            r.status.word(),
+            r.elapsed.as_secs_f64()
+        );
+    }
     if errors > 0 {
         eprintln!("lint: {errors} error(s)");
         Ok(1)

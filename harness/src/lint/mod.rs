@@ -7,6 +7,7 @@
 pub mod agent_user;
 pub mod amazon_init;
 pub mod ami;
+pub mod checkov;
 pub mod coder_resources;
 pub mod fmt;
 pub mod instance_type;

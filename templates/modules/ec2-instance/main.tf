@@ -134,6 +134,9 @@ resource "aws_iam_instance_profile" "this" {
 
 # On-demand: a plain instance.
 resource "aws_instance" "this" {
+  # checkov:skip=CKV_AWS_135: every type offered (instance-types.json: t3, t4g, m6i, m7g, c6i, c7g) is Nitro and EBS-optimized by default
+  # checkov:skip=CKV_AWS_126: detailed (1-minute) monitoring is billed per instance; the agent reports CPU/memory/disk to Coder
+  # checkov:skip=CKV2_AWS_41: an instance profile is optional by design (iam_role_name parameter, empty = none)
   count                = local.is_spot ? 0 : 1
   ami                  = data.aws_ami.nixos.id
   instance_type        = var.instance_type
@@ -235,6 +238,7 @@ resource "aws_ec2_tag" "spot_root" {
 # interruptions, which stop the instance) and is deleted with the workspace.
 # It is created in the instance's availability zone, so the two can attach.
 resource "aws_ebs_volume" "home" {
+  # checkov:skip=CKV_AWS_189: encrypted with the account's AWS-managed EBS key; a customer-managed KMS key is the account owner's choice, not the template's
   availability_zone = local.availability_zone
   size              = var.home_disk_size
   type              = "gp3"

@@ -1,0 +1,6 @@
+//! The template as Coder sees it: the real `coder/coder` Terraform provider
+//! (built from the Go module proxy into a filesystem mirror, see
+//! `ci/build-coder-provider.sh`) and the `coder-import <variant>` check.
+
+pub mod coder_import;
+pub mod provider_mirror;
