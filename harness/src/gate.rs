@@ -115,7 +115,7 @@ pub async fn run_coder_import_and_checkov(root: &Path, report: &mut Report) {
         "*",
         crate::lint::checkov::CHECK,
         status,
-        Target::Static,
+        Tier::Static,
         t.elapsed(),
     );
 }
