@@ -73,8 +73,8 @@ fn known() -> &'static [Known] {
                 "set AWS_EC2_METADATA_DISABLED=true and AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
             ),
             k(
-                r"needs provider hashicorp/aws: expected its \S+ binary in a filesystem mirror",
-                "no hashicorp/aws provider mirror (ec2-instance module tests)",
+                r"needs provider hashicorp/aws: expected its \S+ binary in a filesystem mirror at (\S+)",
+                "no hashicorp/aws provider in the mirror at $1 (ec2-instance module tests)",
                 "put terraform-provider-aws under $HARNESS_TF_AWS_MIRROR (registry.terraform.io/hashicorp/aws/<version>/linux_<arch>/)",
             ),
             k(
