@@ -11,6 +11,7 @@ pub mod checks;
 pub mod cli;
 pub mod cmd;
 pub mod control;
+pub mod doubles;
 pub mod ec2;
 pub mod gate;
 pub mod image;
