@@ -31,4 +31,5 @@ pub mod terraform;
 pub mod tools;
 pub mod values;
 pub mod variant;
+pub mod workspace;
 pub mod workspace_double;
