@@ -20,6 +20,12 @@
 //! | `POST /harness-double/agent/log` | double-only: text/plain, one or more lines, level info |
 //! | `POST /harness-double/agent/hello` | double-only: `user=… uid=… pid=… boot=…` at each agent start |
 //! | `POST /harness-double/heartbeat` | double-only: liveness (the real agent keeps a connection) |
+//! | `GET /harness-double/agent/exec` | double-only: the next queued command, `<id>\n<command>`, or 204 (each poll is a heartbeat) |
+//! | `POST /harness-double/agent/exec-result?id=&status=` | double-only: its stdout (text/plain) and exit status |
+//!
+//! The exec queue stands in for `coder ssh`: a shell as the agent's user,
+//! reached through the agent, which is how a user gets the SSH fallback
+//! on a workspace whose flake failed.
 //!
 //! The double-only text endpoints exist because the stand-in is a POSIX sh
 //! script with curl and no JSON parser; the JSON endpoints keep Coder's
@@ -85,8 +91,16 @@ struct Recorded {
     unauthorized: usize,
 }
 
+#[derive(Default)]
+struct ExecQueue {
+    next_id: u64,
+    pending: std::collections::VecDeque<(u64, String)>,
+    results: std::collections::HashMap<u64, (i32, String)>,
+}
+
 struct Shared {
     token: String,
+    exec: Mutex<ExecQueue>,
     manifest: Mutex<AgentManifest>,
     rec: Mutex<Recorded>,
 }
@@ -294,13 +308,56 @@ async fn heartbeat(State(st): State<St>, h: HeaderMap) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
+async fn exec_next(State(st): State<St>, h: HeaderMap) -> Response {
+    if !authorized(&st, &h) {
+        return unauthorized();
+    }
+    seen(&st);
+    match st.exec.lock().unwrap().pending.pop_front() {
+        Some((id, cmd)) => format!("{id}\n{cmd}").into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ExecResult {
+    id: u64,
+    status: i32,
+}
+
+async fn exec_result(
+    State(st): State<St>,
+    h: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<ExecResult>,
+    body: String,
+) -> Response {
+    if !authorized(&st, &h) {
+        return unauthorized();
+    }
+    seen(&st);
+    st.exec
+        .lock()
+        .unwrap()
+        .results
+        .insert(q.id, (q.status, body));
+    StatusCode::NO_CONTENT.into_response()
+}
+
 impl AgentApiDouble {
+    /// Replace what the agent receives (before it starts).
+    pub fn set_manifest(&self, manifest: AgentManifest) -> anyhow::Result<()> {
+        env_script(&manifest.env)?;
+        *self.st.manifest.lock().unwrap() = manifest;
+        Ok(())
+    }
+
     /// Start the double for one agent with `token` and `manifest`.
     pub async fn start(token: &str, manifest: AgentManifest) -> anyhow::Result<AgentApiDouble> {
         anyhow::ensure!(!token.is_empty(), "the agent API double needs a token");
         env_script(&manifest.env)?;
         let st: St = Arc::new(Shared {
             token: token.to_string(),
+            exec: Mutex::default(),
             manifest: Mutex::new(manifest),
             rec: Mutex::default(),
         });
@@ -320,6 +377,8 @@ impl AgentApiDouble {
             .route("/harness-double/agent/log", post(log_text))
             .route("/harness-double/agent/hello", post(hello))
             .route("/harness-double/heartbeat", post(heartbeat))
+            .route("/harness-double/agent/exec", get(exec_next))
+            .route("/harness-double/agent/exec-result", post(exec_result))
             .with_state(st.clone());
         // 0.0.0.0 is not needed: QEMU's user net reaches host loopback.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -407,8 +466,45 @@ impl ControlPlane for AgentApiDouble {
     async fn lifecycle(&self) -> anyhow::Result<Vec<LifecycleReport>> {
         Ok(self.st.rec.lock().unwrap().lifecycle.clone())
     }
+    async fn agent_ssh(
+        &self,
+        cmd: &str,
+        timeout: std::time::Duration,
+    ) -> Option<anyhow::Result<crate::probe::ExecOutput>> {
+        let id = {
+            let mut q = self.st.exec.lock().unwrap();
+            q.next_id += 1;
+            let id = q.next_id;
+            q.pending.push_back((id, cmd.to_string()));
+            id
+        };
+        let start = std::time::Instant::now();
+        loop {
+            if let Some((status, stdout)) = self.st.exec.lock().unwrap().results.remove(&id) {
+                return Some(Ok(crate::probe::ExecOutput {
+                    command: format!("through the agent stand-in (double of `coder ssh`): {cmd}"),
+                    status,
+                    stdout,
+                    stderr: String::new(),
+                }));
+            }
+            if start.elapsed() > timeout {
+                self.st
+                    .exec
+                    .lock()
+                    .unwrap()
+                    .pending
+                    .retain(|(i, _)| *i != id);
+                return Some(Err(anyhow::anyhow!(
+                    "the agent stand-in did not run `{cmd}` within {timeout:?} (is the agent connected? {})",
+                    self.summary()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
     async fn agent_connected(&self) -> anyhow::Result<bool> {
-        // The stand-in heartbeats every 3 s while it runs.
+        // The stand-in polls every second while it runs.
         let last = self.st.rec.lock().unwrap().last_seen;
         Ok(last.is_some_and(|t| t.elapsed().map(|e| e.as_secs() < 15).unwrap_or(false)))
     }

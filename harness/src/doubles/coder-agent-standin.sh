@@ -19,7 +19,8 @@
 #   running, heartbeating (the real agent holds a connection open).
 # Double-only endpoints (documented in harness/src/doubles/agent_api.rs):
 # GET /harness-double/agent/startup-script and /harness-double/agent/env,
-# POST /harness-double/agent/log (text/plain, one line), /hello, /heartbeat.
+# POST /harness-double/agent/log (text/plain, one line), /hello, and the
+# exec queue (GET /harness-double/agent/exec, POST .../exec-result).
 # It needs only sh, curl, mktemp and cat on PATH (the real agent is a static
 # binary; these are what the init script already needs, plus coreutils).
 set -u
@@ -80,7 +81,26 @@ else
 	say "startup script exited $status"
 	lifecycle start_error
 fi
+# Stay connected: poll for commands a user runs "through the agent" (the
+# double's stand-in for `coder ssh`), run each with the login shell as this
+# user, and post the output back. Each poll is also the heartbeat.
+nl='
+'
 while :; do
-	api POST /harness-double/heartbeat '{}' >/dev/null 2>&1 || true
-	sleep 3
+	if job=$(api GET /harness-double/agent/exec 2>/dev/null) && [ -n "$job" ]; then
+		id=${job%%"$nl"*}
+		cmd=${job#*"$nl"}
+		out=$(
+			cd "${HOME:-/}" 2>/dev/null || cd /
+			unset CODER_AGENT_TOKEN
+			# shellcheck disable=SC1091
+			. "$work/env"
+			"$shell" -c "$cmd" </dev/null 2>"$work/exec.err"
+		)
+		rc=$?
+		api POST "/harness-double/agent/exec-result?id=$id&status=$rc" "$out" text/plain >/dev/null ||
+			say "exec result $id not delivered"
+	else
+		sleep 1
+	fi
 done

@@ -299,6 +299,25 @@ async fn init_and_agent_standins_run_the_startup_script_and_stream_its_output() 
     );
     assert_eq!(d.unauthorized(), 0);
     assert!(d.agent_connected().await.unwrap());
+    // A shell through the agent (the double's `coder ssh`), as its user.
+    let out = d
+        .agent_ssh(
+            "id -u; echo \"flake=${FLAKE_URI:-unset}\"; exit 7",
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("the double has an agent path")
+        .unwrap();
+    assert_eq!(out.status, 7, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            String::from_utf8_lossy(&me.stdout).trim(),
+            "flake=path:/x#it's"
+        ],
+        "as the agent's user, with coder_agent.env"
+    );
 }
 
 #[tokio::test]
@@ -335,6 +354,13 @@ async fn a_wrong_token_is_refused_and_nothing_runs() {
     wait_until("a refused request", &r, || d.unauthorized() > 0).await;
     assert!(d.lifecycle().await.unwrap().is_empty());
     assert!(d.logs().await.unwrap().is_empty());
+    let e = d
+        .agent_ssh("true", Duration::from_millis(500))
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("did not run `true`"), "{e}");
 }
 
 /// A PATH directory with only the named host tools (symlinks).
