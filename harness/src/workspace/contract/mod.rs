@@ -1,6 +1,318 @@
 //! The contract tier: a variant's workspace on the contract guest (a
 //! double of the NixOS AMI built by `image::contract`) running exactly the
-//! user-data the template renders, with Coder's init script and agent
-//! played by the stand-ins in [`crate::doubles`].
+//! user-data the template renders ([`render`]), with Coder's init script
+//! and agent played by the stand-ins in [`crate::doubles`].
+//!
+//! A workspace is started either on a fresh boot ([`ContractWorkspace::boot`])
+//! or on a running guest restored to its clean snapshot
+//! ([`ContractWorkspace::on_snapshot`], see [`pool`]); either way the
+//! guest's amazon-init runs the rendered user-data as on a first boot.
+//! Waiting for the agent fails with what the guest's journal says
+//! ([`diagnose`]), so a defect in the template is named, not timed out.
 
+pub mod mutate;
+pub mod pool;
 pub mod render;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::control::ControlPlane;
+use crate::doubles::agent_api::{AgentApiDouble, AgentManifest};
+use crate::image::BootImage;
+use crate::instance::Instance;
+use crate::qemu::{BootOptions, QemuInstance};
+use crate::variant::Variant;
+
+pub use render::ContractRender;
+
+/// The unit that runs user-data on the contract guest (as on NixOS:
+/// nixpkgs `nixos/modules/virtualisation/amazon-init.nix`).
+pub const AMAZON_INIT_UNIT: &str = "amazon-init.service";
+
+/// Lifecycle states after which the agent's startup is over.
+pub const FINAL_STATES: [&str; 4] = ["ready", "start_error", "start_timeout", "shutdown_error"];
+
+/// Journal lines that name a cause (shown first in failure messages).
+const CAUSE_PATTERN: &str = "Permission denied|No such file or directory|command not found|not found|status=203|Failed to|error:|refusing|Failed assertions";
+
+/// What a contract workspace is asked to be.
+#[derive(Debug, Clone)]
+pub struct ContractSpec<'a> {
+    pub variant: &'a Variant,
+    /// Fixture flake: `good`, `broken`, `broken-build`.
+    pub fixture: &'a str,
+    pub agent_user: &'a str,
+    /// Repository root whose `templates/` is rendered (or a mutated copy's root).
+    pub templates_root: &'a Path,
+    /// How long the agent may take to connect, then to finish its startup.
+    pub within: Duration,
+}
+
+/// How long the last start took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Readiness {
+    /// From the user-data being served to the agent stand-in's first call.
+    pub to_agent: Duration,
+    /// To the final lifecycle state.
+    pub to_final: Duration,
+}
+
+/// One workspace on the contract guest.
+pub struct ContractWorkspace {
+    pub inst: QemuInstance,
+    pub api: Arc<AgentApiDouble>,
+    pub render: ContractRender,
+    pub readiness: Readiness,
+    pub final_state: String,
+}
+
+/// Start the agent API double and render the template for it.
+pub async fn prepare(
+    spec: &ContractSpec<'_>,
+) -> anyhow::Result<(Arc<AgentApiDouble>, ContractRender)> {
+    render::check_wiring(spec.templates_root)?;
+    let token = render::new_token();
+    let api = AgentApiDouble::start(&token, AgentManifest::default()).await?;
+    let r = render::render(
+        spec.templates_root,
+        spec.variant,
+        spec.fixture,
+        spec.agent_user,
+        &api.guest_access_url(),
+        &token,
+    )
+    .await?;
+    api.set_manifest(AgentManifest {
+        startup_script: r.startup_script.clone(),
+        env: r.agent_env.clone(),
+        directory: String::new(),
+    })?;
+    Ok((Arc::new(api), r))
+}
+
+impl ContractWorkspace {
+    /// Boot a fresh contract guest with the rendered user-data.
+    pub async fn boot(
+        image: &BootImage,
+        spec: &ContractSpec<'_>,
+        mut opts: BootOptions,
+    ) -> anyhow::Result<ContractWorkspace> {
+        let (api, render) = prepare(spec).await?;
+        opts.user_data = render.user_data.clone().into_bytes();
+        let t = Instant::now();
+        let inst = QemuInstance::boot(spec.variant, image, opts).await?;
+        let mut ws = ContractWorkspace {
+            inst,
+            api,
+            render,
+            readiness: Readiness::default(),
+            final_state: String::new(),
+        };
+        ws.wait_started(t, spec.within).await?;
+        Ok(ws)
+    }
+
+    /// Restore `inst` to its clean snapshot `snapshot`, serve the rendered
+    /// user-data and run amazon-init again, as a first boot would.
+    pub async fn on_snapshot(
+        mut inst: QemuInstance,
+        snapshot: &str,
+        spec: &ContractSpec<'_>,
+    ) -> anyhow::Result<ContractWorkspace> {
+        let (api, render) = prepare(spec).await?;
+        inst.snapshot_restore(snapshot).await?;
+        inst.imds()
+            .set_user_data(render.user_data.clone().into_bytes());
+        let t = Instant::now();
+        rerun_amazon_init(&inst).await?;
+        let mut ws = ContractWorkspace {
+            inst,
+            api,
+            render,
+            readiness: Readiness::default(),
+            final_state: String::new(),
+        };
+        ws.wait_started(t, spec.within).await?;
+        Ok(ws)
+    }
+
+    /// Wait for the agent stand-in to connect and finish its startup
+    /// script; on failure, say what the guest's journal says.
+    pub async fn wait_started(&mut self, since: Instant, within: Duration) -> anyhow::Result<()> {
+        let api = self.api.clone();
+        let connected = poll(within, || !api.hellos().is_empty()).await;
+        if !connected {
+            anyhow::bail!(
+                "expected the agent stand-in to start as {} and call the agent API double within {within:?}; it never did.\n{}",
+                self.render.agent_user,
+                self.explain().await
+            );
+        }
+        self.readiness.to_agent = since.elapsed();
+        let api = self.api.clone();
+        let done = poll(within, || {
+            futures::executor::block_on(api.lifecycle())
+                .map(|l| l.iter().any(|r| FINAL_STATES.contains(&r.state.as_str())))
+                .unwrap_or(false)
+        })
+        .await;
+        if !done {
+            anyhow::bail!(
+                "expected the agent's startup script (nixos-rebuild switch --flake {}) to end within {within:?}; no final lifecycle state.\n{}",
+                self.render.flake_uri,
+                self.explain().await
+            );
+        }
+        self.readiness.to_final = since.elapsed();
+        self.final_state = self
+            .api
+            .lifecycle()
+            .await?
+            .into_iter()
+            .rev()
+            .find(|r| FINAL_STATES.contains(&r.state.as_str()))
+            .map(|r| r.state)
+            .unwrap_or_default();
+        Ok(())
+    }
+
+    /// The double's state, the guest's journal and where the logs are.
+    pub async fn explain(&self) -> String {
+        format!(
+            "{}\n{}\nserial log: {}; IMDS log: {}",
+            self.api.summary(),
+            diagnose(&self.inst).await,
+            self.inst.artifacts().serial_log.display(),
+            self.inst
+                .artifacts()
+                .imds_log
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        )
+    }
+
+    /// Stop and start the instance (a Coder stop/start with unchanged
+    /// user-data), then wait for the agent again.
+    pub async fn stop_start(&mut self, within: Duration) -> anyhow::Result<()> {
+        self.api.clear_reports();
+        self.inst.stop().await?;
+        let t = Instant::now();
+        self.inst.start().await?;
+        self.wait_started(t, within).await
+    }
+
+    /// A spot interruption (notice, stop as for
+    /// `instance_interruption_behavior = "stop"`), capacity back, start.
+    pub async fn interrupt_and_restart(&mut self, within: Duration) -> anyhow::Result<()> {
+        self.api.clear_reports();
+        self.inst.interrupt_spot().await?;
+        let t = Instant::now();
+        self.inst.start().await?;
+        self.wait_started(t, within).await
+    }
+
+    /// Reboot from inside (`systemctl reboot`), then wait for the agent.
+    pub async fn reboot(&mut self, within: Duration) -> anyhow::Result<()> {
+        self.api.clear_reports();
+        // A guest reboot is a QEMU reset; the harness sees it as stop/start
+        // of the same disks, which is what a reboot keeps.
+        self.inst.stop().await?;
+        let t = Instant::now();
+        self.inst.start().await?;
+        self.wait_started(t, within).await
+    }
+
+    /// How many times this boot's amazon-init ran the bootstrap switch
+    /// (`nixos-rebuild switch -I nixos-config=…`), from the guest's journal.
+    pub async fn bootstrap_switches_this_boot(&self) -> anyhow::Result<(usize, String)> {
+        bootstrap_switches_this_boot(&self.inst).await
+    }
+}
+
+/// Poll `f` every 500 ms for up to `within`.
+async fn poll(within: Duration, f: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() > within {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Run the guest's amazon-init again (after a snapshot restore).
+pub async fn rerun_amazon_init(inst: &QemuInstance) -> anyhow::Result<()> {
+    let out = inst
+        .probe()
+        .exec(
+            &format!("systemctl restart --no-block {AMAZON_INIT_UNIT}"),
+            Duration::from_secs(60),
+        )
+        .await?;
+    anyhow::ensure!(
+        out.status == 0,
+        "expected `systemctl restart {AMAZON_INIT_UNIT}` to succeed on the contract guest, exit {}: {}",
+        out.status,
+        out.stderr.trim()
+    );
+    Ok(())
+}
+
+/// Wait until amazon-init has finished on a guest booted without
+/// user-data (the clean state a snapshot is taken in).
+pub async fn wait_amazon_init_done(inst: &QemuInstance, within: Duration) -> anyhow::Result<()> {
+    let cmd = format!(
+        "[ \"$(systemctl show -P ActiveState {u})\" != activating ] && [ \"$(systemctl show -P ExecMainExitTimestampMonotonic {u})\" != 0 ]",
+        u = AMAZON_INIT_UNIT
+    );
+    inst.probe()
+        .wait_until_succeeds(&cmd, within)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("the contract guest's {AMAZON_INIT_UNIT} did not finish: {e}")
+        })?;
+    Ok(())
+}
+
+/// The guest's journal for amazon-init and the agent's unit, this boot,
+/// with the lines that name a cause first.
+pub async fn diagnose(inst: &dyn Instance) -> String {
+    let cmd = format!(
+        "journalctl -b --no-pager -o cat -u {AMAZON_INIT_UNIT} -u 'coder*' 2>&1 | tail -n 80 > /tmp/harness-diag; \
+         echo '--- cause lines:'; grep -E {pat} /tmp/harness-diag | grep -v 'set -' | tail -n 12; \
+         echo '--- units:'; systemctl --no-pager --all list-units {AMAZON_INIT_UNIT} 'coder*' 2>&1 | head -n 8; \
+         echo '--- journal (amazon-init, coder*), last lines:'; tail -n 40 /tmp/harness-diag",
+        pat = crate::probe::shell_quote(CAUSE_PATTERN)
+    );
+    match inst.probe().exec(&cmd, Duration::from_secs(60)).await {
+        Ok(o) => format!("the contract guest says:\n{}", o.stdout.trim_end()),
+        Err(e) => format!("(could not read the guest's journal: {e})"),
+    }
+}
+
+/// Marker of one bootstrap switch in amazon-init's journal: the
+/// nixos-rebuild double (`image::contract`) says which configuration it
+/// evaluates, and the bootstrap is the one given with `-I nixos-config=`.
+pub const BOOTSTRAP_SWITCH_MARK: &str = "configuration.nix' (contract double";
+
+/// Count this boot's bootstrap switches (see [`BOOTSTRAP_SWITCH_MARK`]).
+pub async fn bootstrap_switches_this_boot(inst: &dyn Instance) -> anyhow::Result<(usize, String)> {
+    let out = inst
+        .probe()
+        .exec(
+            &format!(
+                "journalctl -b --no-pager -o cat -u {AMAZON_INIT_UNIT} | grep -F {}",
+                crate::probe::shell_quote(BOOTSTRAP_SWITCH_MARK)
+            ),
+            Duration::from_secs(60),
+        )
+        .await?;
+    let lines = out.stdout.lines().filter(|l| !l.trim().is_empty()).count();
+    Ok((lines, out.stdout))
+}
