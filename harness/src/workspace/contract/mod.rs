@@ -3,9 +3,9 @@
 //! user-data the template renders ([`render`]), with Coder's init script
 //! and agent played by the stand-ins in [`crate::doubles`].
 //!
-//! A workspace is started either on a fresh boot ([`ContractWorkspace::boot`])
-//! or on a running guest restored to its clean snapshot
-//! ([`ContractWorkspace::on_snapshot`], see [`pool`]); either way the
+//! A workspace is started either on a fresh boot ([`boot`]) or on a
+//! running guest restored to its clean snapshot ([`on_snapshot`], see
+//! [`pool`]); either way the
 //! guest's amazon-init runs the rendered user-data as on a first boot.
 //! Waiting for the agent fails with what the guest's journal says
 //! ([`diagnose`]), so a defect in the template is named, not timed out.
@@ -59,110 +59,109 @@ pub struct Readiness {
     pub to_final: Duration,
 }
 
-/// One workspace on the contract guest.
-pub struct ContractWorkspace {
-    pub inst: QemuInstance,
+/// The Coder side of one contract workspace: its agent API double, what
+/// the template rendered for it, and how its last start went.  The machine
+/// itself stays with the caller (a fresh [`boot`] or a pooled VM).
+pub struct ContractAgent {
     pub api: Arc<AgentApiDouble>,
     pub render: ContractRender,
     pub readiness: Readiness,
     pub final_state: String,
 }
 
-/// Start the agent API double and render the template for it.
-pub async fn prepare(
+/// Boot a fresh contract guest with the rendered user-data and wait for
+/// the agent's startup to end.
+pub async fn boot(
+    image: &BootImage,
     spec: &ContractSpec<'_>,
-) -> anyhow::Result<(Arc<AgentApiDouble>, ContractRender)> {
-    render::check_wiring(spec.templates_root)?;
-    let token = render::new_token();
-    let api = AgentApiDouble::start(&token, AgentManifest::default()).await?;
-    let r = render::render(
-        spec.templates_root,
-        spec.variant,
-        spec.fixture,
-        spec.agent_user,
-        &api.guest_access_url(),
-        &token,
-    )
-    .await?;
-    api.set_manifest(AgentManifest {
-        startup_script: r.startup_script.clone(),
-        env: r.agent_env.clone(),
-        directory: String::new(),
-    })?;
-    Ok((Arc::new(api), r))
+    mut opts: BootOptions,
+) -> anyhow::Result<(QemuInstance, ContractAgent)> {
+    let mut agent = ContractAgent::prepare(spec).await?;
+    opts.user_data = agent.render.user_data.clone().into_bytes();
+    let t = Instant::now();
+    let inst = QemuInstance::boot(spec.variant, image, opts).await?;
+    agent.wait_started(&inst, t, spec.within).await?;
+    Ok((inst, agent))
 }
 
-impl ContractWorkspace {
-    /// Boot a fresh contract guest with the rendered user-data.
-    pub async fn boot(
-        image: &BootImage,
-        spec: &ContractSpec<'_>,
-        mut opts: BootOptions,
-    ) -> anyhow::Result<ContractWorkspace> {
-        let (api, render) = prepare(spec).await?;
-        opts.user_data = render.user_data.clone().into_bytes();
-        let t = Instant::now();
-        let inst = QemuInstance::boot(spec.variant, image, opts).await?;
-        let mut ws = ContractWorkspace {
-            inst,
-            api,
-            render,
-            readiness: Readiness::default(),
-            final_state: String::new(),
-        };
-        ws.wait_started(t, spec.within).await?;
-        Ok(ws)
-    }
+/// On a pooled VM: restore its clean snapshot (with the guard), serve the
+/// rendered user-data and run amazon-init again, as a first boot would;
+/// wait for the agent's startup to end.  On failure the VM stays with the
+/// caller (a restore makes it clean again).
+pub async fn on_snapshot(
+    vm: &mut pool::PooledVm,
+    spec: &ContractSpec<'_>,
+) -> anyhow::Result<ContractAgent> {
+    let mut agent = ContractAgent::prepare(spec).await?;
+    vm.restore().await?;
+    vm.inst
+        .imds()
+        .set_user_data(agent.render.user_data.clone().into_bytes());
+    let t = Instant::now();
+    rerun_amazon_init(&vm.inst).await?;
+    agent.wait_started(&vm.inst, t, spec.within).await?;
+    Ok(agent)
+}
 
-    /// Restore `inst` to its clean snapshot `snapshot`, serve the rendered
-    /// user-data and run amazon-init again, as a first boot would.
-    pub async fn on_snapshot(
-        mut inst: QemuInstance,
-        snapshot: &str,
-        spec: &ContractSpec<'_>,
-    ) -> anyhow::Result<ContractWorkspace> {
-        let (api, render) = prepare(spec).await?;
-        inst.snapshot_restore(snapshot).await?;
-        inst.imds()
-            .set_user_data(render.user_data.clone().into_bytes());
-        let t = Instant::now();
-        rerun_amazon_init(&inst).await?;
-        let mut ws = ContractWorkspace {
-            inst,
-            api,
-            render,
+impl ContractAgent {
+    /// Start the agent API double and render the template for it.
+    pub async fn prepare(spec: &ContractSpec<'_>) -> anyhow::Result<ContractAgent> {
+        render::check_wiring(spec.templates_root)?;
+        let token = render::new_token();
+        let api = AgentApiDouble::start(&token, AgentManifest::default()).await?;
+        let r = render::render(
+            spec.templates_root,
+            spec.variant,
+            spec.fixture,
+            spec.agent_user,
+            &api.guest_access_url(),
+            &token,
+        )
+        .await?;
+        api.set_manifest(AgentManifest {
+            startup_script: r.startup_script.clone(),
+            env: r.agent_env.clone(),
+            directory: String::new(),
+        })?;
+        Ok(ContractAgent {
+            api: Arc::new(api),
+            render: r,
             readiness: Readiness::default(),
             final_state: String::new(),
-        };
-        ws.wait_started(t, spec.within).await?;
-        Ok(ws)
+        })
     }
 
     /// Wait for the agent stand-in to connect and finish its startup
-    /// script; on failure, say what the guest's journal says.
-    pub async fn wait_started(&mut self, since: Instant, within: Duration) -> anyhow::Result<()> {
+    /// script; fail early when the guest has given up (amazon-init failed,
+    /// the agent's unit keeps failing), saying what its journal says.
+    pub async fn wait_started(
+        &mut self,
+        inst: &QemuInstance,
+        since: Instant,
+        within: Duration,
+    ) -> anyhow::Result<()> {
         let api = self.api.clone();
-        let connected = poll(within, || !api.hellos().is_empty()).await;
-        if !connected {
+        let connected = poll_guest(inst, within, || !api.hellos().is_empty()).await;
+        if let Err(why) = connected {
             anyhow::bail!(
-                "expected the agent stand-in to start as {} and call the agent API double within {within:?}; it never did.\n{}",
+                "expected the agent stand-in to start as {} and call the agent API double; {why}.\n{}",
                 self.render.agent_user,
-                self.explain().await
+                self.explain(inst).await
             );
         }
         self.readiness.to_agent = since.elapsed();
         let api = self.api.clone();
-        let done = poll(within, || {
+        let done = poll_guest(inst, within, || {
             futures::executor::block_on(api.lifecycle())
                 .map(|l| l.iter().any(|r| FINAL_STATES.contains(&r.state.as_str())))
                 .unwrap_or(false)
         })
         .await;
-        if !done {
+        if let Err(why) = done {
             anyhow::bail!(
-                "expected the agent's startup script (nixos-rebuild switch --flake {}) to end within {within:?}; no final lifecycle state.\n{}",
+                "expected the agent's startup script (nixos-rebuild switch --flake {}) to end with a final lifecycle state; {why}.\n{}",
                 self.render.flake_uri,
-                self.explain().await
+                self.explain(inst).await
             );
         }
         self.readiness.to_final = since.elapsed();
@@ -179,14 +178,13 @@ impl ContractWorkspace {
     }
 
     /// The double's state, the guest's journal and where the logs are.
-    pub async fn explain(&self) -> String {
+    pub async fn explain(&self, inst: &QemuInstance) -> String {
         format!(
             "{}\n{}\nserial log: {}; IMDS log: {}",
             self.api.summary(),
-            diagnose(&self.inst).await,
-            self.inst.artifacts().serial_log.display(),
-            self.inst
-                .artifacts()
+            diagnose(inst).await,
+            inst.artifacts().serial_log.display(),
+            inst.artifacts()
                 .imds_log
                 .as_ref()
                 .map(|p| p.display().to_string())
@@ -196,51 +194,67 @@ impl ContractWorkspace {
 
     /// Stop and start the instance (a Coder stop/start with unchanged
     /// user-data), then wait for the agent again.
-    pub async fn stop_start(&mut self, within: Duration) -> anyhow::Result<()> {
+    pub async fn stop_start(
+        &mut self,
+        inst: &mut QemuInstance,
+        within: Duration,
+    ) -> anyhow::Result<()> {
         self.api.clear_reports();
-        self.inst.stop().await?;
+        inst.stop().await?;
         let t = Instant::now();
-        self.inst.start().await?;
-        self.wait_started(t, within).await
+        inst.start().await?;
+        self.wait_started(inst, t, within).await
     }
 
     /// A spot interruption (notice, stop as for
     /// `instance_interruption_behavior = "stop"`), capacity back, start.
-    pub async fn interrupt_and_restart(&mut self, within: Duration) -> anyhow::Result<()> {
+    pub async fn interrupt_and_restart(
+        &mut self,
+        inst: &mut QemuInstance,
+        within: Duration,
+    ) -> anyhow::Result<()> {
         self.api.clear_reports();
-        self.inst.interrupt_spot().await?;
+        inst.interrupt_spot().await?;
         let t = Instant::now();
-        self.inst.start().await?;
-        self.wait_started(t, within).await
-    }
-
-    /// Reboot from inside (`systemctl reboot`), then wait for the agent.
-    pub async fn reboot(&mut self, within: Duration) -> anyhow::Result<()> {
-        self.api.clear_reports();
-        // A guest reboot is a QEMU reset; the harness sees it as stop/start
-        // of the same disks, which is what a reboot keeps.
-        self.inst.stop().await?;
-        let t = Instant::now();
-        self.inst.start().await?;
-        self.wait_started(t, within).await
-    }
-
-    /// How many times this boot's amazon-init ran the bootstrap switch
-    /// (`nixos-rebuild switch -I nixos-config=…`), from the guest's journal.
-    pub async fn bootstrap_switches_this_boot(&self) -> anyhow::Result<(usize, String)> {
-        bootstrap_switches_this_boot(&self.inst).await
+        inst.start().await?;
+        self.wait_started(inst, t, within).await
     }
 }
 
-/// Poll `f` every 500 ms for up to `within`.
-async fn poll(within: Duration, f: impl Fn() -> bool) -> bool {
+/// What a guest that gave up shows: amazon-init failed, or an agent unit
+/// restarted again and again (printed; empty while all is well).
+pub const GAVE_UP: &str = "a=$(systemctl show -P ActiveState amazon-init.service); \
+[ \"$a\" = failed ] && echo \"amazon-init.service failed ($(systemctl show -P Result amazon-init.service))\"; \
+for u in $(systemctl list-units --all --plain --no-legend 'coder*' | awk '{print $1}'); do \
+n=$(systemctl show -P NRestarts \"$u\"); [ \"${n:-0}\" -ge 3 ] && echo \"$u restarted $n times\"; done; true";
+
+/// Poll `f` every 500 ms for up to `within`; every 10 s ask the guest
+/// whether it gave up ([`GAVE_UP`]).
+async fn poll_guest(
+    inst: &QemuInstance,
+    within: Duration,
+    f: impl Fn() -> bool,
+) -> Result<(), String> {
     let start = Instant::now();
+    let mut asked = Instant::now();
     loop {
         if f() {
-            return true;
+            return Ok(());
         }
         if start.elapsed() > within {
-            return false;
+            return Err(format!("nothing within {within:?}"));
+        }
+        if asked.elapsed() > Duration::from_secs(10) {
+            asked = Instant::now();
+            if let Ok(o) = inst.probe().exec(GAVE_UP, Duration::from_secs(30)).await {
+                if !o.stdout.trim().is_empty() && !f() {
+                    return Err(format!(
+                        "the guest gave up after {:.0}s: {}",
+                        start.elapsed().as_secs_f64(),
+                        o.stdout.trim().replace('\n', "; ")
+                    ));
+                }
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
