@@ -78,7 +78,7 @@ async fn wait_user_data(p: &dyn Probe, runs: usize) {
     let cmd = format!(
         "for i in $(seq 1 600); do n=$(cat /var/lib/contract-selftest/runs 2>/dev/null | wc -l); \
          [ \"$n\" -gt {runs} ] && exit 0; sleep 1; done; \
-         systemctl status --no-pager amazon-init fetch-ec2-metadata; exit 1"
+         systemctl --failed --no-pager; systemctl status --no-pager amazon-init fetch-ec2-metadata; exit 1"
     );
     let out = p.exec(&cmd, Duration::from_secs(700)).await.unwrap();
     assert_eq!(

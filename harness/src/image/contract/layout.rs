@@ -195,6 +195,39 @@ pub fn relocate(
     Ok(store)
 }
 
+/// Re-points every symlink in `root` (outside the store) whose target was
+/// moved, e.g. Debian's `/lib/systemd/systemd-udevd -> ../../bin/udevadm`.
+/// Returns how many were re-pointed.
+pub fn repoint_links(root: &Path, store: &Store) -> anyhow::Result<usize> {
+    let mut n = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if d == root.join("nix") {
+            continue;
+        }
+        for e in std::fs::read_dir(&d)?.flatten() {
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(e.path())?;
+                let guest = Path::new("/").join(e.path().strip_prefix(root)?);
+                let abs = if target.is_absolute() {
+                    normalize(&target)
+                } else {
+                    normalize(&guest.parent().unwrap_or(Path::new("/")).join(&target))
+                };
+                if let Some(to) = store.moved.get(abs.to_string_lossy().as_ref()) {
+                    std::fs::remove_file(e.path())?;
+                    std::os::unix::fs::symlink(to, e.path())?;
+                    n += 1;
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// Empties the FHS bin directories (whatever no package listed), removes
 /// all but `/bin` and `/usr/bin`, and makes `/bin/sh` and `/usr/bin/env`,
 /// the only two FHS executables NixOS has.
@@ -225,13 +258,22 @@ pub fn rewrite_paths(text: &str, store: &Store) -> String {
     let re =
         regex::Regex::new(r"(?m)(^|[^A-Za-z0-9._/])((?:/usr)?(?:/local)?/s?bin/[A-Za-z0-9._+\-]+)")
             .expect("regex");
-    re.replace_all(text, |c: &regex::Captures| {
+    let text = re.replace_all(text, |c: &regex::Captures| {
         let (pre, m) = (&c[1], &c[2]);
         if m == "/bin/sh" || m == "/usr/bin/env" {
             return format!("{pre}{m}");
         }
         let to = store.moved.get(m).map(String::as_str).unwrap_or(m);
         format!("{pre}{to}")
+    });
+    // Unit `Exec*=` lines may name a bare command (`ExecStart=systemd-tmpfiles
+    // …`), which systemd resolves in its compiled-in FHS search path; NixOS
+    // units name store paths, and so do these after the rewrite.
+    let bare = regex::Regex::new(r"(?m)^(Exec[A-Za-z]*=[-@:+!|]*)([A-Za-z0-9._+\-]+)(\s|$)")
+        .expect("regex");
+    bare.replace_all(&text, |c: &regex::Captures| match store.find(&c[2]) {
+        Some(to) => format!("{}{to}{}", &c[1], &c[3]),
+        None => c[0].to_string(),
     })
     .into_owned()
 }
@@ -374,6 +416,13 @@ mod tests {
             "/nix/store/bbb-bash-5/bin/bash",
             "merged-/usr alias"
         );
+        std::fs::create_dir_all(r.join("lib/systemd")).unwrap();
+        std::os::unix::fs::symlink("../../usr/bin/sudo", r.join("lib/systemd/helper")).unwrap();
+        assert_eq!(repoint_links(r, &store).unwrap(), 1);
+        assert_eq!(
+            std::fs::read_link(r.join("lib/systemd/helper")).unwrap(),
+            PathBuf::from("/nix/store/aaa-sudo-1/bin/sudo")
+        );
         fhs_links(r, "/nix/store/bbb-bash-5/bin/bash", "/nix/store/x/bin/env").unwrap();
         assert!(!r.join("usr/bin/stray").exists(), "FHS dirs emptied");
         let left: Vec<_> = std::fs::read_dir(r.join("bin"))
@@ -384,7 +433,7 @@ mod tests {
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(!r.join("sbin").exists());
 
-        let unit = "ExecStart=-/sbin/agetty x\nExecStart=/usr/bin/sudo -i\nExecStart=/bin/sh -c true\nX=/usr/bin/unknown\nY=/opt/usr/bin/sudo\n";
+        let unit = "ExecStart=-/sbin/agetty x\nExecStart=/usr/bin/sudo -i\nExecReload=sudo -V\nExecStop=-sudo\nDescription=sudo x\nExecStart=/bin/sh -c true\nX=/usr/bin/unknown\nY=/opt/usr/bin/sudo\n";
         let out = rewrite_paths(unit, &store);
         assert!(
             out.contains("ExecStart=/nix/store/aaa-sudo-1/bin/sudo -i"),
@@ -394,6 +443,15 @@ mod tests {
         assert!(out.contains("X=/usr/bin/unknown"), "{out}");
         assert!(out.contains("-/sbin/agetty x"), "{out}");
         assert!(out.contains("Y=/opt/usr/bin/sudo"), "{out}");
+        assert!(
+            out.contains("ExecReload=/nix/store/aaa-sudo-1/bin/sudo -V"),
+            "{out}"
+        );
+        assert!(
+            out.contains("ExecStop=-/nix/store/aaa-sudo-1/bin/sudo\n"),
+            "{out}"
+        );
+        assert!(out.contains("Description=sudo x"), "{out}");
     }
 
     #[test]

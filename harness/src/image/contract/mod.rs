@@ -381,7 +381,17 @@ fn build_into(
         .find("env")
         .cloned()
         .context("env was not relocated")?;
-    layout::fhs_links(&root, &bash, &env)?;
+    // nixpkgs' bash has bin/sh -> bash (its postInstall); /bin/sh is that sh.
+    let bash_dir = store.groups.get("bash").context("no bash store package")?;
+    symlink(
+        "bash",
+        &root.join(bash_dir.trim_start_matches('/')).join("bin/sh"),
+    )?;
+    let sh = format!("{bash_dir}/bin/sh");
+    // Before fhs_links: links still inside the FHS bin dirs are re-pointed
+    // too, then those dirs go.
+    let relinked = layout::repoint_links(&root, &store)?;
+    layout::fhs_links(&root, &sh, &env)?;
     let n = layout::rewrite_tree(
         &root,
         &[
@@ -393,7 +403,10 @@ fn build_into(
         ],
         &store,
     )?;
-    progress(arch, &format!("rewrote FHS paths in {n} unit/rule files"));
+    progress(
+        arch,
+        &format!("rewrote FHS paths in {n} unit/rule files, re-pointed {relinked} symlinks"),
+    );
 
     // Placeholders: store paths of packages and of the guest's scripts.
     let mut vars: BTreeMap<String, String> = store.groups.clone();
@@ -595,6 +608,9 @@ fn build_into(
         "root ALL=(ALL:ALL) SETENV: ALL\n%wheel ALL=(ALL:ALL) SETENV: ALL\n",
     )?;
     symlink("/proc/self/mounts", &root.join("etc/mtab"))?;
+    // NixOS's store and root file system carry no setuid/setgid files (Debian's
+    // ssh-keysign, dbus-daemon-launch-helper…): setuid is /run/wrappers' job.
+    strip_setuid(&root)?;
     assemble::check_libraries(&root)?;
 
     // Kernel and initramfs (the fixture's module machinery).
@@ -650,6 +666,28 @@ fn build_into(
         out.join("manifest.json"),
         serde_json::to_string_pretty(&manifest)?,
     )?;
+    Ok(())
+}
+
+/// Drops the setuid and setgid bits of every regular file under `root`.
+fn strip_setuid(root: &Path) -> anyhow::Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)?.flatten() {
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                let mode = e.metadata()?.permissions().mode();
+                if mode & 0o6000 != 0 {
+                    std::fs::set_permissions(
+                        e.path(),
+                        std::fs::Permissions::from_mode(mode & 0o1777),
+                    )?;
+                }
+            }
+        }
+    }
     Ok(())
 }
 
