@@ -62,8 +62,13 @@ module "instance" {
   tags           = local.tags
 }
 
+# Coder ignores resource_id and attaches each coder_metadata to the closest
+# non-coder resource it depends on in Terraform's graph (coder/coder
+# provisioner/terraform/resources.go). So each block references exactly one
+# output of module.instance: the instance's items depend on instance_id,
+# the volume's on home_volume_id; everything else comes from parameters.
 resource "coder_metadata" "instance" {
-  resource_id = coder_agent.main.id
+  resource_id = module.instance.instance_id
   item {
     key   = "region"
     value = data.coder_parameter.region.value
@@ -78,14 +83,22 @@ resource "coder_metadata" "instance" {
   }
   item {
     key   = "spot max price"
-    value = var.is_spot ? (module.instance.spot_price == "" ? "on-demand price cap" : "${module.instance.spot_price} USD/h") : "n/a"
+    value = var.is_spot ? (data.coder_parameter.spot_price[0].value == "" ? "on-demand price cap" : "${data.coder_parameter.spot_price[0].value} USD/h") : "n/a"
   }
+  item {
+    key   = "flake"
+    value = data.coder_parameter.flake_uri.value == "" ? "(none set)" : data.coder_parameter.flake_uri.value
+  }
+}
+
+resource "coder_metadata" "home_volume" {
+  resource_id = module.instance.home_volume_id
   item {
     key   = "home volume"
     value = module.instance.home_volume_id
   }
   item {
-    key   = "flake"
-    value = data.coder_parameter.flake_uri.value
+    key   = "size"
+    value = "${data.coder_parameter.home_disk_size.value} GiB"
   }
 }

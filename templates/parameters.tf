@@ -3,26 +3,35 @@
 data "coder_parameter" "flake_uri" {
   name         = "flake_uri"
   display_name = "NixOS flake"
-  description  = "Flake to switch to, e.g. github:me/dotfiles#workspace. It must define the agent user and mount /home (see README)."
+  description  = "Flake to switch to, e.g. github:me/dotfiles#workspace. It must define the agent user and mount /home (see README). Empty: the workspace starts on the bootstrap configuration and its startup script asks you to set this."
   type         = "string"
   default      = var.default_flake_uri
   mutable      = true
+  # `^$|`: during template import Coder passes no value, and
+  # terraform-provider-coder validates the default (empty unless a values
+  # file sets default_flake_uri) against this regex (provider/parameter.go).
   validation {
-    regex = "^[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9._~/:@%+=?&#-]+$"
-    error = "Enter a flake reference like github:owner/repo#host: no spaces, quotes, $, ;, backticks or parentheses."
+    regex = "^$|^[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9._~/:@%+=?&#-]+$"
+    error = "Enter a flake reference like github:owner/repo#host (no spaces, quotes, $, ;, backticks or parentheses), or leave it empty for now."
   }
 }
 
 data "coder_parameter" "agent_user" {
   name         = "agent_user"
   display_name = "User name"
-  description  = "User the agent runs as. Your flake must create this user."
+  description  = "User the agent runs as; your flake must create it. Fixed at creation: it owns /home/<user> on the persistent home disk and the running system defines it, so a new name needs a new workspace."
   type         = "string"
   default      = var.default_agent_user
-  mutable      = true
+  # Immutable: the instance ignores user_data changes (ec2-instance module,
+  # ignore_changes), so a new name would never reach a running workspace.
+  mutable = false
+  # A plain Linux user name that is neither root nor a user NixOS defines
+  # itself. Coder validates with Go RE2 (no lookahead), so the regex is the
+  # generated complement of harness::lint::agent_user::RESERVED, kept in
+  # agent-user.regex; `harness lint` checks it against the list.
   validation {
-    regex = "^[a-z_][a-z0-9_-]{0,31}$"
-    error = "Enter a Linux user name: lowercase letters, digits, _ and -, starting with a letter or _, at most 32 characters."
+    regex = trimspace(file("${path.module}/agent-user.regex"))
+    error = "Enter a Linux user name (lowercase letters, digits, _ and -, starting with a letter or _, at most 32 characters) that is not root or a user NixOS defines itself (nobody, sshd, messagebus, nixbld1, git, nginx, postgres, ...: see README, Agent user)."
   }
 }
 

@@ -51,3 +51,13 @@ variable "agent_auth" {
     error_message = "agent_auth must be aws-instance-identity or token."
   }
 }
+
+variable "docs_url" {
+  description = "URL of this template's README (e.g. its page on your Git host); the agent's troubleshooting link points at its #debugging section. Empty: Coder's default troubleshooting link."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.docs_url == "" || can(regex("^https?://[^#\\s]+$", var.docs_url))
+    error_message = "docs_url must be empty or an http(s) URL without a #fragment."
+  }
+}

@@ -438,9 +438,10 @@ async fn hostile_values_stay_inert_data_when_the_script_runs() {
     assert_eq!(params["flake_uri"], HOSTILE_FLAKE);
     assert_eq!(params["agent_user"], "alice");
     assert_eq!(
-        std::fs::read_to_string(state.join("init.sh")).unwrap(),
+        std::fs::read_to_string(t.path().join("root/var/lib/coder-agent/init.sh")).unwrap(),
         hostile_init
     );
+    assert!(state.join("agent.env").exists());
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(conf.join("params.json"))
         .unwrap()

@@ -1,10 +1,13 @@
-//! `harness lint`: values vs `templates/variables.tf`, AMI coverage, user-data size, fmt, nix parse, shellcheck.
+//! `harness lint`: values vs `templates/variables.tf`, AMI coverage, agent user rules, Coder resources, user-data size, fmt, nix parse, shellcheck.
 //!
 //! Each check lives in its own file and returns [`Finding`]s; any finding
 //! is an error.  A missing tool is a finding naming the tool and its
 //! install hint, never a silent skip.
 
+pub mod agent_user;
+pub mod amazon_init;
 pub mod ami;
+pub mod coder_resources;
 pub mod fmt;
 pub mod instance_type;
 pub mod nix;
@@ -157,6 +160,25 @@ pub async fn run_all(root: &Path) -> Vec<CheckResult> {
     results.push(CheckResult {
         name: "ami-coverage",
         findings: ami::check(root),
+        elapsed: t.elapsed(),
+        per_variant: BTreeMap::new(),
+    });
+
+    let t = std::time::Instant::now();
+    results.push(CheckResult {
+        name: "agent-user",
+        findings: agent_user::check(root),
+        elapsed: t.elapsed(),
+        per_variant: BTreeMap::new(),
+    });
+    let t = std::time::Instant::now();
+    results.push(CheckResult {
+        name: "coder-resources",
+        findings: {
+            let mut f = coder_resources::check(root);
+            f.extend(coder_resources::defaults_check(root, &variants));
+            f
+        },
         elapsed: t.elapsed(),
         per_variant: BTreeMap::new(),
     });

@@ -121,3 +121,60 @@ run "unknown_auth_is_rejected" {
   }
   expect_failures = [var.agent_auth]
 }
+
+# Coder imports a template with the parameter's default, empty unless a
+# values file sets default_flake_uri: the module must accept it (the
+# startup script then says what to set).
+run "empty_flake_uri_is_accepted" {
+  command = apply
+  variables {
+    flake_uri = ""
+  }
+  assert {
+    condition     = output.agent_env.FLAKE_URI == ""
+    error_message = "an empty flake reaches the startup script as an empty FLAKE_URI"
+  }
+}
+
+run "root_agent_user_is_rejected" {
+  command = plan
+  variables {
+    agent_user = "root"
+  }
+  expect_failures = [var.agent_user]
+}
+
+run "nixos_system_agent_user_is_rejected" {
+  command = plan
+  variables {
+    agent_user = "sshd"
+  }
+  expect_failures = [var.agent_user]
+}
+
+run "nix_build_user_is_rejected" {
+  command = plan
+  variables {
+    agent_user = "nixbld7"
+  }
+  expect_failures = [var.agent_user]
+}
+
+run "nobody_is_rejected" {
+  command = plan
+  variables {
+    agent_user = "nobody"
+  }
+  expect_failures = [var.agent_user]
+}
+
+run "names_near_reserved_ones_are_accepted" {
+  command = apply
+  variables {
+    agent_user = "roots"
+  }
+  assert {
+    condition     = strcontains(output.user_data, base64encode("roots"))
+    error_message = "roots is not reserved"
+  }
+}

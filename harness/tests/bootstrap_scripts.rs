@@ -1,0 +1,443 @@
+//! The bootstrap module's scripts, run for real by bash with stub commands
+//! under amazon-init's PATH (`harness::lint::amazon_init`): the rendered
+//! user-data (what amazon-init runs as root on every boot) and the agent's
+//! startup script. Stubs stand in only for programs of the NixOS/systemd
+//! packages on that PATH (nixos-rebuild, systemctl, systemd-run) and for
+//! `sudo`; everything else is this machine's coreutils, grep, sed, … so a
+//! script that uses a tool amazon-init lacks (`cmp`) fails here.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use harness::lint::amazon_init;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn write_exe(p: &Path, body: &str) {
+    std::fs::write(p, body).unwrap();
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A throwaway machine: `bin/` stubs, `tools/` amazon-init's PATH, `root/`
+/// the file system the scripts see through `CODER_BOOTSTRAP_PREFIX`.
+struct Sandbox {
+    t: tempfile::TempDir,
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    calls: Vec<Vec<String>>,
+}
+
+impl Run {
+    fn called(&self, cmd: &str) -> Vec<&Vec<String>> {
+        self.calls.iter().filter(|c| c[0] == cmd).collect()
+    }
+    fn pos(&self, pred: impl Fn(&Vec<String>) -> bool) -> Option<usize> {
+        self.calls.iter().position(pred)
+    }
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        let t = tempfile::tempdir().unwrap();
+        let bin = t.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        amazon_init::toolbox(&t.path().join("tools")).unwrap();
+        let log = t.path().join("argv.log");
+        let rec = format!(
+            "for a in \"$(basename \"$0\")\" \"$@\"; do printf '%s\\0' \"$a\" >> '{0}'; done; printf '\\n' >> '{0}'\n",
+            log.display()
+        );
+        // nixos-rebuild: STUB_REBUILD_NEW_GEN=1 moves the system profile to a
+        // new generation; exits STUB_REBUILD_RC.
+        write_exe(
+            &bin.join("nixos-rebuild"),
+            &format!(
+                "#!/bin/sh\n{rec}if [ \"${{STUB_REBUILD_NEW_GEN:-1}}\" = 1 ]; then\n  n=$(cat \"$CODER_BOOTSTRAP_PREFIX/gen\" 2>/dev/null || echo 1); n=$((n+1)); echo $n > \"$CODER_BOOTSTRAP_PREFIX/gen\"\n  ln -sfn system-$n-link \"$CODER_BOOTSTRAP_PREFIX/nix/var/nix/profiles/system\"\nfi\nexit \"${{STUB_REBUILD_RC:-0}}\"\n"
+            ),
+        );
+        // systemctl: nothing is active; `start home.mount` exits STUB_MOUNT_RC.
+        write_exe(
+            &bin.join("systemctl"),
+            &format!("#!/bin/sh\n{rec}case \"$1 $2\" in\n  is-active*) exit 3 ;;\n  'start home.mount') exit \"${{STUB_MOUNT_RC:-0}}\" ;;\nesac\nexit 0\n"),
+        );
+        write_exe(
+            &bin.join("systemd-run"),
+            &format!("#!/bin/sh\n{rec}exit 0\n"),
+        );
+        // sudo (startup script): drop -n, run the command.
+        write_exe(
+            &bin.join("sudo"),
+            &format!("#!/bin/sh\n{rec}[ \"$1\" = -n ] && shift\nexec \"$@\"\n"),
+        );
+        // Not a stub: coreutils' install, recorded, without -o/-g (the agent
+        // user does not exist on this machine and the test may be unprivileged).
+        let real_install = t.path().join("tools/install");
+        write_exe(
+            &bin.join("install"),
+            &format!(
+                "#!/bin/bash\n{rec}args=()\nwhile [ $# -gt 0 ]; do case \"$1\" in -o|-g) shift 2 ;; *) args+=(\"$1\"); shift ;; esac; done\nexec '{}' \"${{args[@]}}\"\n",
+                real_install.display()
+            ),
+        );
+        let root = t.path().join("root");
+        std::fs::create_dir_all(root.join("nix/var/nix/profiles")).unwrap();
+        std::os::unix::fs::symlink("system-1-link", root.join("nix/var/nix/profiles/system"))
+            .unwrap();
+        // As on NixOS: /etc, /var and /var/lib exist, mode 0755.
+        for d in ["etc", "var", "var/lib"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+            std::fs::set_permissions(root.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        Sandbox { t }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.t.path().join("root")
+    }
+
+    fn declare_home(&self) {
+        std::fs::write(
+            self.root().join("etc/fstab"),
+            "# generated\n/dev/xvdb /home ext4 defaults 0 2\n",
+        )
+        .unwrap();
+    }
+
+    fn exec(&self, script: &str, env: &[(&str, &str)]) -> Run {
+        let _ = std::fs::remove_file(self.t.path().join("argv.log"));
+        let file = self.t.path().join("script.sh");
+        std::fs::write(&file, script).unwrap();
+        // Every stub must be a program of a stubbed package on the PATH.
+        for e in std::fs::read_dir(self.t.path().join("bin")).unwrap() {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(
+                amazon_init::stubbable(&n) || n == "install" || n == "sudo",
+                "stub {n} would hide a missing tool"
+            );
+        }
+        let path = format!(
+            "{}:{}",
+            self.t.path().join("bin").display(),
+            self.t.path().join("tools").display()
+        );
+        let mut c = Command::new("/bin/bash");
+        c.arg(&file)
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", self.t.path())
+            .env("CODER_BOOTSTRAP_PREFIX", self.root())
+            .current_dir(self.t.path());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        let argv = std::fs::read_to_string(self.t.path().join("argv.log")).unwrap_or_default();
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            calls: argv
+                .lines()
+                .map(|l| {
+                    l.split('\0')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .filter(|c: &Vec<String>| !c.is_empty())
+                .collect(),
+        }
+    }
+}
+
+async fn user_data(vars: &[(&str, &str)]) -> String {
+    render_in(&repo(), vars).await
+}
+
+async fn render_in(root: &Path, vars: &[(&str, &str)]) -> String {
+    let v = harness::values::find(root, "aws-nixos").unwrap();
+    let vars: BTreeMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    harness::render::render_user_data(root, &v, &vars)
+        .await
+        .unwrap()
+}
+
+fn startup_script() -> String {
+    std::fs::read_to_string(repo().join("templates/modules/bootstrap/startup.sh")).unwrap()
+}
+
+fn no_missing_tool(r: &Run) {
+    assert!(
+        !r.stderr.contains("command not found") && !r.stdout.contains("command not found"),
+        "the script used a program that is not on amazon-init's PATH:\n{}",
+        r.stderr
+    );
+}
+
+/// Items 6: only amazon-init's tools, and the bootstrap switch runs once.
+#[tokio::test]
+async fn user_data_needs_only_amazon_init_path_and_switches_once() {
+    let s = Sandbox::new();
+    let ud = user_data(&[("agent_user", "alice")]).await;
+    let first = s.exec(&ud, &[]);
+    no_missing_tool(&first);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(first.called("nixos-rebuild").len(), 1, "{:?}", first.calls);
+    // Every file of the bootstrap system arrives intact (bootstrap.nix gzipped).
+    let conf = s.root().join("etc/coder-bootstrap");
+    assert_eq!(
+        std::fs::read_to_string(conf.join("bootstrap.nix")).unwrap(),
+        std::fs::read_to_string(repo().join("templates/modules/bootstrap/bootstrap.nix")).unwrap()
+    );
+    assert!(std::fs::read_to_string(conf.join("configuration.nix"))
+        .unwrap()
+        .contains("./bootstrap.nix"));
+    // Second boot, same user-data: nothing to switch, agent started again.
+    let second = s.exec(&ud, &[]);
+    no_missing_tool(&second);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(
+        second.called("nixos-rebuild").is_empty(),
+        "the bootstrap switch must not re-run on every boot: {:?}\n{}",
+        second.calls,
+        second.stderr
+    );
+    assert_eq!(second.called("systemd-run").len(), 1);
+    // A different bootstrap system (params.json: another user) switches again.
+    let other = user_data(&[("agent_user", "bob")]).await;
+    let third = s.exec(&other, &[]);
+    assert_eq!(third.called("nixos-rebuild").len(), 1, "{}", third.stderr);
+}
+
+/// Items 2 and 4: the agent unit gets a NixOS session PATH and waits for /home.
+#[tokio::test]
+async fn agent_unit_has_a_nixos_path_and_requires_home() {
+    let s = Sandbox::new();
+    let r = s.exec(&user_data(&[("agent_user", "alice")]).await, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let run = r.called("systemd-run");
+    let run = run.first().expect("agent started");
+    let path = run
+        .iter()
+        .find_map(|a| a.strip_prefix("--setenv=PATH="))
+        .unwrap_or_else(|| panic!("no --setenv=PATH= in {run:?}"));
+    let dirs: Vec<&str> = path.split(':').collect();
+    for want in [
+        "/run/wrappers/bin",
+        "/etc/profiles/per-user/alice/bin",
+        "/nix/var/nix/profiles/default/bin",
+        "/run/current-system/sw/bin",
+    ] {
+        assert!(dirs.contains(&want), "{want} missing from {path}");
+    }
+    assert_eq!(dirs[0], "/run/wrappers/bin", "setuid sudo must win: {path}");
+    assert!(
+        run.contains(&"--property=RequiresMountsFor=/home/alice".to_string()),
+        "{run:?}"
+    );
+    assert!(run.contains(&"--working-directory=/home/alice".to_string()));
+}
+
+/// Item 3: the agent user can reach init.sh; the token stays root-only.
+#[tokio::test]
+async fn init_script_is_reachable_and_the_token_is_not() {
+    let s = Sandbox::new();
+    let ud = user_data(&[
+        ("agent_user", "alice"),
+        ("agent_auth", "token"),
+        ("agent_token", "tok-1"),
+    ])
+    .await;
+    let r = s.exec(&ud, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let run = r.called("systemd-run");
+    let init = PathBuf::from(run[0].last().unwrap());
+    assert!(init.starts_with(s.root()), "{init:?}");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // Every directory from the root down must be searchable by others.
+    let mut d = init.parent().unwrap().to_path_buf();
+    while d.starts_with(s.root()) && d != s.root() {
+        assert_eq!(
+            mode(&d) & 0o001,
+            0o001,
+            "{} is {:o}: the agent user cannot reach {}",
+            d.display(),
+            mode(&d),
+            init.display()
+        );
+        d = d.parent().unwrap().to_path_buf();
+    }
+    assert_eq!(mode(&init) & 0o005, 0o005, "init.sh is {:o}", mode(&init));
+    let env_prop = run[0]
+        .iter()
+        .find_map(|a| a.strip_prefix("--property=EnvironmentFile="))
+        .unwrap();
+    let env = PathBuf::from(env_prop);
+    assert_eq!(
+        std::fs::read_to_string(&env).unwrap(),
+        "CODER_AGENT_TOKEN=tok-1\n"
+    );
+    assert_eq!(mode(&env), 0o600, "agent.env must be 0600");
+    assert_eq!(
+        mode(env.parent().unwrap()) & 0o077,
+        0,
+        "the state dir is root-only"
+    );
+    assert!(
+        !init.starts_with(env.parent().unwrap()),
+        "init.sh must not sit in the root-only dir"
+    );
+}
+
+/// Item 4: /home mounted (if declared) and the home directory made, in that
+/// order, before the agent starts; never on the root disk if the mount fails.
+#[tokio::test]
+async fn home_directory_is_made_on_the_mounted_home_disk() {
+    let ud = user_data(&[("agent_user", "alice")]).await;
+    let s = Sandbox::new();
+    s.declare_home();
+    let r = s.exec(&ud, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mount = r
+        .pos(|c| c[0] == "systemctl" && c.get(1..3) == Some(&["start".into(), "home.mount".into()]))
+        .unwrap_or_else(|| panic!("/home not mounted: {:?}", r.calls));
+    let inst = r
+        .pos(|c| c[0] == "install" && c.last().is_some_and(|l| l.ends_with("/home/alice")))
+        .unwrap_or_else(|| panic!("home dir not made: {:?}", r.calls));
+    let start = r.pos(|c| c[0] == "systemd-run").unwrap();
+    assert!(mount < inst && inst < start, "{:?}", r.calls);
+    let args = &r.calls[inst];
+    for w in ["-d", "-o", "alice", "-g", "users", "-m", "0700"] {
+        assert!(args.contains(&w.to_string()), "{args:?}");
+    }
+    let home = s.root().join("home/alice");
+    assert!(home.is_dir());
+    assert_eq!(
+        std::fs::metadata(&home).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    // Second boot: made again even when already there; no fstab: no mount.
+    let s = Sandbox::new();
+    let r = s.exec(&ud, &[]);
+    assert!(r.pos(|c| c[0] == "systemctl" && c[1] == "start").is_none());
+    assert!(s.root().join("home/alice").is_dir());
+
+    // The mount fails: nothing is created on the root disk.
+    let s = Sandbox::new();
+    s.declare_home();
+    let r = s.exec(&ud, &[("STUB_MOUNT_RC", "1")]);
+    assert!(!s.root().join("home/alice").exists());
+    assert!(r.stderr.contains("did not mount"), "{}", r.stderr);
+}
+
+/// Item 5: a switch that reports a failed unit still starts the agent.
+#[tokio::test]
+async fn agent_starts_whatever_the_bootstrap_switch_returns() {
+    let ud = user_data(&[("agent_user", "alice")]).await;
+    // New generation active, one unit failed (switch-to-configuration: 4).
+    let s = Sandbox::new();
+    let r = s.exec(&ud, &[("STUB_REBUILD_RC", "4")]);
+    assert_eq!(r.called("systemd-run").len(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("exited 4"), "{}", r.stderr);
+    assert!(s
+        .root()
+        .join("var/lib/coder-bootstrap/bootstrap-applied")
+        .exists());
+    // Nothing activated: agent still started, switch retried next boot.
+    let s = Sandbox::new();
+    let r = s.exec(
+        &ud,
+        &[("STUB_REBUILD_RC", "1"), ("STUB_REBUILD_NEW_GEN", "0")],
+    );
+    assert_eq!(r.called("systemd-run").len(), 1, "{}", r.stderr);
+    assert!(!s
+        .root()
+        .join("var/lib/coder-bootstrap/bootstrap-applied")
+        .exists());
+    let r = s.exec(&ud, &[]);
+    assert_eq!(r.called("nixos-rebuild").len(), 1);
+}
+
+/// Item 7: the script itself refuses root and NixOS system users.
+#[tokio::test]
+async fn script_refuses_reserved_agent_users() {
+    let d = tempfile::tempdir().unwrap();
+    for sub in ["values", "templates"] {
+        harness::terraform::copy_tree(&repo().join(sub), &d.path().join(sub)).unwrap();
+    }
+    // Terraform would refuse first: drop its validations to reach the script.
+    let tf = d.path().join("templates/modules/bootstrap/main.tf");
+    let src = std::fs::read_to_string(&tf).unwrap();
+    let re = regex::Regex::new(r"(?s)\n  validation \{.*?\n  \}").unwrap();
+    std::fs::write(&tf, re.replace_all(&src, "").as_ref()).unwrap();
+    for user in ["root", "nobody", "sshd", "nixbld3", "messagebus"] {
+        let ud = render_in(d.path(), &[("agent_user", user)]).await;
+        let s = Sandbox::new();
+        let r = s.exec(&ud, &[]);
+        assert_ne!(r.code, 0, "{user} accepted");
+        assert!(r.stderr.contains("reserved"), "{user}: {}", r.stderr);
+        assert!(r.calls.is_empty(), "{user}: nothing may run: {:?}", r.calls);
+    }
+}
+
+/// Item 1: an empty flake is reported and not applied.
+#[test]
+fn startup_with_an_empty_flake_says_what_to_set() {
+    let s = Sandbox::new();
+    let r = s.exec(&startup_script(), &[("FLAKE_URI", "")]);
+    assert_ne!(r.code, 0, "start_error makes the user notice");
+    assert!(
+        r.stdout.contains("flake_uri") && r.stdout.contains("bootstrap configuration"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.calls.is_empty(), "nothing may run: {:?}", r.calls);
+}
+
+/// Item 5: a flake that activated with a failed unit is still marked
+/// applied (the next boot must not switch back to the bootstrap system).
+#[test]
+fn startup_marks_the_flake_applied_when_the_generation_changed() {
+    let marker = |s: &Sandbox| s.root().join("var/lib/coder-bootstrap/flake-applied");
+    let flake = ("FLAKE_URI", "github:me/cfg#ws");
+    let s = Sandbox::new();
+    let r = s.exec(&startup_script(), &[flake]);
+    no_missing_tool(&r);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(marker(&s).exists());
+    let rebuild = r.called("nixos-rebuild");
+    assert_eq!(rebuild[0][1..], ["switch", "--flake", "github:me/cfg#ws"]);
+
+    let s = Sandbox::new();
+    let r = s.exec(&startup_script(), &[flake, ("STUB_REBUILD_RC", "4")]);
+    assert_eq!(r.code, 4);
+    assert!(marker(&s).exists(), "{}", r.stdout);
+
+    let s = Sandbox::new();
+    let r = s.exec(
+        &startup_script(),
+        &[
+            flake,
+            ("STUB_REBUILD_RC", "1"),
+            ("STUB_REBUILD_NEW_GEN", "0"),
+        ],
+    );
+    assert_eq!(r.code, 1);
+    assert!(!marker(&s).exists());
+    assert!(r.stdout.contains("agent stays connected"), "{}", r.stdout);
+}
