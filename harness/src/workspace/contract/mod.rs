@@ -80,6 +80,7 @@ pub async fn boot(
     opts.user_data = agent.render.user_data.clone().into_bytes();
     let t = Instant::now();
     let inst = QemuInstance::boot(spec.variant, image, opts).await?;
+    guest_fixups(&inst).await?;
     agent.wait_started(&inst, t, spec.within).await?;
     Ok((inst, agent))
 }
@@ -225,7 +226,7 @@ impl ContractAgent {
 /// restarted again and again (printed; empty while all is well).
 pub const GAVE_UP: &str = "a=$(systemctl show -P ActiveState amazon-init.service); \
 [ \"$a\" = failed ] && echo \"amazon-init.service failed ($(systemctl show -P Result amazon-init.service))\"; \
-for u in $(systemctl list-units --all --plain --no-legend 'coder*' | awk '{print $1}'); do \
+for u in $(systemctl list-units --all --plain --no-legend 'coder*' | cut -d' ' -f1); do \
 n=$(systemctl show -P NRestarts \"$u\"); [ \"${n:-0}\" -ge 3 ] && echo \"$u restarted $n times\"; done; true";
 
 /// Poll `f` every 500 ms for up to `within`; every 10 s ask the guest
@@ -260,18 +261,38 @@ async fn poll_guest(
     }
 }
 
+/// Fix-ups of known gaps between the contract guest and NixOS, applied
+/// before a scenario (and before the pool's snapshot): nixpkgs' gawk ships
+/// `bin/awk` and NixOS's system path therefore has `awk` (the harness's
+/// checks use it); the contract image (built without maintainer scripts,
+/// so without Debian's awk alternative) has only `gawk`.  Drop an entry
+/// once `image::contract` provides it.
+pub const GUEST_FIXUPS: &str = "for g in /nix/store/*-gawk-*/bin/gawk; do [ -e \"${g%/gawk}/awk\" ] || ln -s gawk \"${g%/gawk}/awk\"; \
+sw=$(readlink -f /run/current-system/sw)/bin; [ -e \"$sw/awk\" ] || ln -s \"${g%/gawk}/awk\" \"$sw/awk\"; done; command -v awk";
+
+/// Apply [`GUEST_FIXUPS`].
+pub async fn guest_fixups(inst: &QemuInstance) -> anyhow::Result<()> {
+    inst.probe()
+        .succeed(GUEST_FIXUPS)
+        .await
+        .map_err(|e| anyhow::anyhow!("contract guest fix-ups failed: {e}"))?;
+    Ok(())
+}
+
 /// Run the guest's amazon-init again (after a snapshot restore).
 pub async fn rerun_amazon_init(inst: &QemuInstance) -> anyhow::Result<()> {
     let out = inst
         .probe()
         .exec(
-            &format!("systemctl restart --no-block {AMAZON_INIT_UNIT}"),
+            // amazon-init reads what fetch-ec2-metadata fetched at boot
+            // (nixpkgs amazon-image.nix): fetch the new user-data first.
+            &format!("systemctl restart fetch-ec2-metadata.service && systemctl restart --no-block {AMAZON_INIT_UNIT}"),
             Duration::from_secs(60),
         )
         .await?;
     anyhow::ensure!(
         out.status == 0,
-        "expected `systemctl restart {AMAZON_INIT_UNIT}` to succeed on the contract guest, exit {}: {}",
+        "expected `systemctl restart fetch-ec2-metadata.service {AMAZON_INIT_UNIT}` to succeed on the contract guest, exit {}: {}",
         out.status,
         out.stderr.trim()
     );

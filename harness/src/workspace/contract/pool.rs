@@ -27,9 +27,9 @@ pub const SNAPSHOT: &str = "contract-clean";
 
 /// The state the guard compares (printed in full, hashed by nobody: a
 /// difference is shown line by line).
-pub const FINGERPRINT: &str = "cut -d: -f1,3 /etc/passwd; echo '--'; awk '{print $1, $2, $3}' /proc/mounts | sort; echo '--'; \
+pub const FINGERPRINT: &str = "cut -d: -f1,3 /etc/passwd; echo '--'; cut -d' ' -f1-3 /proc/mounts | sort; echo '--'; \
 ls -a /var/lib /etc /home /nix/var/nix/profiles 2>&1; echo '--'; \
-systemctl list-units --all --no-legend --plain 'coder*' 2>&1 | awk '{print $1, $3, $4}'";
+systemctl list-units --all --no-legend --plain 'coder*' 2>&1 | while read -r u _ a s _; do echo \"$u $a $s\"; done";
 
 /// One reusable VM with its clean fingerprint.
 pub struct PooledVm {
@@ -109,6 +109,7 @@ impl Pool {
         opts.accel = self.accel;
         let mut inst = QemuInstance::boot(variant, image, opts).await?;
         super::wait_amazon_init_done(&inst, Duration::from_secs(600)).await?;
+        super::guest_fixups(&inst).await?;
         inst.snapshot_save(SNAPSHOT).await?;
         let fingerprint = inst.probe().succeed(FINGERPRINT).await?;
         Ok(PooledVm {
