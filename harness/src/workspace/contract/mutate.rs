@@ -227,11 +227,17 @@ mod tests {
         let real =
             std::fs::read_to_string(repo.join("templates").join(USER_DATA_TEMPLATE)).unwrap();
         let d = tempfile::tempdir().unwrap();
-        for m in [Mutation::StateDir0700, Mutation::ToolNotOnAmazonInitPath] {
+        for m in Mutation::ALL {
             let root = mutated_copy(repo, d.path(), m).unwrap();
             let t =
                 std::fs::read_to_string(root.join("templates").join(USER_DATA_TEMPLATE)).unwrap();
-            assert!(t.contains(&format!("# MUTATION {m}")), "{t}");
+            if m == Mutation::SystemdRunWithoutPath {
+                let lines: Vec<&str> = t.lines().collect();
+                let (a, b) = systemd_run_block(&lines).unwrap();
+                assert!(!lines[a..=b].join("\n").contains("PATH="), "{t}");
+            } else {
+                assert!(t.contains(&format!("# MUTATION {m}")), "{t}");
+            }
         }
         assert!(mutated_copy(repo, repo, Mutation::StateDir0700).is_err());
         assert_eq!(
