@@ -34,6 +34,9 @@ use harness::variant::Variant;
 use harness::workspace_double::{self, Defect};
 use harness::{repo, scenarios, values};
 
+#[path = "e2e/contract.rs"]
+mod contract;
+
 const STEP_TIMEOUT: Duration = Duration::from_secs(600);
 const USER: &str = "alice";
 
@@ -106,6 +109,8 @@ struct E2e {
     artifacts: PathBuf,
     time_to_agent: Option<Duration>,
     time_to_ready: Option<Duration>,
+    /// Set by the `a contract workspace …` steps (`features/template.feature`).
+    contract: Option<contract::ContractState>,
 }
 
 impl fmt::Debug for E2e {
@@ -254,7 +259,9 @@ async fn real_workspace_user(w: &mut E2e, name: String, flake: String, user: Str
 
 #[when("it starts")]
 async fn it_starts(w: &mut E2e) {
-    if w.real.is_some() {
+    if w.contract.is_some() {
+        contract::it_starts(w).await
+    } else if w.real.is_some() {
         start_real(w).await
     } else {
         start_fixture(w).await
@@ -651,7 +658,11 @@ fn row(
     } else {
         Backend::Qemu
     };
+    let contract = tags.iter().any(|t| t == "contract");
     let image = match (real, backend) {
+        // The template's real user-data on the contract guest (a double of
+        // the NixOS AMI): its own tier, never counted as NixOS.
+        (false, _) if contract => "contract",
         (true, Backend::Qemu) => "nixos",
         (true, Backend::Ec2) => "nixos AMI",
         (false, _) => "fixture (double)",
@@ -809,6 +820,8 @@ fn main() {
                             // The rebuild log (agent logs as the control plane received them).
                             let _ = real_workspace::save_agent_logs(cp, &w.artifacts.join("agent-logs.txt")).await;
                         }
+                        // A pooled contract VM goes back to its pool instead.
+                        contract::after(w, outcome == Outcome::Failed, keep_failed).await;
                         let machine = w.workspace.take().map(|ws| ws.machine).or_else(|| w.instance.take());
                         if let Some(mut inst) = machine {
                             if outcome == Outcome::Failed && keep_failed {
@@ -849,6 +862,17 @@ fn main() {
                     // Expanded outlines carry @variant-<name> on each Examples block.
                     let names: Vec<String> = tags.iter().filter_map(|t| t.strip_prefix("variant-").map(str::to_string)).collect();
                     if !names.is_empty() && !names.iter().any(|n| only.contains(n)) {
+                        return false;
+                    }
+                }
+                if tags.iter().any(|t| t == "contract") {
+                    let arch = if tags.iter().any(|t| t == "aarch64") {
+                        harness::variant::Arch::Aarch64
+                    } else {
+                        harness::variant::Arch::X86_64
+                    };
+                    if let Some(reason) = contract::skip_reason(arch) {
+                        skipped_rows.lock().unwrap().push(row(feature, scenario, Outcome::Skipped, Some(reason), 0.0));
                         return false;
                     }
                 }
@@ -914,6 +938,7 @@ fn main() {
         for mut k in kept_vms {
             let _ = k.get_mut().terminate().await;
         }
+        contract::shutdown().await;
         resources().shutdown().await;
         if failed || summary.count(Outcome::Failed) > 0 {
             1

@@ -1,8 +1,8 @@
-//! `harness bench vm|selftest [--arch A] [--runs N]`: side-by-side timings
-//! on the fixture guest, printed as min/median/max plus ratios. Nothing
+//! `harness bench vm|selftest|contract [--arch A] [--runs N]`: side-by-side
+//! timings on the fixture guest (and the contract guest), printed as min/median/max plus ratios. Nothing
 //! here is asserted on by tests.
 
-use crate::bench::{self, selftest, vm};
+use crate::bench::{self, contract, selftest, vm};
 use crate::cmd::boot::resolve_image;
 use crate::qemu::accel::AccelRequest;
 use crate::variant::Arch;
@@ -26,6 +26,15 @@ pub enum What {
         /// Rounds per architecture.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+    },
+    /// The contract guest with the template's real user-data: cold boot
+    /// per scenario vs snapshot restore, with the verdict-equality guard.
+    Contract {
+        #[arg(long)]
+        arch: Option<Arch>,
+        /// Comma-separated fixture flakes (default: good,broken).
+        #[arg(long, value_delimiter = ',')]
+        fixtures: Vec<String>,
     },
     /// The @selftest matrix: boot-per-scenario vs snapshot reuse.
     Selftest {
@@ -51,6 +60,38 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
                 vm::print(&v, &s);
             }
             Ok(0)
+        }
+        What::Contract { arch, fixtures } => {
+            let fixtures = if fixtures.is_empty() {
+                vec!["good".to_string(), "broken".to_string()]
+            } else {
+                fixtures
+            };
+            for f in &fixtures {
+                crate::workspace::contract::render::fixture_flake_uri(f)?;
+            }
+            let mut leaks = Vec::new();
+            for v in bench::variants_for(&all, arch) {
+                let dir = out.join("contract").join(v.arch.as_str());
+                let image = resolve_image(&root, "contract", v.arch).await?;
+                let cold = contract::cold_boot(&root, &v, &image, &fixtures, accel, &dir).await?;
+                let restore =
+                    contract::snapshot_restore(&root, &v, &image, &fixtures, accel, &dir).await?;
+                contract::print(&v, &cold, &restore);
+                leaks.extend(contract::mismatches(&cold, &restore));
+            }
+            if leaks.is_empty() {
+                println!(
+                    "\nverdicts agree between cold boot and snapshot restore for every scenario"
+                );
+                Ok(0)
+            } else {
+                eprintln!(
+                    "\nexpected identical verdicts from both strategies; these differ (restore leaked state?):\n  {}",
+                    leaks.join("\n  ")
+                );
+                Ok(1)
+            }
         }
         What::Selftest { arch, defects } => {
             let defects: Vec<Defect> = if defects.is_empty() {

@@ -15,7 +15,8 @@ use crate::{repo, values};
 pub struct Args {
     /// Variant name (a values/*.yml file stem).
     pub variant: String,
-    /// `fixture` (the Debian test-double guest), `nixos`, or a path to a qcow2/raw image.
+    /// `fixture` (the Debian test-double guest), `contract` (the systemd guest keeping
+    /// the NixOS AMI's contract; a double), `nixos`, or a path to a qcow2/raw image.
     #[arg(long, default_value = "fixture")]
     pub image: String,
     /// User-data file served by the emulated IMDS.
@@ -46,6 +47,17 @@ pub async fn resolve_image(
                     .await??;
             eprintln!(
                 "image: {} (fixture guest: a test double, not NixOS)",
+                img.description
+            );
+            Ok(img)
+        }
+        "contract" => {
+            let root = root.to_path_buf();
+            let img =
+                tokio::task::spawn_blocking(move || crate::image::contract::build(&root, arch))
+                    .await??;
+            eprintln!(
+                "image: {} (contract guest: a double of the NixOS AMI, not NixOS)",
                 img.description
             );
             Ok(img)

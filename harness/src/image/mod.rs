@@ -3,6 +3,7 @@
 //! the QEMU launcher boots unchanged.
 
 pub mod apt_root;
+pub mod contract;
 pub mod fixture;
 pub mod nixos;
 pub mod path;
@@ -16,6 +17,9 @@ use crate::variant::Arch;
 pub enum ImageKind {
     /// The Debian busybox fixture guest: proves machinery and checks only.
     Fixture,
+    /// The contract guest (`image::contract`): Debian + real systemd keeping
+    /// the NixOS AMI's user-data contract; a named double, not NixOS.
+    Contract,
     /// A NixOS test image built from `nixos-vm/` (behaves like the AMI).
     Nixos,
     /// An image file the user supplied.
@@ -26,6 +30,7 @@ impl ImageKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ImageKind::Fixture => "fixture",
+            ImageKind::Contract => "contract",
             ImageKind::Nixos => "nixos",
             ImageKind::Path => "path",
         }

@@ -297,6 +297,13 @@ impl ImdsHandle {
     pub fn set_user_data(&self, data: impl Into<Vec<u8>>) {
         self.inner.state.cfg.lock().unwrap().user_data = data.into();
     }
+    /// Serve another variant's market and instance type (a reused VM
+    /// playing the next scenario's variant).
+    pub fn set_market(&self, life_cycle: LifeCycle, instance_type: &str) {
+        let mut c = self.inner.state.cfg.lock().unwrap();
+        c.life_cycle = life_cycle;
+        c.instance_type = instance_type.to_string();
+    }
     pub fn set_public_key(&self, key: Option<String>) {
         self.inner.state.cfg.lock().unwrap().public_key = key;
     }

@@ -1,0 +1,186 @@
+//! `harness bench contract`: the contract tier's scenarios (fixture flakes
+//! `good`, `broken`, …, the template's real user-data, four checks each)
+//! run two ways side by side, per architecture:
+//! - **cold boot**: a fresh contract guest per scenario;
+//! - **snapshot restore**: one guest per architecture, booted once and
+//!   saved; each scenario restores it (with the clean-state guard of
+//!   [`crate::workspace::contract::pool`]) and re-runs amazon-init.
+//!
+//! The verdicts of both must agree scenario by scenario (the
+//! verdict-equality guard); a mismatch means reuse leaked state.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::Stats;
+use crate::checks::{self, Verdict};
+use crate::image::BootImage;
+use crate::instance::Instance;
+use crate::qemu::accel::AccelRequest;
+use crate::qemu::{BootOptions, QemuInstance};
+use crate::variant::Variant;
+use crate::workspace::contract::pool::Pool;
+use crate::workspace::contract::{self, ContractAgent, ContractSpec};
+
+/// The pass/fail pattern of one scenario: (check, passed).
+pub type Outcome = Vec<(String, bool)>;
+
+/// One strategy's result for one architecture.
+#[derive(Debug, Default)]
+pub struct Run {
+    pub total: Duration,
+    /// Per scenario: from boot or restore to the agent's final state.
+    pub per_scenario: Vec<Duration>,
+    pub outcomes: Vec<(String, Outcome)>,
+    /// Snapshot restore only: the one cold boot up to the saved snapshot.
+    pub cold: Option<Duration>,
+}
+
+const WITHIN: Duration = Duration::from_secs(900);
+
+/// The four checks on a started contract workspace.
+pub async fn checks_on(
+    inst: &QemuInstance,
+    agent: &ContractAgent,
+    user: &str,
+    fixture: &str,
+) -> anyhow::Result<Vec<Verdict>> {
+    let expect = if fixture == "good" {
+        "ready"
+    } else {
+        "start_error"
+    };
+    let api = agent.api.as_ref();
+    Ok(vec![
+        checks::log_streaming::check(api, expect, Duration::from_secs(60)).await?,
+        checks::home_mount::check(inst, user, "ext4").await?,
+        checks::agent_user::check(inst, user, checks::agent_user::AGENT_PATTERN).await?,
+        checks::ssh_fallback::check(inst, api, user).await?,
+    ])
+}
+
+fn outcome(v: &[Verdict]) -> Outcome {
+    v.iter().map(|v| (v.check.to_string(), v.passed)).collect()
+}
+
+fn spec<'a>(root: &'a Path, v: &'a Variant, fixture: &'a str, user: &'a str) -> ContractSpec<'a> {
+    ContractSpec {
+        variant: v,
+        fixture,
+        agent_user: user,
+        templates_root: root,
+        within: WITHIN,
+    }
+}
+
+/// A fresh contract guest for every scenario.
+pub async fn cold_boot(
+    root: &Path,
+    variant: &Variant,
+    image: &BootImage,
+    fixtures: &[String],
+    accel: AccelRequest,
+    artifacts: &Path,
+) -> anyhow::Result<Run> {
+    let user = "coder";
+    let mut run = Run::default();
+    let all = Instant::now();
+    for f in fixtures {
+        let t = Instant::now();
+        let mut opts = BootOptions::new(&artifacts.join(format!("cold-{f}")));
+        opts.label = format!("bench contract cold {}/{f}", variant.arch);
+        opts.accel = accel;
+        let (mut inst, agent) = contract::boot(image, &spec(root, variant, f, user), opts).await?;
+        run.per_scenario.push(t.elapsed());
+        let v = checks_on(&inst, &agent, user, f).await?;
+        inst.terminate().await?;
+        run.outcomes.push((f.clone(), outcome(&v)));
+    }
+    run.total = all.elapsed();
+    Ok(run)
+}
+
+/// One guest per architecture, restored from its clean snapshot per scenario.
+pub async fn snapshot_restore(
+    root: &Path,
+    variant: &Variant,
+    image: &BootImage,
+    fixtures: &[String],
+    accel: AccelRequest,
+    artifacts: &Path,
+) -> anyhow::Result<Run> {
+    let user = "coder";
+    let mut run = Run::default();
+    let all = Instant::now();
+    let pool = Pool::new(artifacts.join("restore"), accel);
+    let mut vm = pool.take(variant, image).await?;
+    run.cold = Some(vm.cold);
+    for f in fixtures {
+        let t = Instant::now();
+        let agent = contract::on_snapshot(&mut vm, &spec(root, variant, f, user)).await?;
+        run.per_scenario.push(t.elapsed());
+        let v = checks_on(&vm.inst, &agent, user, f).await?;
+        run.outcomes.push((f.clone(), outcome(&v)));
+    }
+    vm.inst.terminate().await?;
+    run.total = all.elapsed();
+    Ok(run)
+}
+
+/// Scenarios whose verdicts differ between the two strategies.
+pub fn mismatches(a: &Run, b: &Run) -> Vec<String> {
+    a.outcomes
+        .iter()
+        .zip(&b.outcomes)
+        .filter(|((_, oa), (_, ob))| oa != ob)
+        .map(|((f, oa), (_, ob))| format!("{f}: cold boot {oa:?} vs snapshot restore {ob:?}"))
+        .collect()
+}
+
+/// Print one architecture's comparison.
+pub fn print(variant: &Variant, cold: &Run, restore: &Run) {
+    println!(
+        "\n{} contract guest ({} scenarios, template's real user-data)   min      median   max     total",
+        variant.arch,
+        cold.outcomes.len()
+    );
+    for (name, r) in [("cold boot", cold), ("snapshot restore", restore)] {
+        if let Some(st) = Stats::of(&r.per_scenario) {
+            println!(
+                "  {name:<18} per scenario {st}  {:>7.1}s",
+                r.total.as_secs_f64()
+            );
+        }
+    }
+    if let Some(c) = restore.cold {
+        println!(
+            "  (snapshot restore: one cold boot to the clean snapshot took {:.1}s)",
+            c.as_secs_f64()
+        );
+    }
+    println!(
+        "  ratio cold boot / snapshot restore (total): {:.2}x",
+        cold.total.as_secs_f64() / restore.total.as_secs_f64().max(1e-9)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mismatches_name_the_scenario() {
+        let a = Run {
+            outcomes: vec![("broken".into(), vec![("ssh fallback".into(), false)])],
+            ..Run::default()
+        };
+        let b = Run {
+            outcomes: vec![("broken".into(), vec![("ssh fallback".into(), true)])],
+            ..Run::default()
+        };
+        let m = mismatches(&a, &b);
+        assert_eq!(m.len(), 1);
+        assert!(m[0].starts_with("broken:"), "{m:?}");
+        assert!(mismatches(&a, &a).is_empty());
+    }
+}

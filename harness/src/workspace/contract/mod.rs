@@ -1,0 +1,353 @@
+//! The contract tier: a variant's workspace on the contract guest (a
+//! double of the NixOS AMI built by `image::contract`) running exactly the
+//! user-data the template renders ([`render`]), with Coder's init script
+//! and agent played by the stand-ins in [`crate::doubles`].
+//!
+//! A workspace is started either on a fresh boot ([`boot`]) or on a
+//! running guest restored to its clean snapshot ([`on_snapshot`], see
+//! [`pool`]); either way the
+//! guest's amazon-init runs the rendered user-data as on a first boot.
+//! Waiting for the agent fails with what the guest's journal says
+//! ([`diagnose`]), so a defect in the template is named, not timed out.
+
+pub mod mutate;
+pub mod pool;
+pub mod render;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::control::ControlPlane;
+use crate::doubles::agent_api::{AgentApiDouble, AgentManifest};
+use crate::image::BootImage;
+use crate::instance::Instance;
+use crate::qemu::{BootOptions, QemuInstance};
+use crate::variant::Variant;
+
+pub use render::ContractRender;
+
+/// The unit that runs user-data on the contract guest (as on NixOS:
+/// nixpkgs `nixos/modules/virtualisation/amazon-init.nix`).
+pub const AMAZON_INIT_UNIT: &str = "amazon-init.service";
+
+/// Lifecycle states after which the agent's startup is over.
+pub const FINAL_STATES: [&str; 4] = ["ready", "start_error", "start_timeout", "shutdown_error"];
+
+/// Journal lines that name a cause (shown first in failure messages).
+const CAUSE_PATTERN: &str = "Permission denied|No such file or directory|command not found|not found|status=203|Failed to|error:|refusing|Failed assertions";
+
+/// What a contract workspace is asked to be.
+#[derive(Debug, Clone)]
+pub struct ContractSpec<'a> {
+    pub variant: &'a Variant,
+    /// Fixture flake: `good`, `broken`, `broken-build`.
+    pub fixture: &'a str,
+    pub agent_user: &'a str,
+    /// Repository root whose `templates/` is rendered (or a mutated copy's root).
+    pub templates_root: &'a Path,
+    /// How long the agent may take to connect, then to finish its startup.
+    pub within: Duration,
+}
+
+/// How long the last start took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Readiness {
+    /// From the user-data being served to the agent stand-in's first call.
+    pub to_agent: Duration,
+    /// To the final lifecycle state.
+    pub to_final: Duration,
+}
+
+/// The Coder side of one contract workspace: its agent API double, what
+/// the template rendered for it, and how its last start went.  The machine
+/// itself stays with the caller (a fresh [`boot`] or a pooled VM).
+pub struct ContractAgent {
+    pub api: Arc<AgentApiDouble>,
+    pub render: ContractRender,
+    pub readiness: Readiness,
+    pub final_state: String,
+}
+
+/// Boot a fresh contract guest with the rendered user-data and wait for
+/// the agent's startup to end.
+pub async fn boot(
+    image: &BootImage,
+    spec: &ContractSpec<'_>,
+    mut opts: BootOptions,
+) -> anyhow::Result<(QemuInstance, ContractAgent)> {
+    let mut agent = ContractAgent::prepare(spec).await?;
+    opts.user_data = agent.render.user_data.clone().into_bytes();
+    let t = Instant::now();
+    let inst = QemuInstance::boot(spec.variant, image, opts).await?;
+    guest_fixups(&inst).await?;
+    agent.wait_started(&inst, t, spec.within).await?;
+    Ok((inst, agent))
+}
+
+/// On a pooled VM: restore its clean snapshot (with the guard), serve the
+/// rendered user-data and run amazon-init again, as a first boot would;
+/// wait for the agent's startup to end.  On failure the VM stays with the
+/// caller (a restore makes it clean again).
+pub async fn on_snapshot(
+    vm: &mut pool::PooledVm,
+    spec: &ContractSpec<'_>,
+) -> anyhow::Result<ContractAgent> {
+    let mut agent = ContractAgent::prepare(spec).await?;
+    vm.restore().await?;
+    vm.inst
+        .imds()
+        .set_user_data(agent.render.user_data.clone().into_bytes());
+    let t = Instant::now();
+    rerun_amazon_init(&vm.inst).await?;
+    agent.wait_started(&vm.inst, t, spec.within).await?;
+    Ok(agent)
+}
+
+impl ContractAgent {
+    /// Start the agent API double and render the template for it.
+    pub async fn prepare(spec: &ContractSpec<'_>) -> anyhow::Result<ContractAgent> {
+        render::check_wiring(spec.templates_root)?;
+        let token = render::new_token();
+        let api = AgentApiDouble::start(&token, AgentManifest::default()).await?;
+        let r = render::render(
+            spec.templates_root,
+            spec.variant,
+            spec.fixture,
+            spec.agent_user,
+            &api.guest_access_url(),
+            &token,
+        )
+        .await?;
+        api.set_manifest(AgentManifest {
+            startup_script: r.startup_script.clone(),
+            env: r.agent_env.clone(),
+            directory: String::new(),
+        })?;
+        Ok(ContractAgent {
+            api: Arc::new(api),
+            render: r,
+            readiness: Readiness::default(),
+            final_state: String::new(),
+        })
+    }
+
+    /// Wait for the agent stand-in to connect and finish its startup
+    /// script; fail early when the guest has given up (amazon-init failed,
+    /// the agent's unit keeps failing), saying what its journal says.
+    pub async fn wait_started(
+        &mut self,
+        inst: &QemuInstance,
+        since: Instant,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        let api = self.api.clone();
+        let connected = poll_guest(inst, within, || !api.hellos().is_empty()).await;
+        if let Err(why) = connected {
+            anyhow::bail!(
+                "expected the agent stand-in to start as {} and call the agent API double; {why}.\n{}",
+                self.render.agent_user,
+                self.explain(inst).await
+            );
+        }
+        self.readiness.to_agent = since.elapsed();
+        let api = self.api.clone();
+        let done = poll_guest(inst, within, || {
+            futures::executor::block_on(api.lifecycle())
+                .map(|l| l.iter().any(|r| FINAL_STATES.contains(&r.state.as_str())))
+                .unwrap_or(false)
+        })
+        .await;
+        if let Err(why) = done {
+            anyhow::bail!(
+                "expected the agent's startup script (nixos-rebuild switch --flake {}) to end with a final lifecycle state; {why}.\n{}",
+                self.render.flake_uri,
+                self.explain(inst).await
+            );
+        }
+        self.readiness.to_final = since.elapsed();
+        self.final_state = self
+            .api
+            .lifecycle()
+            .await?
+            .into_iter()
+            .rev()
+            .find(|r| FINAL_STATES.contains(&r.state.as_str()))
+            .map(|r| r.state)
+            .unwrap_or_default();
+        Ok(())
+    }
+
+    /// The double's state, the guest's journal and where the logs are.
+    pub async fn explain(&self, inst: &QemuInstance) -> String {
+        format!(
+            "{}\n{}\nserial log: {}; IMDS log: {}",
+            self.api.summary(),
+            diagnose(inst).await,
+            inst.artifacts().serial_log.display(),
+            inst.artifacts()
+                .imds_log
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        )
+    }
+
+    /// Stop and start the instance (a Coder stop/start with unchanged
+    /// user-data), then wait for the agent again.
+    pub async fn stop_start(
+        &mut self,
+        inst: &mut QemuInstance,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        self.api.clear_reports();
+        inst.stop().await?;
+        let t = Instant::now();
+        inst.start().await?;
+        self.wait_started(inst, t, within).await
+    }
+
+    /// A spot interruption (notice, stop as for
+    /// `instance_interruption_behavior = "stop"`), capacity back, start.
+    pub async fn interrupt_and_restart(
+        &mut self,
+        inst: &mut QemuInstance,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        self.api.clear_reports();
+        inst.interrupt_spot().await?;
+        let t = Instant::now();
+        inst.start().await?;
+        self.wait_started(inst, t, within).await
+    }
+}
+
+/// What a guest that gave up shows: amazon-init failed, or an agent unit
+/// restarted again and again (printed; empty while all is well).
+pub const GAVE_UP: &str = "a=$(systemctl show -P ActiveState amazon-init.service); \
+[ \"$a\" = failed ] && echo \"amazon-init.service failed ($(systemctl show -P Result amazon-init.service))\"; \
+for u in $(systemctl list-units --all --plain --no-legend 'coder*' | cut -d' ' -f1); do \
+n=$(systemctl show -P NRestarts \"$u\"); [ \"${n:-0}\" -ge 3 ] && echo \"$u restarted $n times\"; done; true";
+
+/// Poll `f` every 500 ms for up to `within`; every 10 s ask the guest
+/// whether it gave up ([`GAVE_UP`]).
+async fn poll_guest(
+    inst: &QemuInstance,
+    within: Duration,
+    f: impl Fn() -> bool,
+) -> Result<(), String> {
+    let start = Instant::now();
+    let mut asked = Instant::now();
+    loop {
+        if f() {
+            return Ok(());
+        }
+        if start.elapsed() > within {
+            return Err(format!("nothing within {within:?}"));
+        }
+        if asked.elapsed() > Duration::from_secs(10) {
+            asked = Instant::now();
+            if let Ok(o) = inst.probe().exec(GAVE_UP, Duration::from_secs(30)).await {
+                if !o.stdout.trim().is_empty() && !f() {
+                    return Err(format!(
+                        "the guest gave up after {:.0}s: {}",
+                        start.elapsed().as_secs_f64(),
+                        o.stdout.trim().replace('\n', "; ")
+                    ));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Fix-ups of known gaps between the contract guest and NixOS, applied
+/// before a scenario (and before the pool's snapshot): nixpkgs' gawk ships
+/// `bin/awk` and NixOS's system path therefore has `awk` (the harness's
+/// checks use it); the contract image (built without maintainer scripts,
+/// so without Debian's awk alternative) has only `gawk`.  Drop an entry
+/// once `image::contract` provides it.
+pub const GUEST_FIXUPS: &str = "for g in /nix/store/*-gawk-*/bin/gawk; do [ -e \"${g%/gawk}/awk\" ] || ln -s gawk \"${g%/gawk}/awk\"; \
+sw=$(readlink -f /run/current-system/sw)/bin; [ -e \"$sw/awk\" ] || ln -s \"${g%/gawk}/awk\" \"$sw/awk\"; done; command -v awk";
+
+/// Apply [`GUEST_FIXUPS`].
+pub async fn guest_fixups(inst: &QemuInstance) -> anyhow::Result<()> {
+    inst.probe()
+        .succeed(GUEST_FIXUPS)
+        .await
+        .map_err(|e| anyhow::anyhow!("contract guest fix-ups failed: {e}"))?;
+    Ok(())
+}
+
+/// Run the guest's amazon-init again (after a snapshot restore).
+pub async fn rerun_amazon_init(inst: &QemuInstance) -> anyhow::Result<()> {
+    let out = inst
+        .probe()
+        .exec(
+            // amazon-init reads what fetch-ec2-metadata fetched at boot
+            // (nixpkgs amazon-image.nix): fetch the new user-data first.
+            &format!("systemctl restart fetch-ec2-metadata.service && systemctl restart --no-block {AMAZON_INIT_UNIT}"),
+            Duration::from_secs(60),
+        )
+        .await?;
+    anyhow::ensure!(
+        out.status == 0,
+        "expected `systemctl restart fetch-ec2-metadata.service {AMAZON_INIT_UNIT}` to succeed on the contract guest, exit {}: {}",
+        out.status,
+        out.stderr.trim()
+    );
+    Ok(())
+}
+
+/// Wait until amazon-init has finished on a guest booted without
+/// user-data (the clean state a snapshot is taken in).
+pub async fn wait_amazon_init_done(inst: &QemuInstance, within: Duration) -> anyhow::Result<()> {
+    let cmd = format!(
+        "[ \"$(systemctl show -P ActiveState {u})\" != activating ] && [ \"$(systemctl show -P ExecMainExitTimestampMonotonic {u})\" != 0 ]",
+        u = AMAZON_INIT_UNIT
+    );
+    inst.probe()
+        .wait_until_succeeds(&cmd, within)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("the contract guest's {AMAZON_INIT_UNIT} did not finish: {e}")
+        })?;
+    Ok(())
+}
+
+/// The guest's journal for amazon-init and the agent's unit, this boot,
+/// with the lines that name a cause first.
+pub async fn diagnose(inst: &dyn Instance) -> String {
+    let cmd = format!(
+        "journalctl -b --no-pager -o cat -u {AMAZON_INIT_UNIT} -u 'coder*' 2>&1 | tail -n 80 > /tmp/harness-diag; \
+         echo '--- cause lines:'; grep -E {pat} /tmp/harness-diag | grep -v 'set -' | tail -n 12; \
+         echo '--- units:'; systemctl --no-pager --all list-units {AMAZON_INIT_UNIT} 'coder*' 2>&1 | head -n 8; \
+         echo '--- journal (amazon-init, coder*), last lines:'; tail -n 40 /tmp/harness-diag",
+        pat = crate::probe::shell_quote(CAUSE_PATTERN)
+    );
+    match inst.probe().exec(&cmd, Duration::from_secs(60)).await {
+        Ok(o) => format!("the contract guest says:\n{}", o.stdout.trim_end()),
+        Err(e) => format!("(could not read the guest's journal: {e})"),
+    }
+}
+
+/// Marker of one bootstrap switch in amazon-init's journal: the
+/// nixos-rebuild double (`image::contract`) says which configuration it
+/// evaluates, and the bootstrap is the one given with `-I nixos-config=`.
+pub const BOOTSTRAP_SWITCH_MARK: &str = "configuration.nix' (contract double";
+
+/// Count this boot's bootstrap switches (see [`BOOTSTRAP_SWITCH_MARK`]).
+pub async fn bootstrap_switches_this_boot(inst: &dyn Instance) -> anyhow::Result<(usize, String)> {
+    let out = inst
+        .probe()
+        .exec(
+            &format!(
+                "journalctl -b --no-pager -o cat -u {AMAZON_INIT_UNIT} | grep -F {}",
+                crate::probe::shell_quote(BOOTSTRAP_SWITCH_MARK)
+            ),
+            Duration::from_secs(60),
+        )
+        .await?;
+    let lines = out.stdout.lines().filter(|l| !l.trim().is_empty()).count();
+    Ok((lines, out.stdout))
+}

@@ -1,0 +1,177 @@
+//! Snapshot reuse for the contract tier: each architecture's contract
+//! guest is booted once per run without user-data, left to finish
+//! amazon-init, and saved (`savevm`, RAM and both disks).  A scenario
+//! takes a VM, restores that snapshot (so nothing an earlier scenario did
+//! survives), serves its own rendered user-data and re-runs amazon-init,
+//! as a first boot would; it gives the VM back when done.
+//!
+//! Guard: a fingerprint of the guest state a scenario could change (users,
+//! mounts, `/var/lib`, `/etc`, `/home`, system profiles, coder* units) is
+//! taken right after the save and compared right after every restore; a
+//! difference means the restore leaked state, and the scenario fails with
+//! both fingerprints instead of running on a dirty guest.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::image::BootImage;
+use crate::imds::LifeCycle;
+use crate::instance::Instance;
+use crate::qemu::accel::AccelRequest;
+use crate::qemu::{BootOptions, QemuInstance};
+use crate::variant::{Arch, Variant};
+
+/// Name of the clean snapshot inside each pool VM's disks.
+pub const SNAPSHOT: &str = "contract-clean";
+
+/// The state the guard compares (printed in full, hashed by nobody: a
+/// difference is shown line by line).
+pub const FINGERPRINT: &str = "cut -d: -f1,3 /etc/passwd; echo '--'; cut -d' ' -f1-3 /proc/mounts | sort; echo '--'; \
+ls -a /var/lib /etc /home /nix/var/nix/profiles 2>&1; echo '--'; \
+systemctl list-units --all --no-legend --plain 'coder*' 2>&1 | while read -r u _ a s _; do echo \"$u $a $s\"; done";
+
+/// One reusable VM with its clean fingerprint.
+pub struct PooledVm {
+    pub inst: QemuInstance,
+    pub fingerprint: String,
+    /// Time of the cold boot up to the saved snapshot.
+    pub cold: Duration,
+}
+
+/// Per-run pool of contract guests, by architecture.
+pub struct Pool {
+    artifacts: PathBuf,
+    accel: AccelRequest,
+    idle: tokio::sync::Mutex<HashMap<Arch, Vec<PooledVm>>>,
+    booted: std::sync::atomic::AtomicUsize,
+}
+
+impl Pool {
+    pub fn new(artifacts: PathBuf, accel: AccelRequest) -> Pool {
+        Pool {
+            artifacts,
+            accel,
+            idle: Default::default(),
+            booted: Default::default(),
+        }
+    }
+
+    /// An idle VM of `variant`'s arch restored to its clean snapshot, or a
+    /// new one booted and saved; its IMDS then plays `variant`'s market.
+    pub async fn take(&self, variant: &Variant, image: &BootImage) -> anyhow::Result<PooledVm> {
+        let reused = self
+            .idle
+            .lock()
+            .await
+            .get_mut(&variant.arch)
+            .and_then(Vec::pop);
+        let vm = match reused {
+            Some(vm) => vm,
+            None => self.boot_clean(variant, image).await?,
+        };
+        vm.inst.imds().set_market(
+            if variant.is_spot {
+                LifeCycle::Spot
+            } else {
+                LifeCycle::OnDemand
+            },
+            variant
+                .value_str("default_instance_type")
+                .unwrap_or("t3.medium"),
+        );
+        vm.inst.imds().set_user_data(Vec::new());
+        Ok(vm)
+    }
+
+    /// Give a VM back for the next scenario (it is restored on take).
+    pub async fn give_back(&self, vm: PooledVm) {
+        self.idle
+            .lock()
+            .await
+            .entry(vm.inst.arch())
+            .or_default()
+            .push(vm);
+    }
+
+    /// VMs booted so far (one per arch unless scenarios overlapped).
+    pub fn booted(&self) -> usize {
+        self.booted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn boot_clean(&self, variant: &Variant, image: &BootImage) -> anyhow::Result<PooledVm> {
+        let n = self
+            .booted
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let t = Instant::now();
+        let mut opts = BootOptions::new(&self.artifacts.join(format!("{}-{n}", variant.arch)));
+        opts.label = format!("contract pool {} #{n}", variant.arch);
+        opts.accel = self.accel;
+        let mut inst = QemuInstance::boot(variant, image, opts).await?;
+        super::wait_amazon_init_done(&inst, Duration::from_secs(600)).await?;
+        super::guest_fixups(&inst).await?;
+        inst.snapshot_save(SNAPSHOT).await?;
+        let fingerprint = inst.probe().succeed(FINGERPRINT).await?;
+        Ok(PooledVm {
+            inst,
+            fingerprint,
+            cold: t.elapsed(),
+        })
+    }
+
+    /// Terminate every idle VM.
+    pub async fn shutdown(&self) {
+        for (_, vms) in self.idle.lock().await.drain() {
+            for mut vm in vms {
+                let _ = vm.inst.terminate().await;
+            }
+        }
+    }
+}
+
+impl PooledVm {
+    /// Restore the clean snapshot and check the guard.
+    pub async fn restore(&mut self) -> anyhow::Result<usize> {
+        let from = self.inst.snapshot_restore(SNAPSHOT).await?;
+        let now = self.inst.probe().succeed(FINGERPRINT).await?;
+        guard(&self.fingerprint, &now)?;
+        Ok(from)
+    }
+}
+
+/// The guard: `after` (just restored) must equal `clean` (just saved).
+pub fn guard(clean: &str, after: &str) -> anyhow::Result<()> {
+    if clean == after {
+        return Ok(());
+    }
+    let diff: Vec<String> = after
+        .lines()
+        .filter(|l| !clean.lines().any(|c| c == *l))
+        .map(|l| format!("+ {l}"))
+        .chain(
+            clean
+                .lines()
+                .filter(|l| !after.lines().any(|a| a == *l))
+                .map(|l| format!("- {l}")),
+        )
+        .take(20)
+        .collect();
+    anyhow::bail!(
+        "snapshot reuse leaked state: the restored contract guest differs from the clean snapshot (+ only after restore, - only in the snapshot):\n{}",
+        diff.join("\n")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_names_what_leaked() {
+        assert!(guard("a\nb\n", "a\nb\n").is_ok());
+        let e = guard("root:0\n--\n", "root:0\ncoder:1000\n--\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("+ coder:1000") && e.contains("leaked"), "{e}");
+    }
+}

@@ -1,0 +1,224 @@
+//! What the template hands a contract-tier workspace, rendered by REAL
+//! Terraform from the template's own bootstrap module: the user-data
+//! (`module.bootstrap.user_data`, which `templates/main.tf` passes to the
+//! instance unchanged), the agent's `startup_script` and `env`
+//! (`module.bootstrap.startup_script` / `agent_env`, which
+//! `templates/agent.tf` puts in `coder_agent`).  Coder's parts are stand-ins:
+//! `agent_auth = "token"` with a fresh token, and the init-script stand-in
+//! pointing at the agent API double's access URL as the guest sees it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::doubles::init_script;
+use crate::variant::Variant;
+
+/// The fixture flakes the contract guest (like the NixOS test image)
+/// carries under [`crate::real_workspace::GUEST_FIXTURES`].
+pub const FIXTURES: [&str; 3] = ["good", "broken", "broken-build"];
+
+/// One rendering for one workspace.
+#[derive(Debug, Clone)]
+pub struct ContractRender {
+    /// The script amazon-init runs (exactly `module.bootstrap.user_data`).
+    pub user_data: String,
+    /// `coder_agent.startup_script`.
+    pub startup_script: String,
+    /// `coder_agent.env`.
+    pub agent_env: BTreeMap<String, String>,
+    /// The agent token the user-data carries (`agent_auth = "token"`).
+    pub token: String,
+    pub flake_uri: String,
+    pub agent_user: String,
+    /// The module inputs Terraform got (token and init script included).
+    pub inputs: BTreeMap<String, Value>,
+}
+
+/// The `flake_uri` of fixture flake `fixture` as the guest sees it
+/// (`path:/var/lib/harness/fixtures#<fixture>`, the nixos tier's naming).
+pub fn fixture_flake_uri(fixture: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        FIXTURES.contains(&fixture),
+        "unknown fixture flake `{fixture}`; known: {}",
+        FIXTURES.join(", ")
+    );
+    Ok(crate::real_workspace::flake_uri(fixture))
+}
+
+/// A fresh agent token (hex, as Coder's are UUID-like).
+pub fn new_token() -> String {
+    use rand::Rng;
+    let mut r = rand::rng();
+    (0..32)
+        .map(|_| format!("{:x}", r.random_range(0..16u8)))
+        .collect()
+}
+
+/// Render `variant` from the templates under `root/templates` (the
+/// repository, or a mutated copy) for fixture flake `fixture`, `agent_user`
+/// and an agent API double reachable by the guest at `access_url`.
+pub async fn render(
+    root: &Path,
+    variant: &Variant,
+    fixture: &str,
+    agent_user: &str,
+    access_url: &str,
+    token: &str,
+) -> anyhow::Result<ContractRender> {
+    let flake_uri = fixture_flake_uri(fixture)?;
+    let init = init_script::render(access_url, variant.arch, "token")?;
+    let vars: BTreeMap<String, String> = [
+        ("agent_auth", "token"),
+        ("agent_token", token),
+        ("init_script", init.as_str()),
+        ("flake_uri", flake_uri.as_str()),
+        ("agent_user", agent_user),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let r = crate::render::render_all(root, variant, &vars)
+        .await
+        .with_context(|| {
+            format!(
+                "rendering {} from {} with real Terraform",
+                variant.name,
+                crate::render::bootstrap_dir(root).display()
+            )
+        })?;
+    let env = r
+        .outputs
+        .get("agent_env")
+        .and_then(Value::as_object)
+        .ok_or_else(|| anyhow::anyhow!("the bootstrap module has no map output `agent_env`"))?
+        .iter()
+        .map(|(k, v)| {
+            let s = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), s)
+        })
+        .collect();
+    Ok(ContractRender {
+        user_data: r.string("user_data")?.to_string(),
+        startup_script: r.string("startup_script")?.to_string(),
+        agent_env: env,
+        token: token.to_string(),
+        flake_uri,
+        agent_user: agent_user.to_string(),
+        inputs: r.inputs,
+    })
+}
+
+/// The wiring this rendering relies on, as it reads in `templates/*.tf`:
+/// `(file, attribute = expression)`.  If the template stops wiring its
+/// instance and agent this way, the contract tier no longer runs what the
+/// template renders, and [`check_wiring`] says so.
+pub const WIRING: [(&str, &str, &str); 4] = [
+    ("main.tf", "user_data", "module.bootstrap.user_data"),
+    (
+        "agent.tf",
+        "startup_script",
+        "module.bootstrap.startup_script",
+    ),
+    ("agent.tf", "env", "module.bootstrap.agent_env"),
+    ("main.tf", "init_script", "coder_agent.main.init_script"),
+];
+
+/// Check [`WIRING`] in `root/templates`.
+pub fn check_wiring(root: &Path) -> anyhow::Result<()> {
+    for (file, attr, expr) in WIRING {
+        let p = root.join("templates").join(file);
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let found = text.lines().any(|l| {
+            let l: String = l.split_whitespace().collect();
+            l == format!("{attr}={expr}")
+        });
+        anyhow::ensure!(
+            found,
+            "{}: expected `{attr} = {expr}`; the contract tier renders module.bootstrap's outputs and would no longer run what the template renders",
+            p.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    fn root() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .into()
+    }
+
+    #[test]
+    fn the_template_wires_the_bootstrap_outputs_as_the_contract_tier_assumes() {
+        check_wiring(&root()).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        crate::terraform::copy_tree(&root().join("templates"), &d.path().join("templates"))
+            .unwrap();
+        let agent = d.path().join("templates/agent.tf");
+        let t = std::fs::read_to_string(&agent).unwrap();
+        std::fs::write(&agent, t.replace("module.bootstrap.agent_env", "{}")).unwrap();
+        let e = check_wiring(d.path()).unwrap_err().to_string();
+        assert!(e.contains("env = module.bootstrap.agent_env"), "{e}");
+    }
+
+    #[test]
+    fn fixtures_are_named() {
+        assert_eq!(
+            fixture_flake_uri("broken-build").unwrap(),
+            "path:/var/lib/harness/fixtures#broken-build"
+        );
+        let e = fixture_flake_uri("nope").unwrap_err().to_string();
+        assert!(
+            e.contains("`nope`") && e.contains("good, broken, broken-build"),
+            "{e}"
+        );
+        assert_eq!(new_token().len(), 32);
+        assert_ne!(new_token(), new_token());
+    }
+
+    /// Real Terraform over the real bootstrap module: the stand-in init
+    /// script, the token and the flake reach the user-data.
+    #[tokio::test]
+    async fn renders_the_real_module_with_token_auth_and_the_standin() {
+        let root = root();
+        let v = crate::values::find(&root, "aws-nixos-graviton").unwrap();
+        let r = render(&root, &v, "good", "dev", "http://169.0.0.2:4242/", "tok123")
+            .await
+            .unwrap();
+        assert!(r.user_data.starts_with("#!"), "{}", r.user_data);
+        assert_eq!(
+            r.agent_env["FLAKE_URI"],
+            "path:/var/lib/harness/fixtures#good"
+        );
+        assert!(r.startup_script.contains("nixos-rebuild"));
+        // The values travel base64-encoded (see the module); decode every
+        // single-quoted base64 word and look for them.
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let decoded: Vec<String> = r
+            .user_data
+            .split('\'')
+            .filter_map(|w| b64.decode(w).ok())
+            .map(|b| String::from_utf8_lossy(&b).to_string())
+            .collect();
+        let all = decoded.join("\n");
+        assert!(all.contains("CODER_AGENT_TOKEN=tok123"), "{all}");
+        assert!(
+            all.contains("http://169.0.0.2:4242/bin/coder-linux-arm64"),
+            "{all}"
+        );
+        assert!(all.contains("\"agent_user\":\"dev\""), "{all}");
+        assert_eq!(r.inputs["agent_auth"], "token");
+    }
+}

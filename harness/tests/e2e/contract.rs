@@ -1,0 +1,364 @@
+//! Steps of `features/template.feature` (`@contract`): the template's real
+//! user-data on the contract guest, through `harness::workspace::contract`.
+//! Each architecture's guest is booted once per run and restored from its
+//! clean snapshot per scenario (`HARNESS_CONTRACT_REUSE=0`: a fresh boot
+//! per scenario instead).
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use cucumber::{given, then, when};
+use harness::image::BootImage;
+use harness::qemu::accel::AccelRequest;
+use harness::qemu::{BootOptions, QemuInstance};
+use harness::real_workspace::Machine;
+use harness::variant::{Arch, Variant};
+use harness::workspace::contract::mutate::{self, Mutation};
+use harness::workspace::contract::pool::{Pool, PooledVm};
+use harness::workspace::contract::{self, ContractAgent, ContractSpec};
+
+use super::{bounded_for, out_dir, root, variant, E2e};
+
+/// A contract start: boot or restore, bootstrap switch, the agent's
+/// rebuild (`HARNESS_CONTRACT_TIMEOUT`, default 20 min).
+fn contract_timeout() -> Duration {
+    super::secs_from_env("HARNESS_CONTRACT_TIMEOUT", 20 * 60)
+}
+
+/// What the agent may take to connect, then to finish, within a start.
+fn agent_within() -> Duration {
+    contract_timeout() / 2
+}
+
+/// The contract scenario's state.
+pub struct ContractState {
+    pub variant: Variant,
+    pub fixture: String,
+    pub user: String,
+    pub mutation: Option<Mutation>,
+    pub agent: Option<ContractAgent>,
+    /// The pooled VM's clean fingerprint and cold-boot time, while its
+    /// instance is the scenario's machine; `None` for a fresh boot.
+    pub pooled: Option<(String, Duration)>,
+    /// Stopped and started in the scenario: not put back in the pool.
+    pub restarted: bool,
+    pub failure: Option<String>,
+    pub mutated: Option<tempfile::TempDir>,
+}
+
+fn images() -> &'static std::sync::Mutex<HashMap<Arch, Result<BootImage, String>>> {
+    static I: OnceLock<std::sync::Mutex<HashMap<Arch, Result<BootImage, String>>>> =
+        OnceLock::new();
+    I.get_or_init(Default::default)
+}
+
+/// The contract image for `arch`, built (or found in the cache) once per
+/// run; an error is the exact reason it cannot be had here.
+fn image(arch: Arch) -> Result<BootImage, String> {
+    if let Some(r) = images().lock().unwrap().get(&arch) {
+        return r.clone();
+    }
+    // Called from cucumber's synchronous filter: build on a thread with
+    // its own runtime.
+    let r = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(harness::cmd::boot::resolve_image(&root(), "contract", arch))
+            .map_err(|e| format!("{e:#}").replace('\n', " "))
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the contract image build panicked".into()));
+    images().lock().unwrap().insert(arch, r.clone());
+    r
+}
+
+/// Why `@contract` scenarios of `arch` cannot run here, if they cannot.
+pub fn skip_reason(arch: Arch) -> Option<String> {
+    if let Err(e) = harness::tools::find("terraform") {
+        return Some(format!(
+            "the contract tier renders with real Terraform: {e:#}"
+        ));
+    }
+    image(arch)
+        .err()
+        .map(|e| format!("no contract guest image for {arch}: {e}"))
+}
+
+fn pool() -> &'static Pool {
+    static P: OnceLock<Pool> = OnceLock::new();
+    P.get_or_init(|| {
+        Pool::new(
+            out_dir().join("contract-pool"),
+            AccelRequest::from_env().unwrap_or(AccelRequest::Auto),
+        )
+    })
+}
+
+fn reuse() -> bool {
+    std::env::var("HARNESS_CONTRACT_REUSE").map_or(true, |v| v != "0")
+}
+
+/// Stop every pooled VM (end of run).
+pub async fn shutdown() {
+    pool().shutdown().await;
+}
+
+fn given_contract(
+    w: &mut E2e,
+    name: &str,
+    fixture: &str,
+    user: Option<String>,
+    m: Option<Mutation>,
+) {
+    let v = variant(name);
+    contract::render::fixture_flake_uri(fixture).expect("fixture flake");
+    let user = user
+        .or_else(|| v.value_str("default_agent_user").map(str::to_string))
+        .unwrap_or_else(|| "coder".into());
+    w.broken = fixture != "good";
+    w.variant = Some(v.clone());
+    w.contract = Some(ContractState {
+        variant: v,
+        fixture: fixture.into(),
+        user,
+        mutation: m,
+        agent: None,
+        pooled: None,
+        restarted: false,
+        failure: None,
+        mutated: None,
+    });
+}
+
+#[given(expr = "a contract workspace from template {string} with the {string} fixture flake")]
+async fn contract_workspace(w: &mut E2e, name: String, fixture: String) {
+    given_contract(w, &name, &fixture, None, None);
+}
+
+#[given(
+    expr = "a contract workspace from template {string} with the {string} fixture flake and agent user {string}"
+)]
+async fn contract_workspace_user(w: &mut E2e, name: String, fixture: String, user: String) {
+    given_contract(w, &name, &fixture, Some(user), None);
+}
+
+#[given(expr = "a contract workspace from a copy of template {string} mutated with {string}")]
+async fn contract_workspace_mutated(w: &mut E2e, name: String, m: String) {
+    let m = Mutation::from_slug(&m).expect("mutation");
+    given_contract(w, &name, "good", None, Some(m));
+}
+
+/// Start the scenario's contract workspace: its machine goes to
+/// `w.instance`, its control plane (the agent API double) to `w.api`.
+async fn start(w: &mut E2e) -> anyhow::Result<()> {
+    let st = w.contract.as_mut().expect("contract scenario");
+    let v = st.variant.clone();
+    let img = image(v.arch).map_err(|e| anyhow::anyhow!(e))?;
+    let templates_root = match st.mutation {
+        Some(m) => {
+            let d = tempfile::tempdir()?;
+            mutate::mutated_copy(&root(), d.path(), m)?;
+            let p = d.path().to_path_buf();
+            st.mutated = Some(d);
+            p
+        }
+        None => root(),
+    };
+    let spec = ContractSpec {
+        variant: &v,
+        fixture: &st.fixture,
+        agent_user: &st.user,
+        templates_root: &templates_root,
+        within: agent_within(),
+    };
+    if reuse() {
+        let mut vm = pool().take(&v, &img).await?;
+        let res = contract::on_snapshot(&mut vm, &spec).await;
+        let PooledVm {
+            inst,
+            fingerprint,
+            cold,
+        } = vm;
+        st.pooled = Some((fingerprint, cold));
+        w.instance = Some(Machine::Qemu(Box::new(inst)));
+        let agent = res?;
+        adopt(w, agent);
+    } else {
+        let mut opts = BootOptions::new(&w.artifacts);
+        opts.label = format!("{}/contract", v.name);
+        opts.accel = AccelRequest::from_env()?;
+        let (inst, agent) = contract::boot(&img, &spec, opts).await?;
+        w.instance = Some(Machine::Qemu(Box::new(inst)));
+        adopt(w, agent);
+    }
+    Ok(())
+}
+
+fn adopt(w: &mut E2e, agent: ContractAgent) {
+    w.api = Some(agent.api.clone());
+    w.time_to_agent = Some(agent.readiness.to_agent);
+    w.time_to_ready = (agent.final_state == "ready").then_some(agent.readiness.to_final);
+    w.contract.as_mut().unwrap().agent = Some(agent);
+}
+
+/// `When it starts` for a contract scenario.
+pub async fn it_starts(w: &mut E2e) {
+    let what = {
+        let st = w.contract.as_ref().unwrap();
+        format!(
+            "start a contract {} workspace ({} flake, user {})",
+            st.variant.name, st.fixture, st.user
+        )
+    };
+    let r = tokio::time::timeout(contract_timeout(), start(w)).await;
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("{what}: {e:#}\n{}", w.where_logs()),
+        Err(_) => panic!("{what}: no result within {:?}", contract_timeout()),
+    }
+}
+
+#[when("it starts expecting a failure")]
+async fn it_starts_expecting_failure(w: &mut E2e) {
+    let r = tokio::time::timeout(contract_timeout(), start(w)).await;
+    let st = w.contract.as_mut().unwrap();
+    match r {
+        Ok(Ok(())) => panic!(
+            "expected the template copy with mutation {} to fail on the contract guest, but the agent came up (final state {:?}); the contract tier does not catch this defect",
+            st.mutation.map(|m| m.slug()).unwrap_or("-"),
+            st.agent.as_ref().map(|a| a.final_state.clone())
+        ),
+        Ok(Err(e)) => {
+            let msg = format!("{e:#}");
+            eprintln!("  (failed as it should: {})", msg.lines().next().unwrap_or(""));
+            st.failure = Some(msg);
+        }
+        Err(_) => st.failure = Some(format!("no result within {:?}", contract_timeout())),
+    }
+}
+
+#[then(expr = "the failure names {string}")]
+async fn failure_names(w: &mut E2e, cause: String) {
+    let st = w.contract.as_ref().unwrap();
+    let f = st.failure.clone().expect("a failed start first");
+    if let Some(m) = st.mutation {
+        assert_eq!(
+            m.cause(),
+            cause,
+            "features/template.feature and Mutation::cause disagree for {m}"
+        );
+    }
+    assert!(
+        f.contains(&cause),
+        "expected the failure to name the cause {cause:?}; it says:\n{f}\n{}",
+        w.where_logs()
+    );
+}
+
+fn agent_and_inst(w: &mut E2e) -> (&mut ContractAgent, &mut QemuInstance) {
+    let inst = w
+        .instance
+        .as_mut()
+        .and_then(Machine::qemu_mut)
+        .expect("a started contract workspace");
+    let st = w.contract.as_mut().expect("contract scenario");
+    st.restarted = true;
+    (st.agent.as_mut().expect("a started agent"), inst)
+}
+
+async fn restart(w: &mut E2e, how: &str) {
+    w.verdicts.clear();
+    let within = agent_within();
+    let logs = w.where_logs();
+    let (agent, inst) = agent_and_inst(w);
+    let r = tokio::time::timeout(contract_timeout(), async {
+        match how {
+            "stop/start" | "reboot" => agent.stop_start(inst, within).await,
+            _ => agent.interrupt_and_restart(inst, within).await,
+        }
+    })
+    .await;
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("{how} of the contract workspace: {e:#}\n{logs}"),
+        Err(_) => panic!(
+            "{how} of the contract workspace: no result within {:?}\n{logs}",
+            contract_timeout()
+        ),
+    }
+    let agent = w.contract.as_mut().unwrap().agent.take().unwrap();
+    adopt(w, agent);
+}
+
+#[when("the contract workspace is stopped and started")]
+async fn stop_start(w: &mut E2e) {
+    restart(w, "stop/start").await;
+}
+
+#[when("the contract workspace reboots")]
+async fn reboot(w: &mut E2e) {
+    restart(w, "reboot").await;
+}
+
+#[when("the contract workspace's spot instance is interrupted and starts again")]
+async fn spot(w: &mut E2e) {
+    restart(w, "spot interruption").await;
+}
+
+#[then("this boot did not run the bootstrap switch")]
+async fn no_bootstrap_switch(w: &mut E2e) {
+    let inst = w.qemu();
+    let (n, lines) = bounded_for(
+        "count this boot's bootstrap switches",
+        Duration::from_secs(120),
+        async { contract::bootstrap_switches_this_boot(inst).await },
+    )
+    .await;
+    if n > 0 {
+        let diag = contract::diagnose(inst).await;
+        panic!(
+            "expected this boot's amazon-init not to run the bootstrap switch (nixos-rebuild switch -I nixos-config=…) again; it ran {n} time(s):\n{lines}\n{diag}\n{}",
+            w.where_logs()
+        );
+    }
+}
+
+/// After-hook part: put a pooled VM back (restored on its next use) when
+/// the scenario left it running and did not restart it; returns whether
+/// the machine was taken care of.
+pub async fn after(w: &mut E2e, failed: bool, keep_failed: bool) -> bool {
+    let Some(st) = w.contract.as_mut() else {
+        return false;
+    };
+    // Keep this scenario's slice of the pooled VM's console.
+    if let Some(inst) = w.instance.as_ref().and_then(Machine::qemu) {
+        let text = inst.console().text();
+        let from = inst.boot_offset().min(text.len());
+        let _ = std::fs::write(w.artifacts.join("serial-this-scenario.log"), &text[from..]);
+    }
+    let Some((fingerprint, cold)) = st.pooled.take() else {
+        return false;
+    };
+    if st.restarted || (failed && keep_failed) {
+        return false;
+    }
+    match w.instance.take() {
+        Some(Machine::Qemu(inst)) => {
+            pool()
+                .give_back(PooledVm {
+                    inst: *inst,
+                    fingerprint,
+                    cold,
+                })
+                .await;
+            true
+        }
+        other => {
+            w.instance = other;
+            false
+        }
+    }
+}
