@@ -20,7 +20,7 @@
 //! Public API (small on purpose):
 //! - [`build`] / [`build_in`]: the cached [`BootImage`] for an arch
 //!   (`ImageKind::Contract`, direct kernel boot like the fixture).
-//! - [`cache_root`]: `<target>/contract-images`.
+//! - [`cache_root`] — `<target>/contract-images`.
 //! - [`AMAZON_INIT_PATH`], [`SERVICE_PATH`]: the nixpkgs packages on
 //!   amazon-init's PATH, in order.
 //! - [`GUEST_FIXTURES`], [`BOOTSTRAP_DATA`]: where the declaration data
@@ -150,18 +150,26 @@ pub fn build(repo_root: &Path, arch: Arch) -> anyhow::Result<BootImage> {
 
 /// [`build`] with an explicit cache directory.
 pub fn build_in(cache: &Path, arch: Arch) -> anyhow::Result<BootImage> {
-    debs::check_host(arch)?;
+    // The same private apt root as the fixture guest (`<cache>/../apt-root`):
+    // never the host's apt state.
+    let apt = crate::image::apt_root::AptRoot::shared(cache.parent().unwrap_or(cache))?;
+    debs::check_host()?;
     crate::tools::find("mkfs.ext4")?;
     crate::tools::find("cpio")?;
     progress(arch, "resolving Debian packages (apt-get -s, empty status)");
-    let kernel_name = debs::resolve_kernel_package(arch)?;
+    apt.ensure_updated()?;
+    let kernel_name = debs::resolve_kernel_package(&apt, arch)?;
     let wanted: Vec<String> = packages::ROOTFS_PACKAGES
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let names = packages::closure(&wanted, arch)?;
-    let pkgs = debs::resolve(&names, arch)?;
-    let mut extra = debs::resolve(&[kernel_name.clone(), "busybox-static".to_string()], arch)?;
+    let names = packages::closure(&apt, &wanted, arch)?;
+    let pkgs = debs::resolve(&apt, &names, arch)?;
+    let mut extra = debs::resolve(
+        &apt,
+        &[kernel_name.clone(), "busybox-static".to_string()],
+        arch,
+    )?;
     let bpos = extra
         .iter()
         .position(|p| p.name == "busybox-static")
@@ -190,7 +198,7 @@ pub fn build_in(cache: &Path, arch: Arch) -> anyhow::Result<BootImage> {
         .tempdir_in(&arch_dir)
         .with_context(|| format!("create a temp dir in {}", arch_dir.display()))?;
     let started = std::time::Instant::now();
-    build_into(tmp.path(), arch, &kernel, &busybox, &pkgs, &key)?;
+    build_into(tmp.path(), &apt, arch, &kernel, &busybox, &pkgs, &key)?;
     let built = tmp.keep();
     if let Err(e) = std::fs::rename(&built, &dir) {
         let _ = std::fs::remove_dir_all(&built);
@@ -296,6 +304,7 @@ fn symlink(target: &str, link: &Path) -> anyhow::Result<()> {
 
 fn build_into(
     out: &Path,
+    apt: &crate::image::apt_root::AptRoot,
     arch: Arch,
     kernel: &Pkg,
     busybox: &Pkg,
@@ -317,7 +326,7 @@ fn build_into(
     );
     let mut all = vec![kernel.clone(), busybox.clone()];
     all.extend_from_slice(pkgs);
-    let paths = debs::download(&all, &debs_dir)?;
+    let paths = debs::download(apt, &all, &debs_dir)?;
     debs::extract(&paths[0], &ktree)?;
     debs::extract(&paths[1], &bbtree)?;
 
@@ -797,6 +806,34 @@ mod tests {
             "templates/modules/bootstrap/bootstrap.nix (sha256 {sum}) is not described by \
              harness/contract-guest/bootstrap.declares.json (describes {known:?}): update its \
              `declares`/`assertions` to what the new bootstrap.nix declares, then add the sum"
+        );
+    }
+
+    #[test]
+    fn bootstrap_declarations_refuse_exactly_the_reserved_users() {
+        let data: serde_json::Value = serde_json::from_str(
+            files::sources()
+                .iter()
+                .find(|s| {
+                    s.place == files::Place::Path("etc/contract/bootstrap.declares.json", 0o644)
+                })
+                .unwrap()
+                .content,
+        )
+        .unwrap();
+        let refused: Vec<&str> = data["assertions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == "not_in")
+            .flat_map(|a| a["values"].as_array().unwrap().iter())
+            .filter_map(|v| v.as_str())
+            .collect();
+        let reserved: Vec<&str> = crate::lint::agent_user::RESERVED.to_vec();
+        assert_eq!(
+            refused, reserved,
+            "harness/contract-guest/bootstrap.declares.json's not_in assertion must list \
+             exactly harness::lint::agent_user::RESERVED (bootstrap.nix's reservedUsers)"
         );
     }
 

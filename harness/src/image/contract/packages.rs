@@ -8,8 +8,6 @@
 //! functions (`image::fixture::packages`), so a shared private apt root
 //! replaces the mirror for both guests in one place.
 
-use std::process::Command;
-
 use anyhow::{bail, Context};
 
 use crate::image::fixture::packages::deb_arch;
@@ -74,15 +72,17 @@ pub fn nix_name(deb: &str) -> &str {
 /// from `fixture::packages::resolve`).  apt's resolver runs as a
 /// simulation against an empty status file: the host's installed packages
 /// neither satisfy nor shadow anything.
-pub fn closure(names: &[String], arch: Arch) -> anyhow::Result<Vec<String>> {
-    let tmp = tempfile::tempdir()?;
-    let status = tmp.path().join("status");
-    std::fs::write(&status, "")?;
+pub fn closure(
+    apt: &crate::image::apt_root::AptRoot,
+    names: &[String],
+    arch: Arch,
+) -> anyhow::Result<Vec<String>> {
     let da = deb_arch(arch);
-    let out = Command::new("apt-get")
+    // The private apt root's own status file is empty, so the simulation
+    // resolves against nothing installed; its lists, not the host's.
+    let out = apt
+        .command("apt-get")
         .arg("-s")
-        .arg("-o")
-        .arg(format!("Dir::State::Status={}", status.display()))
         .args(["-o", &format!("APT::Architecture={da}")])
         .args([
             "-o",
