@@ -18,12 +18,12 @@
 //!    NixOS's activation order.
 //!
 //! Public API (small on purpose):
-//! - [`build`] / [`build_in`]: the cached [`BootImage`] for an arch
+//! - [`build`] / [`build_in`] — the cached [`BootImage`] for an arch
 //!   (`ImageKind::Contract`, direct kernel boot like the fixture).
-//! - [`cache_root`]: `<target>/contract-images`.
-//! - [`AMAZON_INIT_PATH`], [`SERVICE_PATH`]: the nixpkgs packages on
+//! - [`cache_root`] — `<target>/contract-images`.
+//! - [`AMAZON_INIT_PATH`], [`SERVICE_PATH`] — the nixpkgs packages on
 //!   amazon-init's PATH, in order.
-//! - [`GUEST_FIXTURES`], [`BOOTSTRAP_DATA`]: where the declaration data
+//! - [`GUEST_FIXTURES`], [`BOOTSTRAP_DATA`] — where the declaration data
 //!   lives in the guest.
 //!
 //! Cache: `<target>/contract-images/<arch>/<key>/{vmlinuz,initrd.img,root.raw,manifest.json}`;
