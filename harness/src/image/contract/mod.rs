@@ -388,6 +388,10 @@ fn build_into(
         &root.join(bash_dir.trim_start_matches('/')).join("bin/sh"),
     )?;
     let sh = format!("{bash_dir}/bin/sh");
+    // nixpkgs' gawk has bin/awk (Debian makes it an alternative in postinst).
+    if let Some(gawk) = store.groups.get("gawk") {
+        symlink("gawk", &root.join(gawk.trim_start_matches('/')).join("bin/awk"))?;
+    }
     // Before fhs_links: links still inside the FHS bin dirs are re-pointed
     // too, then those dirs go.
     let relinked = layout::repoint_links(&root, &store)?;
