@@ -390,7 +390,10 @@ fn build_into(
     let sh = format!("{bash_dir}/bin/sh");
     // nixpkgs' gawk has bin/awk (Debian makes it an alternative in postinst).
     if let Some(gawk) = store.groups.get("gawk") {
-        symlink("gawk", &root.join(gawk.trim_start_matches('/')).join("bin/awk"))?;
+        symlink(
+            "gawk",
+            &root.join(gawk.trim_start_matches('/')).join("bin/awk"),
+        )?;
     }
     // Before fhs_links: links still inside the FHS bin dirs are re-pointed
     // too, then those dirs go.
@@ -601,7 +604,7 @@ fn build_into(
         &root,
         "etc/hosts",
         0o644,
-        "127.0.0.1 localhost\n::1 localhost\n",
+        "127.0.0.1 localhost\n::1 localhost\n127.0.0.2 nixos\n",
     )?;
     write_file(&root, "etc/resolv.conf", 0o644, "nameserver 169.0.0.3\n")?;
     write_file(&root, "etc/fstab", 0o644, "")?;
