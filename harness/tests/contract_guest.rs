@@ -26,8 +26,14 @@ fn root() -> PathBuf {
 
 #[test]
 fn builds_and_hits_the_cache() {
+    for arch in Arch::ALL {
+        build_and_hit_the_cache(arch);
+    }
+}
+
+fn build_and_hit_the_cache(arch: Arch) {
     let cache = contract::cache_root(&root());
-    let img = contract::build_in(&cache, Arch::X86_64).expect("contract image build");
+    let img = contract::build_in(&cache, arch).expect("contract image build");
     assert_eq!(img.kind, ImageKind::Contract);
     let BootMethod::Direct { append, .. } = &img.boot else {
         panic!("direct boot expected");
@@ -49,7 +55,7 @@ fn builds_and_hits_the_cache() {
             manifest["store"]
         );
     }
-    let again = contract::build_in(&cache, Arch::X86_64).unwrap();
+    let again = contract::build_in(&cache, arch).unwrap();
     assert_eq!(again.base, img.base, "second build must hit the cache");
 }
 

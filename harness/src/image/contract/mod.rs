@@ -18,12 +18,12 @@
 //!    NixOS's activation order.
 //!
 //! Public API (small on purpose):
-//! - [`build`] / [`build_in`]: the cached [`BootImage`] for an arch
+//! - [`build`] / [`build_in`] — the cached [`BootImage`] for an arch
 //!   (`ImageKind::Contract`, direct kernel boot like the fixture).
 //! - [`cache_root`] — `<target>/contract-images`.
-//! - [`AMAZON_INIT_PATH`], [`SERVICE_PATH`]: the nixpkgs packages on
+//! - [`AMAZON_INIT_PATH`], [`SERVICE_PATH`] — the nixpkgs packages on
 //!   amazon-init's PATH, in order.
-//! - [`GUEST_FIXTURES`], [`BOOTSTRAP_DATA`]: where the declaration data
+//! - [`GUEST_FIXTURES`], [`BOOTSTRAP_DATA`] — where the declaration data
 //!   lives in the guest.
 //!
 //! Cache: `<target>/contract-images/<arch>/<key>/{vmlinuz,initrd.img,root.raw,manifest.json}`;
@@ -397,6 +397,13 @@ fn build_into(
         &root.join(bash_dir.trim_start_matches('/')).join("bin/sh"),
     )?;
     let sh = format!("{bash_dir}/bin/sh");
+    // nixpkgs' gawk has bin/awk (Debian makes it an alternative in postinst).
+    if let Some(gawk) = store.groups.get("gawk") {
+        symlink(
+            "gawk",
+            &root.join(gawk.trim_start_matches('/')).join("bin/awk"),
+        )?;
+    }
     // Before fhs_links: links still inside the FHS bin dirs are re-pointed
     // too, then those dirs go.
     let relinked = layout::repoint_links(&root, &store)?;
@@ -606,7 +613,7 @@ fn build_into(
         &root,
         "etc/hosts",
         0o644,
-        "127.0.0.1 localhost\n::1 localhost\n",
+        "127.0.0.1 localhost\n::1 localhost\n127.0.0.2 nixos\n",
     )?;
     write_file(&root, "etc/resolv.conf", 0o644, "nameserver 169.0.0.3\n")?;
     write_file(&root, "etc/fstab", 0o644, "")?;

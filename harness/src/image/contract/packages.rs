@@ -46,6 +46,7 @@ pub const ROOTFS_PACKAGES: &[&str] = &[
     "jq",
     "passwd",
     "gawk",
+    "libc-bin",
 ];
 
 /// The nixpkgs attribute a Debian package's executables are filed under
