@@ -163,6 +163,9 @@ impl E2e {
     }
     /// The workspace user the checks expect.
     fn user(&self) -> String {
+        if let Some(c) = &self.contract {
+            return c.user.clone();
+        }
         self.real
             .as_ref()
             .map(|r| r.user.clone())
