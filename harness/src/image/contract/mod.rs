@@ -787,21 +787,22 @@ mod tests {
     /// The declaration data must describe the template's CURRENT
     /// bootstrap.nix: when bootstrap.nix changes, this fails until
     /// harness/contract-guest/bootstrap.declares.json says what it declares.
+    /// The guest's `/etc/contract/bootstrap.declares.json`, as shipped.
+    fn bootstrap_declares() -> serde_json::Value {
+        let sources = files::sources();
+        let file = sources
+            .iter()
+            .find(|s| s.place == files::Place::Path("etc/contract/bootstrap.declares.json", 0o644))
+            .expect("bootstrap.declares.json is among the guest files");
+        serde_json::from_str(file.content).expect("bootstrap.declares.json is JSON")
+    }
+
     #[test]
     fn bootstrap_declarations_describe_the_templates_bootstrap_nix() {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let nix = std::fs::read(repo.join("templates/modules/bootstrap/bootstrap.nix")).unwrap();
         let sum = hex::encode(Sha256::digest(&nix));
-        let data: serde_json::Value = serde_json::from_str(
-            files::sources()
-                .iter()
-                .find(|s| {
-                    s.place == files::Place::Path("etc/contract/bootstrap.declares.json", 0o644)
-                })
-                .unwrap()
-                .content,
-        )
-        .unwrap();
+        let data = bootstrap_declares();
         let known: Vec<&str> = data["bootstrap_nix_sha256"]
             .as_array()
             .unwrap()
@@ -818,16 +819,7 @@ mod tests {
 
     #[test]
     fn bootstrap_declarations_refuse_exactly_the_reserved_users() {
-        let data: serde_json::Value = serde_json::from_str(
-            files::sources()
-                .iter()
-                .find(|s| {
-                    s.place == files::Place::Path("etc/contract/bootstrap.declares.json", 0o644)
-                })
-                .unwrap()
-                .content,
-        )
-        .unwrap();
+        let data = bootstrap_declares();
         let refused: Vec<&str> = data["assertions"]
             .as_array()
             .unwrap()
