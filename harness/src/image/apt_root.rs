@@ -721,7 +721,8 @@ fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
+/// Runs `cmd`; its stdout, or an error naming `what`, the argv and stderr.
+pub(crate) fn run(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
     let out = cmd
         .output()
         .with_context(|| format!("cannot run {what} ({cmd:?})"))?;
