@@ -201,7 +201,7 @@ pub fn build_with(cache: &Path, apt: &AptRoot, arch: Arch) -> anyhow::Result<Boo
         return Ok(img);
     }
     std::fs::create_dir_all(&arch_dir).with_context(|| format!("create {}", arch_dir.display()))?;
-    let _lock = lock(&arch_dir.join(".lock"), arch)?;
+    let _lock = super::lock_build(&arch_dir.join(".lock"), arch)?;
     if let Some(img) = cached(&dir, arch, &kernel, &key) {
         progress(
             arch,
@@ -252,36 +252,6 @@ fn cached(dir: &Path, arch: Arch, kernel: &Pkg, key: &str) -> Option<BootImage> 
             kernel.name, kernel.version
         ),
     })
-}
-
-/// An exclusive `flock` held until dropped.
-struct Lock(std::fs::File);
-
-fn lock(path: &Path, arch: Arch) -> anyhow::Result<Lock> {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("open lock {}", path.display()))?;
-    // SAFETY: flock on a file descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        progress(arch, "waiting for another build of this image");
-        // SAFETY: as above.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("flock");
-        }
-    }
-    Ok(Lock(f))
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: unlocking our own descriptor.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
-    }
 }
 
 fn build_into(

@@ -64,3 +64,25 @@ pub struct BootImage {
     /// Human description for progress and reports (store path, cache key…).
     pub description: String,
 }
+
+/// Takes the exclusive build lock of one image cache directory (a `flock`
+/// released when the file is dropped), saying so when another process holds
+/// it.  Blocking; image builds run in `spawn_blocking`.
+pub(crate) fn lock_build(path: &std::path::Path, arch: Arch) -> anyhow::Result<std::fs::File> {
+    use anyhow::Context as _;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("open lock {}", path.display()))?;
+    if let Err(std::fs::TryLockError::WouldBlock) = f.try_lock() {
+        eprintln!(
+            "image [{arch}]: waiting for another build of this image ({})",
+            path.display()
+        );
+    }
+    f.lock()
+        .with_context(|| format!("lock {}", path.display()))?;
+    Ok(f)
+}

@@ -428,9 +428,31 @@ impl Session {
     ) -> Result<crate::terraform::Output, TerraformError> {
         let mut env = self.cfg.env();
         // Registry downloads (providers in no mirror) are kept across runs.
+        // Terraform's plugin cache is not safe for concurrent use (two
+        // `terraform init` filling it at once fail with "failed to create
+        // directory … file exists"), so every init that uses it holds its
+        // lock: parallel tests and gate rows take turns.
         let plugins = provider_mirror::cache_dir().join("terraform-plugin-cache");
+        let mut _cache_lock = None;
         if std::fs::create_dir_all(&plugins).is_ok() {
-            env.push(("TF_PLUGIN_CACHE_DIR".into(), plugins.display().to_string()));
+            if args.first() == Some(&"init") {
+                let path = plugins.with_extension("lock");
+                _cache_lock = tokio::task::spawn_blocking(move || {
+                    let f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(&path)?;
+                    f.lock()?;
+                    Ok::<_, std::io::Error>(f)
+                })
+                .await
+                .ok()
+                .and_then(Result::ok);
+            }
+            if args.first() != Some(&"init") || _cache_lock.is_some() {
+                env.push(("TF_PLUGIN_CACHE_DIR".into(), plugins.display().to_string()));
+            }
         }
         env.extend(coder.iter().cloned());
         self.tf.run_env(&self.dir, args, &env, &["CODER_"]).await
