@@ -3,12 +3,15 @@ Feature: An interrupted spot workspace comes back (spot variants only)
   The real path of features/spot.feature: the spot variant's NixOS
   workspace, a real Coder server, the user-data its template rendered.
   On QEMU the emulated metadata service posts the notice and the VM stops
-  as EC2 does for instance_interruption_behavior = "stop". On EC2 a real
-  interruption needs AWS FIS (aws:ec2:send-spot-instance-interruptions);
-  without it the scenario is skipped with that reason, never faked with
-  StopInstances. Then the instance comes back only the way it really
-  does: EC2 restarts it when capacity returns (modelled on QEMU, waited
-  for on EC2), without a Coder build and without StartInstances.
+  as EC2 does for instance_interruption_behavior = "stop". On EC2 the
+  interruption is real: an AWS FIS experiment (action
+  aws:ec2:send-spot-instance-interruptions, two-minute notice, role
+  HARNESS_FIS_ROLE_ARN) and EC2 stopping the instance; where FIS cannot
+  run (no role, a region without the action, access denied) the scenario
+  is skipped with that reason, never faked with StopInstances. Then the
+  instance comes back only the way it really does: EC2 restarts it when
+  capacity returns (modelled on QEMU, waited for on EC2), without a Coder
+  build and without StartInstances.
   `<spot-variant>` expands to every spot variant in values/.
 
   Scenario Outline: an interrupted spot workspace comes back with its home (<spot-variant>)

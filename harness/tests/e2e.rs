@@ -540,7 +540,15 @@ async fn spot_interrupted(w: &mut E2e) {
     let m = w
         .machine_mut()
         .expect("a `When it starts` step must come first");
-    bounded("interrupt the spot instance", m.get_mut().interrupt_spot()).await;
+    // On EC2 the FIS experiment has its own bound (two-minute notice, stop).
+    let limit =
+        STEP_TIMEOUT.max(harness::ec2::interrupt::TIMING.timeout + Duration::from_secs(120));
+    bounded_for(
+        "interrupt the spot instance",
+        limit,
+        m.get_mut().interrupt_spot(),
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------- skips
@@ -548,6 +556,9 @@ async fn spot_interrupted(w: &mut E2e) {
 /// Why the real-workspace (`@nixos`) scenarios cannot run here, if they
 /// cannot; computed once per run by [`preflight`].
 static REAL_SKIP: OnceLock<Option<String>> = OnceLock::new();
+/// Why the EC2 spot interruption (AWS FIS) cannot run, if it cannot; set by
+/// [`preflight`] on the EC2 backend.
+static FIS_SKIP: OnceLock<Option<String>> = OnceLock::new();
 
 /// Check once what the real path needs on this backend; every missing
 /// prerequisite is named, so one run tells the user all they must set up.
@@ -582,6 +593,9 @@ async fn preflight(backend: Backend) -> Option<String> {
         arches.dedup();
         if let Some(r) = harness::backend::ec2_skip_reason(&root(), &arches).await {
             missing.push(format!("EC2 tier (HARNESS_BACKEND=ec2): {r}"));
+        } else if let Ok(ctx) = harness::backend::shared_ctx().await {
+            // A real spot interruption needs AWS FIS (role, region, access).
+            let _ = FIS_SKIP.set(harness::ec2::interrupt::preflight(ctx).await);
         }
     }
     (!missing.is_empty()).then(|| missing.join("; ").replace('\n', " "))
@@ -591,12 +605,15 @@ async fn preflight(backend: Backend) -> Option<String> {
 fn skip_reason(tag: &str) -> Option<String> {
     match tag {
         "nixos" => REAL_SKIP.get().cloned().flatten(),
-        // A real interruption needs AWS FIS (absent from this build); a
+        // A real interruption needs AWS FIS ([`preflight`] asked it); a
         // StopInstances stand-in would prove nothing about it.
-        "spot-interruption" if Backend::from_env().ok() == Some(Backend::Ec2) => Some(format!(
-            "EC2 tier: {}",
-            harness::ec2::interrupt::fis_unavailable()
-        )),
+        "spot-interruption" if Backend::from_env().ok() == Some(Backend::Ec2) => FIS_SKIP
+            .get()
+            .cloned()
+            .unwrap_or_else(|| {
+                Some("AWS FIS was not checked: the EC2 tier's preflight did not run".into())
+            })
+            .map(|r| format!("EC2 tier: {r}")),
         _ => None,
     }
 }

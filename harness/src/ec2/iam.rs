@@ -1,7 +1,7 @@
 //! The IAM policy the EC2 tier needs, generated from one list: every AWS
 //! API the harness calls (`harness/src/ec2/`, `ami.rs`, `backend.rs`,
-//! `real_workspace.rs`) and the actions AWS authorizes implicitly (tagging
-//! on create).  A test scans those sources for SDK calls and fails on any
+//! `real_workspace.rs`; EC2 and AWS FIS) and the actions AWS authorizes
+//! implicitly (tagging on create, passing the FIS role).  A test scans those sources for SDK calls and fails on any
 //! call missing here and on any listed call no longer made; another checks
 //! that README's policy block is exactly [`policy_json`].
 
@@ -66,7 +66,34 @@ pub const ACTIONS: &[(&str, Need)] = &[
     ("ec2:StartInstances", Need::Call("start_instances")),
     ("ec2:StopInstances", Need::Call("stop_instances")),
     ("ec2:TerminateInstances", Need::Call("terminate_instances")),
+    // AWS FIS, for the real spot interruption (`interrupt.rs`).
+    (
+        "fis:CreateExperimentTemplate",
+        Need::Call("create_experiment_template"),
+    ),
+    (
+        "fis:DeleteExperimentTemplate",
+        Need::Call("delete_experiment_template"),
+    ),
+    ("fis:GetExperiment", Need::Call("get_experiment")),
+    (
+        "fis:ListExperimentTemplates",
+        Need::Call("list_experiment_templates"),
+    ),
+    ("fis:StartExperiment", Need::Call("start_experiment")),
+    ("fis:StopExperiment", Need::Call("stop_experiment")),
+    (
+        "fis:TagResource",
+        Need::Implied("tags on CreateExperimentTemplate and StartExperiment (tag on create)"),
+    ),
+    (
+        "iam:PassRole",
+        Need::Implied("CreateExperimentTemplate passes HARNESS_FIS_ROLE_ARN to FIS (only to fis.amazonaws.com: see policy_json)"),
+    ),
 ];
+
+/// The service principal `iam:PassRole` is limited to.
+pub const PASS_ROLE_TO: &str = "fis.amazonaws.com";
 
 /// The SDK waiters the harness uses and the operation each polls.
 pub const WAITERS: &[(&str, &str)] = &[
@@ -77,15 +104,24 @@ pub const WAITERS: &[(&str, &str)] = &[
     ("wait_until_volume_in_use", "describe_volumes"),
 ];
 
-/// The policy document (pretty JSON, one action per line).
+/// The policy document (pretty JSON, one action per line).  `iam:*`
+/// actions get their own statement: the role may be passed to FIS only.
 pub fn policy_json() -> String {
-    let actions: Vec<&str> = ACTIONS.iter().map(|(a, _)| *a).collect();
+    let (iam, actions): (Vec<&str>, Vec<&str>) = ACTIONS
+        .iter()
+        .map(|(a, _)| *a)
+        .partition(|a| a.starts_with("iam:"));
     let doc = serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [{
             "Effect": "Allow",
             "Action": actions,
             "Resource": "*",
+        }, {
+            "Effect": "Allow",
+            "Action": iam,
+            "Resource": "*",
+            "Condition": {"StringEquals": {"iam:PassedToService": PASS_ROLE_TO}},
         }]
     });
     serde_json::to_string_pretty(&doc).expect("static JSON")
@@ -111,12 +147,13 @@ mod tests {
         v
     }
 
-    /// Operation names called on an EC2 client (`client.op()`, `c.op()`),
-    /// waiters mapped to the operation they poll; `#[cfg(test)]` code
-    /// excluded.
+    /// `service:operation` of every call on an EC2 client (`client.op()`,
+    /// `c.op()`, `ec2.op()`) or an FIS client (`fis.op()`), waiters mapped
+    /// to the operation they poll; `#[cfg(test)]` code excluded.
     fn calls(text: &str) -> BTreeSet<String> {
         let code = text.split("#[cfg(test)]").next().unwrap_or(text);
-        let re = regex::Regex::new(r"\b(?:client|c)\s*\.\s*([a-z][a-z0-9_]*)\s*\(\)").unwrap();
+        let re =
+            regex::Regex::new(r"\b(client|c|ec2|fis)\s*\.\s*([a-z][a-z0-9_]*)\s*\(\)").unwrap();
         let verbs = [
             "describe_",
             "run_",
@@ -141,13 +178,17 @@ mod tests {
             "list_",
         ];
         re.captures_iter(code)
-            .map(|c| c[1].to_string())
-            .filter(|op| verbs.iter().any(|v| op.starts_with(v)))
-            .map(|op| {
-                WAITERS
+            .map(|c| {
+                let service = if &c[1] == "fis" { "fis" } else { "ec2" };
+                (service, c[2].to_string())
+            })
+            .filter(|(_, op)| verbs.iter().any(|v| op.starts_with(v)))
+            .map(|(service, op)| {
+                let op = WAITERS
                     .iter()
                     .find(|(w, _)| *w == op)
-                    .map_or(op.clone(), |(_, polled)| polled.to_string())
+                    .map_or(op.clone(), |(_, polled)| polled.to_string());
+                format!("{service}:{op}")
             })
             .collect()
     }
@@ -161,8 +202,8 @@ mod tests {
         }
         let listed: BTreeSet<String> = ACTIONS
             .iter()
-            .filter_map(|(_, n)| match n {
-                Need::Call(op) => Some(op.to_string()),
+            .filter_map(|(a, n)| match n {
+                Need::Call(op) => Some(format!("{}:{op}", a.split(':').next().unwrap())),
                 Need::Implied(_) => None,
             })
             .collect();
@@ -173,15 +214,37 @@ mod tests {
             "IAM policy (harness::ec2::iam::ACTIONS): calls not listed: {missing:?}; listed but never called: {unused:?}"
         );
         // The scanner sees what it should.
-        let sample = "ctx.client\n    .modify_instance_attribute()\n c.wait_until_volume_in_use() x.get_mut() c.clone()";
+        let sample = "ctx.client\n    .modify_instance_attribute()\n c.wait_until_volume_in_use() x.get_mut() c.clone() \
+             fis.start_experiment() ec2.describe_instances()";
         assert_eq!(
             calls(sample),
-            ["describe_volumes", "modify_instance_attribute"]
-                .map(String::from)
-                .into()
+            [
+                "ec2:describe_instances",
+                "ec2:describe_volumes",
+                "ec2:modify_instance_attribute",
+                "fis:start_experiment"
+            ]
+            .map(String::from)
+            .into()
         );
+        // An FIS operation listed under an EC2 action (or the reverse) is
+        // not covered: the service is part of the match.
+        assert!(!calls("fis.describe_instances()").contains("ec2:describe_instances"));
         // The action that was missing from the hand-written policy.
         assert!(policy_json().contains("\"ec2:ModifyInstanceAttribute\""));
+        // The FIS role may be passed, and only to FIS.
+        let doc: serde_json::Value = serde_json::from_str(&policy_json()).unwrap();
+        let pass = &doc["Statement"][1];
+        assert_eq!(pass["Action"], serde_json::json!(["iam:PassRole"]));
+        assert_eq!(
+            pass["Condition"]["StringEquals"]["iam:PassedToService"],
+            "fis.amazonaws.com"
+        );
+        assert!(!doc["Statement"][0]["Action"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str().unwrap().starts_with("iam:")));
         let sorted: Vec<_> = ACTIONS.iter().map(|(a, _)| *a).collect();
         let mut s = sorted.clone();
         s.sort();

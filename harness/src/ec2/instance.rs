@@ -147,10 +147,11 @@ impl Instance for Ec2Instance {
     }
 
     /// Checks that the spot request is the template's (persistent,
-    /// interruption behavior stop); a real interruption then needs AWS FIS,
-    /// which this build lacks ([`super::interrupt::fis_unavailable`], the
-    /// e2e runner skips the scenario with that reason).  It never stops the
-    /// instance itself: a user stop is not an interruption.
+    /// interruption behavior stop), then interrupts the instance for real
+    /// through AWS FIS ([`super::interrupt::interrupt_spot`]); where FIS
+    /// cannot run ([`super::interrupt::unavailable`]) it fails with that
+    /// reason (the e2e runner skips the scenario before, see its preflight).
+    /// It never stops the instance itself: a user stop is not an interruption.
     async fn interrupt_spot(&mut self) -> anyhow::Result<()> {
         let id = &self.launched.instance_id;
         let Some(req) = self.launched.spot_request_id.clone() else {
@@ -188,10 +189,35 @@ impl Instance for Ec2Instance {
                  (as the template sets them), seen type {kind:?}, behavior {behavior:?}"
             );
         }
-        anyhow::bail!(
-            "interrupt_spot on {id} (spot request {req}, persistent/stop): {}",
-            super::interrupt::fis_unavailable()
+        let role = std::env::var(super::interrupt::ENV_FIS_ROLE).ok();
+        if let Some(why) = super::interrupt::unavailable(role.as_deref(), &self.ctx.region) {
+            anyhow::bail!(
+                "interrupt_spot on {id} (spot request {req}, persistent/stop): not run: {why}"
+            );
+        }
+        let tags = self.launched.plan.tags.pairs();
+        let target = super::interrupt::SpotTarget {
+            region: &self.ctx.region,
+            instance_id: id,
+            spot_request_id: &req,
+            role_arn: role.as_deref().unwrap_or_default(),
+            tags: &tags,
+        };
+        let fis = super::interrupt::fis_client(&self.ctx);
+        let done = super::interrupt::interrupt_spot(
+            &fis,
+            &self.ctx.client,
+            &target,
+            &super::interrupt::TIMING,
         )
+        .await?;
+        tracing::info!(
+            instance = %id,
+            experiment = %done.experiment_id,
+            "spot interruption by AWS FIS seen: {}",
+            done.evidence
+        );
+        Ok(())
     }
 
     /// Wait for EC2 to restart the interrupted instance (capacity returned);

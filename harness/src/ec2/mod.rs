@@ -7,7 +7,7 @@
 //! - [`lifecycle`]: stop / start / terminate with waiters, console output;
 //! - [`names`]: every name, description and tag checked against AWS's character sets;
 //! - [`retry`]: bounded backoff over EC2's eventual consistency (NotFound right after create);
-//! - [`interrupt`]: a real spot interruption (AWS FIS; absent from this build: the reason) and EC2's own restart;
+//! - [`interrupt`]: a real spot interruption through AWS FIS (or the precise reason it cannot run) and EC2's own restart;
 //! - [`instance`]: `Ec2Instance`, the `Instance` trait over a launch (probes over SSH as root);
 //! - [`sweep`]: delete everything tagged `harness:run-id` (instances, spot requests, volumes, keys, groups);
 //! - [`stop`]: the cooperative stop (Ctrl-C) a sweep honours between deletions;
