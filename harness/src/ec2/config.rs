@@ -81,6 +81,8 @@ impl LoadOptions {
 pub struct Ec2Ctx {
     pub sdk: aws_config::SdkConfig,
     pub client: aws_sdk_ec2::Client,
+    /// AWS FIS in the same region (the spot interruption; sweep).
+    pub fis: aws_sdk_fis::Client,
     pub region: String,
     /// `HARNESS_EC2_ENDPOINT`, if set.
     pub endpoint: Option<String>,
@@ -168,6 +170,7 @@ impl Ec2Ctx {
             );
         }
         let client = aws_sdk_ec2::Client::new(&sdk);
+        let fis = aws_sdk_fis::Client::new(&sdk);
         tracing::info!(
             region = %region,
             endpoint = endpoint.as_deref().unwrap_or("AWS"),
@@ -176,6 +179,7 @@ impl Ec2Ctx {
         Ok(Ec2Ctx {
             sdk,
             client,
+            fis,
             region,
             endpoint,
         })
@@ -186,9 +190,13 @@ impl Ec2Ctx {
         let conf = aws_sdk_ec2::config::Builder::from(&self.sdk)
             .region(Region::new(region.to_string()))
             .build();
+        let fis = aws_sdk_fis::config::Builder::from(&self.sdk)
+            .region(aws_sdk_fis::config::Region::new(region.to_string()))
+            .build();
         Ec2Ctx {
             sdk: self.sdk.clone(),
             client: aws_sdk_ec2::Client::from_conf(conf),
+            fis: aws_sdk_fis::Client::from_conf(fis),
             region: region.to_string(),
             endpoint: self.endpoint.clone(),
         }

@@ -203,9 +203,8 @@ impl Instance for Ec2Instance {
             role_arn: role.as_deref().unwrap_or_default(),
             tags: &tags,
         };
-        let fis = super::interrupt::fis_client(&self.ctx);
         let done = super::interrupt::interrupt_spot(
-            &fis,
+            &self.ctx.fis,
             &self.ctx.client,
             &target,
             &super::interrupt::TIMING,

@@ -110,14 +110,6 @@ pub fn is_access_denied(code: Option<&str>) -> bool {
     )
 }
 
-/// The FIS client for `ctx`'s region (and endpoint override, if any).
-pub fn fis_client(ctx: &Ec2Ctx) -> aws_sdk_fis::Client {
-    let conf = aws_sdk_fis::config::Builder::from(&ctx.sdk)
-        .region(aws_sdk_fis::config::Region::new(ctx.region.clone()))
-        .build();
-    aws_sdk_fis::Client::from_conf(conf)
-}
-
 /// Preflight for the EC2 spot scenario: [`unavailable`] for the role in
 /// [`ENV_FIS_ROLE`] and `ctx`'s region, a malformed role ARN, then one
 /// ListExperimentTemplates call: FIS answering AccessDenied is a skip with
@@ -131,7 +123,7 @@ pub async fn preflight(ctx: &Ec2Ctx) -> Option<String> {
     if let Err(e) = check_role_arn(role.as_deref().unwrap_or_default()) {
         return Some(format!("{e:#}"));
     }
-    let fis = fis_client(ctx);
+    let fis = &ctx.fis;
     match fis.list_experiment_templates().max_results(1).send().await {
         Ok(_) => None,
         Err(e) if is_access_denied(e.code()) => Some(format!(
@@ -606,7 +598,7 @@ pub async fn await_ec2_restart(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Named doubles: aws-smithy-mocks plays FIS and EC2 (moto cannot run
     //! an FIS experiment, see the module doc).  A StartInstances call would
     //! hit no rule and fail the test.
@@ -674,7 +666,7 @@ mod tests {
     }
 
     /// An FIS client answered only by `rules` (smithy mocks), no retries.
-    fn fis_client_with(rules: &[&Rule]) -> aws_sdk_fis::Client {
+    pub(crate) fn fis_client_with(rules: &[&Rule]) -> aws_sdk_fis::Client {
         let mut i = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
         for r in rules {
             i = i.with_rule(r);

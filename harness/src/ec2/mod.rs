@@ -9,7 +9,7 @@
 //! - [`retry`]: bounded backoff over EC2's eventual consistency (NotFound right after create);
 //! - [`interrupt`]: a real spot interruption through AWS FIS (or the precise reason it cannot run) and EC2's own restart;
 //! - [`instance`]: `Ec2Instance`, the `Instance` trait over a launch (probes over SSH as root);
-//! - [`sweep`]: delete everything tagged `harness:run-id` (instances, spot requests, volumes, keys, groups);
+//! - [`sweep`]: delete everything tagged `harness:run-id` (instances, spot requests, volumes, keys, groups, FIS templates);
 //! - [`stop`]: the cooperative stop (Ctrl-C) a sweep honours between deletions;
 //! - [`terraform_tests`]: `terraform test` of the AWS modules against a mocked provider (mirror).
 

@@ -1,6 +1,7 @@
 //! `harness sweep`: find every resource tagged `harness:run-id` (older than
 //! a bound, optionally one run only) and delete it: cancel spot requests,
-//! terminate instances, delete volumes, key pairs and security groups.
+//! terminate instances, delete volumes, key pairs, security groups and the
+//! AWS FIS experiment templates of the spot interruption.
 //!
 //! Untagged resources are never touched: every list call filters on the
 //! tag key server-side and every candidate is checked again locally.
@@ -136,12 +137,13 @@ fn eligible(tags: &[Tag], opts: &SweepOptions, now: SystemTime) -> Result<String
 }
 
 /// Resource kinds in the order a sweep deletes them.
-const KINDS: [&str; 5] = [
+const KINDS: [&str; 6] = [
     "spot-request",
     "instance",
     "volume",
     "key-pair",
     "security-group",
+    "fis-template",
 ];
 
 /// A region's sweep, possibly stopped early (Ctrl-C).
@@ -532,7 +534,79 @@ async fn sweep_into(
             }
         }
     }
+    sweep_fis_templates(ctx, opts, stop, now, out).await;
     Ok(())
+}
+
+/// Delete the run's AWS FIS experiment templates (`interrupt.rs` tags them
+/// like everything else; its guard normally deletes them).  FIS cannot
+/// filter on tags server-side, so every template is listed and checked
+/// locally.  A template is inert and free without an experiment, so a
+/// failure to list them (FIS not offered in the region, no
+/// fis:ListExperimentTemplates, or a double without the call: moto 5.2.1)
+/// is logged and the sweep goes on; a failed deletion is left like any
+/// other resource.
+async fn sweep_fis_templates(
+    ctx: &Ec2Ctx,
+    opts: &SweepOptions,
+    stop: &super::stop::Stop,
+    now: SystemTime,
+    out: &mut Swept,
+) {
+    let region = ctx.region.as_str();
+    let dry = opts.dry_run;
+    let fis = &ctx.fis;
+    let mut todo = Vec::new();
+    let mut pages = fis.list_experiment_templates().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(
+                    "sweep: FIS experiment templates in {region} not listed ({}); \
+                     templates are inert and free; delete leftovers tagged {TAG_RUN_ID} in the FIS console",
+                    aws_sdk_fis::error::DisplayErrorContext(&e)
+                );
+                break;
+            }
+        };
+        for t in page.experiment_templates() {
+            let tags: Vec<Tag> = t
+                .tags()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect();
+            let id = t.id().unwrap_or_default();
+            if let Some(run) = out.select(region, dry, "fis-template", id, &tags, opts, now) {
+                todo.push((id.to_string(), run));
+            }
+        }
+    }
+    for (n, (id, run)) in todo.iter().enumerate() {
+        if stop.is_stopped() {
+            let p = pending("fis-template", &todo[n..]);
+            out.stopped(region, "fis-template", &refs(&p));
+            return;
+        }
+        out.act(region, dry, "fis-template", id, run, "delete");
+        if !dry {
+            match fis.delete_experiment_template().id(id).send().await {
+                Ok(_) => {}
+                Err(e) if e.code() == Some("ResourceNotFoundException") => {}
+                Err(e) => out.fail(
+                    region,
+                    "fis-template",
+                    id,
+                    run,
+                    format!(
+                        "DeleteExperimentTemplate: {}",
+                        aws_sdk_fis::error::DisplayErrorContext(&e)
+                    ),
+                ),
+            }
+        }
+    }
 }
 
 /// Terminate `instances` and poll until each is gone, asking again for
@@ -853,9 +927,28 @@ mod tests {
         use aws_smithy_mocks::{mock, Rule, RuleMode};
 
         fn ctx(rules: &[&Rule]) -> Ec2Ctx {
+            ctx_fis(rules, &[&no_fis()])
+        }
+
+        /// FIS without ListExperimentTemplates (as moto 5.2.1 answers it).
+        fn no_fis() -> Rule {
+            mock!(aws_sdk_fis::Client::list_experiment_templates).then_error(|| {
+                aws_sdk_fis::operation::list_experiment_templates::ListExperimentTemplatesError::generic(
+                    aws_sdk_fis::error::ErrorMetadata::builder()
+                        .code("NotImplemented")
+                        .message("The list_experiment_templates action has not been implemented")
+                        .build(),
+                )
+            })
+        }
+
+        /// EC2 and FIS answered by smithy mocks (an FIS call without a
+        /// rule fails, as a double without the API would).
+        fn ctx_fis(rules: &[&Rule], fis: &[&Rule]) -> Ec2Ctx {
             Ec2Ctx {
                 sdk: aws_config::SdkConfig::builder().build(),
                 client: super::super::super::launch::tests::client_with(rules, RuleMode::MatchAny),
+                fis: super::super::super::interrupt::tests::fis_client_with(fis),
                 region: "us-east-1".into(),
                 endpoint: None,
             }
@@ -979,6 +1072,71 @@ mod tests {
                 e.contains("left") && e.contains("UnauthorizedOperation"),
                 "{e}"
             );
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn the_owners_fis_templates_are_deleted_and_a_list_failure_is_not_fatal() {
+            use aws_sdk_ec2::operation::{
+                describe_key_pairs::DescribeKeyPairsOutput,
+                describe_security_groups::DescribeSecurityGroupsOutput,
+                describe_spot_instance_requests::DescribeSpotInstanceRequestsOutput,
+                describe_volumes::DescribeVolumesOutput,
+            };
+            use aws_sdk_fis::operation::delete_experiment_template::DeleteExperimentTemplateOutput;
+            use aws_sdk_fis::operation::list_experiment_templates::ListExperimentTemplatesOutput;
+            use aws_sdk_fis::types::ExperimentTemplateSummary;
+            let empty = [
+                mock!(Client::describe_instances)
+                    .then_output(|| DescribeInstancesOutput::builder().build()),
+                mock!(Client::describe_spot_instance_requests)
+                    .then_output(|| DescribeSpotInstanceRequestsOutput::builder().build()),
+                mock!(Client::describe_volumes)
+                    .then_output(|| DescribeVolumesOutput::builder().build()),
+                mock!(Client::describe_key_pairs)
+                    .then_output(|| DescribeKeyPairsOutput::builder().build()),
+                mock!(Client::describe_security_groups)
+                    .then_output(|| DescribeSecurityGroupsOutput::builder().build()),
+            ];
+            let ec2: Vec<&Rule> = empty.iter().collect();
+            let tpl = |id: &str, owner: Option<&str>| {
+                let mut t = ExperimentTemplateSummary::builder()
+                    .id(id)
+                    .tags("Name", "x");
+                if let Some(o) = owner {
+                    t = t.tags(TAG_RUN_ID, format!("run-{id}")).tags(TAG_OWNER, o);
+                }
+                t.build()
+            };
+            let list =
+                mock!(aws_sdk_fis::Client::list_experiment_templates).then_output(move || {
+                    ListExperimentTemplatesOutput::builder()
+                        .experiment_templates(tpl("EXTmine", Some("me")))
+                        .experiment_templates(tpl("EXTother", Some("someone-else")))
+                        .experiment_templates(tpl("EXTuntagged", None))
+                        .build()
+                });
+            let delete = mock!(aws_sdk_fis::Client::delete_experiment_template)
+                .match_requests(|i| i.id() == Some("EXTmine"))
+                .then_output(|| DeleteExperimentTemplateOutput::builder().build());
+            let mine = SweepOptions {
+                owner: Some("me".into()),
+                ..opts()
+            };
+            let done = sweep_region(&ctx_fis(&ec2, &[&list, &delete]), &mine)
+                .await
+                .unwrap();
+            let fis: Vec<_> = done
+                .iter()
+                .filter(|a| a.kind == "fis-template")
+                .map(|a| (a.id.as_str(), a.verb.as_str()))
+                .collect();
+            assert_eq!(fis, [("EXTmine", "delete")]);
+            assert_eq!(delete.num_calls(), 1);
+            // FIS without ListExperimentTemplates (like moto 5.2.1): logged,
+            // the sweep still succeeds.
+            sweep_region(&ctx_fis(&ec2, &[&no_fis()]), &mine)
+                .await
+                .unwrap();
         }
     }
 }
