@@ -116,15 +116,33 @@ pub fn is_access_denied(code: Option<&str>) -> bool {
 /// that reason.  (It cannot prove CreateExperimentTemplate or iam:PassRole
 /// are allowed; those fail the scenario with FIS's answer.)
 pub async fn preflight(ctx: &Ec2Ctx) -> Option<String> {
-    let role = std::env::var(ENV_FIS_ROLE).ok();
-    if let Some(r) = unavailable(role.as_deref(), &ctx.region) {
+    preflight_with(ctx, std::env::var(ENV_FIS_ROLE).ok().as_deref()).await
+}
+
+/// Bound on the preflight's FIS call.
+pub const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// [`preflight`] with the role given instead of read from the environment.
+pub async fn preflight_with(ctx: &Ec2Ctx, role: Option<&str>) -> Option<String> {
+    if let Some(r) = unavailable(role, &ctx.region) {
         return Some(r);
     }
-    if let Err(e) = check_role_arn(role.as_deref().unwrap_or_default()) {
+    if let Err(e) = check_role_arn(role.unwrap_or_default()) {
         return Some(format!("{e:#}"));
     }
     let fis = &ctx.fis;
-    match fis.list_experiment_templates().max_results(1).send().await {
+    let asked = tokio::time::timeout(
+        PREFLIGHT_TIMEOUT,
+        fis.list_experiment_templates().max_results(1).send(),
+    )
+    .await;
+    let Ok(answer) = asked else {
+        return Some(format!(
+            "AWS FIS in {}: expected an answer to ListExperimentTemplates within {PREFLIGHT_TIMEOUT:?}, seen none",
+            ctx.region
+        ));
+    };
+    match answer {
         Ok(_) => None,
         Err(e) if is_access_denied(e.code()) => Some(format!(
             "AWS FIS in {} answered {} to ListExperimentTemplates: the harness's credentials need the \
@@ -966,6 +984,43 @@ pub(crate) mod tests {
             instance_arn("eu-west-1", "123456789012", "i-1"),
             "arn:aws:ec2:eu-west-1:123456789012:instance/i-1"
         );
+    }
+
+    #[tokio::test]
+    async fn preflight_skips_on_access_denied_and_bad_input_and_passes_otherwise() {
+        use aws_sdk_fis::operation::list_experiment_templates::{
+            ListExperimentTemplatesError, ListExperimentTemplatesOutput,
+        };
+        let ctx = |rules: &[&Rule]| Ec2Ctx {
+            sdk: aws_config::SdkConfig::builder().build(),
+            client: super::super::launch::tests::client_with(&[], RuleMode::MatchAny),
+            fis: fis_client_with(rules),
+            region: "us-east-1".into(),
+            endpoint: None,
+        };
+        let denied = mock!(aws_sdk_fis::Client::list_experiment_templates).then_error(|| {
+            ListExperimentTemplatesError::generic(
+                ErrorMetadata::builder()
+                    .code("AccessDeniedException")
+                    .message("not authorized to perform: fis:ListExperimentTemplates")
+                    .build(),
+            )
+        });
+        let r = preflight_with(&ctx(&[&denied]), Some(ROLE)).await.unwrap();
+        assert!(
+            r.contains("AccessDeniedException") && r.contains("iam:PassRole"),
+            "{r}"
+        );
+        let ok = mock!(aws_sdk_fis::Client::list_experiment_templates)
+            .then_output(|| ListExperimentTemplatesOutput::builder().build());
+        assert_eq!(preflight_with(&ctx(&[&ok]), Some(ROLE)).await, None);
+        let r = preflight_with(&ctx(&[&ok]), None).await.unwrap();
+        assert!(r.contains(ENV_FIS_ROLE), "{r}");
+        let r = preflight_with(&ctx(&[&ok]), Some("harness-fis"))
+            .await
+            .unwrap();
+        assert!(r.contains("`harness-fis`"), "{r}");
+        assert_eq!(ok.num_calls(), 1, "no FIS call before the inputs are valid");
     }
 
     #[tokio::test]
