@@ -33,4 +33,3 @@ pub mod tools;
 pub mod values;
 pub mod variant;
 pub mod workspace;
-pub mod workspace_double;

@@ -25,13 +25,13 @@ use futures::FutureExt as _;
 use harness::backend::Backend;
 use harness::checks::{self, Verdict};
 use harness::control::ControlPlane;
+use harness::doubles::fixture_workspace::{self as workspace_double, Defect};
 use harness::instance::Instance;
 use harness::qemu::accel::AccelRequest;
 use harness::qemu::{BootOptions, QemuInstance};
 use harness::real_workspace::{self, Machine, RealWorkspace, RunResources, StartSpec};
 use harness::summary::{Outcome, Row, Summary};
 use harness::variant::Variant;
-use harness::workspace_double::{self, Defect};
 use harness::{repo, scenarios, values};
 
 #[path = "e2e/contract.rs"]

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use super::Stats;
 use crate::checks::Verdict;
 use crate::cmd::check::checks_on;
-use crate::control::agent_logs_double::AgentLogsDouble;
+use crate::doubles::agent_logs::AgentLogsDouble;
+use crate::doubles::fixture_workspace::{self, Defect};
 use crate::image::BootImage;
 use crate::instance::Instance;
 use crate::qemu::accel::AccelRequest;
 use crate::qemu::{BootOptions, QemuInstance};
 use crate::variant::Variant;
-use crate::workspace_double::{self, Defect};
 
 const USER: &str = "alice";
 const SNAPSHOT: &str = "selftest-clean";
@@ -56,7 +56,7 @@ pub async fn boot_per_scenario(
         let mut opts = BootOptions::new(&artifacts.join(format!("boot-{}", d.slug())));
         opts.label = format!("bench boot {}/{}", variant.arch, d.slug());
         opts.accel = accel;
-        let (mut inst, api) = workspace_double::boot(
+        let (mut inst, api) = fixture_workspace::boot(
             variant,
             image,
             USER,
@@ -105,7 +105,7 @@ pub async fn snapshot_reuse(
         let api = AgentLogsDouble::start().await?;
         let from = inst.snapshot_restore(SNAPSHOT).await?;
         inst.imds().set_user_data(
-            workspace_double::user_data(USER, &api.guest_url(), false, d).into_bytes(),
+            fixture_workspace::user_data(USER, &api.guest_url(), false, d).into_bytes(),
         );
         inst.probe()
             .exec(
@@ -115,7 +115,7 @@ pub async fn snapshot_reuse(
             .await?;
         inst.console()
             .wait_for_line(
-                workspace_double::READY_LINE,
+                fixture_workspace::READY_LINE,
                 from,
                 Duration::from_secs(180),
                 &variant.name,

@@ -4,9 +4,9 @@
 
 use crate::bench::{self, contract, selftest, vm};
 use crate::cmd::boot::resolve_image;
+use crate::doubles::fixture_workspace::Defect;
 use crate::qemu::accel::AccelRequest;
 use crate::variant::Arch;
-use crate::workspace_double::Defect;
 use crate::{repo, values};
 
 /// Arguments of `harness bench`.

@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use crate::checks::{self, Verdict};
-use crate::control::agent_logs_double::AgentLogsDouble;
+use crate::doubles::agent_logs::AgentLogsDouble;
+use crate::doubles::fixture_workspace::{self, Defect};
 use crate::instance::Instance;
 use crate::qemu::accel::AccelRequest;
 use crate::qemu::{BootOptions, QemuInstance};
-use crate::workspace_double::{self, Defect};
 use crate::{repo, values};
 
 /// Arguments of `harness check`.
@@ -45,7 +45,7 @@ pub async fn run_fixture_checks(
     let mut opts = BootOptions::new(artifacts);
     opts.label = format!("{}/{}", variant.name, defect);
     opts.accel = AccelRequest::from_env()?;
-    let (mut inst, api) = workspace_double::boot(
+    let (mut inst, api) = fixture_workspace::boot(
         variant,
         &image,
         user,

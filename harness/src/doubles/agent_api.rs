@@ -44,8 +44,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::control::agent_logs_double::{PatchLogs, PostLifecycleRequest};
 use crate::control::{ControlPlane, LifecycleReport, ReceivedLog};
+use crate::doubles::agent_logs::{PatchLogs, PostLifecycleRequest};
 
 /// The agent stand-in the double serves as the Coder agent binary.
 pub const AGENT_STANDIN: &str = include_str!("coder-agent-standin.sh");

@@ -244,7 +244,7 @@ impl CoderStack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::coder::double::{CoderApiDouble, ORG, TOKEN};
+    use crate::doubles::coder_api::{CoderApiDouble, ORG, TOKEN};
 
     fn variant(name: &str, arch: Arch, spot: bool) -> Variant {
         let mut values = std::collections::BTreeMap::new();

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::control::agent_logs_double::AgentLogsDouble;
+use crate::doubles::agent_logs::AgentLogsDouble;
 use crate::image::BootImage;
 use crate::qemu::{BootOptions, QemuInstance};
 use crate::variant::Variant;

@@ -18,7 +18,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::{ControlPlane, LifecycleReport, ReceivedLog};
+use crate::control::{ControlPlane, LifecycleReport, ReceivedLog};
 
 /// `agentsdk.Log`.
 #[derive(Debug, Deserialize)]
