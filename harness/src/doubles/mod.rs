@@ -6,6 +6,7 @@
 //!   workspace's agent stand-in reports to;
 //! - [`coder_api`] (tests only): a Coder REST API replay server for the
 //!   client in `control::coder`;
+//! - [`http`]: the loopback server and token header they all share;
 //! - [`init_script`]: the stand-in for `coder_agent.init_script`;
 //! - [`agent_api`]: the Coder agent API double, which serves the agent
 //!   stand-in (`coder-agent-standin.sh`) as `/bin/coder-linux-<arch>`,
@@ -21,6 +22,7 @@ pub mod agent_logs;
 #[cfg(test)]
 pub mod coder_api;
 pub mod fixture_workspace;
+pub mod http;
 pub mod init_script;
 
 #[cfg(test)]
