@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::lint::{self, Finding};
 use crate::report::{Report, Status, Tier};
-use crate::terraform::Terraform;
+use crate::template::terraform::Terraform;
 
 /// Checks that produce one row per variant (findings keyed by variant).
 const PER_VARIANT: [&str; 4] = ["instance-type", "render", "user-data-size", "shellcheck"];

@@ -21,15 +21,15 @@ pub mod lint;
 pub mod probe;
 pub mod qemu;
 pub mod real_workspace;
-pub mod render;
 pub mod repo;
 pub mod report;
 pub mod scenarios;
 pub mod ssh;
 pub mod summary;
 pub mod template;
-pub mod terraform;
 pub mod tools;
-pub mod values;
-pub mod variant;
 pub mod workspace;
+
+// Old paths kept for `harness/src/ec2/*` and `harness/tests/e2e.rs`
+// (owned by another change in flight); new code uses the box's path.
+pub use template::variant;

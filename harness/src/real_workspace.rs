@@ -30,7 +30,7 @@ use crate::instance::Instance;
 use crate::qemu::accel::AccelRequest;
 use crate::qemu::argv::GuestNet;
 use crate::qemu::{BootOptions, QemuInstance};
-use crate::variant::{Arch, Variant};
+use crate::template::variant::{Arch, Variant};
 
 /// Where the fixture flakes live inside the NixOS test image
 /// (`nixos-vm/guest-fixtures.nix`); the same path on both arches.

@@ -31,8 +31,8 @@ use harness::qemu::accel::AccelRequest;
 use harness::qemu::{BootOptions, QemuInstance};
 use harness::real_workspace::{self, Machine, RealWorkspace, RunResources, StartSpec};
 use harness::summary::{Outcome, Row, Summary};
-use harness::variant::Variant;
-use harness::{repo, scenarios, values};
+use harness::template::variant::Variant;
+use harness::{repo, scenarios, template::values};
 
 #[path = "e2e/contract.rs"]
 mod contract;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use harness::instance::Instance;
 use harness::qemu::argv::GuestNet;
 use harness::qemu::{BootOptions, QemuInstance};
-use harness::variant::Arch;
+use harness::template::variant::Arch;
 
 const USER_DATA: &str = "#!/bin/sh\necho ran > /var/lib/user-data-ran\n";
 
@@ -38,7 +38,7 @@ fn root() -> PathBuf {
 
 async fn boot(net: GuestNet, name: &str) -> QemuInstance {
     std::env::set_var("HARNESS_EXE", env!("CARGO_BIN_EXE_harness"));
-    let v = harness::values::discover_repo(&root())
+    let v = harness::template::values::discover_repo(&root())
         .unwrap()
         .into_iter()
         .find(|v| v.arch == Arch::X86_64)

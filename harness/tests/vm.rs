@@ -12,14 +12,14 @@ use harness::imds::ImdsHandle;
 use harness::instance::Instance;
 use harness::qemu::{BootOptions, QemuInstance};
 use harness::ssh::{self, KeyPair, SshError};
-use harness::variant::{Arch, Variant};
+use harness::template::variant::{Arch, Variant};
 
 fn root() -> PathBuf {
     harness::repo::root().unwrap()
 }
 
 fn variant_for(arch: Arch, spot: bool) -> Variant {
-    harness::values::discover_repo(&root())
+    harness::template::values::discover_repo(&root())
         .unwrap()
         .into_iter()
         .find(|v| v.arch == arch && v.is_spot == spot)

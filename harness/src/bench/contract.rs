@@ -18,7 +18,7 @@ use crate::image::BootImage;
 use crate::instance::Instance;
 use crate::qemu::accel::AccelRequest;
 use crate::qemu::{BootOptions, QemuInstance};
-use crate::variant::Variant;
+use crate::template::variant::Variant;
 use crate::workspace::contract::pool::Pool;
 use crate::workspace::contract::{self, ContractAgent, ContractSpec};
 

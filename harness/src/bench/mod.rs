@@ -9,7 +9,7 @@ pub mod vm;
 
 use std::time::Duration;
 
-use crate::variant::{Arch, Variant};
+use crate::template::variant::{Arch, Variant};
 
 /// min / median / max of a series of samples.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -21,7 +21,7 @@ use crate::image::BootImage;
 use crate::instance::Instance;
 use crate::qemu::accel::AccelRequest;
 use crate::qemu::{BootOptions, QemuInstance};
-use crate::variant::Variant;
+use crate::template::variant::Variant;
 
 const USER: &str = "alice";
 const SNAPSHOT: &str = "selftest-clean";

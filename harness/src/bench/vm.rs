@@ -13,7 +13,7 @@ use crate::image::BootImage;
 use crate::instance::Instance;
 use crate::qemu::accel::AccelRequest;
 use crate::qemu::{BootOptions, QemuInstance};
-use crate::variant::Variant;
+use crate::template::variant::Variant;
 
 /// User-data whose only job is to say that it ran.
 pub const MARKER_USER_DATA: &str = "#!/bin/sh\necho \"bench: user-data executed\"\n";

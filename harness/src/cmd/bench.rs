@@ -6,8 +6,8 @@ use crate::bench::{self, contract, selftest, vm};
 use crate::cmd::boot::resolve_image;
 use crate::doubles::fixture_workspace::Defect;
 use crate::qemu::accel::AccelRequest;
-use crate::variant::Arch;
-use crate::{repo, values};
+use crate::template::variant::Arch;
+use crate::{repo, template::values};
 
 /// Arguments of `harness bench`.
 #[derive(Debug, clap::Args)]

@@ -11,7 +11,7 @@ use crate::doubles::fixture_workspace::{self, Defect};
 use crate::instance::Instance;
 use crate::qemu::accel::AccelRequest;
 use crate::qemu::{BootOptions, QemuInstance};
-use crate::{repo, values};
+use crate::{repo, template::values};
 
 /// Arguments of `harness check`.
 #[derive(Debug, clap::Args)]
@@ -34,7 +34,7 @@ pub struct Args {
 
 /// Boot a fixture workspace double and run every check; returns verdicts.
 pub async fn run_fixture_checks(
-    variant: &crate::variant::Variant,
+    variant: &crate::template::variant::Variant,
     user: &str,
     defect: Defect,
     broken: bool,

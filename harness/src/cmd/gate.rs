@@ -71,10 +71,11 @@ async fn run_inner(args: Args) -> anyhow::Result<i32> {
 /// verified AMI), found without creating anything.  Never reuses a summary.
 async fn run_ec2(root: &std::path::Path, report: &mut Report) {
     let start = std::time::Instant::now();
-    let mut arches: Vec<crate::variant::Arch> = match crate::values::discover_repo(root) {
-        Ok(vs) => vs.iter().map(|v| v.arch).collect(),
-        Err(_) => crate::variant::Arch::ALL.to_vec(),
-    };
+    let mut arches: Vec<crate::template::variant::Arch> =
+        match crate::template::values::discover_repo(root) {
+            Ok(vs) => vs.iter().map(|v| v.arch).collect(),
+            Err(_) => crate::template::variant::Arch::ALL.to_vec(),
+        };
     arches.sort();
     arches.dedup();
     match crate::backend::ec2_skip_reason(root, &arches).await {

@@ -510,7 +510,10 @@ mod tests {
         let c = CoderClient::new(&d.url()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let p = c
-            .download_cli(crate::variant::Arch::X86_64, &dir.path().join("coder"))
+            .download_cli(
+                crate::template::variant::Arch::X86_64,
+                &dir.path().join("coder"),
+            )
             .await
             .unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -519,7 +522,10 @@ mod tests {
             0o755
         );
         let e = c
-            .download_cli(crate::variant::Arch::Aarch64, &dir.path().join("coder2"))
+            .download_cli(
+                crate::template::variant::Arch::Aarch64,
+                &dir.path().join("coder2"),
+            )
             .await
             .unwrap_err()
             .to_string();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::doubles::agent_logs::AgentLogsDouble;
 use crate::image::BootImage;
 use crate::qemu::{BootOptions, QemuInstance};
-use crate::variant::Variant;
+use crate::template::variant::Variant;
 
 /// The console line the double prints once its fake rebuild has ended.
 pub const READY_LINE: &str = "workspace-double: ready";

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::image::BootMethod;
-use crate::variant::Arch;
+use crate::template::variant::Arch;
 
 use super::accel::Accel;
 

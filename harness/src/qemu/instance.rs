@@ -20,7 +20,7 @@ use crate::imds::{ImdsConfig, ImdsHandle, ImdsServer, LifeCycle};
 use crate::instance::{Artifacts, Instance, SshTarget};
 use crate::probe::Probe;
 use crate::ssh::KeyPair;
-use crate::variant::{Arch, Variant};
+use crate::template::variant::{Arch, Variant};
 
 /// How to boot an instance.
 #[derive(Debug, Clone)]

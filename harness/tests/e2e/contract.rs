@@ -13,7 +13,7 @@ use harness::image::BootImage;
 use harness::qemu::accel::AccelRequest;
 use harness::qemu::{BootOptions, QemuInstance};
 use harness::real_workspace::Machine;
-use harness::variant::{Arch, Variant};
+use harness::template::variant::{Arch, Variant};
 use harness::workspace::contract::mutate::{self, Mutation};
 use harness::workspace::contract::pool::{Pool, PooledVm};
 use harness::workspace::contract::{self, ContractAgent, ContractSpec};

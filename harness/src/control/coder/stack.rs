@@ -20,7 +20,7 @@ use super::container::{self, AccessUrl, CoderServer};
 use super::template;
 use super::types::{CreateWorkspaceRequest, VariableValue, WorkspaceBuildParameter};
 use super::workspace::CoderWorkspace;
-use crate::variant::{Arch, Variant};
+use crate::template::variant::{Arch, Variant};
 
 /// How long a template import or a workspace build may take (the
 /// provisioner downloads the `coder` provider on first use).

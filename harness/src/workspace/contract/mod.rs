@@ -23,7 +23,7 @@ use crate::doubles::agent_api::{AgentApiDouble, AgentManifest};
 use crate::image::BootImage;
 use crate::instance::Instance;
 use crate::qemu::{BootOptions, QemuInstance};
-use crate::variant::Variant;
+use crate::template::variant::Variant;
 
 pub use render::ContractRender;
 

@@ -20,7 +20,7 @@ use crate::imds::LifeCycle;
 use crate::instance::Instance;
 use crate::qemu::accel::AccelRequest;
 use crate::qemu::{BootOptions, QemuInstance};
-use crate::variant::{Arch, Variant};
+use crate::template::variant::{Arch, Variant};
 
 /// Name of the clean snapshot inside each pool VM's disks.
 pub const SNAPSHOT: &str = "contract-clean";
