@@ -15,16 +15,12 @@ pub mod doubles;
 pub mod ec2;
 pub mod gate;
 pub mod image;
-pub mod imds;
-pub mod instance;
 pub mod lint;
-pub mod probe;
-pub mod qemu;
+pub mod machine;
 pub mod real_workspace;
 pub mod repo;
 pub mod report;
 pub mod scenarios;
-pub mod ssh;
 pub mod summary;
 pub mod template;
 pub mod tools;
@@ -32,4 +28,5 @@ pub mod workspace;
 
 // Old paths kept for `harness/src/ec2/*` and `harness/tests/e2e.rs`
 // (owned by another change in flight); new code uses the box's path.
+pub use machine::{instance, probe, qemu, ssh};
 pub use template::variant;

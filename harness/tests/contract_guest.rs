@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use harness::image::contract::{self, selftest};
 use harness::image::{BootMethod, ImageKind};
-use harness::instance::Instance;
-use harness::probe::Probe;
-use harness::qemu::{BootOptions, QemuInstance};
+use harness::machine::instance::Instance;
+use harness::machine::probe::Probe;
+use harness::machine::qemu::{BootOptions, QemuInstance};
 use harness::template::variant::Arch;
 
 fn root() -> PathBuf {

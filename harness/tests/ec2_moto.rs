@@ -909,7 +909,7 @@ async fn launch_ec2_tags_instance_and_volume_and_terminate_cleans_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run (in a child with moto's environment) by launch_ec2_tags_instance_and_volume_and_terminate_cleans_up"]
 async fn launch_ec2_child() {
-    use harness::instance::Instance;
+    use harness::machine::instance::Instance;
     assert!(
         std::env::var("HARNESS_EC2_ENDPOINT").is_ok(),
         "expected HARNESS_EC2_ENDPOINT (moto); run launch_ec2_tags_instance_and_volume_and_terminate_cleans_up instead"

@@ -12,9 +12,9 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use harness::instance::Instance;
-use harness::qemu::argv::GuestNet;
-use harness::qemu::{BootOptions, QemuInstance};
+use harness::machine::instance::Instance;
+use harness::machine::qemu::argv::GuestNet;
+use harness::machine::qemu::{BootOptions, QemuInstance};
 use harness::template::variant::Arch;
 
 const USER_DATA: &str = "#!/bin/sh\necho ran > /var/lib/user-data-ran\n";
@@ -85,7 +85,7 @@ async fn offline_guest_reaches_only_its_forwards() {
         .await
         .unwrap();
     // SSH through hostfwd.
-    let out = harness::ssh::run(
+    let out = harness::machine::ssh::run(
         &inst.ssh().unwrap(),
         "root",
         "echo ssh-ok",

@@ -18,9 +18,9 @@ use crate::cmd::check::checks_on;
 use crate::doubles::agent_logs::AgentLogsDouble;
 use crate::doubles::fixture_workspace::{self, Defect};
 use crate::image::BootImage;
-use crate::instance::Instance;
-use crate::qemu::accel::AccelRequest;
-use crate::qemu::{BootOptions, QemuInstance};
+use crate::machine::instance::Instance;
+use crate::machine::qemu::accel::AccelRequest;
+use crate::machine::qemu::{BootOptions, QemuInstance};
 use crate::template::variant::Variant;
 
 const USER: &str = "alice";

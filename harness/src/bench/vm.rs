@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use super::Stats;
 use crate::image::BootImage;
-use crate::instance::Instance;
-use crate::qemu::accel::AccelRequest;
-use crate::qemu::{BootOptions, QemuInstance};
+use crate::machine::instance::Instance;
+use crate::machine::qemu::accel::AccelRequest;
+use crate::machine::qemu::{BootOptions, QemuInstance};
 use crate::template::variant::Variant;
 
 /// User-data whose only job is to say that it ran.

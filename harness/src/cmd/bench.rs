@@ -5,7 +5,7 @@
 use crate::bench::{self, contract, selftest, vm};
 use crate::cmd::boot::resolve_image;
 use crate::doubles::fixture_workspace::Defect;
-use crate::qemu::accel::AccelRequest;
+use crate::machine::qemu::accel::AccelRequest;
 use crate::template::variant::Arch;
 use crate::{repo, template::values};
 

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use crate::image::{BootImage, ImageKind};
-use crate::instance::Instance;
-use crate::qemu::accel::AccelRequest;
-use crate::qemu::{BootOptions, QemuInstance};
+use crate::machine::instance::Instance;
+use crate::machine::qemu::accel::AccelRequest;
+use crate::machine::qemu::{BootOptions, QemuInstance};
 use crate::{repo, template::values};
 
 /// Arguments of `harness boot`.

@@ -8,9 +8,9 @@ use std::time::Duration;
 use crate::checks::{self, Verdict};
 use crate::doubles::agent_logs::AgentLogsDouble;
 use crate::doubles::fixture_workspace::{self, Defect};
-use crate::instance::Instance;
-use crate::qemu::accel::AccelRequest;
-use crate::qemu::{BootOptions, QemuInstance};
+use crate::machine::instance::Instance;
+use crate::machine::qemu::accel::AccelRequest;
+use crate::machine::qemu::{BootOptions, QemuInstance};
 use crate::{repo, template::values};
 
 /// Arguments of `harness check`.

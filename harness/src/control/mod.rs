@@ -42,7 +42,7 @@ pub trait ControlPlane: Send + Sync {
         &self,
         _cmd: &str,
         _timeout: Duration,
-    ) -> Option<anyhow::Result<crate::probe::ExecOutput>> {
+    ) -> Option<anyhow::Result<crate::machine::probe::ExecOutput>> {
         None
     }
 }

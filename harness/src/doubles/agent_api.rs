@@ -455,7 +455,7 @@ impl ControlPlane for AgentApiDouble {
         &self,
         cmd: &str,
         timeout: std::time::Duration,
-    ) -> Option<anyhow::Result<crate::probe::ExecOutput>> {
+    ) -> Option<anyhow::Result<crate::machine::probe::ExecOutput>> {
         let id = {
             let mut q = self.st.exec.lock().unwrap();
             q.next_id += 1;
@@ -466,7 +466,7 @@ impl ControlPlane for AgentApiDouble {
         let start = std::time::Instant::now();
         loop {
             if let Some((status, stdout)) = self.st.exec.lock().unwrap().results.remove(&id) {
-                return Some(Ok(crate::probe::ExecOutput {
+                return Some(Ok(crate::machine::probe::ExecOutput {
                     command: format!("through the agent stand-in (double of `coder ssh`): {cmd}"),
                     status,
                     stdout,

@@ -194,7 +194,7 @@ impl ControlPlane for CoderControlPlane {
         &self,
         cmd: &str,
         timeout: Duration,
-    ) -> Option<anyhow::Result<crate::probe::ExecOutput>> {
+    ) -> Option<anyhow::Result<crate::machine::probe::ExecOutput>> {
         let ssh = self.ssh.as_ref()?;
         Some(ssh.exec(cmd, timeout).await)
     }

@@ -16,10 +16,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::image::BootImage;
-use crate::imds::LifeCycle;
-use crate::instance::Instance;
-use crate::qemu::accel::AccelRequest;
-use crate::qemu::{BootOptions, QemuInstance};
+use crate::machine::imds::LifeCycle;
+use crate::machine::instance::Instance;
+use crate::machine::qemu::accel::AccelRequest;
+use crate::machine::qemu::{BootOptions, QemuInstance};
 use crate::template::variant::{Arch, Variant};
 
 /// Name of the clean snapshot inside each pool VM's disks.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use crate::probe::Probe;
+use crate::machine::probe::Probe;
 use crate::template::variant::Arch;
 
 /// Where and how to reach the guest's sshd from the host.

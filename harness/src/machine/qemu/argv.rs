@@ -51,7 +51,7 @@ pub fn netdev(cfg: &QemuConfig) -> String {
             for p in host_ports {
                 s.push_str(&format!(
                     ",guestfwd=tcp:{GUEST_HOST_ADDR}:{p}-{}",
-                    crate::imds::relay_cmd(&cfg.relay_exe, *p)
+                    crate::machine::imds::relay_cmd(&cfg.relay_exe, *p)
                 ));
             }
             s
