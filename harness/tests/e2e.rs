@@ -30,7 +30,7 @@ use harness::machine::instance::Instance;
 use harness::machine::qemu::accel::AccelRequest;
 use harness::machine::qemu::{BootOptions, QemuInstance};
 use harness::real_workspace::{self, Machine, RealWorkspace, RunResources, StartSpec};
-use harness::summary::{Outcome, Row, Summary};
+use harness::report::summary::{Outcome, Row, Summary};
 use harness::template::variant::Variant;
 use harness::{repo, scenarios, template::values};
 

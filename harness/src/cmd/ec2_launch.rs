@@ -33,7 +33,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
-    crate::gate::until_ctrl_c(run_inner(args)).await
+    crate::report::gate::until_ctrl_c(run_inner(args)).await
 }
 
 async fn run_inner(args: Args) -> anyhow::Result<i32> {
