@@ -3,6 +3,7 @@
 //! and `selftest` (boot-per-scenario against snapshot reuse over the
 //! fixture self-test matrix).
 
+pub mod compare;
 pub mod contract;
 pub mod selftest;
 pub mod vm;
