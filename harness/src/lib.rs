@@ -1,8 +1,13 @@
 //! Release harness for the NixOS-on-EC2 Coder templates.
 //!
-//! Data flows one way:
-//! `values` → `variant` → `render` (user-data) → `instance` (QEMU or EC2)
-//! → `probe` → `checks` → `report`.
+//! Data flows one way, one module per box:
+//! [`template`] (`values` → `variant` → `render`: user-data from real
+//! Terraform) → [`machine`] (an `instance` on QEMU or EC2, reached by
+//! `probe` and `ssh`; booting an [`image`]) → [`checks`] → [`report`].
+//! Beside the flow: [`lint`] (static checks of the template), [`control`]
+//! (the real Coder control plane), [`doubles`] (every stand-in, named as
+//! one), [`workspace`] and `real_workspace` (one way to start each tier),
+//! [`cmd`] (one file per subcommand) and [`bench`].
 
 pub mod ami;
 pub mod backend;

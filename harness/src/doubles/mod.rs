@@ -4,7 +4,7 @@
 //!   plays the template's boot flow, correctly or with one defect;
 //! - [`agent_logs`]: the Coder agent-logs API double the fixture
 //!   workspace's agent stand-in reports to;
-//! - [`coder_api`] (tests only): a Coder REST API replay server for the
+//! - `coder_api` (tests only): a Coder REST API replay server for the
 //!   client in `control::coder`;
 //! - [`http`]: the loopback server and token header they all share;
 //! - [`init_script`]: the stand-in for `coder_agent.init_script`;

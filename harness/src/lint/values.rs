@@ -7,7 +7,7 @@ use super::variables;
 use super::Finding;
 use crate::template::values::ValuesError;
 
-/// Turn a load error of `values.rs` into a finding.
+/// Turn a load error of `template/values.rs` into a finding.
 pub fn finding_from_error(file: &Path, e: ValuesError) -> Finding {
     let key = match &e {
         ValuesError::Key { key, .. } => Some(key.clone()),
