@@ -9,7 +9,7 @@ use std::path::Path;
 
 use aws_sdk_ec2::types::{Filter, Image};
 
-use crate::variant::Arch;
+use crate::template::variant::Arch;
 
 /// AWS account that publishes the official NixOS AMIs.
 pub const NIXOS_OWNER: &str = "427812963091";

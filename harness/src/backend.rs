@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::ec2::config::{Ec2Ctx, LoadOptions, ENV_REGION};
 use crate::ec2::instance::Ec2Instance;
-use crate::variant::{Arch, Variant};
+use crate::template::variant::{Arch, Variant};
 
 /// Environment variable selecting the backend.
 pub const ENV_BACKEND: &str = "HARNESS_BACKEND";

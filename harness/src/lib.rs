@@ -1,8 +1,13 @@
 //! Release harness for the NixOS-on-EC2 Coder templates.
 //!
-//! Data flows one way:
-//! `values` → `variant` → `render` (user-data) → `instance` (QEMU or EC2)
-//! → `probe` → `checks` → `report`.
+//! Data flows one way, one module per box:
+//! [`template`] (`values` → `variant` → `render`: user-data from real
+//! Terraform) → [`machine`] (an `instance` on QEMU or EC2, reached by
+//! `probe` and `ssh`; booting an [`image`]) → [`checks`] → [`report`].
+//! Beside the flow: [`lint`] (static checks of the template), [`control`]
+//! (the real Coder control plane), [`doubles`] (every stand-in, named as
+//! one), [`workspace`] and `real_workspace` (one way to start each tier),
+//! [`cmd`] (one file per subcommand) and [`bench`].
 
 pub mod ami;
 pub mod backend;
@@ -13,24 +18,18 @@ pub mod cmd;
 pub mod control;
 pub mod doubles;
 pub mod ec2;
-pub mod gate;
 pub mod image;
-pub mod imds;
-pub mod instance;
 pub mod lint;
-pub mod probe;
-pub mod qemu;
+pub mod machine;
 pub mod real_workspace;
-pub mod render;
 pub mod repo;
 pub mod report;
 pub mod scenarios;
-pub mod ssh;
-pub mod summary;
 pub mod template;
-pub mod terraform;
 pub mod tools;
-pub mod values;
-pub mod variant;
 pub mod workspace;
-pub mod workspace_double;
+
+// Old paths kept for `harness/src/ec2/*` and `harness/tests/e2e.rs`
+// (owned by another change in flight); new code uses the box's path.
+pub use machine::{instance, probe, qemu, ssh};
+pub use template::variant;

@@ -26,11 +26,11 @@ use crate::control::coder::CoderControlPlane;
 use crate::control::ControlPlane;
 use crate::ec2::instance::Ec2Instance;
 use crate::image::BootImage;
-use crate::instance::Instance;
-use crate::qemu::accel::AccelRequest;
-use crate::qemu::argv::GuestNet;
-use crate::qemu::{BootOptions, QemuInstance};
-use crate::variant::{Arch, Variant};
+use crate::machine::instance::Instance;
+use crate::machine::qemu::accel::AccelRequest;
+use crate::machine::qemu::argv::GuestNet;
+use crate::machine::qemu::{BootOptions, QemuInstance};
+use crate::template::variant::{Arch, Variant};
 
 /// Where the fixture flakes live inside the NixOS test image
 /// (`nixos-vm/guest-fixtures.nix`); the same path on both arches.
@@ -458,7 +458,7 @@ impl RealWorkspace {
 
     /// After a spot interruption: the machine comes back only as it really
     /// would (EC2 restarts it when capacity returns; modelled on QEMU, see
-    /// [`crate::instance::Instance::await_restart_after_interruption`]),
+    /// [`crate::machine::instance::Instance::await_restart_after_interruption`]),
     /// without a Coder build; then wait for the agent again.
     pub async fn restart_after_interruption(
         &mut self,

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::variant::Variant;
+use crate::template::variant::Variant;
 
 pub const PLACEHOLDERS: [&str; 3] = ["variant", "spot-variant", "arch-variant"];
 
@@ -132,7 +132,7 @@ pub fn expand_dir(src: &Path, dst: &Path, variants: &[Variant]) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::variant::Arch;
+    use crate::template::variant::Arch;
 
     fn v(name: &str, arch: Arch, spot: bool) -> Variant {
         Variant {

@@ -166,12 +166,12 @@ async fn user_data(vars: &[(&str, &str)]) -> String {
 }
 
 async fn render_in(root: &Path, vars: &[(&str, &str)]) -> String {
-    let v = harness::values::find(root, "aws-nixos").unwrap();
+    let v = harness::template::values::find(root, "aws-nixos").unwrap();
     let vars: BTreeMap<String, String> = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    harness::render::render_user_data(root, &v, &vars)
+    harness::template::render::render_user_data(root, &v, &vars)
         .await
         .unwrap()
 }
@@ -378,7 +378,7 @@ async fn agent_starts_whatever_the_bootstrap_switch_returns() {
 async fn script_refuses_reserved_agent_users() {
     let d = tempfile::tempdir().unwrap();
     for sub in ["values", "templates"] {
-        harness::terraform::copy_tree(&repo().join(sub), &d.path().join(sub)).unwrap();
+        harness::template::terraform::copy_tree(&repo().join(sub), &d.path().join(sub)).unwrap();
     }
     // Terraform would refuse first: drop its validations to reach the script.
     let tf = d.path().join("templates/modules/bootstrap/main.tf");

@@ -22,7 +22,8 @@ fn repo() -> PathBuf {
 /// (`aws-nixos.yml`) plus `extra` values lines.
 fn scratch(extra: &str) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
-    harness::terraform::copy_tree(&repo().join("templates"), &d.path().join("templates")).unwrap();
+    harness::template::terraform::copy_tree(&repo().join("templates"), &d.path().join("templates"))
+        .unwrap();
     std::fs::create_dir_all(d.path().join("values")).unwrap();
     let base = std::fs::read_to_string(repo().join("values/aws-nixos.yml")).unwrap();
     std::fs::write(
@@ -48,8 +49,8 @@ fn replace_block(file: &Path, head: &str, block: &str) {
     std::fs::write(file, format!("{}{block}{}", &text[..start], &text[end..])).unwrap();
 }
 
-fn variant(root: &Path) -> harness::variant::Variant {
-    harness::values::find(root, "aws-nixos").unwrap()
+fn variant(root: &Path) -> harness::template::variant::Variant {
+    harness::template::values::find(root, "aws-nixos").unwrap()
 }
 
 /// `Some(reason)` for a failure; `None` (and a printed SKIPPED, or a panic

@@ -27,7 +27,7 @@ async fn no_mirror_and_no_registry_is_a_skip_with_the_exact_reason() {
     std::env::set_var("HTTPS_PROXY", "http://127.0.0.1:9");
     std::env::set_var("HTTP_PROXY", "http://127.0.0.1:9");
     std::env::remove_var("NO_PROXY");
-    let v = harness::values::find(root, "aws-nixos").unwrap();
+    let v = harness::template::values::find(root, "aws-nixos").unwrap();
     match harness::template::coder_import::check_test_build(root, &v).await {
         Status::Skipped(r) => {
             println!("SKIPPED as expected: {r}");

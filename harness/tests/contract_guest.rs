@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use harness::image::contract::{self, selftest};
 use harness::image::{BootMethod, ImageKind};
-use harness::instance::Instance;
-use harness::probe::Probe;
-use harness::qemu::{BootOptions, QemuInstance};
-use harness::variant::Arch;
+use harness::machine::instance::Instance;
+use harness::machine::probe::Probe;
+use harness::machine::qemu::{BootOptions, QemuInstance};
+use harness::template::variant::Arch;
 
 fn root() -> PathBuf {
     harness::repo::root().unwrap()
@@ -61,7 +61,7 @@ fn build_and_hit_the_cache(arch: Arch) {
 
 async fn boot(name: &str) -> QemuInstance {
     std::env::set_var("HARNESS_EXE", env!("CARGO_BIN_EXE_harness"));
-    let v = harness::values::discover_repo(&root())
+    let v = harness::template::values::discover_repo(&root())
         .unwrap()
         .into_iter()
         .find(|v| v.arch == Arch::X86_64 && !v.is_spot)

@@ -25,14 +25,14 @@ use futures::FutureExt as _;
 use harness::backend::Backend;
 use harness::checks::{self, Verdict};
 use harness::control::ControlPlane;
-use harness::instance::Instance;
-use harness::qemu::accel::AccelRequest;
-use harness::qemu::{BootOptions, QemuInstance};
+use harness::doubles::fixture_workspace::{self as workspace_double, Defect};
+use harness::machine::instance::Instance;
+use harness::machine::qemu::accel::AccelRequest;
+use harness::machine::qemu::{BootOptions, QemuInstance};
 use harness::real_workspace::{self, Machine, RealWorkspace, RunResources, StartSpec};
-use harness::summary::{Outcome, Row, Summary};
-use harness::variant::Variant;
-use harness::workspace_double::{self, Defect};
-use harness::{repo, scenarios, values};
+use harness::report::summary::{Outcome, Row, Summary};
+use harness::template::variant::Variant;
+use harness::{repo, scenarios, template::values};
 
 #[path = "e2e/contract.rs"]
 mod contract;

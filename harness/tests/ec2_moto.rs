@@ -120,10 +120,10 @@ const IMAGES: &[(&str, &str, &str, &str, &str)] = &[
 ];
 
 /// The image the lookup must choose for `arch` (release 25.05).
-fn expected_ami(arch: harness::variant::Arch) -> &'static str {
+fn expected_ami(arch: harness::template::variant::Arch) -> &'static str {
     match arch {
-        harness::variant::Arch::X86_64 => "ami-0a000000000000002",
-        harness::variant::Arch::Aarch64 => "ami-0b000000000000002",
+        harness::template::variant::Arch::X86_64 => "ami-0a000000000000002",
+        harness::template::variant::Arch::Aarch64 => "ami-0b000000000000002",
     }
 }
 
@@ -155,7 +155,7 @@ fn amis_json(dir: &std::path::Path) -> PathBuf {
 
 /// The AMI the harness resolves for `arch` in `ctx`'s region (the
 /// template's lookup: owner, name, architecture, newest).
-async fn nixos_ami(ctx: &Ec2Ctx, arch: harness::variant::Arch) -> String {
+async fn nixos_ami(ctx: &Ec2Ctx, arch: harness::template::variant::Arch) -> String {
     let release = harness::ami::release(&root()).unwrap();
     harness::ami::resolve(&ctx.client, &ctx.region, &release, arch)
         .await
@@ -376,15 +376,16 @@ fn assert_run_tags(tags: &[aws_sdk_ec2::types::Tag], run: &RunTags, what: &str) 
 async fn four_variants_launch_as_planned_moto_weaker_spot_options_checked_on_the_plan() {
     let moto = start_moto();
     let root = root();
-    let variants = harness::values::discover_repo(&root).unwrap();
+    let variants = harness::template::values::discover_repo(&root).unwrap();
     assert_eq!(variants.len(), 4, "expected the four variants of values/");
     let regions = ["us-east-1", "us-west-2", "eu-central-1", "eu-west-1"];
     let art = tempfile::tempdir().unwrap();
     for (variant, region) in variants.iter().zip(regions) {
         let ctx = ctx(&moto, region).await;
-        let user_data = harness::render::render_user_data(&root, variant, &BTreeMap::new())
-            .await
-            .unwrap();
+        let user_data =
+            harness::template::render::render_user_data(&root, variant, &BTreeMap::new())
+                .await
+                .unwrap();
         let tags = RunTags::new("ec2_moto");
         let ami = nixos_ami(&ctx, variant.arch).await;
         assert_eq!(
@@ -550,7 +551,7 @@ async fn stop_start_terminate_and_sweep_twice_are_fine() {
     let moto = start_moto();
     let root = root();
     let ctx = ctx(&moto, "us-east-2").await;
-    let variant = harness::values::find(&root, "aws-nixos-graviton-spot").unwrap();
+    let variant = harness::template::values::find(&root, "aws-nixos-graviton-spot").unwrap();
     let ami = nixos_ami(&ctx, variant.arch).await;
     let p = plan::plan(
         &variant,
@@ -615,7 +616,7 @@ async fn sigkilled_launch_is_swept_and_untagged_resources_are_untouched() {
     let region = "us-west-2";
     let ctx = ctx(&moto, region).await;
     let c = &ctx.client;
-    let ami = nixos_ami(&ctx, harness::variant::Arch::X86_64).await;
+    let ami = nixos_ami(&ctx, harness::template::variant::Arch::X86_64).await;
     // Untagged resources the sweep must leave alone.
     let other_vol = c
         .create_volume()
@@ -915,13 +916,13 @@ async fn launch_ec2_tags_instance_and_volume_and_terminate_cleans_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run (in a child with moto's environment) by launch_ec2_tags_instance_and_volume_and_terminate_cleans_up"]
 async fn launch_ec2_child() {
-    use harness::instance::Instance;
+    use harness::machine::instance::Instance;
     assert!(
         std::env::var("HARNESS_EC2_ENDPOINT").is_ok(),
         "expected HARNESS_EC2_ENDPOINT (moto); run launch_ec2_tags_instance_and_volume_and_terminate_cleans_up instead"
     );
     let root = root();
-    let arches = harness::variant::Arch::ALL;
+    let arches = harness::template::variant::Arch::ALL;
     assert_eq!(
         harness::backend::ec2_skip_reason(&root, &arches).await,
         None,
@@ -934,7 +935,7 @@ async fn launch_ec2_child() {
 
     // Checked before anything is created: empty user-data.
     let before = resource_counts(&ctx).await;
-    let v = harness::values::find(&root, "aws-nixos").unwrap();
+    let v = harness::template::values::find(&root, "aws-nixos").unwrap();
     let e = harness::backend::launch_ec2(&root, &v, b"", scenario, art.path())
         .await
         .err()
@@ -943,7 +944,7 @@ async fn launch_ec2_child() {
     assert_eq!(resource_counts(&ctx).await, before, "nothing created");
 
     for name in ["aws-nixos", "aws-nixos-graviton-spot"] {
-        let variant = harness::values::find(&root, name).unwrap();
+        let variant = harness::template::values::find(&root, name).unwrap();
         let dir = art.path().join(name);
         let mut inst = harness::backend::launch_ec2(&root, &variant, user_data, scenario, &dir)
             .await

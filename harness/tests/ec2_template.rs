@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use harness::ec2::terraform_tests::{aws_mirror, write_cli_config};
-use harness::terraform::Terraform;
+use harness::template::terraform::Terraform;
 
 fn mirror() -> Option<PathBuf> {
     match aws_mirror() {
@@ -25,7 +25,7 @@ fn mirror() -> Option<PathBuf> {
 async fn run(mirror: &Path, mutate: impl Fn(&str) -> String) -> Result<String, String> {
     let root = harness::repo::root().unwrap();
     let copy = tempfile::tempdir().unwrap();
-    harness::terraform::copy_tree(&root.join("templates"), copy.path()).unwrap();
+    harness::template::terraform::copy_tree(&root.join("templates"), copy.path()).unwrap();
     let main = copy.path().join("modules/ec2-instance/main.tf");
     let text = std::fs::read_to_string(&main).unwrap();
     let mutated = mutate(&text);

@@ -5,7 +5,7 @@
 //! leaving the host's apt state untouched.
 
 use harness::image::{fixture, BootMethod, ImageKind};
-use harness::variant::Arch;
+use harness::template::variant::Arch;
 
 fn cache_dir() -> std::path::PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use harness::control::coder::template::{instance_name, LOCAL_INSTANCE_TF};
 use harness::control::coder::workspace::read_desired;
-use harness::terraform::Terraform;
+use harness::template::terraform::Terraform;
 
 fn root() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -12,10 +12,10 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use harness::instance::Instance;
-use harness::qemu::argv::GuestNet;
-use harness::qemu::{BootOptions, QemuInstance};
-use harness::variant::Arch;
+use harness::machine::instance::Instance;
+use harness::machine::qemu::argv::GuestNet;
+use harness::machine::qemu::{BootOptions, QemuInstance};
+use harness::template::variant::Arch;
 
 const USER_DATA: &str = "#!/bin/sh\necho ran > /var/lib/user-data-ran\n";
 
@@ -38,7 +38,7 @@ fn root() -> PathBuf {
 
 async fn boot(net: GuestNet, name: &str) -> QemuInstance {
     std::env::set_var("HARNESS_EXE", env!("CARGO_BIN_EXE_harness"));
-    let v = harness::values::discover_repo(&root())
+    let v = harness::template::values::discover_repo(&root())
         .unwrap()
         .into_iter()
         .find(|v| v.arch == Arch::X86_64)
@@ -85,7 +85,7 @@ async fn offline_guest_reaches_only_its_forwards() {
         .await
         .unwrap();
     // SSH through hostfwd.
-    let out = harness::ssh::run(
+    let out = harness::machine::ssh::run(
         &inst.ssh().unwrap(),
         "root",
         "echo ssh-ok",

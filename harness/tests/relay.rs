@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use harness::imds::{ImdsConfig, ImdsServer};
+use harness::machine::imds::{ImdsConfig, ImdsServer};
 
 fn relay(port: u16, request: &str) -> (i32, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))

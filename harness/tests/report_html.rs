@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use harness::report::html;
 use harness::report::reasons;
-use harness::summary::{Outcome, Summary};
+use harness::report::summary::{Outcome, Summary};
 use tl::{HTMLTag, VDom};
 
 fn fixture_dir() -> PathBuf {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::instance::SshTarget;
-use harness::ssh::{self, KeyPair, SshError};
+use harness::machine::instance::SshTarget;
+use harness::machine::ssh::{self, KeyPair, SshError};
 
 struct Sshd {
     child: Child,

@@ -26,7 +26,7 @@ fn fixture(name: &str) -> PathBuf {
 fn copy_repo() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     for sub in ["values", "templates"] {
-        harness::terraform::copy_tree(&repo().join(sub), &d.path().join(sub)).unwrap();
+        harness::template::terraform::copy_tree(&repo().join(sub), &d.path().join(sub)).unwrap();
     }
     d
 }
@@ -86,7 +86,7 @@ fn variants_json_has_exactly_the_three_keys() {
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let arr = v.as_array().unwrap();
-    let n_files = harness::values::files(&repo().join("values"))
+    let n_files = harness::template::values::files(&repo().join("values"))
         .unwrap()
         .len();
     assert_eq!(arr.len(), n_files);
@@ -110,7 +110,7 @@ fn a_new_values_file_is_a_new_variant_everywhere() {
     .unwrap();
     let (code, out, err) = run(harness_cmd(d.path()).args(["variants", "--json"]));
     assert_eq!(code, 0, "{err}");
-    let v: Vec<harness::variant::VariantSummary> = serde_json::from_str(&out).unwrap();
+    let v: Vec<harness::template::variant::VariantSummary> = serde_json::from_str(&out).unwrap();
     assert_eq!(v.len(), 5);
     assert!(v.iter().any(|s| s.name == "aws-nixos-big"));
     let (code, out, err) = run(harness_cmd(d.path()).args(["render", "aws-nixos-big"]));
@@ -289,8 +289,8 @@ async fn repo_wide_checks_catch_their_faults() {
 #[tokio::test]
 async fn render_every_variant_with_real_terraform() {
     let root = repo();
-    for v in harness::values::discover_repo(&root).unwrap() {
-        let ud = harness::render::render_user_data(&root, &v, &BTreeMap::new())
+    for v in harness::template::values::discover_repo(&root).unwrap() {
+        let ud = harness::template::render::render_user_data(&root, &v, &BTreeMap::new())
             .await
             .unwrap();
         assert!(ud.starts_with("#!"), "{}: {ud}", v.name);
@@ -298,18 +298,18 @@ async fn render_every_variant_with_real_terraform() {
         // The placeholders (not a real token/init script) are carried, base64.
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD
-            .encode(harness::render::INIT_SCRIPT_PLACEHOLDER);
+            .encode(harness::template::render::INIT_SCRIPT_PLACEHOLDER);
         assert!(ud.contains(&b64), "{}: init placeholder not found", v.name);
     }
     // --var overrides reach the output; unknown names list the known ones.
-    let v = harness::values::find(&root, "aws-nixos").unwrap();
+    let v = harness::template::values::find(&root, "aws-nixos").unwrap();
     let vars = BTreeMap::from([("agent_user".to_string(), "alice".to_string())]);
-    let ud = harness::render::render_user_data(&root, &v, &vars)
+    let ud = harness::template::render::render_user_data(&root, &v, &vars)
         .await
         .unwrap();
     assert!(ud.contains("'YWxpY2U='"), "base64(alice) expected");
     let vars = BTreeMap::from([("colour".to_string(), "x".to_string())]);
-    let e = harness::render::render_user_data(&root, &v, &vars)
+    let e = harness::template::render::render_user_data(&root, &v, &vars)
         .await
         .unwrap_err()
         .to_string();
@@ -424,7 +424,7 @@ async fn hostile_values_stay_inert_data_when_the_script_runs() {
     let d = copy_repo();
     let root = d.path();
     strip_validations(&root.join("templates/modules/bootstrap/main.tf"));
-    let v = harness::values::find(root, "aws-nixos").unwrap();
+    let v = harness::template::values::find(root, "aws-nixos").unwrap();
 
     // Hostile flake URI + init script + token, plain user: the script runs to
     // the end, the values land verbatim in root-only files.
@@ -439,7 +439,7 @@ async fn hostile_values_stay_inert_data_when_the_script_runs() {
             "tok'$(touch CANARY_T)".to_string(),
         ),
     ]);
-    let ud = harness::render::render_user_data(root, &v, &vars)
+    let ud = harness::template::render::render_user_data(root, &v, &vars)
         .await
         .unwrap();
     // Every hostile payload names a CANARY: none may appear as script text.
@@ -489,7 +489,7 @@ async fn hostile_values_stay_inert_data_when_the_script_runs() {
     // Hostile agent user (validation stripped): refused by the script
     // itself before any command runs; no canary.
     let vars = BTreeMap::from([("agent_user".to_string(), HOSTILE_USER.to_string())]);
-    let ud = harness::render::render_user_data(root, &v, &vars)
+    let ud = harness::template::render::render_user_data(root, &v, &vars)
         .await
         .unwrap();
     assert!(!ud.contains("CANARY"));

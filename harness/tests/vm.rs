@@ -8,18 +8,18 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use harness::imds::ImdsHandle;
-use harness::instance::Instance;
-use harness::qemu::{BootOptions, QemuInstance};
-use harness::ssh::{self, KeyPair, SshError};
-use harness::variant::{Arch, Variant};
+use harness::machine::imds::ImdsHandle;
+use harness::machine::instance::Instance;
+use harness::machine::qemu::{BootOptions, QemuInstance};
+use harness::machine::ssh::{self, KeyPair, SshError};
+use harness::template::variant::{Arch, Variant};
 
 fn root() -> PathBuf {
     harness::repo::root().unwrap()
 }
 
 fn variant_for(arch: Arch, spot: bool) -> Variant {
-    harness::values::discover_repo(&root())
+    harness::template::values::discover_repo(&root())
         .unwrap()
         .into_iter()
         .find(|v| v.arch == arch && v.is_spot == spot)
@@ -293,11 +293,14 @@ fn no_leftovers_after_sigkill() {
 
 #[test]
 fn accel_kvm_fails_loudly_when_kvm_does_not_work() {
-    let r = harness::qemu::accel::choose(Arch::X86_64, harness::qemu::accel::AccelRequest::Kvm);
+    let r = harness::machine::qemu::accel::choose(
+        Arch::X86_64,
+        harness::machine::qemu::accel::AccelRequest::Kvm,
+    );
     let probe_says_kvm_works = r.is_ok();
     if probe_says_kvm_works {
         // On a host with working KVM the request is honoured.
-        assert_eq!(r.unwrap(), harness::qemu::accel::Accel::Kvm);
+        assert_eq!(r.unwrap(), harness::machine::qemu::accel::Accel::Kvm);
     } else {
         let e = r.unwrap_err().to_string();
         assert!(

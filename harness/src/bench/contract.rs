@@ -12,29 +12,24 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::Stats;
+use super::compare;
 use crate::checks::{self, Verdict};
 use crate::image::BootImage;
-use crate::instance::Instance;
-use crate::qemu::accel::AccelRequest;
-use crate::qemu::{BootOptions, QemuInstance};
-use crate::variant::Variant;
+use crate::machine::instance::Instance;
+use crate::machine::qemu::accel::AccelRequest;
+use crate::machine::qemu::{BootOptions, QemuInstance};
+use crate::template::variant::Variant;
 use crate::workspace::contract::pool::Pool;
 use crate::workspace::contract::{self, ContractAgent, ContractSpec};
 
-/// The pass/fail pattern of one scenario: (check, passed).
-pub type Outcome = Vec<(String, bool)>;
+/// One strategy's result for one architecture, per fixture flake; a
+/// scenario's time runs from boot or restore to the agent's final state,
+/// and `cold` (snapshot restore only) is the one cold boot up to the saved
+/// snapshot.
+pub type Run = compare::Run<String>;
 
-/// One strategy's result for one architecture.
-#[derive(Debug, Default)]
-pub struct Run {
-    pub total: Duration,
-    /// Per scenario: from boot or restore to the agent's final state.
-    pub per_scenario: Vec<Duration>,
-    pub outcomes: Vec<(String, Outcome)>,
-    /// Snapshot restore only: the one cold boot up to the saved snapshot.
-    pub cold: Option<Duration>,
-}
+const COLD: &str = "cold boot";
+const RESTORE: &str = "snapshot restore";
 
 const WITHIN: Duration = Duration::from_secs(900);
 
@@ -57,10 +52,6 @@ pub async fn checks_on(
         checks::agent_user::check(inst, user, checks::agent_user::AGENT_PATTERN).await?,
         checks::ssh_fallback::check(inst, api, user).await?,
     ])
-}
-
-fn outcome(v: &[Verdict]) -> Outcome {
-    v.iter().map(|v| (v.check.to_string(), v.passed)).collect()
 }
 
 fn spec<'a>(root: &'a Path, v: &'a Variant, fixture: &'a str, user: &'a str) -> ContractSpec<'a> {
@@ -91,10 +82,10 @@ pub async fn cold_boot(
         opts.label = format!("bench contract cold {}/{f}", variant.arch);
         opts.accel = accel;
         let (mut inst, agent) = contract::boot(image, &spec(root, variant, f, user), opts).await?;
-        run.per_scenario.push(t.elapsed());
+        let took = t.elapsed();
         let v = checks_on(&inst, &agent, user, f).await?;
         inst.terminate().await?;
-        run.outcomes.push((f.clone(), outcome(&v)));
+        run.record(f.clone(), took, &v);
     }
     run.total = all.elapsed();
     Ok(run)
@@ -118,9 +109,9 @@ pub async fn snapshot_restore(
     for f in fixtures {
         let t = Instant::now();
         let agent = contract::on_snapshot(&mut vm, &spec(root, variant, f, user)).await?;
-        run.per_scenario.push(t.elapsed());
+        let took = t.elapsed();
         let v = checks_on(&vm.inst, &agent, user, f).await?;
-        run.outcomes.push((f.clone(), outcome(&v)));
+        run.record(f.clone(), took, &v);
     }
     vm.inst.terminate().await?;
     run.total = all.elapsed();
@@ -128,40 +119,18 @@ pub async fn snapshot_restore(
 }
 
 /// Scenarios whose verdicts differ between the two strategies.
-pub fn mismatches(a: &Run, b: &Run) -> Vec<String> {
-    a.outcomes
-        .iter()
-        .zip(&b.outcomes)
-        .filter(|((_, oa), (_, ob))| oa != ob)
-        .map(|((f, oa), (_, ob))| format!("{f}: cold boot {oa:?} vs snapshot restore {ob:?}"))
-        .collect()
+pub fn mismatches(cold: &Run, restore: &Run) -> Vec<String> {
+    compare::mismatches((COLD, cold), (RESTORE, restore), String::clone)
 }
 
 /// Print one architecture's comparison.
 pub fn print(variant: &Variant, cold: &Run, restore: &Run) {
-    println!(
-        "\n{} contract guest ({} scenarios, template's real user-data)   min      median   max     total",
+    let title = format!(
+        "{} contract guest ({} scenarios, template's real user-data)   min      median   max     total",
         variant.arch,
         cold.outcomes.len()
     );
-    for (name, r) in [("cold boot", cold), ("snapshot restore", restore)] {
-        if let Some(st) = Stats::of(&r.per_scenario) {
-            println!(
-                "  {name:<18} per scenario {st}  {:>7.1}s",
-                r.total.as_secs_f64()
-            );
-        }
-    }
-    if let Some(c) = restore.cold {
-        println!(
-            "  (snapshot restore: one cold boot to the clean snapshot took {:.1}s)",
-            c.as_secs_f64()
-        );
-    }
-    println!(
-        "  ratio cold boot / snapshot restore (total): {:.2}x",
-        cold.total.as_secs_f64() / restore.total.as_secs_f64().max(1e-9)
-    );
+    compare::print(&title, 18, (COLD, cold), (RESTORE, restore));
 }
 
 #[cfg(test)]

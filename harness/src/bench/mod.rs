@@ -3,13 +3,14 @@
 //! and `selftest` (boot-per-scenario against snapshot reuse over the
 //! fixture self-test matrix).
 
+pub mod compare;
 pub mod contract;
 pub mod selftest;
 pub mod vm;
 
 use std::time::Duration;
 
-use crate::variant::{Arch, Variant};
+use crate::template::variant::{Arch, Variant};
 
 /// min / median / max of a series of samples.
 #[derive(Debug, Clone, Copy, PartialEq)]

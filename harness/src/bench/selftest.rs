@@ -12,34 +12,24 @@
 
 use std::time::{Duration, Instant};
 
-use super::Stats;
-use crate::checks::Verdict;
+use super::compare;
 use crate::cmd::check::checks_on;
-use crate::control::agent_logs_double::AgentLogsDouble;
+use crate::doubles::agent_logs::AgentLogsDouble;
+use crate::doubles::fixture_workspace::{self, Defect};
 use crate::image::BootImage;
-use crate::instance::Instance;
-use crate::qemu::accel::AccelRequest;
-use crate::qemu::{BootOptions, QemuInstance};
-use crate::variant::Variant;
-use crate::workspace_double::{self, Defect};
+use crate::machine::instance::Instance;
+use crate::machine::qemu::accel::AccelRequest;
+use crate::machine::qemu::{BootOptions, QemuInstance};
+use crate::template::variant::Variant;
 
 const USER: &str = "alice";
 const SNAPSHOT: &str = "selftest-clean";
 
-/// The pass/fail pattern of one scenario: (check, passed).
-pub type Outcome = Vec<(String, bool)>;
+/// One strategy's result for one architecture, per defect.
+pub type Run = compare::Run<Defect>;
 
-fn outcome(v: &[Verdict]) -> Outcome {
-    v.iter().map(|v| (v.check.to_string(), v.passed)).collect()
-}
-
-/// One strategy's result for one architecture.
-#[derive(Debug, Default)]
-pub struct Run {
-    pub total: Duration,
-    pub per_scenario: Vec<Duration>,
-    pub outcomes: Vec<(Defect, Outcome)>,
-}
+const BOOT: &str = "boot-per-scenario";
+const REUSE: &str = "snapshot reuse";
 
 /// A fresh VM for every scenario.
 pub async fn boot_per_scenario(
@@ -56,7 +46,7 @@ pub async fn boot_per_scenario(
         let mut opts = BootOptions::new(&artifacts.join(format!("boot-{}", d.slug())));
         opts.label = format!("bench boot {}/{}", variant.arch, d.slug());
         opts.accel = accel;
-        let (mut inst, api) = workspace_double::boot(
+        let (mut inst, api) = fixture_workspace::boot(
             variant,
             image,
             USER,
@@ -68,8 +58,7 @@ pub async fn boot_per_scenario(
         .await?;
         let v = checks_on(&inst, &api, USER, false).await?;
         inst.terminate().await?;
-        run.per_scenario.push(t.elapsed());
-        run.outcomes.push((d, outcome(&v)));
+        run.record(d, t.elapsed(), &v);
     }
     run.total = all.elapsed();
     Ok(run)
@@ -105,7 +94,7 @@ pub async fn snapshot_reuse(
         let api = AgentLogsDouble::start().await?;
         let from = inst.snapshot_restore(SNAPSHOT).await?;
         inst.imds().set_user_data(
-            workspace_double::user_data(USER, &api.guest_url(), false, d).into_bytes(),
+            fixture_workspace::user_data(USER, &api.guest_url(), false, d).into_bytes(),
         );
         inst.probe()
             .exec(
@@ -115,15 +104,14 @@ pub async fn snapshot_reuse(
             .await?;
         inst.console()
             .wait_for_line(
-                workspace_double::READY_LINE,
+                fixture_workspace::READY_LINE,
                 from,
                 Duration::from_secs(180),
                 &variant.name,
             )
             .await?;
         let v = checks_on(&inst, &api, USER, false).await?;
-        run.per_scenario.push(t.elapsed());
-        run.outcomes.push((d, outcome(&v)));
+        run.record(d, t.elapsed(), &v);
     }
     inst.terminate().await?;
     run.total = all.elapsed();
@@ -131,38 +119,18 @@ pub async fn snapshot_reuse(
 }
 
 /// Scenarios whose verdicts differ between the two strategies.
-pub fn mismatches(a: &Run, b: &Run) -> Vec<String> {
-    let mut out = Vec::new();
-    for ((d, oa), (_, ob)) in a.outcomes.iter().zip(&b.outcomes) {
-        if oa != ob {
-            out.push(format!(
-                "{}: boot-per-scenario {oa:?} vs snapshot reuse {ob:?}",
-                d.slug()
-            ));
-        }
-    }
-    out
+pub fn mismatches(boot: &Run, reuse: &Run) -> Vec<String> {
+    compare::mismatches((BOOT, boot), (REUSE, reuse), |d| d.slug().to_string())
 }
 
 /// Print one architecture's comparison.
 pub fn print(variant: &Variant, boot: &Run, reuse: &Run) {
-    println!(
-        "\n{} self-test matrix ({} scenarios x 4 checks)       min      median   max     total",
+    let title = format!(
+        "{} self-test matrix ({} scenarios x 4 checks)       min      median   max     total",
         variant.arch,
         boot.outcomes.len()
     );
-    for (name, r) in [("boot-per-scenario", boot), ("snapshot reuse", reuse)] {
-        if let Some(st) = Stats::of(&r.per_scenario) {
-            println!(
-                "  {name:<20} per scenario {st}  {:>7.1}s",
-                r.total.as_secs_f64()
-            );
-        }
-    }
-    println!(
-        "  ratio boot-per-scenario / snapshot reuse (total): {:.2}x",
-        boot.total.as_secs_f64() / reuse.total.as_secs_f64().max(1e-9)
-    );
+    compare::print(&title, 20, (BOOT, boot), (REUSE, reuse));
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use super::Stats;
 use crate::image::BootImage;
-use crate::instance::Instance;
-use crate::qemu::accel::AccelRequest;
-use crate::qemu::{BootOptions, QemuInstance};
-use crate::variant::Variant;
+use crate::machine::instance::Instance;
+use crate::machine::qemu::accel::AccelRequest;
+use crate::machine::qemu::{BootOptions, QemuInstance};
+use crate::template::variant::Variant;
 
 /// User-data whose only job is to say that it ran.
 pub const MARKER_USER_DATA: &str = "#!/bin/sh\necho \"bench: user-data executed\"\n";

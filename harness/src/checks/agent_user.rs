@@ -1,8 +1,8 @@
 //! Agent user: the agent process runs as the configured user (not root),
 //! the user exists, and passwordless sudo works for them.
 
-use crate::instance::Instance;
-use crate::probe::shell_quote;
+use crate::machine::instance::Instance;
+use crate::machine::probe::shell_quote;
 
 use super::Verdict;
 
@@ -21,7 +21,7 @@ pub async fn check(
     )
     .logs(Some(inst.artifacts().serial_log.clone()));
     let p = inst.probe();
-    let t = crate::probe::DEFAULT_TIMEOUT;
+    let t = crate::machine::probe::DEFAULT_TIMEOUT;
     // 1. The user exists.
     let id = p.exec(&format!("id {}", shell_quote(user)), t).await?;
     let v = v.with(&id);

@@ -2,8 +2,8 @@
 //! disk's serial, not merely "some mount"), with the expected filesystem,
 //! and the user's home directory is on it and owned by the user.
 
-use crate::instance::Instance;
-use crate::probe::Probe;
+use crate::machine::instance::Instance;
+use crate::machine::probe::Probe;
 
 use super::{Evidence, Verdict};
 
@@ -34,7 +34,7 @@ pub async fn check(inst: &dyn Instance, user: &str, fs_type: &str) -> anyhow::Re
     .logs(Some(inst.artifacts().serial_log.clone()));
     let probe: &dyn Probe = inst.probe();
     let out = probe
-        .exec(PROBE_HOME, crate::probe::DEFAULT_TIMEOUT)
+        .exec(PROBE_HOME, crate::machine::probe::DEFAULT_TIMEOUT)
         .await?;
     let v = v.with(Evidence {
         how: "probe: /home in /proc/self/mountinfo → /sys/dev/block/MAJ:MIN → serial".into(),
@@ -64,9 +64,9 @@ pub async fn check(inst: &dyn Instance, user: &str, fs_type: &str) -> anyhow::Re
         .exec(
             &format!(
                 "d=/home/{u}; [ -d \"$d\" ] || {{ echo missing; exit 1; }}; echo $(stat -c '%U %d' \"$d\") $(stat -c %d /home)",
-                u = crate::probe::shell_quote(user)
+                u = crate::machine::probe::shell_quote(user)
             ),
-            crate::probe::DEFAULT_TIMEOUT,
+            crate::machine::probe::DEFAULT_TIMEOUT,
         )
         .await?;
     let v = v.with(&own);
@@ -93,8 +93,8 @@ pub async fn write_marker(
     inst.probe()
         .succeed(&format!(
             "printf '%s' {c} > {p} && sync",
-            c = crate::probe::shell_quote(content),
-            p = crate::probe::shell_quote(&path)
+            c = crate::machine::probe::shell_quote(content),
+            p = crate::machine::probe::shell_quote(&path)
         ))
         .await?;
     Ok(path)
@@ -113,8 +113,8 @@ pub async fn marker_intact(
     let out = inst
         .probe()
         .exec(
-            &format!("cat {}", crate::probe::shell_quote(path)),
-            crate::probe::DEFAULT_TIMEOUT,
+            &format!("cat {}", crate::machine::probe::shell_quote(path)),
+            crate::machine::probe::DEFAULT_TIMEOUT,
         )
         .await?;
     let v = v.with(&out);

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::control::ControlPlane;
-use crate::instance::Instance;
+use crate::machine::instance::Instance;
 
 use super::{Evidence, Verdict};
 
@@ -34,7 +34,7 @@ pub async fn check(
     let Some(target) = inst.ssh() else {
         return Ok(v.fail("the instance offers no SSH endpoint"));
     };
-    let out = crate::ssh::run(&target, user, "id -un", Duration::from_secs(30))
+    let out = crate::machine::ssh::run(&target, user, "id -un", Duration::from_secs(30))
         .await
         .map_err(anyhow::Error::from);
     Ok(judge(
@@ -50,7 +50,7 @@ fn judge(
     v: Verdict,
     user: &str,
     path: &str,
-    out: anyhow::Result<crate::probe::ExecOutput>,
+    out: anyhow::Result<crate::machine::probe::ExecOutput>,
 ) -> Verdict {
     match out {
         Ok(out) => {
@@ -77,7 +77,7 @@ fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::ExecOutput;
+    use crate::machine::probe::ExecOutput;
 
     fn out(status: i32, stdout: &str) -> anyhow::Result<ExecOutput> {
         Ok(ExecOutput {

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::probe::ExecOutput;
+use crate::machine::probe::ExecOutput;
 
 /// One thing that was looked at.
 #[derive(Debug, Clone, PartialEq)]

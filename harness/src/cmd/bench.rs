@@ -4,10 +4,10 @@
 
 use crate::bench::{self, contract, selftest, vm};
 use crate::cmd::boot::resolve_image;
-use crate::qemu::accel::AccelRequest;
-use crate::variant::Arch;
-use crate::workspace_double::Defect;
-use crate::{repo, values};
+use crate::doubles::fixture_workspace::Defect;
+use crate::machine::qemu::accel::AccelRequest;
+use crate::template::variant::Arch;
+use crate::{repo, template::values};
 
 /// Arguments of `harness bench`.
 #[derive(Debug, clap::Args)]

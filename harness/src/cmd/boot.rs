@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use crate::image::{BootImage, ImageKind};
-use crate::instance::Instance;
-use crate::qemu::accel::AccelRequest;
-use crate::qemu::{BootOptions, QemuInstance};
-use crate::{repo, values};
+use crate::machine::instance::Instance;
+use crate::machine::qemu::accel::AccelRequest;
+use crate::machine::qemu::{BootOptions, QemuInstance};
+use crate::{repo, template::values};
 
 /// Arguments of `harness boot`.
 #[derive(Debug, clap::Args)]
@@ -37,7 +37,7 @@ pub struct Args {
 pub async fn resolve_image(
     root: &std::path::Path,
     spec: &str,
-    arch: crate::variant::Arch,
+    arch: crate::template::variant::Arch,
 ) -> anyhow::Result<BootImage> {
     match spec {
         "fixture" => {

@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use crate::checks::{self, Verdict};
-use crate::control::agent_logs_double::AgentLogsDouble;
-use crate::instance::Instance;
-use crate::qemu::accel::AccelRequest;
-use crate::qemu::{BootOptions, QemuInstance};
-use crate::workspace_double::{self, Defect};
-use crate::{repo, values};
+use crate::doubles::agent_logs::AgentLogsDouble;
+use crate::doubles::fixture_workspace::{self, Defect};
+use crate::machine::instance::Instance;
+use crate::machine::qemu::accel::AccelRequest;
+use crate::machine::qemu::{BootOptions, QemuInstance};
+use crate::{repo, template::values};
 
 /// Arguments of `harness check`.
 #[derive(Debug, clap::Args)]
@@ -34,7 +34,7 @@ pub struct Args {
 
 /// Boot a fixture workspace double and run every check; returns verdicts.
 pub async fn run_fixture_checks(
-    variant: &crate::variant::Variant,
+    variant: &crate::template::variant::Variant,
     user: &str,
     defect: Defect,
     broken: bool,
@@ -45,7 +45,7 @@ pub async fn run_fixture_checks(
     let mut opts = BootOptions::new(artifacts);
     opts.label = format!("{}/{}", variant.name, defect);
     opts.accel = AccelRequest::from_env()?;
-    let (mut inst, api) = workspace_double::boot(
+    let (mut inst, api) = fixture_workspace::boot(
         variant,
         &image,
         user,

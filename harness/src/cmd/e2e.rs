@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::control::coder::container::{self, ContainerSpec};
 use crate::image::nixos;
-use crate::variant::{Arch, Variant};
+use crate::template::variant::{Arch, Variant};
 
 /// Arguments of `harness e2e`.
 #[derive(Debug, clap::Args)]
@@ -263,7 +263,7 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         );
     }
     let root = crate::repo::root()?;
-    let variants = crate::values::discover_repo(&root)?;
+    let variants = crate::template::values::discover_repo(&root)?;
     let mut scenarios = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(root.join("features"))?
         .filter_map(|e| e.ok().map(|e| e.path()))

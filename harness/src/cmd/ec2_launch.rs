@@ -28,24 +28,24 @@ pub struct Args {
     #[arg(long)]
     pub spot_max_price: Option<String>,
     /// Override a bootstrap module input, as in `harness render`.
-    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::render::parse_var)]
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::template::render::parse_var)]
     pub vars: Vec<(String, String)>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
-    crate::gate::until_ctrl_c(run_inner(args)).await
+    crate::report::gate::until_ctrl_c(run_inner(args)).await
 }
 
 async fn run_inner(args: Args) -> anyhow::Result<i32> {
     let root = crate::repo::root()?;
-    let variant = crate::values::find(&root, &args.variant)?;
+    let variant = crate::template::values::find(&root, &args.variant)?;
     // Everything that can fail without AWS is checked first: nothing is
     // created until the region, credentials, AMI and user-data are known good.
     let ctx = Ec2Ctx::load(args.region.as_deref()).await?;
     let release = crate::ami::release(&root)?;
     let ami = crate::ami::resolve(&ctx.client, &ctx.region, &release, variant.arch).await?;
     let vars: BTreeMap<String, String> = args.vars.into_iter().collect();
-    let user_data = crate::render::render_user_data(&root, &variant, &vars).await?;
+    let user_data = crate::template::render::render_user_data(&root, &variant, &vars).await?;
     let tags = RunTags::new("ec2-launch");
     let opts = PlanOptions {
         instance_type: args.instance_type,

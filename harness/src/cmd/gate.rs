@@ -27,7 +27,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
-    crate::gate::until_ctrl_c(run_inner(args)).await
+    crate::report::gate::until_ctrl_c(run_inner(args)).await
 }
 
 async fn run_inner(args: Args) -> anyhow::Result<i32> {
@@ -35,10 +35,10 @@ async fn run_inner(args: Args) -> anyhow::Result<i32> {
     let strict = std::env::var("HARNESS_STRICT").is_ok_and(|v| v == "1");
     let allow_skips = args.allow_skips && !strict;
     let mut report = Report::default();
-    crate::gate::run_static(&root, &mut report).await;
+    crate::report::gate::run_static(&root, &mut report).await;
     // Stop on the first failure: no VM boots when the static half failed.
     if !args.static_only && report.failed() == 0 {
-        crate::gate::run_e2e(&root, &mut report, "qemu", args.reuse_e2e).await;
+        crate::report::gate::run_e2e(&root, &mut report, "qemu", args.reuse_e2e).await;
         if args.ec2 && report.failed() == 0 {
             run_ec2(&root, &mut report).await;
         }
@@ -71,10 +71,11 @@ async fn run_inner(args: Args) -> anyhow::Result<i32> {
 /// verified AMI), found without creating anything.  Never reuses a summary.
 async fn run_ec2(root: &std::path::Path, report: &mut Report) {
     let start = std::time::Instant::now();
-    let mut arches: Vec<crate::variant::Arch> = match crate::values::discover_repo(root) {
-        Ok(vs) => vs.iter().map(|v| v.arch).collect(),
-        Err(_) => crate::variant::Arch::ALL.to_vec(),
-    };
+    let mut arches: Vec<crate::template::variant::Arch> =
+        match crate::template::values::discover_repo(root) {
+            Ok(vs) => vs.iter().map(|v| v.arch).collect(),
+            Err(_) => crate::template::variant::Arch::ALL.to_vec(),
+        };
     arches.sort();
     arches.dedup();
     match crate::backend::ec2_skip_reason(root, &arches).await {
@@ -82,9 +83,9 @@ async fn run_ec2(root: &std::path::Path, report: &mut Report) {
             "*",
             "e2e (ec2)",
             crate::report::Status::Skipped(reason),
-            crate::gate::run_tier("ec2"),
+            crate::report::gate::run_tier("ec2"),
             start.elapsed(),
         ),
-        None => crate::gate::run_e2e(root, report, "ec2", false).await,
+        None => crate::report::gate::run_e2e(root, report, "ec2", false).await,
     }
 }

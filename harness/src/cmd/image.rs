@@ -5,7 +5,7 @@
 //! takes HARNESS_IMAGE_<ARCH>); `harness image path FILE --arch …` checks a
 //! user-supplied image and detects its format.
 
-use crate::variant::Arch;
+use crate::template::variant::Arch;
 
 /// Arguments of `harness image`.
 #[derive(Debug, clap::Args)]

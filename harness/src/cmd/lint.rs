@@ -5,7 +5,7 @@
 pub struct Args {}
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
-    crate::gate::until_ctrl_c(run_inner(args)).await
+    crate::report::gate::until_ctrl_c(run_inner(args)).await
 }
 
 async fn run_inner(_args: Args) -> anyhow::Result<i32> {
@@ -34,7 +34,7 @@ async fn run_inner(_args: Args) -> anyhow::Result<i32> {
     // a skip is an error under HARNESS_STRICT=1, never a pass.
     let strict = std::env::var("HARNESS_STRICT").is_ok_and(|v| v == "1");
     let mut rows = crate::report::Report::default();
-    crate::gate::run_coder_import_and_checkov(&root, &mut rows).await;
+    crate::report::gate::run_coder_import_and_checkov(&root, &mut rows).await;
     for r in &rows.rows {
         let what = format!("{} {}", r.check, r.variant);
         match &r.status {

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use crate::repo;
-use crate::summary::{Outcome, Summary};
+use crate::report::summary::{Outcome, Summary};
 
 /// Arguments of `harness report`.
 #[derive(Debug, clap::Args)]

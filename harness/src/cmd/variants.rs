@@ -1,7 +1,7 @@
 //! `harness variants [--json]`: the variants defined by `values/*.yml`.
 
-use crate::variant::VariantSummary;
-use crate::{repo, values};
+use crate::template::variant::VariantSummary;
+use crate::{repo, template::values};
 
 /// Arguments of `harness variants`.
 #[derive(Debug, clap::Args)]

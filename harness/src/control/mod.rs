@@ -1,10 +1,9 @@
 //! The Coder control plane seen by the checks: agent lifecycle, agent
 //! logs (with the time each line reached the server) and SSH as the
 //! workspace user.  Implemented by the named test double
-//! [`agent_logs_double`] on the fixture guest; the real Coder server plugs
+//! [`crate::doubles::agent_logs`] on the fixture guest; the real Coder server plugs
 //! in behind the same trait.
 
-pub mod agent_logs_double;
 pub mod coder;
 
 use std::time::{Duration, SystemTime};
@@ -43,7 +42,7 @@ pub trait ControlPlane: Send + Sync {
         &self,
         _cmd: &str,
         _timeout: Duration,
-    ) -> Option<anyhow::Result<crate::probe::ExecOutput>> {
+    ) -> Option<anyhow::Result<crate::machine::probe::ExecOutput>> {
         None
     }
 }

@@ -32,7 +32,6 @@
 //! shapes (`coder/coder codersdk/agentsdk/agentsdk.go`).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -44,8 +43,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::control::agent_logs_double::{PatchLogs, PostLifecycleRequest};
 use crate::control::{ControlPlane, LifecycleReport, ReceivedLog};
+use crate::doubles::agent_logs::{PatchLogs, PostLifecycleRequest};
+use crate::doubles::http::{session_token, LoopbackServer};
 
 /// The agent stand-in the double serves as the Coder agent binary.
 pub const AGENT_STANDIN: &str = include_str!("coder-agent-standin.sh");
@@ -109,15 +109,8 @@ type St = Arc<Shared>;
 
 /// The running double; dropping it stops the server.
 pub struct AgentApiDouble {
-    addr: SocketAddr,
+    server: LoopbackServer,
     st: St,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for AgentApiDouble {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// `'…'` quoting for POSIX sh.
@@ -145,10 +138,7 @@ pub fn env_script(env: &BTreeMap<String, String>) -> anyhow::Result<String> {
 }
 
 fn authorized(st: &St, h: &HeaderMap) -> bool {
-    let ok = h
-        .get("Coder-Session-Token")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t == st.token);
+    let ok = session_token(h).is_some_and(|t| t == st.token);
     if !ok {
         st.rec.lock().unwrap().unauthorized += 1;
     }
@@ -380,17 +370,12 @@ impl AgentApiDouble {
             .route("/harness-double/agent/exec", get(exec_next))
             .route("/harness-double/agent/exec-result", post(exec_result))
             .with_state(st.clone());
-        // 0.0.0.0 is not needed: QEMU's user net reaches host loopback.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(AgentApiDouble { addr, st, task })
+        let server = LoopbackServer::start(app).await?;
+        Ok(AgentApiDouble { server, st })
     }
 
     pub fn port(&self) -> u16 {
-        self.addr.port()
+        self.server.port()
     }
 
     /// Base URL on the host (tests).
@@ -470,7 +455,7 @@ impl ControlPlane for AgentApiDouble {
         &self,
         cmd: &str,
         timeout: std::time::Duration,
-    ) -> Option<anyhow::Result<crate::probe::ExecOutput>> {
+    ) -> Option<anyhow::Result<crate::machine::probe::ExecOutput>> {
         let id = {
             let mut q = self.st.exec.lock().unwrap();
             q.next_id += 1;
@@ -481,7 +466,7 @@ impl ControlPlane for AgentApiDouble {
         let start = std::time::Instant::now();
         loop {
             if let Some((status, stdout)) = self.st.exec.lock().unwrap().results.remove(&id) {
-                return Some(Ok(crate::probe::ExecOutput {
+                return Some(Ok(crate::machine::probe::ExecOutput {
                     command: format!("through the agent stand-in (double of `coder ssh`): {cmd}"),
                     status,
                     stdout,

@@ -4,7 +4,7 @@
 //! runs it as the agent unit's command; it downloads the agent stand-in
 //! from the [`super::agent_api::AgentApiDouble`].
 
-use crate::variant::Arch;
+use crate::template::variant::Arch;
 
 /// The stand-in's source with `@ACCESS_URL@`, `@ARCH@`, `@AUTH_TYPE@`.
 pub const TEMPLATE: &str = include_str!("init-script.sh");

@@ -1,14 +1,28 @@
-//! Every stand-in for Coder the contract tier uses, named as doubles:
+//! Every stand-in, named as a double (a pass against one proves the
+//! harness or the template's boot flow, never what it stands in for):
+//! - [`fixture_workspace`]: a workspace on the Debian fixture guest that
+//!   plays the template's boot flow, correctly or with one defect;
+//! - [`agent_logs`]: the Coder agent-logs API double the fixture
+//!   workspace's agent stand-in reports to;
+//! - `coder_api` (tests only): a Coder REST API replay server for the
+//!   client in `control::coder`;
+//! - [`http`]: the loopback server and token header they all share;
 //! - [`init_script`]: the stand-in for `coder_agent.init_script`;
 //! - [`agent_api`]: the Coder agent API double, which serves the agent
 //!   stand-in (`coder-agent-standin.sh`) as `/bin/coder-linux-<arch>`,
 //!   hands it the template's real startup script and env, and records what
 //!   it reports.
 //!
-//! A pass that relies on them proves the template's boot flow on the
-//! contract guest, never Coder or its agent.
+//! A pass that relies on the contract-tier ones ([`init_script`],
+//! [`agent_api`]) proves the template's boot flow on the contract guest,
+//! never Coder or its agent.
 
 pub mod agent_api;
+pub mod agent_logs;
+#[cfg(test)]
+pub mod coder_api;
+pub mod fixture_workspace;
+pub mod http;
 pub mod init_script;
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::agent_api::{AgentApiDouble, AgentManifest, AGENT_STANDIN};
 use super::init_script;
 use crate::control::ControlPlane;
-use crate::variant::Arch;
+use crate::template::variant::Arch;
 
 const TOKEN: &str = "agent-token-1234";
 

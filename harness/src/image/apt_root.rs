@@ -31,7 +31,7 @@
 //!
 //! ```no_run
 //! use harness::image::apt_root::{deb_arch, AptRoot};
-//! use harness::variant::Arch;
+//! use harness::template::variant::Arch;
 //! # fn main() -> anyhow::Result<()> {
 //! let apt = AptRoot::shared(std::path::Path::new("target"))?; // target/apt-root
 //! apt.ensure_updated()?;                          // apt-get update when stale
@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::variant::Arch;
+use crate::template::variant::Arch;
 
 /// The Debian release every guest image is built from.
 pub const SUITE: &str = "bookworm";

@@ -24,7 +24,7 @@ use self::assemble::GuestFile;
 use self::packages::Pkg;
 use super::apt_root::AptRoot;
 use super::{BootImage, BootMethod, ImageKind};
-use crate::variant::Arch;
+use crate::template::variant::Arch;
 
 /// The build recipe itself (this module's source), so changing how the image
 /// is built also changes the cache key.

@@ -10,7 +10,7 @@ pub mod path;
 
 use std::path::PathBuf;
 
-use crate::variant::Arch;
+use crate::template::variant::Arch;
 
 /// What kind of guest an image is; reports say so plainly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

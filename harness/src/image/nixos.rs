@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use anyhow::Context;
 
 use super::{BootImage, ImageKind};
-use crate::variant::Arch;
+use crate::template::variant::Arch;
 
 /// Oldest Nix with flakes and `nix build --json` at all.
 pub const FLAKES_MIN: NixVersion = NixVersion(2, 4, 0);

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::{BootImage, BootMethod, ImageKind};
-use crate::variant::Arch;
+use crate::template::variant::Arch;
 
 /// qcow2 magic: "QFI" followed by 0xfb.
 const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";

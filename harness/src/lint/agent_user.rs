@@ -10,8 +10,9 @@
 //!   validates with Go's RE2 (terraform-provider-coder `provider/parameter.go`,
 //!   `regexp.MatchString`), which has no lookahead, so the regex is the
 //!   generated complement [`complement_regex`] (a trie of the names);
-//! - the bootstrap module's `agent_user` validation and its
-//!   `reserved_users` local (literal lists, `templates/modules/bootstrap/main.tf`);
+//! - the bootstrap module's `reserved_users` local (a literal list,
+//!   `templates/modules/bootstrap/main.tf`) and its `agent_user` validation
+//!   (which names that local, or carries the list itself);
 //! - `bootstrap.nix`'s assertion (literal list);
 //! - the user-data's own check, rendered from the `reserved_users` local.
 
@@ -433,6 +434,27 @@ fn list_in(expr: &hcl::Expression) -> Option<Vec<String>> {
     }
 }
 
+/// Whether `expr` refers to `local.<name>` (in a function call's arguments,
+/// an operation or parentheses, as `!contains(local.x, var.y)` does).
+fn names_local(expr: &hcl::Expression, name: &str) -> bool {
+    use hcl::Expression as E;
+    match expr {
+        E::Traversal(t) => {
+            matches!(&t.expr, E::Variable(v) if v.as_str() == "local")
+                && matches!(t.operators.first(), Some(hcl::TraversalOperator::GetAttr(a)) if a.as_str() == name)
+        }
+        E::FuncCall(f) => f.args.iter().any(|a| names_local(a, name)),
+        E::Operation(op) => match op.as_ref() {
+            hcl::expr::Operation::Unary(u) => names_local(&u.expr, name),
+            hcl::expr::Operation::Binary(b) => {
+                names_local(&b.lhs_expr, name) || names_local(&b.rhs_expr, name)
+            }
+        },
+        E::Parenthesis(e) => names_local(e, name),
+        _ => false,
+    }
+}
+
 /// The regex a `validation.regex` expression yields: a literal, or
 /// `trimspace(file("${path.module}/<name>"))` read from `templates/<name>`.
 pub fn regex_value(root: &Path, expr: &hcl::Expression) -> Option<String> {
@@ -502,7 +524,9 @@ pub fn check(root: &Path) -> Vec<Finding> {
     {
         Err(e) => out.push(Finding::new("agent-user", &main, None, e.to_string())),
         Ok(body) => {
-            let validations: Vec<Vec<String>> = body
+            // A validation refuses the reserved names: it names
+            // local.reserved_users (checked below) or lists them itself.
+            let refuses = body
                 .blocks()
                 .filter(|b| {
                     b.identifier() == "variable"
@@ -510,14 +534,16 @@ pub fn check(root: &Path) -> Vec<Finding> {
                 })
                 .flat_map(|b| b.body().blocks().filter(|v| v.identifier() == "validation"))
                 .flat_map(|v| v.body().attributes().filter(|a| a.key() == "condition"))
-                .filter_map(|a| list_in(a.expr()))
-                .collect();
-            if !validations.iter().any(|l| sorted(l.clone()) == want) {
+                .any(|a| {
+                    names_local(a.expr(), "reserved_users")
+                        || list_in(a.expr()).is_some_and(|l| sorted(l) == want)
+                });
+            if !refuses {
                 out.push(Finding::new(
                     "agent-user",
                     &main,
                     Some("variable.agent_user.validation"),
-                    "expected a validation whose list is exactly harness::lint::agent_user::RESERVED",
+                    "expected a validation that refuses local.reserved_users (or whose list is exactly harness::lint::agent_user::RESERVED)",
                 ));
             }
             let local = body
@@ -708,5 +734,47 @@ mod tests {
             ],
             "{f:?}"
         );
+    }
+
+    /// The bootstrap module with `condition` as the agent_user validation
+    /// and the full reserved list as local.reserved_users: the keys of the
+    /// findings about the bootstrap module.
+    fn bootstrap_findings(condition: &str) -> Vec<String> {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::fs::create_dir_all(root.join("templates/modules/bootstrap")).unwrap();
+        let list: Vec<String> = RESERVED.iter().map(|n| format!("{n:?}")).collect();
+        std::fs::write(
+            root.join("templates/modules/bootstrap/main.tf"),
+            format!(
+                "variable \"agent_user\" {{\n  validation {{\n    condition = {condition}\n    error_message = \"x\"\n  }}\n}}\nlocals {{\n  reserved_users = [{}]\n}}\n",
+                list.join(", ")
+            ),
+        )
+        .unwrap();
+        check(root)
+            .into_iter()
+            .filter(|f| f.file.ends_with("main.tf"))
+            .map(|f| f.key.unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn the_validation_may_refuse_the_local_but_not_another() {
+        assert!(bootstrap_findings("!contains(local.reserved_users, var.agent_user)").is_empty());
+        assert_eq!(
+            bootstrap_findings("!contains(local.other_users, var.agent_user)"),
+            ["variable.agent_user.validation"]
+        );
+        assert_eq!(
+            bootstrap_findings("can(regex(\"^[a-z]+$\", var.agent_user))"),
+            ["variable.agent_user.validation"]
+        );
+    }
+
+    #[test]
+    fn the_shipped_template_agrees() {
+        let f = check(&crate::repo::root().unwrap());
+        assert!(f.is_empty(), "{f:?}");
     }
 }

@@ -226,7 +226,7 @@ pub fn check(root: &Path) -> Vec<Finding> {
 /// when unset) against its `validation.regex` (`provider/parameter.go`:
 /// the value is the default, then `Validation.Valid`): every variant's
 /// defaults must match, or `coder templates push` fails.
-pub fn defaults_check(root: &Path, variants: &[crate::variant::Variant]) -> Vec<Finding> {
+pub fn defaults_check(root: &Path, variants: &[crate::template::variant::Variant]) -> Vec<Finding> {
     let dir = root.join("templates");
     let files = match parse_dir(&dir) {
         Ok(f) => f,
@@ -234,7 +234,7 @@ pub fn defaults_check(root: &Path, variants: &[crate::variant::Variant]) -> Vec<
     };
     let mut out = vec![];
     for v in variants {
-        let defaults = match crate::render::parameter_defaults(root, v) {
+        let defaults = match crate::template::render::parameter_defaults(root, v) {
             Ok(d) => d,
             Err(e) => {
                 out.push(Finding::new(CHECK, &dir, Some(&v.name), format!("{e:#}")));
@@ -330,8 +330,11 @@ mod tests {
     /// A copy of the repo's templates/ and README with `edit` applied to one file.
     fn mutated(file: &str, from: &str, to: &str) -> tempfile::TempDir {
         let t = tempfile::tempdir().unwrap();
-        crate::terraform::copy_tree(&repo().join("templates"), &t.path().join("templates"))
-            .unwrap();
+        crate::template::terraform::copy_tree(
+            &repo().join("templates"),
+            &t.path().join("templates"),
+        )
+        .unwrap();
         std::fs::copy(repo().join("README.md"), t.path().join("README.md")).unwrap();
         let p = t.path().join(file);
         let s = std::fs::read_to_string(&p).unwrap();
@@ -365,7 +368,8 @@ mod tests {
             "regex = \"^[A-Za-z]",
         );
         std::fs::create_dir_all(t.path().join("values")).unwrap();
-        crate::terraform::copy_tree(&repo().join("values"), &t.path().join("values")).unwrap();
+        crate::template::terraform::copy_tree(&repo().join("values"), &t.path().join("values"))
+            .unwrap();
         let variants = crate::lint::load_variants(t.path()).0;
         let f = defaults_check(t.path(), &variants);
         assert_eq!(f.len(), variants.len(), "{f:?}");

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::Finding;
-use crate::terraform::Terraform;
+use crate::template::terraform::Terraform;
 
 pub async fn check_dir(dir: &Path) -> Vec<Finding> {
     let tf = match Terraform::new() {

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::Finding;
-use crate::variant::Variant;
+use crate::template::variant::Variant;
 
 /// Minimum memory for evaluating and switching a NixOS configuration.
 pub const MIN_MEMORY_GIB: f64 = 2.0;

@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use std::fmt as stdfmt;
 use std::path::{Path, PathBuf};
 
-use crate::render::{self, Rendered};
-use crate::variant::Variant;
+use crate::template::render::{self, Rendered};
+use crate::template::variant::Variant;
 
 /// One lint error: where (file, key) and what.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +74,7 @@ pub struct CheckResult {
 /// Variants that loaded, plus findings for values files that did not.
 pub fn load_variants(root: &Path) -> (Vec<Variant>, Vec<Finding>) {
     let dir = root.join("values");
-    let files = match crate::values::files(&dir) {
+    let files = match crate::template::values::files(&dir) {
         Ok(f) => f,
         Err(e) => {
             return (
@@ -86,7 +86,7 @@ pub fn load_variants(root: &Path) -> (Vec<Variant>, Vec<Finding>) {
     let mut ok = vec![];
     let mut bad = vec![];
     for f in files {
-        match crate::values::load(&f) {
+        match crate::template::values::load(&f) {
             Ok(v) => ok.push(v),
             Err(e) => bad.push(values::finding_from_error(&f, e)),
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::Finding;
-use crate::render::{self, Rendered};
+use crate::template::render::{self, Rendered};
 use crate::tools;
 
 /// Run shellcheck on `file`; `None` when clean.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::Finding;
-use crate::render::{self, Rendered};
+use crate::template::render::{self, Rendered};
 
 /// EC2's user-data limit, in raw bytes.
 pub const LIMIT_BYTES: usize = 16 * 1024;

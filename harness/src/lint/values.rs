@@ -5,9 +5,9 @@ use std::path::Path;
 
 use super::variables;
 use super::Finding;
-use crate::values::ValuesError;
+use crate::template::values::ValuesError;
 
-/// Turn a load error of `values.rs` into a finding.
+/// Turn a load error of `template/values.rs` into a finding.
 pub fn finding_from_error(file: &Path, e: ValuesError) -> Finding {
     let key = match &e {
         ValuesError::Key { key, .. } => Some(key.clone()),
@@ -23,7 +23,7 @@ pub fn check(root: &Path) -> Vec<Finding> {
         Ok(s) => s,
         Err(e) => return vec![Finding::new("values", &vars_file, None, format!("{e:#}"))],
     };
-    let files = match crate::values::files(&root.join("values")) {
+    let files = match crate::template::values::files(&root.join("values")) {
         Ok(f) => f,
         Err(e) => {
             return vec![Finding::new(
@@ -43,7 +43,7 @@ pub fn check(root: &Path) -> Vec<Finding> {
 
 /// Check one values file against the parsed variables.
 pub fn check_file(file: &Path, spec: &[variables::VarSpec], vars_file: &Path) -> Vec<Finding> {
-    let raw = match crate::values::load_raw(file) {
+    let raw = match crate::template::values::load_raw(file) {
         Ok(r) => r,
         Err(e) => return vec![finding_from_error(file, e)],
     };

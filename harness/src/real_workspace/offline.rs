@@ -25,7 +25,7 @@
 use std::time::Duration;
 
 use crate::image::nixos::dry_run;
-use crate::probe::{shell_quote, Probe};
+use crate::machine::probe::{shell_quote, Probe};
 
 /// Where the user-data writes the bootstrap's configuration.nix
 /// (`templates/modules/bootstrap/user-data.sh.tftpl`: `conf=…/etc/coder-bootstrap`).
@@ -211,7 +211,7 @@ mod tests {
             &self,
             cmd: &str,
             _timeout: Duration,
-        ) -> Result<crate::probe::ExecOutput, crate::probe::ProbeError> {
+        ) -> Result<crate::machine::probe::ExecOutput, crate::machine::probe::ProbeError> {
             let stdout = if cmd.contains("nix-build --dry-run") {
                 self.bootstrap
             } else if cmd.contains("#nixosConfigurations.good.") {
@@ -219,7 +219,7 @@ mod tests {
             } else {
                 ""
             };
-            Ok(crate::probe::ExecOutput {
+            Ok(crate::machine::probe::ExecOutput {
                 command: cmd.into(),
                 status: 0,
                 stdout: stdout.into(),

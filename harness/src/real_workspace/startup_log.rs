@@ -99,7 +99,7 @@ mod tests {
 
     #[tokio::test]
     async fn against_the_agent_logs_double() {
-        let api = crate::control::agent_logs_double::AgentLogsDouble::start()
+        let api = crate::doubles::agent_logs::AgentLogsDouble::start()
             .await
             .unwrap();
         let e = names(&api, MARKER).await.unwrap_err().to_string();

@@ -17,7 +17,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::matrix::Matrix;
 use super::tier::{Tier, Verdict};
-use crate::summary::Summary;
+use crate::report::summary::Summary;
 
 /// File name of the page inside the e2e output directory.
 pub const FILE: &str = "report.html";
@@ -436,7 +436,7 @@ fn chart(m: &Matrix) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::{Outcome, Row};
+    use crate::report::summary::{Outcome, Row};
 
     fn row(variant: &str, check: &str, outcome: Outcome, reason: Option<&str>) -> Row {
         Row {

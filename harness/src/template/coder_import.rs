@@ -50,8 +50,8 @@ use sha2::{Digest, Sha256};
 
 use crate::report::{Report, Status, Target};
 use crate::template::provider_mirror::{self, CliConfig, AWS, CODER};
-use crate::terraform::{Terraform, TerraformError};
-use crate::variant::Variant;
+use crate::template::terraform::{Terraform, TerraformError};
+use crate::template::variant::Variant;
 
 /// Gate/lint check name of the import + build rows.
 pub const CHECK: &str = "coder-import";
@@ -390,13 +390,13 @@ fn all_tf_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// Parameter values of the build run: each parameter's default (values
 /// file, then `variables.tf`), except an empty `flake_uri`, which a user
-/// must fill in at workspace creation ([`crate::render::FLAKE_URI_PLACEHOLDER`]).
+/// must fill in at workspace creation ([`crate::template::render::FLAKE_URI_PLACEHOLDER`]).
 pub fn build_parameters(
     root: &Path,
     variant: &Variant,
 ) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
-    for (k, v) in crate::render::parameter_defaults(root, variant)? {
+    for (k, v) in crate::template::render::parameter_defaults(root, variant)? {
         let s = match v {
             Value::String(s) => s,
             Value::Null => continue,
@@ -407,7 +407,7 @@ pub fn build_parameters(
     if out.get("flake_uri").is_none_or(|s| s.is_empty()) {
         out.insert(
             "flake_uri".into(),
-            crate::render::FLAKE_URI_PLACEHOLDER.into(),
+            crate::template::render::FLAKE_URI_PLACEHOLDER.into(),
         );
     }
     Ok(out)
@@ -425,7 +425,7 @@ impl Session {
         &self,
         args: &[&str],
         coder: &[(String, String)],
-    ) -> Result<crate::terraform::Output, TerraformError> {
+    ) -> Result<crate::template::terraform::Output, TerraformError> {
         let mut env = self.cfg.env();
         // Registry downloads (providers in no mirror) are kept across runs.
         // Terraform's plugin cache is not safe for concurrent use (two
@@ -503,7 +503,7 @@ async fn session(root: &Path, variant: &Variant, real: bool) -> anyhow::Result<S
     let cfg = provider_mirror::write_cli_config(&tf.tmp_dir().join("cli"), sources)?;
     let dir = tf.tmp_dir().join("template");
     if real {
-        crate::terraform::copy_tree(&root.join("templates"), &dir)?;
+        crate::template::terraform::copy_tree(&root.join("templates"), &dir)?;
     } else {
         let shared = tf.tmp_dir().join("shared");
         std::fs::create_dir_all(&shared)?;
@@ -615,7 +615,7 @@ async fn build_runs(root: &Path, variant: &Variant, s: &Session) -> Result<Strin
         ));
     }
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
-    let spec = crate::render::module_variables(root).map_err(|e| format!("{e:#}"))?;
+    let spec = crate::template::render::module_variables(root).map_err(|e| format!("{e:#}"))?;
     for (k, v) in &params {
         if spec.contains_key(k) {
             vars.insert(k.clone(), v.clone());
@@ -631,7 +631,7 @@ async fn build_runs(root: &Path, variant: &Variant, s: &Session) -> Result<Strin
             String::new()
         },
     );
-    let rendered = crate::render::render_user_data(root, variant, &vars)
+    let rendered = crate::template::render::render_user_data(root, variant, &vars)
         .await
         .map_err(|e| format!("harness render with the build's inputs failed: {e:#}"))?;
     if rendered != user_data {

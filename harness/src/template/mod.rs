@@ -1,6 +1,13 @@
-//! The template as Coder sees it: the real `coder/coder` Terraform provider
-//! (built from the Go module proxy into a filesystem mirror, see
-//! `ci/build-coder-provider.sh`) and the `coder-import <variant>` check.
+//! The template box: `values/*.yml` → [`variant`] → user-data rendered
+//! with real Terraform ([`render`], driving the binary through
+//! [`terraform`]), and the template as Coder sees it: the real `coder/coder`
+//! Terraform provider (built from the Go module proxy into a filesystem
+//! mirror, see `ci/build-coder-provider.sh`) and the `coder-import
+//! <variant>` check.
 
 pub mod coder_import;
 pub mod provider_mirror;
+pub mod render;
+pub mod terraform;
+pub mod values;
+pub mod variant;

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use cucumber::{given, then, when};
 use harness::image::BootImage;
-use harness::qemu::accel::AccelRequest;
-use harness::qemu::{BootOptions, QemuInstance};
+use harness::machine::qemu::accel::AccelRequest;
+use harness::machine::qemu::{BootOptions, QemuInstance};
 use harness::real_workspace::Machine;
-use harness::variant::{Arch, Variant};
+use harness::template::variant::{Arch, Variant};
 use harness::workspace::contract::mutate::{self, Mutation};
 use harness::workspace::contract::pool::{Pool, PooledVm};
 use harness::workspace::contract::{self, ContractAgent, ContractSpec};

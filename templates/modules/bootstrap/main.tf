@@ -2,6 +2,11 @@
 # scripts are produced. Real Terraform renders it offline (harness render,
 # terraform test), and the template's instance module consumes user_data.
 
+terraform {
+  # variable validations that refer to a local (local.reserved_users).
+  required_version = ">= 1.9"
+}
+
 variable "agent_user" {
   description = "Workspace user the Coder agent runs as."
   type        = string
@@ -9,48 +14,10 @@ variable "agent_user" {
     condition     = can(regex("^[a-z_][a-z0-9_-]{0,31}$", var.agent_user))
     error_message = "agent_user must be a plain Linux user name matching ^[a-z_][a-z0-9_-]{0,31}$."
   }
-  # root and the users NixOS defines itself (nixpkgs nixos/modules/misc/ids.nix
-  # and a default system's system users): root would run the agent as uid 0,
-  # a system user fails NixOS's isNormalUser/isSystemUser assertion. The same
-  # list as local.reserved_users, bootstrap.nix and the coder_parameter regex
-  # (harness::lint::agent_user::RESERVED; `harness lint` checks they agree).
+  # Not root nor a user NixOS defines itself: local.reserved_users (a
+  # validation may name a local since Terraform 1.9).
   validation {
-    condition = !contains([
-      "root", "messagebus", "haldaemon", "ftp", "nagios", "atd", "postfix", "dovecot",
-      "tomcat", "uucp", "pulseaudio", "gpsd", "polkituser", "davfs2", "disnix", "osgi",
-      "tor", "cups", "foldingathome", "sabnzbd", "git", "dovecot2", "dovenull2", "mpd",
-      "clamav", "wwwrun", "spamd", "nslcd", "scanner", "nginx", "chrony", "smtpd", "smtpq",
-      "supybot", "iodined", "graphite", "transmission", "postgres", "smbguest", "varnish",
-      "datadog", "lighttpd", "lightdm", "freenet", "ircd", "bacula", "deluge", "mysql",
-      "rabbitmq", "activemq", "gnunet", "oidentd", "quassel", "amule", "minidlna",
-      "elasticsearch", "tcpcryptd", "firebird", "munin", "dictd", "couchdb", "jenkins",
-      "systemd-journal-gateway", "aerospike", "vault", "murmur", "foundationdb", "newrelic",
-      "starbound", "hydra", "spiped", "teamspeak", "influxdb", "nsd", "gitolite", "znc",
-      "polipo", "mopidy", "gdm", "siproxd", "mlmmj", "riemann", "riemanndash", "yandexdisk",
-      "redmine", "prosody", "i2pd", "systemd-coredump", "systemd-network", "systemd-resolve",
-      "systemd-timesync", "liquidsoap", "hbase", "opentsdb", "scollector", "bosun",
-      "kubernetes", "peerflix", "gitlab", "cadvisor", "nylon", "exim", "sddm", "zabbix",
-      "uptimed", "mediatomb", "ihaskell", "i2p", "lambdabot", "asterisk", "plex", "plexpy",
-      "grafana", "skydns", "uwsgi", "riemanntools", "subsonic", "gateone", "namecoin",
-      "xtreemfs", "calibre-server", "bepasty", "nm-openvpn", "ejabberd", "postsrsd",
-      "opendkim", "dspam", "matrix-synapse", "rspamd", "cfdyndns", "pdnsd", "octoprint",
-      "avahi-autoipd", "mjpg-streamer", "hydra-queue-runner", "hydra-www", "syncthing",
-      "caddy", "taskd", "sniproxy", "nzbget", "mosquitto", "turnserver", "gocd-agent",
-      "gocd-server", "terraria", "mattermost", "prometheus", "telegraf", "gitlab-runner",
-      "postgrey", "leaps", "ipfs", "infinoted", "sickbeard", "headphones", "rpc", "fcron",
-      "sonarr", "radarr", "jackett", "aria2", "clickhouse", "rslsync", "minio", "kanboard",
-      "kodi", "mighttpd2", "hass", "ceph", "duplicati", "monetdb", "restic", "openvpn",
-      "yarn", "hdfs", "mapred", "hadoop", "cfssl", "cassandra", "qemu-libvirtd", "lirc",
-      "lidarr", "slurm", "kapacitor", "alerta", "minetest", "rss2email", "cockroachdb",
-      "zoneminder", "paperless", "zigbee2mqtt", "hqplayer", "moonraker", "distcc", "webdav",
-      "pipewire", "rstudio-server", "localtimed", "automatic-timezoned", "shoko", "nixbld",
-      "nobody", "sshd", "nscd", "systemd-oom", "dhcpcd", "ssm-user", "nixbld1", "nixbld2",
-      "nixbld3", "nixbld4", "nixbld5", "nixbld6", "nixbld7", "nixbld8", "nixbld9",
-      "nixbld10", "nixbld11", "nixbld12", "nixbld13", "nixbld14", "nixbld15", "nixbld16",
-      "nixbld17", "nixbld18", "nixbld19", "nixbld20", "nixbld21", "nixbld22", "nixbld23",
-      "nixbld24", "nixbld25", "nixbld26", "nixbld27", "nixbld28", "nixbld29", "nixbld30",
-      "nixbld31", "nixbld32",
-    ], var.agent_user)
+    condition     = !contains(local.reserved_users, var.agent_user)
     error_message = "agent_user must not be root or a user NixOS defines itself (such as nobody, sshd, messagebus, nixbld1 or a service user from nixos/modules/misc/ids.nix): pick another name."
   }
 }
@@ -92,7 +59,13 @@ variable "init_script" {
 locals {
   bootstrap_nix = file("${path.module}/bootstrap.nix")
 
-  # The user-data's own check of the agent user (same list as the validation).
+  # root and the users NixOS defines itself (nixpkgs nixos/modules/misc/ids.nix
+  # and a default system's system users): root would run the agent as uid 0,
+  # a system user fails NixOS's isNormalUser/isSystemUser assertion. The one
+  # list in Terraform: the agent_user validation refuses these names and the
+  # user-data checks them again on the machine. bootstrap.nix and the
+  # coder_parameter regex carry the same list
+  # (harness::lint::agent_user::RESERVED; `harness lint` checks they agree).
   reserved_users = [
     "root", "messagebus", "haldaemon", "ftp", "nagios", "atd", "postfix", "dovecot",
     "tomcat", "uucp", "pulseaudio", "gpsd", "polkituser", "davfs2", "disnix", "osgi",

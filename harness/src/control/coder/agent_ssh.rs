@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::probe::ExecOutput;
+use crate::machine::probe::ExecOutput;
 
 /// How to reach one workspace with the `coder` CLI.
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ impl AgentSsh {
             "--".into(),
             "sh".into(),
             "-c".into(),
-            crate::probe::shell_quote(cmd),
+            crate::machine::probe::shell_quote(cmd),
         ]
     }
 

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::types::*;
-use crate::variant::Arch;
+use crate::template::variant::Arch;
 
 /// Header carrying the session token.
 pub const SESSION_HEADER: &str = "Coder-Session-Token";

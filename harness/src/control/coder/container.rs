@@ -231,7 +231,7 @@ pub async fn start(
         .start()
         .await
         .with_context(|| format!("starting {}", pg.reference()))?;
-    crate::qemu::process::on_cleanup(remove_own_containers);
+    crate::machine::qemu::process::on_cleanup(remove_own_containers);
     let cs = coder_spec(http_port, pg_port, shared_dir, access);
     let shown = match access {
         AccessUrl::QemuGuest => access_url(http_port),

@@ -10,8 +10,6 @@
 pub mod agent_ssh;
 pub mod client;
 pub mod container;
-#[cfg(test)]
-mod double;
 pub mod stack;
 pub mod template;
 pub mod types;
@@ -196,7 +194,7 @@ impl ControlPlane for CoderControlPlane {
         &self,
         cmd: &str,
         timeout: Duration,
-    ) -> Option<anyhow::Result<crate::probe::ExecOutput>> {
+    ) -> Option<anyhow::Result<crate::machine::probe::ExecOutput>> {
         let ssh = self.ssh.as_ref()?;
         Some(ssh.exec(cmd, timeout).await)
     }
@@ -206,8 +204,8 @@ impl ControlPlane for CoderControlPlane {
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
-    use super::double::{CoderApiDouble, TOKEN, WS};
     use super::*;
+    use crate::doubles::coder_api::{CoderApiDouble, TOKEN, WS};
 
     /// The double's agent started, connected and logged on 2026-01-01.
     #[tokio::test]

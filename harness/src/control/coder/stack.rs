@@ -20,7 +20,7 @@ use super::container::{self, AccessUrl, CoderServer};
 use super::template;
 use super::types::{CreateWorkspaceRequest, VariableValue, WorkspaceBuildParameter};
 use super::workspace::CoderWorkspace;
-use crate::variant::{Arch, Variant};
+use crate::template::variant::{Arch, Variant};
 
 /// How long a template import or a workspace build may take (the
 /// provisioner downloads the `coder` provider on first use).
@@ -244,7 +244,7 @@ impl CoderStack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::coder::double::{CoderApiDouble, ORG, TOKEN};
+    use crate::doubles::coder_api::{CoderApiDouble, ORG, TOKEN};
 
     fn variant(name: &str, arch: Arch, spot: bool) -> Variant {
         let mut values = std::collections::BTreeMap::new();

@@ -122,7 +122,7 @@ pub fn read_desired(dir: &Path) -> anyhow::Result<DesiredInstance> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::coder::double::{CoderApiDouble, TOKEN, WS};
+    use crate::doubles::coder_api::{CoderApiDouble, TOKEN, WS};
 
     #[test]
     fn reads_what_the_local_module_writes() {

@@ -47,7 +47,7 @@ use sha2::{Digest, Sha256};
 use super::fixture::packages::{self as debs, Pkg};
 use super::fixture::{assemble, kmod};
 use super::{BootImage, BootMethod, ImageKind};
-use crate::variant::Arch;
+use crate::template::variant::Arch;
 
 /// nixpkgs packages amazon-init.nix puts first on its script's PATH, in
 /// order (nixos/modules/virtualisation/amazon-init.nix:

@@ -11,7 +11,7 @@
 use anyhow::{bail, Context};
 
 use crate::image::fixture::packages::deb_arch;
-use crate::variant::Arch;
+use crate::template::variant::Arch;
 
 /// What the guest is built from (same names on both arches); their
 /// `Depends`/`Pre-Depends` closure is added by [`closure`].

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::probe::Probe;
+use crate::machine::probe::Probe;
 
 /// User-data for the self-test boot: records, from inside amazon-init,
 /// PATH, NIX_PATH and which tools it can find, and counts the runs.

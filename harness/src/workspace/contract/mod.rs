@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use crate::control::ControlPlane;
 use crate::doubles::agent_api::{AgentApiDouble, AgentManifest};
 use crate::image::BootImage;
-use crate::instance::Instance;
-use crate::qemu::{BootOptions, QemuInstance};
-use crate::variant::Variant;
+use crate::machine::instance::Instance;
+use crate::machine::qemu::{BootOptions, QemuInstance};
+use crate::template::variant::Variant;
 
 pub use render::ContractRender;
 
@@ -323,7 +323,7 @@ pub async fn diagnose(inst: &dyn Instance) -> String {
          echo '--- cause lines:'; grep -E {pat} /tmp/harness-diag | grep -v 'set -' | tail -n 12; \
          echo '--- units:'; systemctl --no-pager --all list-units {AMAZON_INIT_UNIT} 'coder*' 2>&1 | head -n 8; \
          echo '--- journal (amazon-init, coder*), last lines:'; tail -n 40 /tmp/harness-diag",
-        pat = crate::probe::shell_quote(CAUSE_PATTERN)
+        pat = crate::machine::probe::shell_quote(CAUSE_PATTERN)
     );
     match inst.probe().exec(&cmd, Duration::from_secs(60)).await {
         Ok(o) => format!("the contract guest says:\n{}", o.stdout.trim_end()),
@@ -343,7 +343,7 @@ pub async fn bootstrap_switches_this_boot(inst: &dyn Instance) -> anyhow::Result
         .exec(
             &format!(
                 "journalctl -b --no-pager -o cat -u {AMAZON_INIT_UNIT} | grep -F {}",
-                crate::probe::shell_quote(BOOTSTRAP_SWITCH_MARK)
+                crate::machine::probe::shell_quote(BOOTSTRAP_SWITCH_MARK)
             ),
             Duration::from_secs(60),
         )

@@ -166,7 +166,7 @@ pub fn mutated_copy(repo: &Path, dest: &Path, m: Mutation) -> anyhow::Result<Pat
     if dst.exists() {
         std::fs::remove_dir_all(&dst)?;
     }
-    crate::terraform::copy_tree(&src, &dst)
+    crate::template::terraform::copy_tree(&src, &dst)
         .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
     let f = dst.join(USER_DATA_TEMPLATE);
     let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;

@@ -16,11 +16,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::image::BootImage;
-use crate::imds::LifeCycle;
-use crate::instance::Instance;
-use crate::qemu::accel::AccelRequest;
-use crate::qemu::{BootOptions, QemuInstance};
-use crate::variant::{Arch, Variant};
+use crate::machine::imds::LifeCycle;
+use crate::machine::instance::Instance;
+use crate::machine::qemu::accel::AccelRequest;
+use crate::machine::qemu::{BootOptions, QemuInstance};
+use crate::template::variant::{Arch, Variant};
 
 /// Name of the clean snapshot inside each pool VM's disks.
 pub const SNAPSHOT: &str = "contract-clean";

@@ -14,7 +14,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::doubles::init_script;
-use crate::variant::Variant;
+use crate::template::variant::Variant;
 
 /// The fixture flakes the contract guest (like the NixOS test image)
 /// carries under [`crate::real_workspace::GUEST_FIXTURES`].
@@ -80,13 +80,13 @@ pub async fn render(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let r = crate::render::render_all(root, variant, &vars)
+    let r = crate::template::render::render_all(root, variant, &vars)
         .await
         .with_context(|| {
             format!(
                 "rendering {} from {} with real Terraform",
                 variant.name,
-                crate::render::bootstrap_dir(root).display()
+                crate::template::render::bootstrap_dir(root).display()
             )
         })?;
     let env = r
@@ -164,8 +164,11 @@ mod tests {
     fn the_template_wires_the_bootstrap_outputs_as_the_contract_tier_assumes() {
         check_wiring(&root()).unwrap();
         let d = tempfile::tempdir().unwrap();
-        crate::terraform::copy_tree(&root().join("templates"), &d.path().join("templates"))
-            .unwrap();
+        crate::template::terraform::copy_tree(
+            &root().join("templates"),
+            &d.path().join("templates"),
+        )
+        .unwrap();
         let agent = d.path().join("templates/agent.tf");
         let t = std::fs::read_to_string(&agent).unwrap();
         std::fs::write(&agent, t.replace("module.bootstrap.agent_env", "{}")).unwrap();
@@ -193,7 +196,7 @@ mod tests {
     #[tokio::test]
     async fn renders_the_real_module_with_token_auth_and_the_standin() {
         let root = root();
-        let v = crate::values::find(&root, "aws-nixos-graviton").unwrap();
+        let v = crate::template::values::find(&root, "aws-nixos-graviton").unwrap();
         let r = render(&root, &v, "good", "dev", "http://169.0.0.2:4242/", "tok123")
             .await
             .unwrap();

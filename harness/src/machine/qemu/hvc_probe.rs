@@ -13,7 +13,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Mutex;
 
-use crate::probe::{ExecOutput, Probe, ProbeError};
+use crate::machine::probe::{ExecOutput, Probe, ProbeError};
 
 /// Line the guest's probe shell prints when it starts.
 pub const READY: &str = "harness-probe: ready";

@@ -7,7 +7,6 @@
 //! Coder's agent sends logs with `PATCH /api/v2/workspaceagents/me/logs`;
 //! busybox wget in the fixture can only POST, so POST is accepted too.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -18,7 +17,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::{ControlPlane, LifecycleReport, ReceivedLog};
+use crate::control::{ControlPlane, LifecycleReport, ReceivedLog};
+use crate::doubles::http::LoopbackServer;
 
 /// `agentsdk.Log`.
 #[derive(Debug, Deserialize)]
@@ -55,9 +55,8 @@ struct Recorded {
 
 /// The running double; dropping it stops the server.
 pub struct AgentLogsDouble {
-    addr: SocketAddr,
+    server: LoopbackServer,
     rec: Arc<Mutex<Recorded>>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl AgentLogsDouble {
@@ -73,16 +72,12 @@ impl AgentLogsDouble {
             // keeps a websocket open instead).
             .route("/harness-double/heartbeat", post(heartbeat))
             .with_state(rec.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(AgentLogsDouble { addr, rec, task })
+        let server = LoopbackServer::start(app).await?;
+        Ok(AgentLogsDouble { server, rec })
     }
 
     pub fn port(&self) -> u16 {
-        self.addr.port()
+        self.server.port()
     }
 
     /// The URL the guest uses: QEMU user networking maps the gateway
@@ -93,12 +88,6 @@ impl AgentLogsDouble {
 
     pub fn clear(&self) {
         *self.rec.lock().unwrap() = Recorded::default();
-    }
-}
-
-impl Drop for AgentLogsDouble {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

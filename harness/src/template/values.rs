@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::variant::{Arch, Variant};
+use crate::template::variant::{Arch, Variant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ValuesError {

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::variant::Arch;
+use crate::template::variant::Arch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {

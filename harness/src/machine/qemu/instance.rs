@@ -16,11 +16,11 @@ use super::hvc_probe::HvcProbe;
 use super::qmp::Qmp;
 use super::{disks, process};
 use crate::image::{BootImage, BootMethod};
-use crate::imds::{ImdsConfig, ImdsHandle, ImdsServer, LifeCycle};
-use crate::instance::{Artifacts, Instance, SshTarget};
-use crate::probe::Probe;
-use crate::ssh::KeyPair;
-use crate::variant::{Arch, Variant};
+use crate::machine::imds::{ImdsConfig, ImdsHandle, ImdsServer, LifeCycle};
+use crate::machine::instance::{Artifacts, Instance, SshTarget};
+use crate::machine::probe::Probe;
+use crate::machine::ssh::KeyPair;
+use crate::template::variant::{Arch, Variant};
 
 /// How to boot an instance.
 #[derive(Debug, Clone)]
@@ -168,7 +168,7 @@ impl QemuInstance {
             qmp_socket: dir.join("qmp.sock"),
             probe_socket: dir.join("probe.sock"),
             ssh_port: free_port()?,
-            imds_guestfwd_cmd: crate::imds::relay_cmd(&exe, imds.port()),
+            imds_guestfwd_cmd: crate::machine::imds::relay_cmd(&exe, imds.port()),
             net: opts.net.clone(),
             relay_exe: exe.clone(),
         };

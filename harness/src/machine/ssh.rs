@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::instance::SshTarget;
-use crate::probe::ExecOutput;
+use crate::machine::instance::SshTarget;
+use crate::machine::probe::ExecOutput;
 use crate::tools;
 
 /// An ed25519 key pair without passphrase (private key mode 0600).

@@ -12,8 +12,8 @@ use hcl::{Body, Expression};
 use serde_json::{json, Value};
 
 use crate::lint::variables::{self, is_expression, VarSpec};
-use crate::terraform::Terraform;
-use crate::variant::Variant;
+use crate::template::terraform::Terraform;
+use crate::template::variant::Variant;
 
 /// Placeholder used for the agent token when none is passed.
 pub const TOKEN_PLACEHOLDER: &str = "HARNESS_PLACEHOLDER_AGENT_TOKEN";
@@ -301,7 +301,7 @@ mod tests {
         .unwrap();
         let v = Variant {
             name: "v".into(),
-            arch: crate::variant::Arch::X86_64,
+            arch: crate::template::variant::Arch::X86_64,
             is_spot: true,
             values: [
                 ("is_spot".to_string(), json!(true)),

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use crate::probe::Probe;
-use crate::variant::Arch;
+use crate::machine::probe::Probe;
+use crate::template::variant::Arch;
 
 /// Where and how to reach the guest's sshd from the host.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,7 +25,7 @@ use std::time::{Instant, SystemTime};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::variant::Arch;
+use crate::template::variant::Arch;
 
 /// `meta-data/instance-life-cycle`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

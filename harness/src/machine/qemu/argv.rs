@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::image::BootMethod;
-use crate::variant::Arch;
+use crate::template::variant::Arch;
 
 use super::accel::Accel;
 
@@ -51,7 +51,7 @@ pub fn netdev(cfg: &QemuConfig) -> String {
             for p in host_ports {
                 s.push_str(&format!(
                     ",guestfwd=tcp:{GUEST_HOST_ADDR}:{p}-{}",
-                    crate::imds::relay_cmd(&cfg.relay_exe, *p)
+                    crate::machine::imds::relay_cmd(&cfg.relay_exe, *p)
                 ));
             }
             s

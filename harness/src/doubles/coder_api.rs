@@ -11,7 +11,6 @@
 //! /users/{user}/workspaces` and `POST /workspaces/{id}/builds` is 201
 //! although swagger documents 200.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -21,6 +20,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+
+use crate::doubles::http::{session_token, LoopbackServer};
 
 pub const TOKEN: &str = "sess-0123456789";
 pub const ORG: &str = "7c60d51f-b44e-4682-87d6-449835ea4de6";
@@ -40,9 +41,7 @@ pub struct Seen {
 type St = Arc<Mutex<Seen>>;
 
 fn token(h: &HeaderMap) -> Option<String> {
-    h.get("Coder-Session-Token")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from)
+    session_token(h).map(String::from)
 }
 
 fn record(st: &St, what: &str, h: &HeaderMap, body: Value) {
@@ -271,15 +270,8 @@ async fn cli(Path(name): Path<String>) -> impl IntoResponse {
 
 /// The running double; dropping it stops the server.
 pub struct CoderApiDouble {
-    pub addr: SocketAddr,
+    server: LoopbackServer,
     pub seen: St,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for CoderApiDouble {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl CoderApiDouble {
@@ -308,16 +300,12 @@ impl CoderApiDouble {
             .route("/api/v2/workspaceagents/{id}/logs", get(agent_logs))
             .route("/bin/{name}", get(cli))
             .with_state(seen.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        CoderApiDouble { addr, seen, task }
+        let server = LoopbackServer::start(app).await.unwrap();
+        CoderApiDouble { server, seen }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 }
 
@@ -522,7 +510,10 @@ mod tests {
         let c = CoderClient::new(&d.url()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let p = c
-            .download_cli(crate::variant::Arch::X86_64, &dir.path().join("coder"))
+            .download_cli(
+                crate::template::variant::Arch::X86_64,
+                &dir.path().join("coder"),
+            )
             .await
             .unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -531,7 +522,10 @@ mod tests {
             0o755
         );
         let e = c
-            .download_cli(crate::variant::Arch::Aarch64, &dir.path().join("coder2"))
+            .download_cli(
+                crate::template::variant::Arch::Aarch64,
+                &dir.path().join("coder2"),
+            )
             .await
             .unwrap_err()
             .to_string();

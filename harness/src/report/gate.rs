@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::lint::{self, Finding};
 use crate::report::{Report, Status, Tier};
-use crate::terraform::Terraform;
+use crate::template::terraform::Terraform;
 
 /// Checks that produce one row per variant (findings keyed by variant).
 const PER_VARIANT: [&str; 4] = ["instance-type", "render", "user-data-size", "shellcheck"];
@@ -245,7 +245,7 @@ pub async fn run_e2e(root: &Path, report: &mut Report, backend: &str, reuse: boo
         // CI has just run the very same command; read its summary.
         eprintln!(
             "gate: {label}: reusing {}",
-            out_dir.join(crate::summary::FILE).display()
+            out_dir.join(crate::report::summary::FILE).display()
         );
         return add_e2e_rows(report, &label, &out_dir, Ok(()), start);
     }
@@ -260,7 +260,7 @@ pub async fn run_e2e(root: &Path, report: &mut Report, backend: &str, reuse: boo
         return;
     };
     eprintln!("gate: {label}: cargo test -p harness --features e2e --test e2e (progress below)");
-    let _ = std::fs::remove_file(out_dir.join(crate::summary::FILE));
+    let _ = std::fs::remove_file(out_dir.join(crate::report::summary::FILE));
     let status = tokio::process::Command::new(cargo)
         .args([
             "test",
@@ -303,7 +303,7 @@ fn add_e2e_rows(
     start: std::time::Instant,
 ) {
     let backend = label.trim_start_matches("e2e (").trim_end_matches(')');
-    let summary = match crate::summary::Summary::load(out_dir) {
+    let summary = match crate::report::summary::Summary::load(out_dir) {
         Ok(s) => s,
         Err(e) => {
             report.push(
@@ -318,8 +318,8 @@ fn add_e2e_rows(
     };
     for r in &summary.rows {
         let status = match r.outcome {
-            crate::summary::Outcome::Passed => Status::Passed,
-            crate::summary::Outcome::Failed => Status::Failed(format!(
+            crate::report::summary::Outcome::Passed => Status::Passed,
+            crate::report::summary::Outcome::Failed => Status::Failed(format!(
                 "{}: {} (evidence: {})",
                 r.scenario,
                 r.reason.clone().unwrap_or_default(),
@@ -328,7 +328,7 @@ fn add_e2e_rows(
                     .map(|p| p.display().to_string())
                     .unwrap_or_default()
             )),
-            crate::summary::Outcome::Skipped => {
+            crate::report::summary::Outcome::Skipped => {
                 Status::Skipped(r.reason.clone().unwrap_or_default())
             }
         };
@@ -341,7 +341,7 @@ fn add_e2e_rows(
             std::time::Duration::from_secs_f64(r.seconds),
         );
     }
-    if let (Err(why), 0) = (&ran, summary.count(crate::summary::Outcome::Failed)) {
+    if let (Err(why), 0) = (&ran, summary.count(crate::report::summary::Outcome::Failed)) {
         report.push(
             "*",
             label,

@@ -8,10 +8,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::control::agent_logs_double::AgentLogsDouble;
+use crate::doubles::agent_logs::AgentLogsDouble;
 use crate::image::BootImage;
-use crate::qemu::{BootOptions, QemuInstance};
-use crate::variant::Variant;
+use crate::machine::qemu::{BootOptions, QemuInstance};
+use crate::template::variant::Variant;
 
 /// The console line the double prints once its fake rebuild has ended.
 pub const READY_LINE: &str = "workspace-double: ready";
@@ -136,7 +136,7 @@ pub async fn boot(
 
 /// User-data for the fixture guest playing a workspace for `user`.
 pub fn user_data(user: &str, api_url: &str, broken_flake: bool, defect: Defect) -> String {
-    let q = crate::probe::shell_quote;
+    let q = crate::machine::probe::shell_quote;
     let mode = if broken_flake { "broken" } else { "good" };
     let logs = match defect {
         Defect::LogsNeverArrive => "never",

@@ -5,17 +5,21 @@
 //! produced the verdict (`static`, `fixture`, `contract`, `nixos`, `ec2`).
 //! The submodules hold what every report shares: [`tier`] (the one place a
 //! tier is derived), [`reasons`] (skip reasons keyed once, with the action
-//! to take), [`matrix`] (the variant × check table in text and Markdown)
-//! and [`html`] (`harness report --html`).
+//! to take), [`matrix`] (the variant × check table in text and Markdown),
+//! [`html`] (`harness report --html`), [`summary`] (the e2e run's
+//! `summary.json` rows) and [`gate`] (the release gate's static half, whose
+//! rows open the gate table).
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
 
+pub mod gate;
 pub mod html;
 pub mod matrix;
 pub mod reasons;
+pub mod summary;
 pub mod tier;
 
 pub use tier::Tier;
