@@ -1,6 +1,6 @@
 //! The IAM policy the EC2 tier needs, generated from one list: every AWS
-//! API the harness calls (`harness/src/ec2/`, `ami.rs`, `backend.rs`,
-//! `real_workspace.rs`) and the actions AWS authorizes implicitly (tagging
+//! API the harness calls (`harness/src/ec2/`, `template/ami.rs`,
+//! `machine/backend.rs`, `workspace/real.rs`) and the actions AWS authorizes implicitly (tagging
 //! on create).  A test scans those sources for SDK calls and fails on any
 //! call missing here and on any listed call no longer made; another checks
 //! that README's policy block is exactly [`policy_json`].
@@ -104,7 +104,7 @@ mod tests {
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|e| e == "rs"))
             .collect();
-        for f in ["ami.rs", "backend.rs", "real_workspace.rs"] {
+        for f in ["template/ami.rs", "machine/backend.rs", "workspace/real.rs"] {
             v.push(root.join("harness/src").join(f));
         }
         v.sort();
