@@ -6,11 +6,10 @@
 //! `probe` and `ssh`; booting an [`image`]) → [`checks`] → [`report`].
 //! Beside the flow: [`lint`] (static checks of the template), [`control`]
 //! (the real Coder control plane), [`doubles`] (every stand-in, named as
-//! one), [`workspace`] and `real_workspace` (one way to start each tier),
+//! one), [`workspace`] (one way to start each tier: real, contract,
+//! fixture),
 //! [`cmd`] (one file per subcommand) and [`bench`].
 
-pub mod ami;
-pub mod backend;
 pub mod bench;
 pub mod checks;
 pub mod cli;
@@ -21,7 +20,6 @@ pub mod ec2;
 pub mod image;
 pub mod lint;
 pub mod machine;
-pub mod real_workspace;
 pub mod repo;
 pub mod report;
 pub mod scenarios;
@@ -31,5 +29,5 @@ pub mod workspace;
 
 // Old paths kept for `harness/src/ec2/*` and `harness/tests/e2e.rs`
 // (owned by another change in flight); new code uses the box's path.
-pub use machine::{instance, probe, qemu, ssh};
-pub use template::variant;
+pub use machine::{backend, instance, probe, qemu, ssh};
+pub use template::{ami, variant};

@@ -22,16 +22,18 @@ use std::time::{Duration, Instant};
 
 use cucumber::{event, gherkin, given, then, when, writer, World as _, WriterExt as _};
 use futures::FutureExt as _;
-use harness::backend::Backend;
 use harness::checks::{self, Verdict};
 use harness::control::ControlPlane;
 use harness::doubles::fixture_workspace::{self as workspace_double, Defect};
+use harness::machine::backend::Backend;
 use harness::machine::instance::Instance;
 use harness::machine::qemu::accel::AccelRequest;
 use harness::machine::qemu::{BootOptions, QemuInstance};
-use harness::real_workspace::{self, Machine, RealWorkspace, RunResources, StartSpec};
 use harness::report::summary::{Outcome, Row, Summary};
 use harness::template::variant::Variant;
+use harness::workspace::real::{
+    self as real_workspace, Machine, RealWorkspace, RunResources, StartSpec,
+};
 use harness::{repo, scenarios, template::values};
 
 #[path = "e2e/contract.rs"]

@@ -64,21 +64,21 @@ const IMAGES: &[(&str, &str, &str, &str, &str)] = &[
     (
         "ami-0a000000000000001",
         "nixos/25.05.800000.aaaaaaaaaaaa-x86_64-linux",
-        harness::ami::NIXOS_OWNER,
+        harness::template::ami::NIXOS_OWNER,
         "x86_64",
         "2025-06-01T10:00:00.000Z",
     ),
     (
         "ami-0a000000000000002",
         "nixos/25.05.802216.bbbbbbbbbbbb-x86_64-linux",
-        harness::ami::NIXOS_OWNER,
+        harness::template::ami::NIXOS_OWNER,
         "x86_64",
         "2025-09-01T10:00:00.000Z",
     ),
     (
         "ami-0a000000000000003",
         "nixos/24.11.999999.cccccccccccc-x86_64-linux",
-        harness::ami::NIXOS_OWNER,
+        harness::template::ami::NIXOS_OWNER,
         "x86_64",
         "2025-10-01T10:00:00.000Z",
     ),
@@ -92,21 +92,21 @@ const IMAGES: &[(&str, &str, &str, &str, &str)] = &[
     (
         "ami-0b000000000000001",
         "nixos/25.05.800000.aaaaaaaaaaaa-aarch64-linux",
-        harness::ami::NIXOS_OWNER,
+        harness::template::ami::NIXOS_OWNER,
         "arm64",
         "2025-06-01T10:00:00.000Z",
     ),
     (
         "ami-0b000000000000002",
         "nixos/25.05.802216.bbbbbbbbbbbb-aarch64-linux",
-        harness::ami::NIXOS_OWNER,
+        harness::template::ami::NIXOS_OWNER,
         "arm64",
         "2025-09-01T10:00:00.000Z",
     ),
     (
         "ami-0b000000000000003",
         "nixos/24.11.999999.cccccccccccc-aarch64-linux",
-        harness::ami::NIXOS_OWNER,
+        harness::template::ami::NIXOS_OWNER,
         "arm64",
         "2025-10-01T10:00:00.000Z",
     ),
@@ -156,8 +156,8 @@ fn amis_json(dir: &std::path::Path) -> PathBuf {
 /// The AMI the harness resolves for `arch` in `ctx`'s region (the
 /// template's lookup: owner, name, architecture, newest).
 async fn nixos_ami(ctx: &Ec2Ctx, arch: harness::template::variant::Arch) -> String {
-    let release = harness::ami::release(&root()).unwrap();
-    harness::ami::resolve(&ctx.client, &ctx.region, &release, arch)
+    let release = harness::template::ami::release(&root()).unwrap();
+    harness::template::ami::resolve(&ctx.client, &ctx.region, &release, arch)
         .await
         .unwrap()
 }
@@ -924,7 +924,7 @@ async fn launch_ec2_child() {
     let root = root();
     let arches = harness::template::variant::Arch::ALL;
     assert_eq!(
-        harness::backend::ec2_skip_reason(&root, &arches).await,
+        harness::machine::backend::ec2_skip_reason(&root, &arches).await,
         None,
         "moto with credentials: nothing to skip"
     );
@@ -936,7 +936,7 @@ async fn launch_ec2_child() {
     // Checked before anything is created: empty user-data.
     let before = resource_counts(&ctx).await;
     let v = harness::template::values::find(&root, "aws-nixos").unwrap();
-    let e = harness::backend::launch_ec2(&root, &v, b"", scenario, art.path())
+    let e = harness::machine::backend::launch_ec2(&root, &v, b"", scenario, art.path())
         .await
         .err()
         .expect("empty user-data must fail");
@@ -946,9 +946,10 @@ async fn launch_ec2_child() {
     for name in ["aws-nixos", "aws-nixos-graviton-spot"] {
         let variant = harness::template::values::find(&root, name).unwrap();
         let dir = art.path().join(name);
-        let mut inst = harness::backend::launch_ec2(&root, &variant, user_data, scenario, &dir)
-            .await
-            .unwrap();
+        let mut inst =
+            harness::machine::backend::launch_ec2(&root, &variant, user_data, scenario, &dir)
+                .await
+                .unwrap();
         assert_eq!(inst.arch(), variant.arch, "{name}");
         let d = ctx
             .client

@@ -1,4 +1,4 @@
-//! The offline check's dry-run commands (`real_workspace::offline`) under
+//! The offline check's dry-run commands (`workspace::real::offline`) under
 //! the real nix on this machine (Debian's nix 2.8), against stand-ins of
 //! nixpkgs' `nixos/default.nix` and of the fixture flake (a bare
 //! `builtins.derivation`, no nixpkgs): nix's own output is parsed, and the
@@ -9,7 +9,7 @@
 
 use std::process::Command;
 
-use harness::real_workspace::offline;
+use harness::workspace::real::offline;
 
 /// Single-user store as root, no sandbox, no daemon, no binary cache.
 const NIX_CONFIG: &str = "build-users-group =\nsandbox = false\nsubstituters =\nexperimental-features = nix-command flakes\n";

@@ -86,7 +86,7 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         // The NixOS image is sized to its contents; give it room as the
         // e2e does (the guest grows its root filesystem on boot). Its
         // network stays open here, for debugging by hand.
-        opts.root_disk_gib = Some(crate::real_workspace::NIXOS_ROOT_DISK_GIB);
+        opts.root_disk_gib = Some(crate::workspace::real::NIXOS_ROOT_DISK_GIB);
     }
     if let Some(f) = &args.user_data {
         opts.user_data =

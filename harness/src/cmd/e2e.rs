@@ -172,7 +172,7 @@ pub fn plan(root: &Path, variants: &[Variant], scenarios: &[PlannedScenario]) ->
                 "arch": v.arch.as_str(),
                 "image": format!("{flake}#{}", nixos::attribute(v.arch)),
                 "parameters": {
-                    "flake_uri": crate::real_workspace::flake_uri(&s.flake),
+                    "flake_uri": crate::workspace::real::flake_uri(&s.flake),
                     "agent_user": user,
                 },
             }));
@@ -324,7 +324,7 @@ Feature: A workspace
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].name, "x");
         assert_eq!(
-            crate::real_workspace::flake_uri("broken"),
+            crate::workspace::real::flake_uri("broken"),
             "path:/var/lib/harness/fixtures#broken"
         );
     }

@@ -42,8 +42,9 @@ async fn run_inner(args: Args) -> anyhow::Result<i32> {
     // Everything that can fail without AWS is checked first: nothing is
     // created until the region, credentials, AMI and user-data are known good.
     let ctx = Ec2Ctx::load(args.region.as_deref()).await?;
-    let release = crate::ami::release(&root)?;
-    let ami = crate::ami::resolve(&ctx.client, &ctx.region, &release, variant.arch).await?;
+    let release = crate::template::ami::release(&root)?;
+    let ami =
+        crate::template::ami::resolve(&ctx.client, &ctx.region, &release, variant.arch).await?;
     let vars: BTreeMap<String, String> = args.vars.into_iter().collect();
     let user_data = crate::template::render::render_user_data(&root, &variant, &vars).await?;
     let tags = RunTags::new("ec2-launch");

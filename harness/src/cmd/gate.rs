@@ -78,7 +78,7 @@ async fn run_ec2(root: &std::path::Path, report: &mut Report) {
         };
     arches.sort();
     arches.dedup();
-    match crate::backend::ec2_skip_reason(root, &arches).await {
+    match crate::machine::backend::ec2_skip_reason(root, &arches).await {
         Some(reason) => report.push(
             "*",
             "e2e (ec2)",

@@ -1,7 +1,8 @@
 //! The IAM policy the EC2 tier needs, generated from one list: every AWS
-//! API the harness calls (`harness/src/ec2/`, `ami.rs`, `backend.rs`,
-//! `real_workspace.rs`; EC2 and AWS FIS) and the actions AWS authorizes
-//! implicitly (tagging on create, passing the FIS role).  A test scans those sources for SDK calls and fails on any
+//! API the harness calls (`harness/src/ec2/`, `template/ami.rs`,
+//! `machine/backend.rs`, `workspace/real.rs`; EC2 and AWS FIS) and the
+//! actions AWS authorizes implicitly (tagging on create, passing the FIS
+//! role).  A test scans those sources for SDK calls and fails on any
 //! call missing here and on any listed call no longer made; another checks
 //! that README's policy block is exactly [`policy_json`].
 
@@ -140,7 +141,7 @@ mod tests {
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|e| e == "rs"))
             .collect();
-        for f in ["ami.rs", "backend.rs", "real_workspace.rs"] {
+        for f in ["template/ami.rs", "machine/backend.rs", "workspace/real.rs"] {
             v.push(root.join("harness/src").join(f));
         }
         v.sort();

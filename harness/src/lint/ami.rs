@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use hcl::Body;
 
 use super::Finding;
-use crate::ami::{self, NIXOS_OWNER, RELEASE_VAR};
+use crate::template::ami::{self, NIXOS_OWNER, RELEASE_VAR};
 
 const RULE: &str = "ami-coverage";
 

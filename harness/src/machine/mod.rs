@@ -2,8 +2,9 @@
 //! trait, on QEMU ([`qemu`], with the emulated metadata service [`imds`])
 //! or on EC2 ([`ec2`], which lives at `crate::ec2` and is re-exported
 //! here), and the ways into it: root [`probe`]s and [`ssh`] as the user.
-//! Which one a scenario boots is `crate::backend`.
+//! Which one a scenario boots is [`backend`].
 
+pub mod backend;
 pub mod imds;
 pub mod instance;
 pub mod probe;

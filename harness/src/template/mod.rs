@@ -1,10 +1,12 @@
 //! The template box: `values/*.yml` → [`variant`] → user-data rendered
 //! with real Terraform ([`render`], driving the binary through
-//! [`terraform`]), and the template as Coder sees it: the real `coder/coder`
+//! [`terraform`]), the NixOS AMI the template resolves ([`ami`]), and the
+//! template as Coder sees it: the real `coder/coder`
 //! Terraform provider (built from the Go module proxy into a filesystem
 //! mirror, see `ci/build-coder-provider.sh`) and the `coder-import
 //! <variant>` check.
 
+pub mod ami;
 pub mod coder_import;
 pub mod provider_mirror;
 pub mod render;

@@ -1,5 +1,12 @@
-//! One way to start a workspace per tier.  `contract`: the template's
-//! REAL rendered user-data on the contract guest (a double of the NixOS
-//! AMI), with Coder's init script and agent played by named stand-ins.
+//! One way to start a workspace per tier: [`real`] (a real Coder
+//! workspace on the NixOS image in QEMU or the NixOS AMI on EC2),
+//! [`contract`] (the template's REAL rendered user-data on the contract
+//! guest, a double of the NixOS AMI, with Coder's init script and agent
+//! played by named stand-ins) and [`fixture`] (the fixture workspace
+//! double on the Debian fixture guest, defined in
+//! [`crate::doubles::fixture_workspace`]).
 
 pub mod contract;
+pub mod real;
+
+pub use crate::doubles::fixture_workspace as fixture;

@@ -12,11 +12,11 @@ use cucumber::{given, then, when};
 use harness::image::BootImage;
 use harness::machine::qemu::accel::AccelRequest;
 use harness::machine::qemu::{BootOptions, QemuInstance};
-use harness::real_workspace::Machine;
 use harness::template::variant::{Arch, Variant};
 use harness::workspace::contract::mutate::{self, Mutation};
 use harness::workspace::contract::pool::{Pool, PooledVm};
 use harness::workspace::contract::{self, ContractAgent, ContractSpec};
+use harness::workspace::real::Machine;
 
 use super::{bounded_for, out_dir, root, variant, E2e};
 

@@ -17,7 +17,7 @@ use crate::doubles::init_script;
 use crate::template::variant::Variant;
 
 /// The fixture flakes the contract guest (like the NixOS test image)
-/// carries under [`crate::real_workspace::GUEST_FIXTURES`].
+/// carries under [`crate::workspace::real::GUEST_FIXTURES`].
 pub const FIXTURES: [&str; 3] = ["good", "broken", "broken-build"];
 
 /// One rendering for one workspace.
@@ -45,7 +45,7 @@ pub fn fixture_flake_uri(fixture: &str) -> anyhow::Result<String> {
         "unknown fixture flake `{fixture}`; known: {}",
         FIXTURES.join(", ")
     );
-    Ok(crate::real_workspace::flake_uri(fixture))
+    Ok(crate::workspace::real::flake_uri(fixture))
 }
 
 /// A fresh agent token (hex, as Coder's are UUID-like).

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::backend::Backend;
 use crate::control::coder::container::AccessUrl;
 use crate::control::coder::stack::CoderStack;
 use crate::control::coder::workspace::CoderWorkspace;
@@ -26,6 +25,7 @@ use crate::control::coder::CoderControlPlane;
 use crate::control::ControlPlane;
 use crate::ec2::instance::Ec2Instance;
 use crate::image::BootImage;
+use crate::machine::backend::Backend;
 use crate::machine::instance::Instance;
 use crate::machine::qemu::accel::AccelRequest;
 use crate::machine::qemu::argv::GuestNet;
@@ -112,7 +112,7 @@ impl Machine {
             Machine::Ec2(e) => {
                 // ModifyInstanceAttribute works on a stopped instance, which
                 // is when a Coder start build hands over new user-data.
-                let ctx = crate::backend::shared_ctx().await?;
+                let ctx = crate::machine::backend::shared_ctx().await?;
                 ctx.client
                     .modify_instance_attribute()
                     .instance_id(e.id())
@@ -377,7 +377,7 @@ pub async fn start(res: &RunResources, spec: StartSpec<'_>) -> anyhow::Result<Re
             Machine::Qemu(Box::new(QemuInstance::boot(v, &image, opts).await?))
         }
         None => Machine::Ec2(Box::new(
-            crate::backend::launch_ec2(
+            crate::machine::backend::launch_ec2(
                 &res.repo_root,
                 v,
                 &desired.user_data,

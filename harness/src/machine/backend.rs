@@ -68,7 +68,7 @@ pub async fn ec2_skip_reason(root: &Path, arches: &[Arch]) -> Option<String> {
 
 /// [`ec2_skip_reason`] with explicit settings instead of `HARNESS_EC2_*`.
 pub async fn skip_reason_with(root: &Path, _arches: &[Arch], opts: LoadOptions) -> Option<String> {
-    if let Err(e) = crate::ami::release(root) {
+    if let Err(e) = crate::template::ami::release(root) {
         return Some(format!("{e:#}"));
     }
     match load_bounded(opts).await {
@@ -114,8 +114,9 @@ pub async fn launch_ec2(
 ) -> anyhow::Result<Ec2Instance> {
     let user_data = check_user_data(&variant.name, user_data)?;
     let ctx = shared_ctx().await?;
-    let release = crate::ami::release(root)?;
-    let ami = crate::ami::resolve(&ctx.client, &ctx.region, &release, variant.arch).await?;
+    let release = crate::template::ami::release(root)?;
+    let ami =
+        crate::template::ami::resolve(&ctx.client, &ctx.region, &release, variant.arch).await?;
     let tags = crate::ec2::RunTags::new(scenario);
     let plan = crate::ec2::plan::plan(
         variant,
