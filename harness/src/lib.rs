@@ -16,7 +16,6 @@ pub mod cli;
 pub mod cmd;
 pub mod control;
 pub mod doubles;
-pub mod ec2;
 pub mod image;
 pub mod lint;
 pub mod machine;
@@ -26,8 +25,3 @@ pub mod scenarios;
 pub mod template;
 pub mod tools;
 pub mod workspace;
-
-// Old paths kept for `harness/src/ec2/*` and `harness/tests/e2e.rs`
-// (owned by another change in flight); new code uses the box's path.
-pub use machine::{backend, instance, probe, qemu, ssh};
-pub use template::{ami, variant};

@@ -543,8 +543,8 @@ async fn spot_interrupted(w: &mut E2e) {
         .machine_mut()
         .expect("a `When it starts` step must come first");
     // On EC2 the FIS experiment has its own bound (two-minute notice, stop).
-    let limit =
-        STEP_TIMEOUT.max(harness::ec2::interrupt::TIMING.timeout + Duration::from_secs(120));
+    let limit = STEP_TIMEOUT
+        .max(harness::machine::ec2::interrupt::TIMING.timeout + Duration::from_secs(120));
     bounded_for(
         "interrupt the spot instance",
         limit,
@@ -593,11 +593,11 @@ async fn preflight(backend: Backend) -> Option<String> {
         let mut arches: Vec<_> = all_variants().iter().map(|v| v.arch).collect();
         arches.sort();
         arches.dedup();
-        if let Some(r) = harness::backend::ec2_skip_reason(&root(), &arches).await {
+        if let Some(r) = harness::machine::backend::ec2_skip_reason(&root(), &arches).await {
             missing.push(format!("EC2 tier (HARNESS_BACKEND=ec2): {r}"));
-        } else if let Ok(ctx) = harness::backend::shared_ctx().await {
+        } else if let Ok(ctx) = harness::machine::backend::shared_ctx().await {
             // A real spot interruption needs AWS FIS (role, region, access).
-            let _ = FIS_SKIP.set(harness::ec2::interrupt::preflight(ctx).await);
+            let _ = FIS_SKIP.set(harness::machine::ec2::interrupt::preflight(ctx).await);
         }
     }
     (!missing.is_empty()).then(|| missing.join("; ").replace('\n', " "))
@@ -770,7 +770,7 @@ fn main() {
         let limit = global_timeout();
         std::thread::sleep(limit);
         eprintln!("e2e: global timeout of {limit:?} reached (HARNESS_GLOBAL_TIMEOUT); stopping every VM and container");
-        harness::qemu::process::cleanup_all();
+        harness::machine::qemu::process::cleanup_all();
         // Keep what ran: the report still shows every scenario that finished.
         let done = rows().lock().map(|r| r.clone()).unwrap_or_default();
         match (Summary { rows: done }).save(&out_dir()) {
@@ -788,7 +788,7 @@ fn main() {
         .build()
         .expect("runtime");
     let code = rt.block_on(async move {
-        harness::qemu::process::install_signal_cleanup();
+        harness::machine::qemu::process::install_signal_cleanup();
         let real_skip = preflight(backend).await;
         println!(
             "e2e: backend {backend}; real workspaces (@nixos): {}",
@@ -889,9 +889,9 @@ fn main() {
                 }
                 if tags.iter().any(|t| t == "contract") {
                     let arch = if tags.iter().any(|t| t == "aarch64") {
-                        harness::variant::Arch::Aarch64
+                        harness::template::variant::Arch::Aarch64
                     } else {
-                        harness::variant::Arch::X86_64
+                        harness::template::variant::Arch::X86_64
                     };
                     if let Some(reason) = contract::skip_reason(arch) {
                         skipped_rows.lock().unwrap().push(row(feature, scenario, Outcome::Skipped, Some(reason), 0.0));

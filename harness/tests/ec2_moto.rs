@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{Filter, ResourceType, VolumeType};
 use base64::Engine;
-use harness::ec2::config::{Ec2Ctx, LoadOptions};
-use harness::ec2::{plan, RunTags, TAG_CREATED_AT, TAG_OWNER, TAG_RUN_ID, TAG_SCENARIO};
+use harness::machine::ec2::config::{Ec2Ctx, LoadOptions};
+use harness::machine::ec2::{plan, RunTags, TAG_CREATED_AT, TAG_OWNER, TAG_RUN_ID, TAG_SCENARIO};
 
 /// A `moto_server` child on 127.0.0.1; killed on drop.
 struct Moto {
@@ -365,7 +365,7 @@ fn assert_run_tags(tags: &[aws_sdk_ec2::types::Tag], run: &RunTags, what: &str) 
         (TAG_OWNER, &run.owner),
     ] {
         assert_eq!(
-            harness::ec2::tag_value(tags, k),
+            harness::machine::ec2::tag_value(tags, k),
             Some(v.as_str()),
             "{what}: tag {k}: expected {v}, seen {tags:?}"
         );
@@ -425,7 +425,7 @@ async fn four_variants_launch_as_planned_moto_weaker_spot_options_checked_on_the
                 variant.name
             ),
         }
-        let mut l = harness::ec2::launch::launch(&ctx, p, &art.path().join(&variant.name))
+        let mut l = harness::machine::ec2::launch::launch(&ctx, p, &art.path().join(&variant.name))
             .await
             .unwrap();
         let c = &ctx.client;
@@ -547,7 +547,7 @@ async fn four_variants_launch_as_planned_moto_weaker_spot_options_checked_on_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_start_terminate_and_sweep_twice_are_fine() {
-    use harness::ec2::lifecycle;
+    use harness::machine::ec2::lifecycle;
     let moto = start_moto();
     let root = root();
     let ctx = ctx(&moto, "us-east-2").await;
@@ -563,7 +563,7 @@ async fn stop_start_terminate_and_sweep_twice_are_fine() {
     )
     .unwrap();
     let art = tempfile::tempdir().unwrap();
-    let mut l = harness::ec2::launch::launch(&ctx, p, art.path())
+    let mut l = harness::machine::ec2::launch::launch(&ctx, p, art.path())
         .await
         .unwrap();
     let c = &ctx.client;
@@ -596,14 +596,14 @@ async fn stop_start_terminate_and_sweep_twice_are_fine() {
     l.guard.cleanup().await.unwrap();
     l.guard.cleanup().await.unwrap();
     assert_eq!(tagged_leftovers(&ctx).await, Vec::<String>::new());
-    let opts = harness::ec2::sweep::SweepOptions {
+    let opts = harness::machine::ec2::sweep::SweepOptions {
         older_than: Duration::ZERO,
         dry_run: false,
         run_id: None,
         owner: None,
     };
     for _ in 0..2 {
-        let acts = harness::ec2::sweep::sweep_region(&ctx, &opts)
+        let acts = harness::machine::ec2::sweep::sweep_region(&ctx, &opts)
             .await
             .unwrap();
         assert_eq!(acts, Vec::new(), "nothing left to sweep");
@@ -689,7 +689,7 @@ async fn sigkilled_launch_is_swept_and_untagged_resources_are_untouched() {
         assert_eq!(tagged_leftovers(&ctx).await, Vec::<String>::new());
     }
     assert_eq!(
-        harness::ec2::lifecycle::state(c, &other_inst)
+        harness::machine::ec2::lifecycle::state(c, &other_inst)
             .await
             .unwrap()
             .as_deref(),
@@ -803,11 +803,14 @@ async fn sweep_all_regions_respects_dry_run_and_older_than() {
     let mk = |created: std::time::SystemTime, run: &str| {
         let mut t = RunTags::new("ec2_moto_sweep");
         t.run_id = run.to_string();
-        t.created_at = harness::ec2::rfc3339(created);
+        t.created_at = harness::machine::ec2::rfc3339(created);
         c.create_volume()
             .availability_zone(format!("{region}a"))
             .size(1)
-            .tag_specifications(harness::ec2::tag_spec(ResourceType::Volume, &t.pairs()))
+            .tag_specifications(harness::machine::ec2::tag_spec(
+                ResourceType::Volume,
+                &t.pairs(),
+            ))
             .send()
     };
     let now = std::time::SystemTime::now();
@@ -886,7 +889,7 @@ async fn launch_ec2_tags_instance_and_volume_and_terminate_cleans_up() {
         // (moto 5.2.1 shows no spot request for this launch, and has no
         // FIS StartExperiment): never a pass.
         .env(
-            harness::ec2::interrupt::ENV_FIS_ROLE,
+            harness::machine::ec2::interrupt::ENV_FIS_ROLE,
             "arn:aws:iam::123456789012:role/harness-fis",
         )
         .args([
@@ -965,16 +968,16 @@ async fn launch_ec2_child() {
             "{name}: AMI"
         );
         assert_eq!(
-            harness::ec2::tag_value(i.tags(), TAG_SCENARIO),
+            harness::machine::ec2::tag_value(i.tags(), TAG_SCENARIO),
             Some(scenario),
             "{name}: scenario tag"
         );
-        let run = harness::ec2::tag_value(i.tags(), TAG_RUN_ID)
+        let run = harness::machine::ec2::tag_value(i.tags(), TAG_RUN_ID)
             .expect("run id tag")
             .to_string();
         for k in [TAG_CREATED_AT, TAG_OWNER] {
             assert!(
-                harness::ec2::tag_value(i.tags(), k).is_some(),
+                harness::machine::ec2::tag_value(i.tags(), k).is_some(),
                 "{name}: {k}"
             );
         }
@@ -989,7 +992,7 @@ async fn launch_ec2_child() {
             .unwrap();
         let v = &v.volumes()[0];
         assert_eq!(
-            harness::ec2::tag_value(v.tags(), TAG_RUN_ID),
+            harness::machine::ec2::tag_value(v.tags(), TAG_RUN_ID),
             Some(run.as_str()),
             "{name}: volume tag"
         );
@@ -1012,7 +1015,7 @@ async fn launch_ec2_child() {
                         "{name}: {e}"
                     );
                     assert_ne!(
-                        harness::ec2::lifecycle::state(&ctx.client, inst.id())
+                        harness::machine::ec2::lifecycle::state(&ctx.client, inst.id())
                             .await
                             .unwrap()
                             .as_deref(),
@@ -1052,21 +1055,24 @@ async fn sweep_stopped_before_starting_deletes_nothing_and_says_what_is_left() {
             .create_volume()
             .availability_zone(format!("{region}a"))
             .size(1)
-            .tag_specifications(harness::ec2::tag_spec(ResourceType::Volume, &tags.pairs()))
+            .tag_specifications(harness::machine::ec2::tag_spec(
+                ResourceType::Volume,
+                &tags.pairs(),
+            ))
             .send()
             .await
             .unwrap();
         vols.push(v.volume_id().unwrap().to_string());
     }
-    let opts = harness::ec2::sweep::SweepOptions {
+    let opts = harness::machine::ec2::sweep::SweepOptions {
         older_than: Duration::ZERO,
         dry_run: false,
         run_id: None,
         owner: None,
     };
-    let stop = harness::ec2::stop::Stop::new();
+    let stop = harness::machine::ec2::stop::Stop::new();
     stop.stop();
-    let swept = harness::ec2::sweep::sweep_region_until(&ctx, &opts, &stop)
+    let swept = harness::machine::ec2::sweep::sweep_region_until(&ctx, &opts, &stop)
         .await
         .unwrap();
     assert_eq!(swept.actions, Vec::new(), "nothing done");
@@ -1094,7 +1100,10 @@ async fn ctrl_c_during_sweep_exits_130_and_lists_what_is_left() {
             .create_volume()
             .availability_zone(format!("{region}a"))
             .size(1)
-            .tag_specifications(harness::ec2::tag_spec(ResourceType::Volume, &tags.pairs()))
+            .tag_specifications(harness::machine::ec2::tag_spec(
+                ResourceType::Volume,
+                &tags.pairs(),
+            ))
             .send()
             .await
             .unwrap();
@@ -1142,7 +1151,10 @@ async fn sweep_takes_only_its_owners_runs_unless_all_owners() {
         c.create_volume()
             .availability_zone(format!("{region}a"))
             .size(1)
-            .tag_specifications(harness::ec2::tag_spec(ResourceType::Volume, &t.pairs()))
+            .tag_specifications(harness::machine::ec2::tag_spec(
+                ResourceType::Volume,
+                &t.pairs(),
+            ))
             .send()
             .await
             .unwrap()

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use harness::ec2::terraform_tests::{aws_mirror, write_cli_config};
+use harness::machine::ec2::terraform_tests::{aws_mirror, write_cli_config};
 use harness::template::terraform::Terraform;
 
 fn mirror() -> Option<PathBuf> {

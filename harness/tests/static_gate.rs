@@ -540,7 +540,7 @@ fn gate_fails_on_failure_and_on_skips_without_allow_skips() {
     let d = copy_repo();
     // Clean repo, AWS provider mirror present: no skip, exit 0.
     let (code, out, err) = run(harness_cmd(d.path()).args(["gate", "--static-only"]));
-    if harness::ec2::terraform_tests::aws_mirror().is_err() {
+    if harness::machine::ec2::terraform_tests::aws_mirror().is_err() {
         eprintln!(
             "skipping the no-skip half: the hashicorp/aws provider mirror is not installed here"
         );
@@ -559,7 +559,7 @@ fn gate_fails_on_failure_and_on_skips_without_allow_skips() {
     let harness_cmd = |root: &Path| {
         let mut c = harness_cmd(root);
         c.env(
-            harness::ec2::terraform_tests::ENV_AWS_MIRROR,
+            harness::machine::ec2::terraform_tests::ENV_AWS_MIRROR,
             "/nonexistent",
         );
         c

@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::ec2::config::Ec2Ctx;
-use crate::ec2::plan::{self, PlanOptions};
-use crate::ec2::RunTags;
+use crate::machine::ec2::config::Ec2Ctx;
+use crate::machine::ec2::plan::{self, PlanOptions};
+use crate::machine::ec2::RunTags;
 
 /// Arguments of `harness ec2-launch`.
 #[derive(Debug, clap::Args)]
@@ -56,7 +56,7 @@ async fn run_inner(args: Args) -> anyhow::Result<i32> {
     let artifacts = crate::repo::target_dir(&root)
         .join("ec2")
         .join(&plan.tags.run_id);
-    let mut launched = crate::ec2::launch::launch(&ctx, plan, &artifacts).await?;
+    let mut launched = crate::machine::ec2::launch::launch(&ctx, plan, &artifacts).await?;
     println!(
         "run {} instance {} volume {} az {} key {} group {}",
         launched.guard.run_id(),
@@ -66,9 +66,12 @@ async fn run_inner(args: Args) -> anyhow::Result<i32> {
         launched.key_name,
         launched.security_group_id
     );
-    if let Err(e) =
-        crate::ec2::lifecycle::save_console_output(&ctx.client, &launched.instance_id, &artifacts)
-            .await
+    if let Err(e) = crate::machine::ec2::lifecycle::save_console_output(
+        &ctx.client,
+        &launched.instance_id,
+        &artifacts,
+    )
+    .await
     {
         tracing::warn!("{e:#}");
     }

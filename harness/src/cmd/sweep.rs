@@ -1,9 +1,9 @@
 //! `harness sweep`: delete EC2 resources tagged `harness:run-id` (logic in `ec2::sweep`).
 //! Ctrl-C lets the deletion in flight finish, prints what is left, exits 130.
 
-use crate::ec2::config::Ec2Ctx;
-use crate::ec2::stop::Stop;
-use crate::ec2::sweep::{self, SweepOptions};
+use crate::machine::ec2::config::Ec2Ctx;
+use crate::machine::ec2::stop::Stop;
+use crate::machine::ec2::sweep::{self, SweepOptions};
 
 /// Arguments of `harness sweep`.
 #[derive(Debug, clap::Args)]
@@ -66,7 +66,10 @@ async fn run_inner(args: Args, stop: &Stop) -> anyhow::Result<i32> {
         owner: if args.all_owners {
             None
         } else {
-            Some(args.owner.unwrap_or_else(crate::ec2::default_owner))
+            Some(
+                args.owner
+                    .unwrap_or_else(crate::machine::ec2::default_owner),
+            )
         },
     };
     eprintln!(

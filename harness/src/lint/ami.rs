@@ -31,7 +31,7 @@ pub fn check(root: &Path) -> Vec<Finding> {
             }
             let mut seen = BTreeSet::new();
             for r in &list {
-                if crate::ec2::config::check_region(r).is_err() {
+                if crate::machine::ec2::config::check_region(r).is_err() {
                     out.push(Finding::new(
                         RULE,
                         &regions_file,

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::ec2::config::{Ec2Ctx, LoadOptions, ENV_REGION};
-use crate::ec2::instance::Ec2Instance;
+use crate::machine::ec2::config::{Ec2Ctx, LoadOptions, ENV_REGION};
+use crate::machine::ec2::instance::Ec2Instance;
 use crate::template::variant::{Arch, Variant};
 
 /// Environment variable selecting the backend.
@@ -19,7 +19,7 @@ pub const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Backend {
     /// Local QEMU VMs with an emulated IMDS (the default).
     Qemu,
-    /// Real EC2 instances (`harness::ec2`).
+    /// Real EC2 instances (`harness::machine::ec2`).
     Ec2,
 }
 
@@ -117,8 +117,8 @@ pub async fn launch_ec2(
     let release = crate::template::ami::release(root)?;
     let ami =
         crate::template::ami::resolve(&ctx.client, &ctx.region, &release, variant.arch).await?;
-    let tags = crate::ec2::RunTags::new(scenario);
-    let plan = crate::ec2::plan::plan(
+    let tags = crate::machine::ec2::RunTags::new(scenario);
+    let plan = crate::machine::ec2::plan::plan(
         variant,
         &ctx.region,
         &ami,
@@ -127,7 +127,7 @@ pub async fn launch_ec2(
         &Default::default(),
     )?;
     tracing::info!(variant = %variant.name, scenario, run = %plan.tags.run_id, region = %ctx.region, "launching on EC2");
-    let launched = crate::ec2::launch::launch(ctx, plan, artifacts).await?;
+    let launched = crate::machine::ec2::launch::launch(ctx, plan, artifacts).await?;
     Ec2Instance::new(ctx, launched)
 }
 

@@ -124,8 +124,9 @@ async fn terraform_test(root: &Path, dir: &Path) -> anyhow::Result<()> {
     let mut tf = Terraform::new()?;
     if needs_providers(dir).is_some() {
         // Only hashicorp/aws gets here (see test_modules): from its mirror.
-        let mirror = crate::ec2::terraform_tests::aws_mirror().map_err(anyhow::Error::msg)?;
-        let cfg = crate::ec2::terraform_tests::write_cli_config(tf.tmp_dir(), &mirror)?;
+        let mirror =
+            crate::machine::ec2::terraform_tests::aws_mirror().map_err(anyhow::Error::msg)?;
+        let cfg = crate::machine::ec2::terraform_tests::write_cli_config(tf.tmp_dir(), &mirror)?;
         tf.set_env("TF_CLI_CONFIG_FILE", cfg);
     }
     tf.test(&root.join("templates"), dir).await?;
@@ -151,7 +152,7 @@ pub fn test_modules(root: &Path) -> Vec<(PathBuf, Option<String>)> {
             let why = needs_providers(&d).and_then(|p| {
                 if p == "aws" {
                     // A mocked aws provider needs only the provider binary.
-                    return crate::ec2::terraform_tests::aws_mirror().err();
+                    return crate::machine::ec2::terraform_tests::aws_mirror().err();
                 }
                 Some(format!("needs provider(s) {p}, which cannot be installed offline; its logic is tested through the provider-free modules"))
             });

@@ -121,7 +121,7 @@ pub async fn resolve(
         .map_err(|e| {
             anyhow::anyhow!(
                 "DescribeImages (NixOS {release}, {arch}) in {region}: {}",
-                crate::ec2::sweep::err(&e)
+                crate::machine::ec2::sweep::err(&e)
             )
         })?;
     match newest(out.images()) {

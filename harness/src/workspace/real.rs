@@ -23,9 +23,9 @@ use crate::control::coder::stack::CoderStack;
 use crate::control::coder::workspace::CoderWorkspace;
 use crate::control::coder::CoderControlPlane;
 use crate::control::ControlPlane;
-use crate::ec2::instance::Ec2Instance;
 use crate::image::BootImage;
 use crate::machine::backend::Backend;
+use crate::machine::ec2::instance::Ec2Instance;
 use crate::machine::instance::Instance;
 use crate::machine::qemu::accel::AccelRequest;
 use crate::machine::qemu::argv::GuestNet;
@@ -127,7 +127,7 @@ impl Machine {
                         anyhow::anyhow!(
                             "ModifyInstanceAttribute userData on {}: {}",
                             e.id(),
-                            crate::ec2::sweep::err(&err)
+                            crate::machine::ec2::sweep::err(&err)
                         )
                     })?;
                 Ok(())

@@ -41,7 +41,7 @@ struct Seen {
 
 /// `s` (RFC 3339, as Coder writes times) is at or after `t`.
 fn at_or_after(s: Option<&str>, t: SystemTime) -> bool {
-    s.and_then(crate::ec2::parse_rfc3339)
+    s.and_then(crate::machine::ec2::parse_rfc3339)
         .is_some_and(|at| at >= t)
 }
 

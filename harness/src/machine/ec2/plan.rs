@@ -13,7 +13,7 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine;
 
-use crate::variant::{Arch, Variant};
+use crate::template::variant::{Arch, Variant};
 
 use super::RunTags;
 
@@ -59,7 +59,7 @@ pub struct LaunchPlan {
     pub tags: RunTags,
 }
 
-/// Build the plan for `ami` (resolved by [`crate::ami::resolve`]).  Fails
+/// Build the plan for `ami` (resolved by [`crate::template::ami::resolve`]).  Fails
 /// (before anything is created) when the instance type is missing or a max
 /// price is given for an on-demand variant.
 pub fn plan(

@@ -22,7 +22,7 @@ use super::config::Ec2Ctx;
 use super::names::{self, Kind};
 use super::plan::{LaunchPlan, HOME_DEVICE};
 use super::retry::{self, Backoff, DEFAULT_BACKOFF};
-use crate::ssh::KeyPair;
+use crate::machine::ssh::KeyPair;
 
 /// Error codes after which the launch moves on to the next AZ: no capacity,
 /// spot price too low, or the instance type not offered in that zone.
@@ -479,7 +479,7 @@ pub(crate) mod tests {
         LaunchPlan {
             variant: "aws-nixos-spot".into(),
             region: "us-east-1".into(),
-            arch: crate::variant::Arch::X86_64,
+            arch: crate::template::variant::Arch::X86_64,
             ami: "ami-x".into(),
             instance_type: "t3.medium".into(),
             spot: spot.then_some(super::super::plan::SpotPlan { max_price: None }),

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use super::config::Ec2Ctx;
 use super::launch::Launched;
 use super::lifecycle;
-use crate::instance::{Artifacts, Instance, SshTarget};
-use crate::probe::{ExecOutput, Probe, ProbeError};
-use crate::variant::Arch;
+use crate::machine::instance::{Artifacts, Instance, SshTarget};
+use crate::machine::probe::{ExecOutput, Probe, ProbeError};
+use crate::template::variant::Arch;
 
 /// A root shell over SSH (`ssh root@host -- sh -c cmd`).
 pub struct SshProbe {
@@ -21,10 +21,10 @@ pub struct SshProbe {
 #[async_trait]
 impl Probe for SshProbe {
     async fn exec(&self, cmd: &str, timeout: Duration) -> Result<ExecOutput, ProbeError> {
-        crate::ssh::run(&self.target, &self.user, cmd, timeout)
+        crate::machine::ssh::run(&self.target, &self.user, cmd, timeout)
             .await
             .map_err(|e| match e {
-                crate::ssh::SshError::Timeout {
+                crate::machine::ssh::SshError::Timeout {
                     command, timeout, ..
                 } => ProbeError::Timeout { command, timeout },
                 other => ProbeError::Other(other.to_string()),
