@@ -418,6 +418,51 @@ struct Session {
     tf: Terraform,
     cfg: CliConfig,
     dir: PathBuf,
+    /// Terraform's plugin cache and its lock, held for the whole session,
+    /// when a provider comes from the registry (see [`plugin_cache`]).
+    plugin_cache: Option<(PathBuf, std::fs::File)>,
+}
+
+/// The shared plugin cache, when `sources` are not all in a filesystem
+/// mirror: registry downloads (hashicorp/aws is ~600 MB) are kept across
+/// runs.  Terraform's plugin cache is not safe for concurrent use: one
+/// `terraform init` re-extracting a provider into it removes the directory
+/// another session's `.terraform` links to (CI saw "failed to create
+/// directory … file exists" from two inits, then "fork/exec …
+/// terraform-provider-coder: no such file or directory" from a plan while
+/// another init ran).  So a session that uses the cache holds its lock
+/// from init to the end; mirrored providers need no cache at all (init
+/// copies them from the mirror), so the usual run takes no lock.
+async fn plugin_cache(cfg: &CliConfig, sources: &[&str]) -> Option<(PathBuf, std::fs::File)> {
+    if sources.iter().all(|s| cfg.mirrored.contains_key(*s)) {
+        return None;
+    }
+    let dir = provider_mirror::cache_dir().join("terraform-plugin-cache");
+    std::fs::create_dir_all(&dir).ok()?;
+    let lock_path = dir.with_extension("lock");
+    let lock = tokio::task::spawn_blocking(move || {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                eprintln!(
+                    "coder-import: waiting for Terraform's plugin cache ({}), used by another run",
+                    lock_path.display()
+                );
+                f.lock()?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        Ok::<_, std::io::Error>(f)
+    })
+    .await
+    .ok()?
+    .ok()?;
+    Some((dir, lock))
 }
 
 impl Session {
@@ -427,32 +472,8 @@ impl Session {
         coder: &[(String, String)],
     ) -> Result<crate::template::terraform::Output, TerraformError> {
         let mut env = self.cfg.env();
-        // Registry downloads (providers in no mirror) are kept across runs.
-        // Terraform's plugin cache is not safe for concurrent use (two
-        // `terraform init` filling it at once fail with "failed to create
-        // directory … file exists"), so every init that uses it holds its
-        // lock: parallel tests and gate rows take turns.
-        let plugins = provider_mirror::cache_dir().join("terraform-plugin-cache");
-        let mut _cache_lock = None;
-        if std::fs::create_dir_all(&plugins).is_ok() {
-            if args.first() == Some(&"init") {
-                let path = plugins.with_extension("lock");
-                _cache_lock = tokio::task::spawn_blocking(move || {
-                    let f = std::fs::OpenOptions::new()
-                        .create(true)
-                        .truncate(false)
-                        .write(true)
-                        .open(&path)?;
-                    f.lock()?;
-                    Ok::<_, std::io::Error>(f)
-                })
-                .await
-                .ok()
-                .and_then(Result::ok);
-            }
-            if args.first() != Some(&"init") || _cache_lock.is_some() {
-                env.push(("TF_PLUGIN_CACHE_DIR".into(), plugins.display().to_string()));
-            }
+        if let Some((dir, _)) = &self.plugin_cache {
+            env.push(("TF_PLUGIN_CACHE_DIR".into(), dir.display().to_string()));
         }
         env.extend(coder.iter().cloned());
         self.tf.run_env(&self.dir, args, &env, &["CODER_"]).await
@@ -515,7 +536,13 @@ async fn session(root: &Path, variant: &Variant, real: bool) -> anyhow::Result<S
         dir.join("harness-variables.auto.tfvars.json"),
         serde_json::to_string_pretty(&variant.values)?,
     )?;
-    Ok(Session { tf, cfg, dir })
+    let plugin_cache = plugin_cache(&cfg, sources).await;
+    Ok(Session {
+        tf,
+        cfg,
+        dir,
+        plugin_cache,
+    })
 }
 
 /// Init + the two import plans (start, stop) with no parameter values.
@@ -874,6 +901,27 @@ pub async fn run(root: &Path, report: &mut Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_plugin_cache_is_used_only_for_registry_providers_and_held_exclusively() {
+        let mirrored = CliConfig {
+            path: PathBuf::from("/nonexistent/cli.tfrc"),
+            mirrored: BTreeMap::from([(CODER.to_string(), PathBuf::from("/m"))]),
+        };
+        // Every provider from a mirror: no shared cache, no lock (the
+        // race CI hit cannot happen).
+        assert!(plugin_cache(&mirrored, &[CODER]).await.is_none());
+        // hashicorp/aws from the registry: the cache, held until dropped.
+        let (dir, _held) = plugin_cache(&mirrored, &[CODER, AWS])
+            .await
+            .expect("a registry provider uses the plugin cache");
+        assert!(dir.ends_with("terraform-plugin-cache"));
+        let other = std::fs::File::open(dir.with_extension("lock")).unwrap();
+        assert!(
+            matches!(other.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+            "expected the plugin cache lock to be held by the session"
+        );
+    }
 
     #[test]
     fn parameter_env_is_the_providers_sha256_name() {
