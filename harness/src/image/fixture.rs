@@ -194,41 +194,13 @@ pub fn build_with(cache: &Path, apt: &AptRoot, arch: Arch) -> anyhow::Result<Boo
         .context("kernel package vanished from the resolution")?;
     let kernel = pkgs.remove(kpos);
     let key = cache_key(arch, &kernel, &pkgs);
-    let arch_dir = cache.join(arch.as_str());
-    let dir = arch_dir.join(&key);
-    if let Some(img) = cached(&dir, arch, &kernel, &key) {
-        progress(arch, &format!("cached: {}", dir.display()));
-        return Ok(img);
-    }
-    std::fs::create_dir_all(&arch_dir).with_context(|| format!("create {}", arch_dir.display()))?;
-    let _lock = super::lock_build(&arch_dir.join(".lock"), arch)?;
-    if let Some(img) = cached(&dir, arch, &kernel, &key) {
-        progress(
-            arch,
-            &format!("built meanwhile by another process: {}", dir.display()),
-        );
-        return Ok(img);
-    }
-    // Left over by an interrupted build (we hold the lock, so none is running).
-    for e in std::fs::read_dir(&arch_dir)?.flatten() {
-        if e.file_name().to_string_lossy().starts_with(".tmp-") {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempdir_in(&arch_dir)
-        .with_context(|| format!("create a temp dir in {}", arch_dir.display()))?;
-    build_into(tmp.path(), apt, arch, &kernel, &pkgs, &key)?;
-    let built = tmp.keep();
-    if let Err(e) = std::fs::rename(&built, &dir) {
-        let _ = std::fs::remove_dir_all(&built);
-        if !dir.join("manifest.json").is_file() {
-            return Err(e).with_context(|| format!("rename into {}", dir.display()));
-        }
-    }
-    progress(arch, &format!("done: {}", dir.display()));
-    cached(&dir, arch, &kernel, &key).context("the image just built is incomplete")
+    super::build_once(
+        &cache.join(arch.as_str()),
+        &key,
+        |msg| progress(arch, msg),
+        |dir| cached(dir, arch, &kernel, &key),
+        |out| build_into(out, apt, arch, &kernel, &pkgs, &key),
+    )
 }
 
 /// The image in `dir`, if complete (the manifest is written last).

@@ -65,10 +65,66 @@ pub struct BootImage {
     pub description: String,
 }
 
+/// The cache protocol every built guest image follows: the image for `key`
+/// lives in `arch_dir/<key>` and is complete once `cached` finds it (its
+/// manifest is written last).  A miss takes the arch's build lock
+/// (another process may be building the same key: then its result is
+/// used), clears temp dirs an interrupted build left, builds into a fresh
+/// `.tmp-*` dir and renames it into place, so a reader never sees half an
+/// image.  Blocking; image builds run in `spawn_blocking`.
+pub(crate) fn build_once<T>(
+    arch_dir: &std::path::Path,
+    key: &str,
+    progress: impl Fn(&str),
+    cached: impl Fn(&std::path::Path) -> Option<T>,
+    build_into: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
+) -> anyhow::Result<T> {
+    use anyhow::Context as _;
+    let dir = arch_dir.join(key);
+    if let Some(img) = cached(&dir) {
+        progress(&format!("cached: {}", dir.display()));
+        return Ok(img);
+    }
+    std::fs::create_dir_all(arch_dir).with_context(|| format!("create {}", arch_dir.display()))?;
+    let _lock = lock_build(&arch_dir.join(".lock"), &progress)?;
+    if let Some(img) = cached(&dir) {
+        progress(&format!(
+            "built meanwhile by another process: {}",
+            dir.display()
+        ));
+        return Ok(img);
+    }
+    // Left over by an interrupted build (we hold the lock, so none is running).
+    for e in std::fs::read_dir(arch_dir)?.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".tmp-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempdir_in(arch_dir)
+        .with_context(|| format!("create a temp dir in {}", arch_dir.display()))?;
+    let started = std::time::Instant::now();
+    build_into(tmp.path())?;
+    let built = tmp.keep();
+    if let Err(e) = std::fs::rename(&built, &dir) {
+        let _ = std::fs::remove_dir_all(&built);
+        if cached(&dir).is_none() {
+            return Err(e).with_context(|| format!("rename into {}", dir.display()));
+        }
+    }
+    progress(&format!(
+        "done in {:.0?}: {}",
+        started.elapsed(),
+        dir.display()
+    ));
+    cached(&dir).context("the image just built is incomplete")
+}
+
 /// Takes the exclusive build lock of one image cache directory (a `flock`
 /// released when the file is dropped), saying so when another process holds
-/// it.  Blocking; image builds run in `spawn_blocking`.
-pub(crate) fn lock_build(path: &std::path::Path, arch: Arch) -> anyhow::Result<std::fs::File> {
+/// it.
+fn lock_build(path: &std::path::Path, progress: impl Fn(&str)) -> anyhow::Result<std::fs::File> {
     use anyhow::Context as _;
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -77,10 +133,10 @@ pub(crate) fn lock_build(path: &std::path::Path, arch: Arch) -> anyhow::Result<s
         .open(path)
         .with_context(|| format!("open lock {}", path.display()))?;
     if let Err(std::fs::TryLockError::WouldBlock) = f.try_lock() {
-        eprintln!(
-            "image [{arch}]: waiting for another build of this image ({})",
+        progress(&format!(
+            "waiting for another build of this image ({})",
             path.display()
-        );
+        ));
     }
     f.lock()
         .with_context(|| format!("lock {}", path.display()))?;

@@ -177,40 +177,13 @@ pub fn build_in(cache: &Path, arch: Arch) -> anyhow::Result<BootImage> {
     let busybox = extra.remove(bpos);
     let kernel = extra.pop().context("kernel package vanished")?;
     let key = cache_key(arch, &kernel, &busybox, &pkgs);
-    let arch_dir = cache.join(arch.as_str());
-    let dir = arch_dir.join(&key);
-    if let Some(img) = cached(&dir, arch, &kernel, &key) {
-        progress(arch, &format!("cached: {}", dir.display()));
-        return Ok(img);
-    }
-    std::fs::create_dir_all(&arch_dir).with_context(|| format!("create {}", arch_dir.display()))?;
-    let _lock = super::lock_build(&arch_dir.join(".lock"), arch)?;
-    if let Some(img) = cached(&dir, arch, &kernel, &key) {
-        return Ok(img);
-    }
-    for e in std::fs::read_dir(&arch_dir)?.flatten() {
-        if e.file_name().to_string_lossy().starts_with(".tmp-") {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempdir_in(&arch_dir)
-        .with_context(|| format!("create a temp dir in {}", arch_dir.display()))?;
-    let started = std::time::Instant::now();
-    build_into(tmp.path(), &apt, arch, &kernel, &busybox, &pkgs, &key)?;
-    let built = tmp.keep();
-    if let Err(e) = std::fs::rename(&built, &dir) {
-        let _ = std::fs::remove_dir_all(&built);
-        if !dir.join("manifest.json").is_file() {
-            return Err(e).with_context(|| format!("rename into {}", dir.display()));
-        }
-    }
-    progress(
-        arch,
-        &format!("done in {:.0?}: {}", started.elapsed(), dir.display()),
-    );
-    cached(&dir, arch, &kernel, &key).context("the image just built is incomplete")
+    super::build_once(
+        &cache.join(arch.as_str()),
+        &key,
+        |msg| progress(arch, msg),
+        |dir| cached(dir, arch, &kernel, &key),
+        |out| build_into(out, &apt, arch, &kernel, &busybox, &pkgs, &key),
+    )
 }
 
 fn cached(dir: &Path, arch: Arch, kernel: &Pkg, key: &str) -> Option<BootImage> {
