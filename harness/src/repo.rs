@@ -1,4 +1,6 @@
-//! Locating the repository: `values/`, `templates/`, `features/`, `nixos-vm/`.
+//! Locating the repository (`values/`, `templates/`, `features/`,
+//! `nixos-vm/`) and its build caches, and the lock processes sharing a
+//! cache take.
 
 use std::path::{Path, PathBuf};
 
@@ -37,4 +39,27 @@ pub fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
+}
+
+/// Takes an exclusive `flock` on `path` (created if missing), released
+/// when the returned file is dropped; calls `on_wait` first when another
+/// process holds it.  Blocking: async callers use `spawn_blocking`.
+pub fn lock_exclusive(path: &Path, on_wait: impl FnOnce()) -> anyhow::Result<std::fs::File> {
+    use anyhow::Context as _;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("open lock {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => return Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => on_wait(),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("lock {}", path.display()))
+        }
+    }
+    f.lock()
+        .with_context(|| format!("lock {}", path.display()))?;
+    Ok(f)
 }

@@ -86,7 +86,9 @@ pub(crate) fn build_once<T>(
         return Ok(img);
     }
     std::fs::create_dir_all(arch_dir).with_context(|| format!("create {}", arch_dir.display()))?;
-    let _lock = lock_build(&arch_dir.join(".lock"), &progress)?;
+    let _lock = crate::repo::lock_exclusive(&arch_dir.join(".lock"), || {
+        progress("waiting for another build of this image")
+    })?;
     if let Some(img) = cached(&dir) {
         progress(&format!(
             "built meanwhile by another process: {}",
@@ -119,26 +121,4 @@ pub(crate) fn build_once<T>(
         dir.display()
     ));
     cached(&dir).context("the image just built is incomplete")
-}
-
-/// Takes the exclusive build lock of one image cache directory (a `flock`
-/// released when the file is dropped), saying so when another process holds
-/// it.
-fn lock_build(path: &std::path::Path, progress: impl Fn(&str)) -> anyhow::Result<std::fs::File> {
-    use anyhow::Context as _;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("open lock {}", path.display()))?;
-    if let Err(std::fs::TryLockError::WouldBlock) = f.try_lock() {
-        progress(&format!(
-            "waiting for another build of this image ({})",
-            path.display()
-        ));
-    }
-    f.lock()
-        .with_context(|| format!("lock {}", path.display()))?;
-    Ok(f)
 }

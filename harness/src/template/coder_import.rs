@@ -441,23 +441,12 @@ async fn plugin_cache(cfg: &CliConfig, sources: &[&str]) -> Option<(PathBuf, std
     std::fs::create_dir_all(&dir).ok()?;
     let lock_path = dir.with_extension("lock");
     let lock = tokio::task::spawn_blocking(move || {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)?;
-        match f.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                eprintln!(
-                    "coder-import: waiting for Terraform's plugin cache ({}), used by another run",
-                    lock_path.display()
-                );
-                f.lock()?;
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(e),
-        }
-        Ok::<_, std::io::Error>(f)
+        crate::repo::lock_exclusive(&lock_path, || {
+            eprintln!(
+                "coder-import: waiting for Terraform's plugin cache ({}), used by another run",
+                lock_path.display()
+            )
+        })
     })
     .await
     .ok()?
