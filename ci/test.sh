@@ -33,8 +33,8 @@ PY
 step "terraform-provider-coder in the harness's Terraform mirror (no-op when this version is cached)"
 bash ci/build-coder-provider.sh || echo "coder provider not built (reason above): the coder-import rows will be skipped" >&2
 step "harness gate --allow-skips (lint, render, terraform test, and the e2e results above)"
-# The binary `cargo test` just built (same features: `cargo run` would
-# rebuild aws-sdk-ec2 without the dev-dependencies' features).
+# The binary `cargo test` just built (`cargo run -p harness` resolves the
+# same features, so either way nothing compiles twice).
 target/debug/harness gate --allow-skips --reuse-e2e
 step "HARNESS_BACKEND=ec2 without AWS credentials: the EC2 scenarios are skipped with the reason (strict: failed)"
 ec2_env=(env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_PROFILE -u HARNESS_EC2_ENDPOINT

@@ -8,7 +8,8 @@
 //! (the real Coder control plane), [`doubles`] (every stand-in, named as
 //! one), [`workspace`] (one way to start each tier: real, contract,
 //! fixture),
-//! [`cmd`] (one file per subcommand) and [`bench`].
+//! [`cmd`] (one file per subcommand), [`bench`], and `e2e` (the cucumber
+//! World, steps and runner, behind the `e2e` feature).
 
 pub mod bench;
 pub mod checks;
@@ -16,6 +17,8 @@ pub mod cli;
 pub mod cmd;
 pub mod control;
 pub mod doubles;
+#[cfg(feature = "e2e")]
+pub mod e2e;
 pub mod image;
 pub mod lint;
 pub mod machine;

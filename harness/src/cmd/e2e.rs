@@ -4,8 +4,9 @@
 //! exact `nix build` command, or the prebuilt image from
 //! `HARNESS_IMAGE_<ARCH>`), the containers (image, network mode, env), the
 //! template test build per variant, and each scenario × variant workspace
-//! with its parameters.  The run itself is driven by the cucumber runner
-//! (`cargo test -p harness --features e2e --test e2e`).
+//! with its parameters. Without `--plan` it runs the scenarios: the same
+//! runner (`crate::e2e`) as `cargo test --features e2e` and `harness gate`,
+//! with cucumber's own options after `--` (e.g. `harness e2e -- --name home`).
 
 use std::path::Path;
 
@@ -24,6 +25,9 @@ pub struct Args {
     /// With --plan: print the plan as JSON.
     #[arg(long, requires = "plan")]
     pub json: bool,
+    /// cucumber's options for the run (`--name REGEX`, `--tags EXPR`, `-v`).
+    #[arg(last = true)]
+    pub cucumber: Vec<String>,
 }
 
 /// One `@nixos` scenario outline of `features/*.feature`.
@@ -258,9 +262,7 @@ fn print_text(p: &Value) {
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
     if !args.plan {
-        anyhow::bail!(
-            "`harness e2e` runs only with --plan so far; run the matrix with `cargo test -p harness --features e2e --test e2e` (see README, \"Running the full e2e\")"
-        );
+        return run_scenarios(args.cucumber).await;
     }
     let root = crate::repo::root()?;
     let variants = crate::template::values::discover_repo(&root)?;
@@ -286,6 +288,19 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         print_text(&p);
     }
     Ok(0)
+}
+
+#[cfg(feature = "e2e")]
+async fn run_scenarios(cucumber: Vec<String>) -> anyhow::Result<i32> {
+    let mut argv = vec!["harness e2e".to_string()];
+    argv.extend(cucumber);
+    let opts = crate::e2e::Options::from_env(std::env::current_exe()?, argv)?;
+    Ok(crate::e2e::run(opts).await)
+}
+
+#[cfg(not(feature = "e2e"))]
+async fn run_scenarios(_cucumber: Vec<String>) -> anyhow::Result<i32> {
+    anyhow::bail!("this harness was built without the `e2e` feature (the cucumber runner); rebuild with default features")
 }
 
 #[cfg(test)]

@@ -234,60 +234,47 @@ pub async fn until_ctrl_c(
     }
 }
 
-/// The e2e tier: runs the cucumber scenarios with exactly the command CI
-/// uses (`cargo test -p harness --features e2e --test e2e`), then turns
+/// The e2e tier: runs the cucumber scenarios in this process (the same
+/// runner `cargo test --features e2e` runs, `crate::e2e`), then turns
 /// `target/e2e/summary.json` into one row per variant × check, saying
-/// whether each ran against NixOS or the fixture guest (a test double).
+/// which tier each ran in. `reuse`: read the summary the run that just
+/// finished wrote instead (CI runs the identical scenarios right before).
 pub async fn run_e2e(root: &Path, report: &mut Report, backend: &str, reuse: bool) {
     let start = std::time::Instant::now();
     let label = format!("e2e ({backend})");
     let out_dir = crate::repo::target_dir(root).join("e2e");
     if reuse {
-        // CI has just run the very same command; read its summary.
         eprintln!(
             "gate: {label}: reusing {}",
             out_dir.join(crate::report::summary::FILE).display()
         );
         return add_e2e_rows(report, &label, &out_dir, Ok(()), start);
     }
-    let Ok(cargo) = crate::tools::find("cargo") else {
-        report.push(
-            "*",
-            &label,
-            Status::Skipped("cargo not found: the e2e tier runs from a source checkout".into()),
-            run_tier(backend),
-            start.elapsed(),
-        );
-        return;
-    };
-    eprintln!("gate: {label}: cargo test -p harness --features e2e --test e2e (progress below)");
-    let _ = std::fs::remove_file(out_dir.join(crate::report::summary::FILE));
-    let status = tokio::process::Command::new(cargo)
-        .args([
-            "test",
-            "-q",
-            "-p",
-            "harness",
-            "--features",
-            "e2e",
-            "--test",
-            "e2e",
-        ])
-        .current_dir(root)
-        .env("HARNESS_BACKEND", backend)
-        // The gate judges skips itself (--allow-skips / HARNESS_STRICT).
-        .env_remove("HARNESS_STRICT")
-        .stdout(std::process::Stdio::inherit())
-        .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true)
-        .status()
-        .await;
-    let ran = match status {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(format!("the e2e runner exited with {s}")),
-        Err(e) => Err(format!("cannot run cargo: {e}")),
-    };
+    let ran = run_e2e_in_process(&out_dir, backend).await;
     add_e2e_rows(report, &label, &out_dir, ran, start);
+}
+
+#[cfg(feature = "e2e")]
+async fn run_e2e_in_process(out_dir: &Path, backend: &str) -> Result<(), String> {
+    eprintln!("gate: e2e ({backend}): the cucumber scenarios (progress below)");
+    let _ = std::fs::remove_file(out_dir.join(crate::report::summary::FILE));
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the harness binary: {e}"))?;
+    let mut opts = crate::e2e::Options::from_env(exe, vec!["harness gate".into()])
+        .map_err(|e| format!("{e:#}"))?;
+    opts.backend =
+        crate::machine::backend::Backend::parse(Some(backend)).map_err(|e| format!("{e:#}"))?;
+    // The gate judges skips itself (--allow-skips / HARNESS_STRICT).
+    opts.strict = false;
+    match crate::e2e::run(opts).await {
+        0 => Ok(()),
+        code => Err(format!("the e2e runner exited with {code}")),
+    }
+}
+
+#[cfg(not(feature = "e2e"))]
+async fn run_e2e_in_process(_out_dir: &Path, _backend: &str) -> Result<(), String> {
+    Err("this harness was built without the `e2e` feature (the cucumber runner); rebuild with default features".into())
 }
 
 /// The tier of rows about the e2e run as a whole (runner missing or

@@ -100,7 +100,7 @@ fn known() -> &'static [Known] {
             k(
                 r"a step has no definition",
                 "a step has no definition",
-                "write the step in harness/tests/e2e.rs (cargo test … --features e2e lists it)",
+                "write the step in harness/src/e2e/ (cargo test … --features e2e lists it)",
             ),
             k(
                 r"cargo not found",

@@ -1,5 +1,5 @@
 //! Steps of `features/template.feature` (`@contract`): the template's real
-//! user-data on the contract guest, through `harness::workspace::contract`.
+//! user-data on the contract guest, through `crate::workspace::contract`.
 //! Each architecture's guest is booted once per run and restored from its
 //! clean snapshot per scenario (`HARNESS_CONTRACT_REUSE=0`: a fresh boot
 //! per scenario instead).
@@ -8,22 +8,22 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::image::BootImage;
+use crate::machine::qemu::accel::AccelRequest;
+use crate::machine::qemu::{BootOptions, QemuInstance};
+use crate::template::variant::{Arch, Variant};
+use crate::workspace::contract::mutate::{self, Mutation};
+use crate::workspace::contract::pool::{Pool, PooledVm};
+use crate::workspace::contract::{self, ContractAgent, ContractSpec};
+use crate::workspace::real::Machine;
 use cucumber::{given, then, when};
-use harness::image::BootImage;
-use harness::machine::qemu::accel::AccelRequest;
-use harness::machine::qemu::{BootOptions, QemuInstance};
-use harness::template::variant::{Arch, Variant};
-use harness::workspace::contract::mutate::{self, Mutation};
-use harness::workspace::contract::pool::{Pool, PooledVm};
-use harness::workspace::contract::{self, ContractAgent, ContractSpec};
-use harness::workspace::real::Machine;
 
-use super::{bounded_for, out_dir, root, variant, E2e};
+use super::world::{bounded_for, out_dir, root, secs_from_env, variant, E2e};
 
 /// A contract start: boot or restore, bootstrap switch, the agent's
 /// rebuild (`HARNESS_CONTRACT_TIMEOUT`, default 20 min).
 fn contract_timeout() -> Duration {
-    super::secs_from_env("HARNESS_CONTRACT_TIMEOUT", 20 * 60)
+    secs_from_env("HARNESS_CONTRACT_TIMEOUT", 20 * 60)
 }
 
 /// What the agent may take to connect, then to finish, within a start.
@@ -66,7 +66,7 @@ fn image(arch: Arch) -> Result<BootImage, String> {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        rt.block_on(harness::cmd::boot::resolve_image(&root(), "contract", arch))
+        rt.block_on(crate::cmd::boot::resolve_image(&root(), "contract", arch))
             .map_err(|e| format!("{e:#}").replace('\n', " "))
     })
     .join()
@@ -80,7 +80,7 @@ pub fn skip_reason(arch: Arch) -> Option<String> {
     if let Some(reason) = arch_not_selected(std::env::var("HARNESS_CONTRACT_ARCHS").ok(), arch) {
         return Some(reason);
     }
-    if let Err(e) = harness::tools::find("terraform") {
+    if let Err(e) = crate::tools::find("terraform") {
         return Some(format!(
             "the contract tier renders with real Terraform: {e:#}"
         ));

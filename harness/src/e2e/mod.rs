@@ -1,0 +1,464 @@
+//! The cucumber runner for `features/`, in the library so that one build
+//! serves both entries: `harness gate` runs it in-process ([`run`]) and
+//! `cargo test --features e2e` (`harness/tests/e2e.rs`) is a thin entry
+//! ([`main`]).
+//!
+//! - Variants come from `values/` only: features are expanded by
+//!   [`crate::scenarios`] into `target/e2e/features/` before parsing.
+//! - Scenarios whose prerequisites this machine lacks (a NixOS image, a
+//!   Docker daemon for Coder, AWS credentials) are not run; they are
+//!   reported as SKIPPED with the reason, in the console, in
+//!   `target/e2e/summary.json` and in `target/e2e/junit-skipped.xml`.
+//!   `HARNESS_STRICT=1` turns every skip into a failure.
+//! - Every step is bounded by a timeout, and the whole run by a global one.
+//! - Progress: a line when each scenario starts and ends (verdict, duration,
+//!   an estimate of what is left), besides cucumber's own step lines.
+//! - Reports: `target/e2e/junit.xml`, `target/e2e/cucumber.json`,
+//!   `target/e2e/summary.json`, and one folder per scenario with the serial
+//!   log and IMDS request log.
+//! - Instances are torn down in the after-hook, even on failure;
+//!   `HARNESS_KEEP=failed` keeps failed scenarios' VMs until Enter.
+
+mod contract;
+mod progress;
+mod rows;
+mod skip;
+mod steps;
+mod world;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use cucumber::{event, writer, World as _, WriterExt as _};
+use futures::FutureExt as _;
+
+use crate::machine::backend::Backend;
+use crate::report::summary::{Outcome, Row, Summary};
+use crate::scenarios;
+use crate::workspace::real::{self as real_workspace, Machine, RunResources};
+
+pub use world::E2e;
+use world::{all_variants, global_timeout, out_dir, root, slug};
+
+/// How one run is asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub backend: Backend,
+    /// Skips count as failures (`HARNESS_STRICT=1`).
+    pub strict: bool,
+    /// Only these variants (`HARNESS_VARIANTS=a,b`); `None`: all.
+    pub only: Option<Vec<String>>,
+    /// The `harness` binary the guestfwd relay runs (`HARNESS_EXE`).
+    pub harness_exe: PathBuf,
+    /// cucumber's own command line (`--name`, `--tags`, `-v`, …), argv[0]
+    /// first.
+    pub cucumber_args: Vec<String>,
+}
+
+impl Options {
+    /// From the environment (`HARNESS_BACKEND`, `HARNESS_STRICT`,
+    /// `HARNESS_VARIANTS`, `HARNESS_EXE`), with `harness_exe` the default
+    /// binary for the relay when `HARNESS_EXE` is unset.
+    pub fn from_env(harness_exe: PathBuf, cucumber_args: Vec<String>) -> anyhow::Result<Options> {
+        Ok(Options {
+            backend: Backend::from_env()?,
+            strict: std::env::var("HARNESS_STRICT").is_ok_and(|v| v == "1"),
+            only: std::env::var("HARNESS_VARIANTS")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .map(|s| s.split(',').map(str::to_string).collect()),
+            harness_exe: std::env::var_os("HARNESS_EXE")
+                .map(PathBuf::from)
+                .unwrap_or(harness_exe),
+            cucumber_args,
+        })
+    }
+}
+
+/// One run's backend, preflight findings and shared resources; set by
+/// [`run`] before the first scenario (a second run in the same process,
+/// such as `harness gate --ec2`, gets its own).
+pub(crate) struct Run {
+    pub backend: Backend,
+    pub preflight: skip::Preflight,
+    pub resources: RunResources,
+    pub rows: Mutex<Vec<Row>>,
+    pub kept: Mutex<Vec<Machine>>,
+}
+
+fn current() -> &'static Mutex<Option<&'static Run>> {
+    static RUN: OnceLock<Mutex<Option<&'static Run>>> = OnceLock::new();
+    RUN.get_or_init(Default::default)
+}
+
+/// The run in progress.
+pub(crate) fn ctx() -> &'static Run {
+    current()
+        .lock()
+        .unwrap()
+        .expect("no e2e run in progress: harness::e2e::run sets it up")
+}
+
+/// `cargo test --features e2e` (`harness/tests/e2e.rs`): options from the
+/// environment and the process's own arguments, then exit with the run's
+/// code. `harness_exe` is the `harness` binary cargo built beside the test.
+pub fn main(harness_exe: &str) -> ! {
+    let opts = match Options::from_env(harness_exe.into(), std::env::args().collect()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("e2e: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let code = rt.block_on(run(opts));
+    drop(rt);
+    std::process::exit(code);
+}
+
+/// Run the scenarios; the exit code (0 passed, 1 failed or strict skips,
+/// 2 bad input). Writes `target/e2e/summary.json` in every case but a
+/// crash; a global timeout (`HARNESS_GLOBAL_TIMEOUT`) stops every VM and
+/// container, writes what finished and exits the process with 124.
+pub async fn run(opts: Options) -> i32 {
+    let out = out_dir();
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        eprintln!("e2e: cannot create {}: {e}", out.display());
+        return 2;
+    }
+    // The guestfwd relay runs the harness binary, not a test binary.
+    std::env::set_var("HARNESS_EXE", &opts.harness_exe);
+    let features = match scenarios::expand_dir(
+        &root().join("features"),
+        &out.join("features"),
+        all_variants(),
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("e2e: cannot expand features/: {e:#}");
+            return 2;
+        }
+    };
+    let backend = opts.backend;
+
+    crate::machine::qemu::process::install_signal_cleanup();
+    let preflight = skip::preflight(backend).await;
+    println!(
+        "e2e: backend {backend}; real workspaces (@nixos): {}",
+        preflight
+            .real
+            .as_deref()
+            .map(|r| format!(
+                "skipped: {} (the reasons and what to do follow the run)",
+                crate::report::reasons::short(r)
+            ))
+            .unwrap_or_else(|| "will run".into())
+    );
+    if backend == Backend::Ec2 {
+        println!("e2e: HARNESS_BACKEND=ec2 runs the @nixos scenarios only; the fixture self-tests run on the qemu backend");
+    }
+    let run: &'static Run = Box::leak(Box::new(Run {
+        backend,
+        preflight,
+        resources: RunResources::new(&root(), &out, backend),
+        rows: Mutex::default(),
+        kept: Mutex::default(),
+    }));
+    *current().lock().unwrap() = Some(run);
+
+    // Global timeout: tear everything down and fail, keeping what ran.
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let limit = global_timeout();
+        if done_rx.recv_timeout(limit) != Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            return;
+        }
+        eprintln!("e2e: global timeout of {limit:?} reached (HARNESS_GLOBAL_TIMEOUT); stopping every VM and container");
+        crate::machine::qemu::process::cleanup_all();
+        let done = run.rows.lock().map(|r| r.clone()).unwrap_or_default();
+        match (Summary { rows: done }).save(&out_dir()) {
+            Ok(p) => eprintln!(
+                "e2e: wrote {} (scenarios finished before the timeout)",
+                p.display()
+            ),
+            Err(e) => eprintln!("e2e: could not write summary.json: {e:#}"),
+        }
+        std::process::exit(124);
+    });
+
+    let code = run_scenarios(run, &opts, features).await;
+    let _ = done_tx.send(());
+    code
+}
+
+async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> i32 {
+    let out = out_dir();
+    // cucumber's own options (`--name`, `--tags`, `-v`, …); the types are
+    // inferred from `with_cli` below.
+    let mut cli =
+        match <cucumber::cli::Opts<_, _, _, cucumber::cli::Empty> as clap::Parser>::try_parse_from(
+            &opts.cucumber_args,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("e2e: {e}");
+                return 2;
+            }
+        };
+    let backend = run.backend;
+    let junit = match std::fs::File::create(out.join("junit.xml")) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("e2e: cannot write junit.xml: {e}");
+            return 2;
+        }
+    };
+    let json = match std::fs::File::create(out.join("cucumber.json")) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("e2e: cannot write cucumber.json: {e}");
+            return 2;
+        }
+    };
+    let skipped_rows: &'static Mutex<Vec<Row>> = Box::leak(Box::default());
+    let keep_failed = std::env::var("HARNESS_KEEP").is_ok_and(|v| v == "failed");
+    let started: &'static Mutex<HashMap<String, Instant>> = Box::leak(Box::default());
+    let progress: &'static progress::Progress = Box::leak(Box::new(progress::Progress::new()));
+    let only = opts.only.clone();
+
+    // cucumber ignores `filter_run`'s closure when `--tags`/`--name` is
+    // given, which would bypass the skip rules below (a scenario this
+    // machine cannot run would fail instead of being reported skipped).
+    // Take both filters out of the CLI and apply them in the closure.
+    let tags_filter = cli.tags_filter.take();
+    let name_filter = cli.re_filter.take();
+    let writer = E2e::cucumber()
+        .max_concurrent_scenarios(2)
+        .before(move |_f, _r, sc, w| {
+            async move {
+                w.artifacts = out_dir().join("scenarios").join(slug(&sc.name));
+                let _ = std::fs::remove_dir_all(&w.artifacts);
+                std::fs::create_dir_all(&w.artifacts).ok();
+                started
+                    .lock()
+                    .unwrap()
+                    .insert(sc.name.clone(), Instant::now());
+                progress.started(&sc.name);
+            }
+            .boxed_local()
+        })
+        .after(move |f, _r, sc, ev, w| {
+            async move {
+                let secs = started
+                    .lock()
+                    .unwrap()
+                    .get(&sc.name)
+                    .map(|t| t.elapsed().as_secs_f64())
+                    .unwrap_or(0.0);
+                let (outcome, reason) = match ev {
+                    event::ScenarioFinished::StepPassed => (Outcome::Passed, None),
+                    event::ScenarioFinished::StepSkipped => (
+                        Outcome::Failed,
+                        Some("a step has no definition (write it in harness/src/e2e/)".into()),
+                    ),
+                    event::ScenarioFinished::StepFailed(_, _, e) => (
+                        Outcome::Failed,
+                        Some(e.to_string().lines().next().unwrap_or("").to_string()),
+                    ),
+                    event::ScenarioFinished::BeforeHookFailed(_) => {
+                        (Outcome::Failed, Some("before hook failed".into()))
+                    }
+                };
+                let mut r = rows::row(f, sc, outcome, reason, secs);
+                if let Some(w) = w {
+                    r.time_to_agent_s = w.time_to_agent.map(|d| d.as_secs_f64());
+                    r.time_to_ready_s = w.time_to_ready.map(|d| d.as_secs_f64());
+                    r.artifacts = Some(w.artifacts.clone());
+                    if let Some(cp) = w.api.as_deref() {
+                        // The rebuild log (agent logs as the control plane received them).
+                        let _ = real_workspace::save_agent_logs(
+                            cp,
+                            &w.artifacts.join("agent-logs.txt"),
+                        )
+                        .await;
+                    }
+                    // A pooled contract VM goes back to its pool instead.
+                    contract::after(w, outcome == Outcome::Failed, keep_failed).await;
+                    let machine = w
+                        .workspace
+                        .take()
+                        .map(|ws| ws.machine)
+                        .or_else(|| w.instance.take());
+                    if let Some(mut inst) = machine {
+                        if outcome == Outcome::Failed && keep_failed {
+                            run.kept.lock().unwrap().push(inst);
+                        } else {
+                            let _ = inst.get_mut().terminate().await;
+                        }
+                    }
+                }
+                progress.finished(
+                    &sc.name,
+                    outcome,
+                    Duration::from_secs_f64(secs),
+                    r.artifacts.as_deref(),
+                );
+                run.rows.lock().unwrap().push(r);
+            }
+            .boxed_local()
+        })
+        .with_writer(
+            writer::Basic::new(
+                progress.writer(),
+                writer::Coloring::Auto,
+                writer::Verbosity::Default,
+            )
+            .summarized()
+            .tee::<E2e, _>(writer::JUnit::for_tee(junit, 0))
+            .tee::<E2e, _>(writer::Json::for_tee(json))
+            .normalized(),
+        )
+        // After with_writer: changing the writer drops an earlier CLI.
+        .with_cli(cli)
+        .filter_run(features, move |feature, _rule, scenario| {
+            let tags = skip::scenario_tags(feature, scenario);
+            if name_filter
+                .as_ref()
+                .is_some_and(|re| !re.is_match(&scenario.name))
+            {
+                return false;
+            }
+            if tags_filter.as_ref().is_some_and(|op| {
+                use cucumber::tag::Ext as _;
+                !op.eval(tags.iter())
+            }) {
+                return false;
+            }
+            if backend == Backend::Ec2 && !tags.iter().any(|t| t == "nixos") {
+                return false;
+            }
+            if let Some(only) = &only {
+                // Expanded outlines carry @variant-<name> on each Examples block.
+                let names: Vec<String> = tags
+                    .iter()
+                    .filter_map(|t| t.strip_prefix("variant-").map(str::to_string))
+                    .collect();
+                if !names.is_empty() && !names.iter().any(|n| only.contains(n)) {
+                    return false;
+                }
+            }
+            if tags.iter().any(|t| t == "contract") {
+                let arch = if tags.iter().any(|t| t == "aarch64") {
+                    crate::template::variant::Arch::Aarch64
+                } else {
+                    crate::template::variant::Arch::X86_64
+                };
+                if let Some(reason) = contract::skip_reason(arch) {
+                    skipped_rows.lock().unwrap().push(rows::row(
+                        feature,
+                        scenario,
+                        Outcome::Skipped,
+                        Some(reason),
+                        0.0,
+                    ));
+                    return false;
+                }
+            }
+            for t in &tags {
+                if let Some(reason) = skip::skip_reason(t) {
+                    skipped_rows.lock().unwrap().push(rows::row(
+                        feature,
+                        scenario,
+                        Outcome::Skipped,
+                        Some(reason),
+                        0.0,
+                    ));
+                    return false;
+                }
+            }
+            progress.planned(progress::runs_of(scenario));
+            true
+        })
+        .await;
+    progress.finish();
+
+    // Outline scenarios are reported once per Examples row by cucumber;
+    // the filter sees each outline once per Examples block.
+    let skips = std::mem::take(&mut *skipped_rows.lock().unwrap());
+    let mut all = std::mem::take(&mut *run.rows.lock().unwrap());
+    all.extend(skips.iter().cloned());
+    let summary = Summary { rows: all };
+    let path = match summary.save(&out) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("e2e: cannot write summary.json: {e:#}");
+            return 1;
+        }
+    };
+    std::fs::write(out.join("junit-skipped.xml"), rows::junit_skipped(&skips)).ok();
+
+    use cucumber::writer::Stats as _;
+    let failed = writer.execution_has_failed();
+    println!();
+    println!(
+        "e2e summary: {} passed, {} failed, {} skipped (summary: {})",
+        summary.count(Outcome::Passed),
+        summary.count(Outcome::Failed) + usize::from(failed && summary.count(Outcome::Failed) == 0),
+        summary.count(Outcome::Skipped),
+        path.display()
+    );
+    // Each distinct reason once, shortened, with what to do about it.
+    let mut keyed = crate::report::reasons::Reasons::default();
+    for r in skips.iter().filter_map(|s| s.reason.as_deref()) {
+        keyed.key(r);
+    }
+    for e in keyed.entries() {
+        println!(
+            "  SKIPPED [{}] {} ({} scenario row(s))",
+            e.key, e.title, e.rows
+        );
+        if let Some(a) = &e.action {
+            println!("      → {a}");
+        }
+    }
+    println!("by tier: {}", summary.matrix().tally().line());
+    let kept_vms = std::mem::take(&mut *run.kept.lock().unwrap());
+    if !kept_vms.is_empty() {
+        println!(
+            "HARNESS_KEEP=failed: {} failed VM(s) kept running:",
+            kept_vms.len()
+        );
+        for k in &kept_vms {
+            if let Some(t) = k.get().ssh() {
+                println!(
+                    "  {}: ssh -i {} -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@{}",
+                    k.get().id(),
+                    t.identity.display(),
+                    t.port,
+                    t.host
+                );
+            }
+        }
+        println!("press Enter to stop them");
+        let mut s = String::new();
+        let _ = std::io::stdin().read_line(&mut s);
+    }
+    for mut k in kept_vms {
+        let _ = k.get_mut().terminate().await;
+    }
+    contract::shutdown().await;
+    run.resources.shutdown().await;
+    if failed || summary.count(Outcome::Failed) > 0 {
+        1
+    } else if opts.strict && !skips.is_empty() {
+        println!("HARNESS_STRICT=1: skips count as failures");
+        1
+    } else {
+        0
+    }
+}
