@@ -134,26 +134,38 @@ impl Tally {
         Tally(m)
     }
 
-    /// `static 40 passed · fixture 24 passed, 1 failed · contract 0 · twin 0 · nixos 0 (30 skipped) · ec2 0 (1 skipped)`:
-    /// every tier named, so a count of passes can never be read as another tier's.
+    /// `static 40 passed · fixture 24 passed, 1 FAILED · contract, twin 0 · nixos 0 (30 skipped) · ec2 0 (1 skipped)`:
+    /// every tier named, so a count of passes can never be read as another
+    /// tier's; neighbouring tiers without a single row share their `0`
+    /// (the line stays within a 120-column screen with six tiers).
     pub fn line(&self) -> String {
-        self.0
-            .iter()
-            .map(|(t, c)| {
-                let mut s = format!("{t} {}", c.passed);
-                if c.passed > 0 {
-                    s.push_str(" passed");
-                }
-                if c.failed > 0 {
-                    s.push_str(&format!(", {} FAILED", c.failed));
-                }
-                if c.skipped > 0 {
-                    s.push_str(&format!(" ({} skipped)", c.skipped));
-                }
-                s
-            })
-            .collect::<Vec<_>>()
-            .join(" · ")
+        let mut parts: Vec<String> = Vec::new();
+        let mut empty: Vec<&str> = Vec::new();
+        for (t, c) in &self.0 {
+            if *c == Counts::default() {
+                empty.push(t.as_str());
+                continue;
+            }
+            if !empty.is_empty() {
+                parts.push(format!("{} 0", empty.join(", ")));
+                empty.clear();
+            }
+            let mut s = format!("{t} {}", c.passed);
+            if c.passed > 0 {
+                s.push_str(" passed");
+            }
+            if c.failed > 0 {
+                s.push_str(&format!(", {} FAILED", c.failed));
+            }
+            if c.skipped > 0 {
+                s.push_str(&format!(" ({} skipped)", c.skipped));
+            }
+            parts.push(s);
+        }
+        if !empty.is_empty() {
+            parts.push(format!("{} 0", empty.join(", ")));
+        }
+        parts.join(" · ")
     }
 }
 
@@ -214,7 +226,15 @@ mod tests {
         ]);
         assert_eq!(
             t.line(),
-            "static 2 passed · fixture 1 passed, 1 FAILED · contract 0 · twin 0 · nixos 0 (1 skipped) · ec2 0"
+            "static 2 passed · fixture 1 passed, 1 FAILED · contract, twin 0 · nixos 0 (1 skipped) · ec2 0"
+        );
+        assert_eq!(
+            Tally::new([]).line(),
+            "static, fixture, contract, twin, nixos, ec2 0"
+        );
+        assert_eq!(
+            Tally::new([(Tier::Twin, Verdict::Failed)]).line(),
+            "static, fixture, contract 0 · twin 0, 1 FAILED · nixos, ec2 0"
         );
     }
 }
