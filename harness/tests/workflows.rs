@@ -686,13 +686,13 @@ fn installed_workflows_equal_ci_copies() {
         p[0].contains("nightly.yml is a symlink") && p[1].contains("pr.yml differs"),
         "{p:#?}"
     );
-    // And the README tells people to copy.
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    // And the docs tell people to copy.
+    let ci_doc = std::fs::read_to_string(repo().join("docs/ci.md")).unwrap();
     assert!(
-        !readme.contains("ln -sf ../../ci/"),
-        "README still installs by symlink"
+        !ci_doc.contains("ln -sf ../../ci/"),
+        "docs/ci.md still installs by symlink"
     );
-    assert!(readme.contains("cp ci/nightly.yml ci/pr.yml .github/workflows/"));
+    assert!(ci_doc.contains("cp ci/nightly.yml ci/pr.yml .github/workflows/"));
 }
 
 /// Fenced code blocks that set HARNESS_STRICT=1 but neither let the run build
@@ -715,14 +715,38 @@ fn strict_without_image(markdown: &str) -> Vec<String> {
     bad
 }
 
+/// README.md and every docs/*.md page.
+fn markdown_pages() -> Vec<(std::path::PathBuf, String)> {
+    let mut pages = vec![repo().join("README.md")];
+    let mut docs: Vec<_> = std::fs::read_dir(repo().join("docs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    pages.extend(docs);
+    pages
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p, text)
+        })
+        .collect()
+}
+
 #[test]
-fn readme_never_sets_strict_without_an_image() {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let bad = strict_without_image(&readme);
-    assert!(
-        bad.is_empty(),
-        "README blocks with HARNESS_STRICT=1 but no image: {bad:#?}"
-    );
+fn readme_and_docs_never_set_strict_without_an_image() {
+    let pages = markdown_pages();
+    assert!(pages.len() > 1, "no docs/*.md found");
+    for (p, text) in &pages {
+        let bad = strict_without_image(text);
+        assert!(
+            bad.is_empty(),
+            "{}: blocks with HARNESS_STRICT=1 but no image: {bad:#?}",
+            p.display()
+        );
+    }
     let old = "```yaml\n      - run: cargo test -p harness --features e2e --test e2e\n        env:\n          HARNESS_STRICT: \"1\"\n```\n";
     assert_eq!(
         strict_without_image(old).len(),

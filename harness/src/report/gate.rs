@@ -432,7 +432,7 @@ mod tests {
         }
         assert_eq!(
             lines.last().copied(),
-            Some("static 27 passed (1 skipped) · fixture 9 passed, 1 FAILED · contract 0 · nixos 0 (30 skipped) · ec2 0 (5 skipped)")
+            Some("static 27 passed (1 skipped) · fixture 9 passed, 1 FAILED · contract, twin 0 · nixos 0 (30 skipped) · ec2 0 (5 skipped)")
         );
         assert_eq!(
             out.matches("no NixOS image + no Docker daemon").count(),

@@ -1,12 +1,17 @@
 //! `harness report --html`: `target/e2e/report.html`, one self-contained
 //! page (inline CSS and SVG, no script, no network: a Content-Security-Policy
 //! of `default-src 'none'` forbids anything else) with the variant × check
-//! matrix coloured by verdict and tier.  Each cell opens (`<details>`) onto
-//! its scenarios: verdict, tier, the failure message or skip reason, and
-//! relative links to what the scenario's evidence folder holds (serial
-//! console, user-data, metadata log, agent log).  Skipped cells are grey
-//! and show their reason; the distinct reasons follow the table once each;
-//! time to agent and to ready per variant and arch are a small SVG chart.
+//! matrix coloured by verdict and by evidence: a passed cell is filled by
+//! the strongest tier that passed in it ([`pass_fill`]: striped and pale
+//! for files and doubles — static, fixture, contract, twin —, solid green
+//! for a real NixOS workspace — nixos, ec2), so a pass on the busybox
+//! double never looks like a real one; a legend says which is which.
+//! Failed cells are red, skipped cells grey with their reason.  Each cell
+//! opens (`<details>`) onto its scenarios: verdict, tier, the failure
+//! message or skip reason, and relative links to what the scenario's
+//! evidence folder holds (serial console, user-data, metadata log, agent
+//! log).  The distinct skip reasons follow the table once each; time to
+//! agent and to ready per variant and arch are a small SVG chart.
 //!
 //! All text from the summary is escaped ([`esc`]); the page is checked in
 //! headless Chromium by `harness/tests/report_html.rs`.
@@ -119,12 +124,12 @@ table.matrix{border-collapse:collapse}
 .matrix th,.matrix td{border:1px solid #bbb;padding:4px 6px;vertical-align:top;text-align:left}
 .matrix thead th{background:#f0f0f0}
 td.cell{min-width:7em;border-left-width:6px}
-td.passed{background:#c8efd0}td.failed{background:#f4b6b0}td.skipped{background:#dcdcdc;color:#444}
+td.failed{background:#f4b6b0}td.skipped{background:#dcdcdc;color:#444}
 td.empty{background:#fafafa;color:#999}
 td.tier-static{border-left-color:#7a8a99}td.tier-fixture{border-left-color:#d9a400}
-td.tier-contract{border-left-color:#8e44ad}td.tier-nixos{border-left-color:#1f6feb}td.tier-ec2{border-left-color:#0b7a3e}
+td.tier-contract{border-left-color:#8e44ad}td.tier-twin{border-left-color:#0e7c86}td.tier-nixos{border-left-color:#1f6feb}td.tier-ec2{border-left-color:#0b7a3e}
 .badge{display:inline-block;border-radius:3px;padding:0 4px;margin:1px;font-size:12px;color:#fff}
-.t-static{background:#7a8a99}.t-fixture{background:#b58900}.t-contract{background:#8e44ad}.t-nixos{background:#1f6feb}.t-ec2{background:#0b7a3e}
+.t-static{background:#7a8a99}.t-fixture{background:#b58900}.t-contract{background:#8e44ad}.t-twin{background:#0e7c86}.t-nixos{background:#1f6feb}.t-ec2{background:#0b7a3e}
 .why{display:block;font-size:12px}
 details>summary{cursor:pointer}
 ul.items{margin:.3em 0 0;padding-left:1.1em;max-width:40em}
@@ -134,7 +139,82 @@ li.skipped pre.msg{background:#f6f6f6;border-color:#ccc}
 .links a{margin-right:.8em}
 #reasons li{margin-bottom:.4em}
 .legend span{margin-right:1em}
+#colours .key{display:inline-block;margin:0 1em .3em 0}
+.swatch{display:inline-block;width:1.6em;height:.9em;border:1px solid #999;vertical-align:middle;margin-right:.3em}
+.swatch.sw-failed{background:#f4b6b0}.swatch.sw-skipped{background:#dcdcdc}
 "#;
+
+/// The failed and skipped fills (the legend's last two swatches).
+pub const FAILED_RGB: [u8; 3] = [0xf4, 0xb6, 0xb0];
+pub const SKIPPED_RGB: [u8; 3] = [0xdc, 0xdc, 0xdc];
+
+/// How a passed cell is filled, from the strongest tier that passed in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassFill {
+    /// The fill, or the colour of the stripes.
+    pub colour: [u8; 3],
+    /// `Some(between)`: striped (`colour` and `between` alternate), the
+    /// mark of evidence from files or a double; `None`: solid.
+    pub stripes: Option<[u8; 3]>,
+}
+
+/// The fill of a passed cell whose strongest passing tier is `t`: pale
+/// stripes growing darker from `static` to `twin` (files, the busybox
+/// double, the NixOS-contract double, moto), solid green for `nixos` and a
+/// darker solid green for `ec2`.  Every tier's fill differs from every
+/// other's and from the failed and skipped fills.
+pub fn pass_fill(t: Tier) -> PassFill {
+    const WHITE: [u8; 3] = [0xff, 0xff, 0xff];
+    match t {
+        Tier::Static => PassFill {
+            colour: [0xe3, 0xec, 0xe5],
+            stripes: Some(WHITE),
+        },
+        Tier::Fixture => PassFill {
+            colour: [0xcf, 0xec, 0xd6],
+            stripes: Some(WHITE),
+        },
+        Tier::Contract => PassFill {
+            colour: [0xb0, 0xe0, 0xbc],
+            stripes: Some(WHITE),
+        },
+        Tier::Twin => PassFill {
+            colour: [0x96, 0xd4, 0xa6],
+            stripes: Some([0xea, 0xf6, 0xed]),
+        },
+        Tier::Nixos => PassFill {
+            colour: [0x6c, 0xc8, 0x83],
+            stripes: None,
+        },
+        Tier::Ec2 => PassFill {
+            colour: [0x3f, 0xa8, 0x62],
+            stripes: None,
+        },
+    }
+}
+
+fn hex(c: [u8; 3]) -> String {
+    format!("#{:02x}{:02x}{:02x}", c[0], c[1], c[2])
+}
+
+/// One CSS rule per tier, `.ev-<tier>{background:…}`: the passed cells
+/// and the legend's swatches.
+fn evidence_css() -> String {
+    let mut css = String::new();
+    for t in Tier::ALL {
+        let f = pass_fill(t);
+        let bg = match f.stripes {
+            Some(b) => format!(
+                "repeating-linear-gradient(135deg,{c} 0 7px,{b} 7px 12px)",
+                c = hex(f.colour),
+                b = hex(b)
+            ),
+            None => hex(f.colour),
+        };
+        let _ = writeln!(css, ".ev-{t}{{background:{bg}}}");
+    }
+    css
+}
 
 /// The whole page for `summary`, links relative to `out_dir` (where the
 /// page is written).
@@ -146,7 +226,7 @@ pub fn render(summary: &Summary, out_dir: &Path) -> String {
     h.push_str(
         "<meta name=\"viewport\" content=\"width=device-width\">\n<title>e2e report</title>\n",
     );
-    let _ = writeln!(h, "<style>{CSS}</style>\n</head><body>");
+    let _ = writeln!(h, "<style>{CSS}{}</style>\n</head><body>", evidence_css());
     h.push_str("<h1>e2e report: variant × check</h1>\n");
     let _ = writeln!(
         h,
@@ -162,6 +242,7 @@ pub fn render(summary: &Summary, out_dir: &Path) -> String {
         );
     }
     h.push_str("</p>\n");
+    colour_legend(&mut h);
     matrix_table(&mut h, &m, out_dir);
     reasons(&mut h, &m);
     h.push_str("<section id=\"timings\"><h2>Time to agent and to ready</h2>\n");
@@ -176,6 +257,23 @@ pub fn write(summary: &Summary, out_dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::write(&p, render(summary, out_dir))
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
     Ok(p)
+}
+
+/// What the cell colours mean: one swatch per tier, then failed and skipped.
+fn colour_legend(h: &mut String) {
+    h.push_str("<p class=\"legend\" id=\"colours\">A passed cell is filled by the strongest tier that passed in it; striped: files or a double (never a real workspace), solid: a real NixOS workspace.<br>");
+    for t in Tier::ALL {
+        let kind = if pass_fill(t).stripes.is_some() {
+            "striped"
+        } else {
+            "solid"
+        };
+        let _ = write!(
+            h,
+            "<span class=\"key\" data-tier=\"{t}\"><span class=\"swatch ev-{t}\"></span>{t} passed ({kind})</span>"
+        );
+    }
+    h.push_str("<span class=\"key\"><span class=\"swatch sw-failed\"></span>failed (any tier)</span><span class=\"key\"><span class=\"swatch sw-skipped\"></span>skipped</span></p>\n");
 }
 
 fn verdict_word(v: Verdict) -> &'static str {
@@ -234,9 +332,21 @@ fn cell(h: &mut String, m: &Matrix, variant: &str, check: &str, out_dir: &Path) 
         .map(|i| i.tier)
         .max()
         .unwrap_or_else(|| m.items[idx[0]].tier);
+    // A passed cell's fill shows the strongest tier that passed in it (a
+    // skipped real scenario beside a fixture pass leaves it a fixture pass).
+    let evidence = idx
+        .iter()
+        .map(|&n| &m.items[n])
+        .filter(|i| i.verdict == Verdict::Passed)
+        .map(|i| i.tier)
+        .max();
+    let (ev_class, ev_attr) = match (verdict, evidence) {
+        (Verdict::Passed, Some(t)) => (format!(" ev-{t}"), format!(" data-evidence=\"{t}\"")),
+        _ => (String::new(), String::new()),
+    };
     let _ = write!(
         h,
-        "<td class=\"cell {v} tier-{tier}\" data-verdict=\"{v}\" {attrs}><details><summary>",
+        "<td class=\"cell {v} tier-{tier}{ev_class}\" data-verdict=\"{v}\"{ev_attr} {attrs}><details><summary>",
         v = verdict_word(verdict)
     );
     let mut by_tier: BTreeMap<Tier, Vec<usize>> = BTreeMap::new();
@@ -470,6 +580,74 @@ mod tests {
         assert!(!page.contains("<img"), "{page}");
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains("&quot;&#39;&amp;"));
+    }
+
+    #[test]
+    fn doubles_are_striped_real_tiers_solid_and_every_fill_differs() {
+        let fills: Vec<PassFill> = Tier::ALL.iter().map(|t| pass_fill(*t)).collect();
+        for (t, f) in Tier::ALL.iter().zip(&fills) {
+            assert_eq!(f.stripes.is_some(), *t < Tier::Nixos, "{t}: {f:?}");
+            assert!(f.colour != FAILED_RGB && f.colour != SKIPPED_RGB, "{t}");
+        }
+        for (i, a) in fills.iter().enumerate() {
+            for b in &fills[i + 1..] {
+                assert_ne!(a.colour, b.colour);
+            }
+        }
+        // Stronger evidence, darker green.
+        let lum = |c: [u8; 3]| 0.2126 * c[0] as f64 + 0.7152 * c[1] as f64 + 0.0722 * c[2] as f64;
+        for w in fills.windows(2) {
+            assert!(lum(w[0].colour) > lum(w[1].colour), "{w:?}");
+        }
+    }
+
+    #[test]
+    fn a_cell_is_filled_by_the_strongest_tier_that_passed() {
+        let mut fixture = row("a", "home mount", Outcome::Passed, None);
+        let mut nixos_skip = row("a", "home mount", Outcome::Skipped, Some("no image"));
+        nixos_skip.image = "nixos".into();
+        let mut nixos_pass = row("b", "home mount", Outcome::Passed, None);
+        nixos_pass.image = "nixos".into();
+        fixture.scenario = "fixture".into();
+        let s = Summary {
+            rows: vec![
+                fixture.clone(),
+                nixos_skip,
+                Row {
+                    variant: "b".into(),
+                    ..fixture
+                },
+                nixos_pass,
+            ],
+        };
+        let page = render(&s, Path::new("/nowhere"));
+        let td = |v: &str| {
+            let i = page
+                .find(&format!("data-variant=\"{v}\" data-check=\"home mount\""))
+                .unwrap();
+            let start = page[..i].rfind("<td").unwrap();
+            page[start..i].to_string()
+        };
+        assert!(
+            td("a").contains("ev-fixture") && td("a").contains("data-evidence=\"fixture\""),
+            "{}",
+            td("a")
+        );
+        assert!(
+            td("b").contains("ev-nixos") && td("b").contains("data-evidence=\"nixos\""),
+            "{}",
+            td("b")
+        );
+        for t in Tier::ALL {
+            assert!(
+                page.contains(&format!("<span class=\"swatch ev-{t}\">")),
+                "legend lacks {t}"
+            );
+            assert!(
+                page.contains(&format!(".ev-{t}{{background:")),
+                "no CSS for {t}"
+            );
+        }
     }
 
     #[test]

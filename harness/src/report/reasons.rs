@@ -95,7 +95,7 @@ fn known() -> &'static [Known] {
             k(
                 r"(?i)checkov[^;]*(not found|not installed)",
                 "checkov not installed",
-                "pip install checkov (ci/setup-debian.sh does)",
+                "run ci/setup-debian.sh: it installs checkov 3.3.30 into its own venv, /opt/harness-checkov-venv, linked as /usr/local/bin/checkov (Debian's system pip refuses, PEP 668)",
             ),
             k(
                 r"a step has no definition",

@@ -146,7 +146,7 @@ pub async fn preflight_with(ctx: &Ec2Ctx, role: Option<&str>) -> Option<String> 
         Ok(_) => None,
         Err(e) if is_access_denied(e.code()) => Some(format!(
             "AWS FIS in {} answered {} to ListExperimentTemplates: the harness's credentials need the \
-             fis:* actions and iam:PassRole of the generated policy (README, EC2 tier IAM policy)",
+             fis:* actions and iam:PassRole of the generated policy (docs/ec2.md, \"IAM policy\")",
             ctx.region,
             e.code().unwrap_or("AccessDenied")
         )),
