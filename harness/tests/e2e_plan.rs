@@ -117,10 +117,13 @@ fn text_plan_names_images_containers_and_parameters() {
     }
 }
 
+/// Without `--plan` it runs the scenarios with cucumber's options after
+/// `--`; a bad option is refused, naming it, before any scenario starts.
 #[test]
-fn without_plan_it_says_how_to_run() {
-    let out = harness(&["e2e"]);
-    assert!(!out.status.success());
+fn without_plan_it_runs_and_refuses_a_bad_cucumber_option() {
+    let out = harness(&["e2e", "--", "--no-such-option"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--plan"), "{err}");
+    assert!(err.contains("--no-such-option"), "{err}");
+    assert!(!err.contains("started:"), "a scenario started: {err}");
 }
