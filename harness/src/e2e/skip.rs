@@ -59,7 +59,7 @@ pub(crate) async fn preflight(backend: Backend, only: Option<&[String]>) -> Pref
 pub fn selected_arches(variants: &[Variant], only: Option<&[String]>) -> Vec<Arch> {
     let mut arches: Vec<Arch> = variants
         .iter()
-        .filter(|v| only.is_none_or(|o| o.iter().any(|n| *n == v.name)))
+        .filter(|v| only.is_none_or(|o| o.contains(&v.name)))
         .map(|v| v.arch)
         .collect();
     arches.sort();
