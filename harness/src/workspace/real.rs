@@ -456,10 +456,10 @@ impl RealWorkspace {
         self.come_back(timeout, artifacts, false).await
     }
 
-    /// After a spot interruption: the machine comes back only as it really
-    /// would (EC2 restarts it when capacity returns; modelled on QEMU, see
-    /// [`crate::machine::instance::Instance::await_restart_after_interruption`]),
-    /// without a Coder build; then wait for the agent again.
+    /// After a spot interruption: the machine is started again without a
+    /// Coder build (on EC2 StartInstances after the FIS stop, see
+    /// [`crate::machine::instance::Instance::start_after_interruption`]);
+    /// then wait for the agent again.
     pub async fn restart_after_interruption(
         &mut self,
         timeout: Duration,
@@ -477,10 +477,7 @@ impl RealWorkspace {
         let started = Instant::now();
         let since = std::time::SystemTime::now();
         if interrupted {
-            self.machine
-                .get_mut()
-                .await_restart_after_interruption()
-                .await?;
+            self.machine.get_mut().start_after_interruption().await?;
         } else {
             self.machine.get_mut().start().await?;
         }
