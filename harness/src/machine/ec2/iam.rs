@@ -338,11 +338,16 @@ mod tests {
             {"Effect": "Allow", "Action": "iam:CreateServiceLinkedRole", "Resource": "*",
              "Condition": {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}}
         ]});
-        assert!(service_linked_role_problem(&one).unwrap().contains("fis.amazonaws.com"));
+        assert!(service_linked_role_problem(&one)
+            .unwrap()
+            .contains("fis.amazonaws.com"));
         let doc: serde_json::Value = serde_json::from_str(&policy_json()).unwrap();
         assert_eq!(service_linked_role_problem(&doc), None);
         let slr = &doc["Statement"][2];
-        assert_eq!(slr["Action"], serde_json::json!(["iam:CreateServiceLinkedRole"]));
+        assert_eq!(
+            slr["Action"],
+            serde_json::json!(["iam:CreateServiceLinkedRole"])
+        );
     }
 
     #[test]
