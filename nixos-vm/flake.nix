@@ -1,7 +1,11 @@
 # nixos-vm: NixOS test images (EC2 image + test-only QEMU glue) and the flake
-# fixtures the harness switches to. flake.lock pins nixos-25.05 at
-# b2a3852b (rev/narHash/lastModified taken from public lock files; nix reads
-# it offline, the narHash is checked on the first online fetch).
+# fixtures the harness switches to. nixpkgs follows the release the template
+# boots (templates/variables.tf nixos_release; harness::image::nixos::release
+# fails when they differ). flake.lock pins nixos-26.05 at cf9d2fb3 (rev,
+# narHash and lastModified from public lock files, /work/research/nixos.md
+# 1.3: not verified offline); the nightly fetches it (`nix flake archive`
+# checks the narHash), checks lib.trivial.release and fails with a
+# refreshed lock when either is wrong (ci/nightly.yml).
 #
 # The guest sees a TEST-ONLY variant of the pinned nixpkgs (`guestSrc`):
 # identical except that virtualisation/amazon-image.nix also imports
@@ -12,7 +16,7 @@
 {
   description = "NixOS EC2 test images and fixtures for the Coder template harness";
 
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
   outputs = { self, nixpkgs }:
     let

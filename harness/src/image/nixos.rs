@@ -10,6 +10,7 @@
 
 pub mod dry_run;
 pub mod guest_rules;
+pub mod release;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
