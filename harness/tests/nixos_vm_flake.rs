@@ -72,8 +72,9 @@ fn scratch() -> Scratch {
         boot.join("bootstrap.nix"),
     )
     .unwrap();
-    // The lock pins github:NixOS/nixpkgs; the stub replaces it.
+    // The locks pin github:NixOS/nixpkgs; the stub replaces it.
     let _ = std::fs::remove_file(repo.join("nixos-vm/flake.lock"));
+    let _ = std::fs::remove_file(repo.join("nixos-vm/ec2/flake.lock"));
     git(&repo, &["init", "-q", "."]);
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-qm", "scratch"]);
@@ -97,6 +98,31 @@ impl Scratch {
         assert!(s.contains(old), "flake.nix no longer contains {old:?}");
         std::fs::write(&p, s.replace(old, new)).unwrap();
         git(&self.repo, &["commit", "-qam", "mutation"]);
+    }
+
+    /// `nix eval --json <dir>#<attr> --apply <apply>` on the copy, with the
+    /// stub for nixpkgs: Ok(stdout) or Err(stderr).
+    fn eval(&self, dir: &str, attr: &str, apply: &str) -> Result<String, String> {
+        harness::image::nixos::check_nix().unwrap_or_else(|e| panic!("{e}"));
+        let out = Command::new("nix")
+            .args(["--extra-experimental-features", "nix-command flakes"])
+            .args(["eval", "--json", "--no-write-lock-file"])
+            .arg("--override-input")
+            .arg("nixpkgs")
+            .arg(format!("path:{}", self.nixpkgs.display()))
+            .args(harness::image::nixos::split_args(
+                "--option build-users-group '' --option sandbox false --option substituters ''",
+            ))
+            .args(harness::image::nixos::extra_args_from_env())
+            .arg(format!("git+file://{}?dir={dir}#{attr}", self.repo.display()))
+            .args(["--apply", apply])
+            .output()
+            .expect("nix");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).to_string())
+        }
     }
 
     /// `nix flake check` on the copy: Ok(output) or Err(output).
@@ -166,4 +192,37 @@ fn bootstrap_eval_fails_without_amazon_image_or_agent_user() {
     s.mutate(r#"{ coderBootstrap.agentUser = "coder"; }"#, "{ }");
     let e = s.flake_check().unwrap_err();
     assert!(e.contains("without coderBootstrap.agentUser"), "{e}");
+}
+
+#[test]
+fn the_ec2_fixture_flake_has_every_fixture_for_both_arches() {
+    // What EC2 instances switch to: <HARNESS_EC2_FIXTURE_FLAKE>#<fixture>-<arch>
+    // (harness::workspace::fixture_flake::flake_uri).
+    let s = scratch();
+    let names = s
+        .eval("nixos-vm/ec2", "nixosConfigurations", "builtins.attrNames")
+        .unwrap_or_else(|e| panic!("nix eval failed:\n{e}"));
+    let names: Vec<String> = serde_json::from_str(&names).unwrap();
+    let mut want = Vec::new();
+    for fixture in ["broken", "broken-build", "good"] {
+        for arch in harness::template::variant::Arch::ALL {
+            let uri = harness::workspace::fixture_flake::flake_uri(
+                harness::machine::backend::Backend::Ec2,
+                arch,
+                fixture,
+                Some("github:o/r"),
+            )
+            .unwrap();
+            want.push(uri.split_once('#').unwrap().1.to_string());
+        }
+    }
+    want.sort();
+    assert_eq!(names, want);
+    // The good fixture evaluates (the stub checks its module list).
+    s.eval(
+        "nixos-vm/ec2",
+        "nixosConfigurations.good-aarch64.config.system.build.toplevel",
+        "t: t.name",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 }

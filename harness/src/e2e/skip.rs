@@ -41,6 +41,10 @@ pub(crate) async fn preflight(backend: Backend, only: Option<&[String]>) -> Pref
     }
     if backend == Backend::Ec2 {
         let arches = selected_arches(all_variants(), only);
+        let base = std::env::var(crate::workspace::fixture_flake::ENV_EC2_FIXTURE_FLAKE).ok();
+        if let Some(r) = crate::workspace::fixture_flake::ec2_preflight(base.as_deref()).await {
+            missing.push(format!("EC2 tier (HARNESS_BACKEND=ec2): {r}"));
+        }
         if let Some(r) = crate::machine::backend::ec2_skip_reason(&root(), &arches).await {
             missing.push(format!("EC2 tier (HARNESS_BACKEND=ec2): {r}"));
         } else if let Ok(ctx) = crate::machine::backend::shared_ctx().await {

@@ -349,8 +349,11 @@ pub async fn start(res: &RunResources, spec: StartSpec<'_>) -> anyhow::Result<Re
         Backend::Qemu => Some(res.image(v.arch).await?),
         Backend::Ec2 => None,
     };
+    let ec2_base = std::env::var(super::fixture_flake::ENV_EC2_FIXTURE_FLAKE).ok();
+    let flake =
+        super::fixture_flake::flake_uri(res.backend(), v.arch, spec.flake, ec2_base.as_deref())?;
     let workspace = stack
-        .create_workspace(&res.repo_root, v, &flake_uri(spec.flake), spec.agent_user)
+        .create_workspace(&res.repo_root, v, &flake, spec.agent_user)
         .await?;
     let desired = workspace.desired()?;
     anyhow::ensure!(
