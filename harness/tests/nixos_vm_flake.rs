@@ -100,6 +100,22 @@ impl Scratch {
         git(&self.repo, &["commit", "-qam", "mutation"]);
     }
 
+    /// What every nix call on the copy needs: the stub for nixpkgs, no
+    /// build users, no sandbox, no substituters.
+    fn nix_args(&self) -> Vec<String> {
+        let mut v = vec![
+            "--no-write-lock-file".to_string(),
+            "--override-input".into(),
+            "nixpkgs".into(),
+            format!("path:{}", self.nixpkgs.display()),
+        ];
+        v.extend(harness::image::nixos::split_args(
+            "--option build-users-group '' --option sandbox false --option substituters ''",
+        ));
+        v.extend(harness::image::nixos::extra_args_from_env());
+        v
+    }
+
     /// `nix eval --json <dir>#<attr> --apply <apply>` on the copy, with the
     /// stub for nixpkgs: Ok(stdout) or Err(stderr).
     fn eval(&self, dir: &str, attr: &str, apply: &str) -> Result<String, String> {
@@ -114,7 +130,10 @@ impl Scratch {
                 "--option build-users-group '' --option sandbox false --option substituters ''",
             ))
             .args(harness::image::nixos::extra_args_from_env())
-            .arg(format!("git+file://{}?dir={dir}#{attr}", self.repo.display()))
+            .arg(format!(
+                "git+file://{}?dir={dir}#{attr}",
+                self.repo.display()
+            ))
             .args(["--apply", apply])
             .output()
             .expect("nix");
@@ -225,4 +244,44 @@ fn the_ec2_fixture_flake_has_every_fixture_for_both_arches() {
         "t: t.name",
     )
     .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The seed check end to end against the nixpkgs double: the user-data is
+/// rendered by real Terraform and decoded as the guest decodes it, the
+/// guest's system is evaluated through a channel built the way the image
+/// builder builds it, and the drvPaths are compared. The double's drvPath
+/// models a system by the module files it reaches and the agent user (see
+/// the stub's eval-config.nix), so this proves the plumbing and the guest's
+/// file layout, not real NixOS's answer (the nightly runs it on nixpkgs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeded_bootstrap_is_the_system_the_guest_evaluates() {
+    use harness::image::nixos::seed_check;
+    let arch: harness::template::variant::Arch = std::env::consts::ARCH.parse().unwrap();
+    let s = scratch();
+    let flake = format!("git+file://{}?dir=nixos-vm", s.repo.display());
+    let done = seed_check::run(&root(), &flake, arch, &s.nix_args())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(done.len(), seed_check::SEEDED_USERS.len());
+    assert_ne!(done[0].1.seeded, done[1].1.seeded, "one system per user");
+
+    // A seed evaluated against nixpkgs without the guest's QEMU glue (not
+    // what root's channel holds): the check fails naming both drvPaths.
+    s.mutate(
+        r#"      bootstrapFor = system: user: (evalGuest system [
+        "${guestSrc system}/nixos/modules/virtualisation/amazon-image.nix""#,
+        r#"      bootstrapFor = system: user: (evalGuest system [
+        "${nixpkgs}/nixos/modules/virtualisation/amazon-image.nix""#,
+    );
+    let e = format!(
+        "{:#}",
+        seed_check::run(&root(), &flake, arch, &s.nix_args())
+            .await
+            .unwrap_err()
+    );
+    assert!(
+        e.contains("seeded (nixos-vm/flake.nix bootstrapFor): /nix/store/")
+            && e.contains("guest (configuration.nix via root's channel): /nix/store/"),
+        "{e}"
+    );
 }
