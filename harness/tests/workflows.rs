@@ -624,7 +624,7 @@ fn check_nixos_image_step(w: &Workflows) -> Result<(), String> {
         r.contains("nixos-vm#") && r.contains("--out-link") && r.contains("HARNESS_IMAGE_") && r.contains("GITHUB_ENV")
     })
     .ok_or("qemu: no step builds the NixOS image with a GC root (--out-link) and exports HARNESS_IMAGE_<ARCH>")?;
-    let e2e = position(q, |s| run_of(s).contains("--features e2e")).ok_or("qemu: no e2e step")?;
+    let e2e = position(q, runs_e2e).ok_or("qemu: no e2e step")?;
     if build > e2e {
         return Err("qemu: the image is built after the scenarios start".into());
     }
