@@ -142,9 +142,14 @@ pub fn policy_json() -> String {
             "Resource": "*",
             "Condition": {"StringEquals": {"iam:PassedToService": PASS_ROLE_TO}},
         }, {
+            // The IAM user guide's pattern ("Using service-linked roles"):
+            // the roles' own ARNs and the service name as the condition.
             "Effect": "Allow",
             "Action": ["iam:CreateServiceLinkedRole"],
-            "Resource": "*",
+            "Resource": SERVICE_LINKED_ROLES
+                .iter()
+                .map(|s| format!("arn:aws:iam::*:role/aws-service-role/{s}/*"))
+                .collect::<Vec<_>>(),
             "Condition": {"StringEquals": {"iam:AWSServiceName": SERVICE_LINKED_ROLES}},
         }]
     });
