@@ -1396,3 +1396,33 @@ fn every_nightly_cell_has_the_images_its_variant_needs() {
         );
     }
 }
+
+/// Every repository variable (`vars.X`) and secret (`secrets.X`) the
+/// workflows read is listed in docs/ci.md, the one place a new user looks.
+fn undocumented(w_text: &str, doc: &str) -> Vec<String> {
+    let re = regex::Regex::new(r"\b(vars|secrets)\.([A-Za-z0-9_]+)").unwrap();
+    let mut missing: Vec<String> = re
+        .captures_iter(w_text)
+        .filter(|c| !doc.contains(&format!("`{}`", &c[2])))
+        .map(|c| format!("{}.{}", &c[1], &c[2]))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    missing
+}
+
+#[test]
+fn every_variable_the_workflows_read_is_documented() {
+    let text = repo_file("ci/nightly.yml") + &repo_file("ci/pr.yml");
+    let doc = std::fs::read_to_string(repo().join("docs/ci.md")).unwrap_or_default();
+    assert_eq!(undocumented(&text, &doc), Vec::<String>::new());
+    assert!(
+        doc.contains("repo:<owner>/<repo>:ref:refs/heads/"),
+        "the OIDC sub claims"
+    );
+    // The check sees a variable the doc does not name.
+    assert_eq!(
+        undocumented("${{ vars.NEW_THING }}", &doc),
+        ["vars.NEW_THING"]
+    );
+}
