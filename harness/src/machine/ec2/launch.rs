@@ -271,6 +271,10 @@ impl RunGuard {
                 swept.failed.join("; ")
             );
         }
+        // All confirmed gone: a second cleanup (terminate twice) asks the
+        // tags only, instead of waiting out the settle time for ids EC2 has
+        // forgotten.
+        self.recorded = Default::default();
         self.armed = false;
         Ok(())
     }
