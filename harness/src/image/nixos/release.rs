@@ -98,7 +98,7 @@ pub fn problems(release: &str, flakes: &[FlakeFiles<'_>]) -> Vec<String> {
             Ok(l) => {
                 if l.branch != want {
                     out.push(format!(
-                        "{}/flake.lock: expected nixpkgs locked from {want}, seen {} (rev {}); refresh it: nix flake lock ./{} --update-input nixpkgs",
+                        "{}/flake.lock: expected nixpkgs locked from {want}, seen {} (rev {}); refresh it: nix flake update --flake ./{} nixpkgs (Nix >= 2.19)",
                         f.dir, l.branch, l.rev, f.dir
                     ));
                 }
@@ -190,7 +190,7 @@ mod tests {
         );
         assert_eq!(p.len(), 3, "{p:#?}");
         assert!(p[0].contains("nixos-vm/flake.nix") && p[0].contains("seen nixos-25.05"));
-        assert!(p[1].contains("flake.lock") && p[1].contains("nix flake lock"));
+        assert!(p[1].contains("flake.lock") && p[1].contains("nix flake update"));
         assert!(p[2].contains("one nixpkgs"), "{p:#?}");
         let ok = problems(
             "26.05",
