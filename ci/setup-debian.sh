@@ -227,7 +227,13 @@ main() {
   fi
 
   step "Chromium (headless: harness/tests/report_html.rs checks the HTML report in it)"
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  # One already there is used (HARNESS_CHROMIUM, or on PATH): on Ubuntu the
+  # chromium package is a snap wrapper (no snapd on CI runners).
+  if [ -x "${HARNESS_CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+    echo "using existing Chromium: ${HARNESS_CHROMIUM:-$(command -v chromium || command -v chromium-browser)}" >&2
+  else
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  fi
 
   step "checkov (PyPI, Apache-2.0) in its own venv: it pins boto3/botocore/networkx below what moto needs"
   checkov_venv=${HARNESS_CHECKOV_VENV:-/opt/harness-checkov-venv}

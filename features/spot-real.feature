@@ -9,9 +9,10 @@ Feature: An interrupted spot workspace comes back (spot variants only)
   HARNESS_FIS_ROLE_ARN) and EC2 stopping the instance; where FIS cannot
   run (no role, a region without the action, access denied) the scenario
   is skipped with that reason, never faked with StopInstances. Then the
-  instance comes back only the way it really does: EC2 restarts it when
-  capacity returns (modelled on QEMU, waited for on EC2), without a Coder
-  build and without StartInstances.
+  instance is started again without a Coder build: "a Spot Instance that
+  was stopped by AWS FIS remains stopped until you restart it" (FIS
+  actions reference), so on EC2 the harness calls StartInstances, asked
+  again while EC2 answers InsufficientInstanceCapacity.
   `<spot-variant>` expands to every spot variant in values/.
 
   Scenario Outline: an interrupted spot workspace comes back with its home (<spot-variant>)
@@ -19,7 +20,7 @@ Feature: An interrupted spot workspace comes back (spot variants only)
     When it starts
     And a file is written to the user's home
     And the spot instance is interrupted
-    And EC2 restarts the interrupted instance when capacity returns
+    And the interrupted instance is started again
     Then the file is still in the user's home
     And the "home mount" check passes
     And the "agent user" check passes

@@ -1,7 +1,11 @@
 # nixos-vm: NixOS test images (EC2 image + test-only QEMU glue) and the flake
-# fixtures the harness switches to. flake.lock pins nixos-25.05 at
-# b2a3852b (rev/narHash/lastModified taken from public lock files; nix reads
-# it offline, the narHash is checked on the first online fetch).
+# fixtures the harness switches to. nixpkgs follows the release the template
+# boots (templates/variables.tf nixos_release; harness::image::nixos::release
+# fails when they differ). flake.lock pins nixos-26.05 at cf9d2fb3 (rev,
+# narHash and lastModified from public lock files, /work/research/nixos.md
+# 1.3: not verified offline); the nightly fetches it (`nix flake archive`
+# checks the narHash), checks lib.trivial.release and fails with a
+# refreshed lock when either is wrong (ci/nightly.yml).
 #
 # The guest sees a TEST-ONLY variant of the pinned nixpkgs (`guestSrc`):
 # identical except that virtualisation/amazon-image.nix also imports
@@ -12,7 +16,7 @@
 {
   description = "NixOS EC2 test images and fixtures for the Coder template harness";
 
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
   outputs = { self, nixpkgs }:
     let
@@ -61,6 +65,42 @@
         ../templates/modules/bootstrap/bootstrap.nix
         { coderBootstrap.agentUser = user; }
       ]).config.system.build.toplevel;
+
+      # root's channel in the image: what `<nixpkgs>` is for the user-data's
+      # `nixos-rebuild switch -I nixos-config=…` (amazon-init exports
+      # NIX_PATH=nixpkgs=/nix/var/nix/profiles/per-user/root/channels/nixos).
+      # The image builder fills it from the nixpkgs the image is evaluated
+      # with, exactly so (nixpkgs nixos/lib/make-disk-image.nix,
+      # `channelSources`): cleanSource of pkgs.path (guestSrc here), no .git,
+      # `.version-suffix` = the image's system.nixos.versionSuffix.
+      channelFor = system:
+        let cfg = (image system).config; in
+        (pkgsFor system).runCommand "nixos-${cfg.system.nixos.version}" { } ''
+          mkdir -p $out
+          cp -prd ${(nixpkgs.lib.cleanSource (guestSrc system)).outPath} $out/nixos
+          chmod -R u+w $out/nixos
+          if [ ! -e $out/nixos/nixpkgs ]; then
+            ln -s . $out/nixos/nixpkgs
+          fi
+          rm -rf $out/nixos/.git
+          echo -n ${cfg.system.nixos.versionSuffix} > $out/nixos/.version-suffix
+        '';
+
+      # Evaluation only: the drvPath of the bootstrap system seeded into the
+      # image for `user`, and of the one the guest evaluates from the
+      # user-data's files (configuration.nix, bootstrap.nix, params.json as
+      # the user-data writes them to /etc/coder-bootstrap, here `guestDir`)
+      # against root's channel, as `nixos-rebuild -I nixos-config=…` does
+      # (`<nixpkgs/nixos>`, nixos/default.nix). Equal, or the guest would
+      # have to build its bootstrap system, which it cannot offline
+      # (harness image nixos-seed-check; run by the nightly).
+      seedCheckFor = system: { user, guestDir }: {
+        seeded = (bootstrapFor system user).drvPath;
+        guest = (import "${channelFor system}/nixos/nixos" {
+          inherit system;
+          configuration = guestDir + "/configuration.nix";
+        }).config.system.build.toplevel.drvPath;
+      };
 
       fixtureIn = name: system:
         import (./fixtures + "/${name}") { nixpkgs = guestFlake system; inherit system; };
@@ -115,8 +155,8 @@
         good-aarch64 = fixture "good" "aarch64-linux";
       };
 
-      # The deliberately broken fixtures, for local inspection only. Under
-      # legacyPackages because `nix flake check` evaluates every
+      # The deliberately broken fixtures, for local inspection only, and the
+      # seed check's function. Under legacyPackages because `nix flake check` evaluates every
       # nixosConfigurations entry and every check, but only the system names
       # of legacyPackages: `broken` must fail to evaluate and `broken-build`
       # to build, and neither may fail the flake check.
@@ -125,6 +165,9 @@
           broken = fixture "broken" system;
           broken-build = fixture "broken-build" system;
         };
+        # A function (see seedCheckFor): `nix eval --impure --json
+        # …#legacyPackages.<system>.bootstrapSeedCheck --apply 'f: f { … }'`.
+        bootstrapSeedCheck = seedCheckFor system;
       });
 
       # The template's bootstrap module (single source, by relative path)

@@ -65,5 +65,5 @@ variable "docs_url" {
 variable "nixos_release" {
   description = "NixOS release of the official AMI every workspace boots (resolved at plan time: owner 427812963091, name nixos/<release>.*, newest)."
   type        = string
-  default     = "25.05"
+  default     = "26.05"
 }

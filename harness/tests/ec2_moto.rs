@@ -56,7 +56,9 @@ fn root() -> PathBuf {
 }
 
 /// What moto serves as NixOS images (MOTO_AMIS_PATH: every region gets
-/// them): per arch an older and the newest official 25.05 image, a newer
+/// them): per arch an older and the newest official image of the
+/// template's release (`25.05` below stands for `nixos_release`'s default,
+/// substituted by [`amis_json`]), a newer
 /// image of another release and a newer impostor from another account
 /// under the same name.  Only the newest official one may be chosen.
 const IMAGES: &[(&str, &str, &str, &str, &str)] = &[
@@ -119,7 +121,7 @@ const IMAGES: &[(&str, &str, &str, &str, &str)] = &[
     ),
 ];
 
-/// The image the lookup must choose for `arch` (release 25.05).
+/// The image the lookup must choose for `arch` (the template's release).
 fn expected_ami(arch: harness::template::variant::Arch) -> &'static str {
     match arch {
         harness::template::variant::Arch::X86_64 => "ami-0a000000000000002",
@@ -129,12 +131,13 @@ fn expected_ami(arch: harness::template::variant::Arch) -> &'static str {
 
 /// [`IMAGES`] as a MOTO_AMIS_PATH file, with the NixOS AMIs' root device name.
 fn amis_json(dir: &std::path::Path) -> PathBuf {
+    let release = harness::template::ami::release(&root()).unwrap();
     let list: Vec<_> = IMAGES
         .iter()
         .map(|(id, name, owner, arch, date)| {
             serde_json::json!({
                 "ami_id": id,
-                "name": name,
+                "name": name.replace("nixos/25.05.", &format!("nixos/{release}.")),
                 "description": "NixOS-like image (moto)",
                 "owner_id": owner,
                 "public": true,
@@ -712,6 +715,8 @@ async fn bad_input_fails_clearly_before_creating_anything() {
     let before = resource_counts(&ctx(&moto, "us-east-1").await).await;
     // sa-east-1 without any NixOS image: the lookup fails before anything is created.
     deregister_nixos_images(&ctx(&moto, "sa-east-1").await).await;
+    let pattern =
+        harness::template::ami::name_pattern(&harness::template::ami::release(&root()).unwrap());
     let cases: [(&str, &[&str], bool, &[&str]); 3] = [
         (
             "mars-east-1",
@@ -726,7 +731,7 @@ async fn bad_input_fails_clearly_before_creating_anything() {
             &[
                 "no NixOS AMI",
                 "sa-east-1",
-                "nixos/25.05.*",
+                &pattern,
                 "x86_64",
                 "427812963091",
             ],

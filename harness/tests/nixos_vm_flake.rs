@@ -72,8 +72,9 @@ fn scratch() -> Scratch {
         boot.join("bootstrap.nix"),
     )
     .unwrap();
-    // The lock pins github:NixOS/nixpkgs; the stub replaces it.
+    // The locks pin github:NixOS/nixpkgs; the stub replaces it.
     let _ = std::fs::remove_file(repo.join("nixos-vm/flake.lock"));
+    let _ = std::fs::remove_file(repo.join("nixos-vm/ec2/flake.lock"));
     git(&repo, &["init", "-q", "."]);
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-qm", "scratch"]);
@@ -97,6 +98,50 @@ impl Scratch {
         assert!(s.contains(old), "flake.nix no longer contains {old:?}");
         std::fs::write(&p, s.replace(old, new)).unwrap();
         git(&self.repo, &["commit", "-qam", "mutation"]);
+    }
+
+    /// What every nix call on the copy needs: the stub for nixpkgs, no
+    /// build users, no sandbox, no substituters.
+    fn nix_args(&self) -> Vec<String> {
+        let mut v = vec![
+            "--no-write-lock-file".to_string(),
+            "--override-input".into(),
+            "nixpkgs".into(),
+            format!("path:{}", self.nixpkgs.display()),
+        ];
+        v.extend(harness::image::nixos::split_args(
+            "--option build-users-group '' --option sandbox false --option substituters ''",
+        ));
+        v.extend(harness::image::nixos::extra_args_from_env());
+        v
+    }
+
+    /// `nix eval --json <dir>#<attr> --apply <apply>` on the copy, with the
+    /// stub for nixpkgs: Ok(stdout) or Err(stderr).
+    fn eval(&self, dir: &str, attr: &str, apply: &str) -> Result<String, String> {
+        harness::image::nixos::check_nix().unwrap_or_else(|e| panic!("{e}"));
+        let out = Command::new("nix")
+            .args(["--extra-experimental-features", "nix-command flakes"])
+            .args(["eval", "--json", "--no-write-lock-file"])
+            .arg("--override-input")
+            .arg("nixpkgs")
+            .arg(format!("path:{}", self.nixpkgs.display()))
+            .args(harness::image::nixos::split_args(
+                "--option build-users-group '' --option sandbox false --option substituters ''",
+            ))
+            .args(harness::image::nixos::extra_args_from_env())
+            .arg(format!(
+                "git+file://{}?dir={dir}#{attr}",
+                self.repo.display()
+            ))
+            .args(["--apply", apply])
+            .output()
+            .expect("nix");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).to_string())
+        }
     }
 
     /// `nix flake check` on the copy: Ok(output) or Err(output).
@@ -166,4 +211,77 @@ fn bootstrap_eval_fails_without_amazon_image_or_agent_user() {
     s.mutate(r#"{ coderBootstrap.agentUser = "coder"; }"#, "{ }");
     let e = s.flake_check().unwrap_err();
     assert!(e.contains("without coderBootstrap.agentUser"), "{e}");
+}
+
+#[test]
+fn the_ec2_fixture_flake_has_every_fixture_for_both_arches() {
+    // What EC2 instances switch to: <HARNESS_EC2_FIXTURE_FLAKE>#<fixture>-<arch>
+    // (harness::workspace::fixture_flake::flake_uri).
+    let s = scratch();
+    let names = s
+        .eval("nixos-vm/ec2", "nixosConfigurations", "builtins.attrNames")
+        .unwrap_or_else(|e| panic!("nix eval failed:\n{e}"));
+    let names: Vec<String> = serde_json::from_str(&names).unwrap();
+    let mut want = Vec::new();
+    for fixture in ["broken", "broken-build", "good"] {
+        for arch in harness::template::variant::Arch::ALL {
+            let uri = harness::workspace::fixture_flake::flake_uri(
+                harness::machine::backend::Backend::Ec2,
+                arch,
+                fixture,
+                Some("github:o/r"),
+            )
+            .unwrap();
+            want.push(uri.split_once('#').unwrap().1.to_string());
+        }
+    }
+    want.sort();
+    assert_eq!(names, want);
+    // The good fixture evaluates (the stub checks its module list).
+    s.eval(
+        "nixos-vm/ec2",
+        "nixosConfigurations.good-aarch64.config.system.build.toplevel",
+        "t: t.name",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The seed check end to end against the nixpkgs double: the user-data is
+/// rendered by real Terraform and decoded as the guest decodes it, the
+/// guest's system is evaluated through a channel built the way the image
+/// builder builds it, and the drvPaths are compared. The double's drvPath
+/// models a system by the module files it reaches and the agent user (see
+/// the stub's eval-config.nix), so this proves the plumbing and the guest's
+/// file layout, not real NixOS's answer (the nightly runs it on nixpkgs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeded_bootstrap_is_the_system_the_guest_evaluates() {
+    use harness::image::nixos::seed_check;
+    let arch: harness::template::variant::Arch = std::env::consts::ARCH.parse().unwrap();
+    let s = scratch();
+    let flake = format!("git+file://{}?dir=nixos-vm", s.repo.display());
+    let done = seed_check::run(&root(), &flake, arch, &s.nix_args())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(done.len(), seed_check::SEEDED_USERS.len());
+    assert_ne!(done[0].1.seeded, done[1].1.seeded, "one system per user");
+
+    // A seed evaluated against nixpkgs without the guest's QEMU glue (not
+    // what root's channel holds): the check fails naming both drvPaths.
+    s.mutate(
+        r#"      bootstrapFor = system: user: (evalGuest system [
+        "${guestSrc system}/nixos/modules/virtualisation/amazon-image.nix""#,
+        r#"      bootstrapFor = system: user: (evalGuest system [
+        "${nixpkgs}/nixos/modules/virtualisation/amazon-image.nix""#,
+    );
+    let e = format!(
+        "{:#}",
+        seed_check::run(&root(), &flake, arch, &s.nix_args())
+            .await
+            .unwrap_err()
+    );
+    assert!(
+        e.contains("seeded (nixos-vm/flake.nix bootstrapFor): /nix/store/")
+            && e.contains("guest (configuration.nix via root's channel): /nix/store/"),
+        "{e}"
+    );
 }

@@ -79,7 +79,15 @@ fn nightly_matrix_comes_from_harness_variants() {
     assert_eq!(wf["env"]["HARNESS_STRICT"].as_str(), Some("1"));
 
     let ec2 = job(&wf, "ec2");
-    assert!(ec2["if"].as_str().unwrap().contains("HARNESS_EC2_ENABLED"));
+    // Opt-in: the cells need the configuration job, which runs only when
+    // EC2 is asked for.
+    assert!(serde_yaml_ng::to_string(&ec2["needs"])
+        .unwrap()
+        .contains("ec2-config"));
+    assert!(job(&wf, "ec2-config")["if"]
+        .as_str()
+        .unwrap()
+        .contains("HARNESS_EC2_ENABLED"));
     assert_eq!(ec2["permissions"]["id-token"].as_str(), Some("write"));
     let sweep = ec2["steps"]
         .as_sequence()
@@ -209,6 +217,26 @@ fn before_issue_17() -> Workflows {
 
 type Check = fn(&Workflows) -> Result<(), String>;
 
+fn before_issue_21() -> Workflows {
+    load_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workflows-before-issue-21"),
+    )
+}
+
+/// `check` passes on ci/ and fails on the workflows as they were before
+/// issue 21 (kept verbatim in tests/fixtures/workflows-before-issue-21/).
+fn passes_now_and_failed_before_21(name: &str, check: Check) {
+    if let Err(e) = check(&current()) {
+        panic!("{name}: ci/ workflows fail: {e}");
+    }
+    match check(&before_issue_21()) {
+        Ok(()) => panic!(
+            "{name}: the check passes on the pre-issue-21 workflows too, so it proves nothing"
+        ),
+        Err(e) => eprintln!("{name}: fails on the pre-issue-21 workflows as it must: {e}"),
+    }
+}
+
 /// `check` passes on ci/ and fails on the old workflows.
 fn passes_now_and_failed_before(name: &str, check: Check) {
     if let Err(e) = check(&current()) {
@@ -261,6 +289,7 @@ fn vm_jobs(w: &Workflows) -> Vec<(String, &Value)> {
             let boots = steps(job).iter().any(|s| {
                 let r = run_of(s);
                 (r.contains("--features e2e")
+                    && !r.contains("--no-run")
                     && s["env"]["HARNESS_BACKEND"].as_str() != Some("ec2"))
                     || r.contains("ci/test.sh")
             }) && job["env"]["HARNESS_BACKEND"].as_str() != Some("ec2");
@@ -436,6 +465,8 @@ const NODE24_FROM: &[(&str, &[u64])] = &[
     ("hashicorp/setup-terraform", &[4]),
     ("mikepenz/action-junit-report", &[6]),
     ("Swatinem/rust-cache", &[2, 9, 1]),
+    // v6: "Upgrade to node24" (actions/setup-go release notes).
+    ("actions/setup-go", &[6]),
     // A composite action (bash), no Node runtime.
     ("cachix/install-nix-action", &[0]),
 ];
@@ -482,21 +513,60 @@ fn no_action_still_runs_on_node20() {
     passes_now_and_failed_before("node24", check_actions);
 }
 
-fn check_ec2_guard(w: &Workflows) -> Result<(), String> {
-    let cond = w.nightly["jobs"]["ec2"]["if"].as_str().unwrap_or("");
-    if !cond.contains("vars.HARNESS_EC2_ROLE_ARN != ''") {
-        return Err(format!("ec2 job runs without a role: if = {cond:?}"));
+/// The `vars.NAME` an EC2 cell reads without a `||` default: the strict
+/// cells cannot pass without them.
+fn required_vars(job: &Value) -> std::collections::BTreeSet<String> {
+    let text = serde_yaml_ng::to_string(job).unwrap_or_default();
+    let re = regex::Regex::new(r"vars\.([A-Z0-9_]+)(\s*\|\|)?").unwrap();
+    let mut req = std::collections::BTreeSet::new();
+    let mut defaulted = std::collections::BTreeSet::new();
+    for c in re.captures_iter(&text) {
+        if c.get(2).is_some() {
+            defaulted.insert(c[1].to_string());
+        } else {
+            req.insert(c[1].to_string());
+        }
     }
-    let loud = jobs(&w.nightly).into_iter().any(|(_, j)| {
-        j["if"]
-            .as_str()
-            .is_some_and(|c| c.contains("vars.HARNESS_EC2_ROLE_ARN == ''"))
-            && steps(j).iter().any(|s| run_of(s).contains("exit 1"))
-    });
-    if !loud {
-        return Err(
-            "EC2 requested without HARNESS_EC2_ROLE_ARN must fail visibly, not skip".into(),
-        );
+    // The switch that asks for EC2 is not a requirement of the cells.
+    req.remove("HARNESS_EC2_ENABLED");
+    &req - &defaulted
+}
+
+/// Asking for EC2 goes through one configuration job that the cells
+/// `need` and that fails, naming it, on every variable the cells require
+/// (issue 17: the role; issue 21: also HARNESS_FIS_ROLE_ARN, whose absence
+/// made every spot cell's strict run fail).
+fn check_ec2_guard(w: &Workflows) -> Result<(), String> {
+    let ec2 = &w.nightly["jobs"]["ec2"];
+    let needs = serde_yaml_ng::to_string(&ec2["needs"]).unwrap_or_default();
+    let required = required_vars(ec2);
+    if required.is_empty() {
+        return Err("the ec2 job reads no repository variable: expected at least the role".into());
+    }
+    let config = jobs(&w.nightly)
+        .into_iter()
+        .find(|(name, j)| {
+            name != "ec2"
+                && needs.contains(name.as_str())
+                && j["if"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("HARNESS_EC2_ENABLED"))
+        })
+        .ok_or("the ec2 job needs no configuration job that runs whenever EC2 is asked for")?;
+    let (name, job) = config;
+    for var in &required {
+        let checks = steps(job).iter().any(|s| {
+            s["env"][var.as_str()]
+                .as_str()
+                .is_some_and(|v| v.contains(&format!("vars.{var}")))
+                && run_of(s).contains(&format!("-z \"${var}\""))
+                && run_of(s).contains("exit")
+        });
+        if !checks {
+            return Err(format!(
+                "{name}: does not fail on an empty {var}, which the ec2 cells read (required: {required:?})"
+            ));
+        }
     }
     Ok(())
 }
@@ -504,6 +574,18 @@ fn check_ec2_guard(w: &Workflows) -> Result<(), String> {
 #[test]
 fn ec2_job_is_guarded_on_the_role() {
     passes_now_and_failed_before("ec2 guard", check_ec2_guard);
+}
+
+#[test]
+fn ec2_configuration_requires_every_variable_the_strict_cells_need() {
+    passes_now_and_failed_before_21("ec2 required variables", check_ec2_guard);
+    // The FIS role is one of them (the spot cells' interruption scenario).
+    let req = required_vars(&current().nightly["jobs"]["ec2"]);
+    assert!(req.contains("HARNESS_FIS_ROLE_ARN"), "{req:?}");
+    assert!(
+        !req.contains("HARNESS_EC2_REGION"),
+        "a defaulted variable: {req:?}"
+    );
 }
 
 fn check_variants_capture(w: &Workflows) -> Result<(), String> {
@@ -542,7 +624,7 @@ fn check_nixos_image_step(w: &Workflows) -> Result<(), String> {
         r.contains("nixos-vm#") && r.contains("--out-link") && r.contains("HARNESS_IMAGE_") && r.contains("GITHUB_ENV")
     })
     .ok_or("qemu: no step builds the NixOS image with a GC root (--out-link) and exports HARNESS_IMAGE_<ARCH>")?;
-    let e2e = position(q, |s| run_of(s).contains("--features e2e")).ok_or("qemu: no e2e step")?;
+    let e2e = position(q, runs_e2e).ok_or("qemu: no e2e step")?;
     if build > e2e {
         return Err("qemu: the image is built after the scenarios start".into());
     }
@@ -752,5 +834,595 @@ fn readme_and_docs_never_set_strict_without_an_image() {
         strict_without_image(old).len(),
         1,
         "the check must catch the old snippet"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Issue 21: what the first real run on GitHub would have hit. Each check
+// passes on `ci/` and fails on the workflows as they were before
+// (tests/fixtures/workflows-before-issue-21/).
+
+fn all_jobs(w: &Workflows) -> Vec<(String, &Value, &Value)> {
+    let mut out = Vec::new();
+    for (file, wf) in [("nightly", &w.nightly), ("pr", &w.pr)] {
+        for (name, job) in jobs(wf) {
+            out.push((format!("{file}/{name}"), wf, job));
+        }
+    }
+    out
+}
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(repo().join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .to_string()
+}
+
+/// Margin of a job's timeout over its steps' and e2e budget: checkout's
+/// post steps, caches saved after the job, runner start.
+const MARGIN_MIN: u64 = 10;
+
+/// `HARNESS_GLOBAL_TIMEOUT` (seconds) in effect for `step`.
+fn global_timeout(wf: &Value, job: &Value, step: &Value) -> Option<u64> {
+    for env in [&step["env"], &job["env"], &wf["env"]] {
+        if let Some(v) = env["HARNESS_GLOBAL_TIMEOUT"].as_str() {
+            return v.parse().ok();
+        }
+    }
+    None
+}
+
+fn runs_e2e(step: &Value) -> bool {
+    let r = run_of(step);
+    (r.contains("--features e2e") && !r.contains("--no-run")) || r.contains("ci/test.sh")
+}
+
+/// Every job's timeout holds the sum of its steps' timeouts plus the e2e
+/// run's HARNESS_GLOBAL_TIMEOUT plus a margin, so GitHub never kills a job
+/// before the harness has written summary.json: every step has a timeout
+/// except an e2e run, which HARNESS_GLOBAL_TIMEOUT bounds; an e2e run
+/// inside a step with its own timeout leaves room (10 min) above it.
+fn check_budgets(w: &Workflows) -> Result<(), String> {
+    for (name, wf, job) in all_jobs(w) {
+        let job_min = job["timeout-minutes"]
+            .as_u64()
+            .ok_or_else(|| format!("{name}: no timeout-minutes (GitHub's default is 360)"))?;
+        let mut sum = 0;
+        for (i, st) in steps(job).iter().enumerate() {
+            let what = st["name"]
+                .as_str()
+                .or(st["uses"].as_str())
+                .unwrap_or("?")
+                .to_string();
+            let e2e = runs_e2e(st);
+            let global = global_timeout(wf, job, st);
+            if e2e && global.is_none() {
+                return Err(format!(
+                    "{name} step {i} ({what}) runs the e2e without HARNESS_GLOBAL_TIMEOUT (default 75 min, unbudgeted)"
+                ));
+            }
+            match (st["timeout-minutes"].as_u64(), e2e) {
+                (Some(t), true) => {
+                    let g = global.unwrap_or(0).div_ceil(60);
+                    if t < g + 10 {
+                        return Err(format!(
+                            "{name} step {i} ({what}): timeout {t} min leaves no room above HARNESS_GLOBAL_TIMEOUT {g} min"
+                        ));
+                    }
+                    sum += t;
+                }
+                (Some(t), false) => sum += t,
+                (None, true) => sum += global.unwrap_or(0).div_ceil(60),
+                (None, false) => {
+                    return Err(format!("{name} step {i} ({what}) has no timeout-minutes"))
+                }
+            }
+        }
+        if job_min < sum + MARGIN_MIN {
+            return Err(format!(
+                "{name}: timeout-minutes {job_min} < steps and e2e budget {sum} + margin {MARGIN_MIN}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn job_timeouts_hold_their_steps_and_the_e2e_budget() {
+    passes_now_and_failed_before_21("budgets", check_budgets);
+    // The e2e run of every e2e job is budgeted by the harness, not GitHub.
+    let w = current();
+    for job in ["qemu", "ec2"] {
+        let j = &w.nightly["jobs"][job];
+        assert!(
+            j["env"]["HARNESS_GLOBAL_TIMEOUT"].as_str().is_some(),
+            "nightly/{job}: HARNESS_GLOBAL_TIMEOUT per job"
+        );
+    }
+}
+
+/// The versions the checks depend on are pinned, each in one place:
+/// Terraform (`ci/terraform.version`) for every setup-terraform, Nix
+/// (`ci/nix.version`) for every install-nix-action.
+fn check_tool_pins(w: &Workflows) -> Result<(), String> {
+    let tf = repo_file("ci/terraform.version");
+    let nix = repo_file("ci/nix.version");
+    for (name, _, job) in all_jobs(w) {
+        for st in steps(job) {
+            match uses_of(st).map(|(a, _)| a) {
+                Some("hashicorp/setup-terraform") => {
+                    let v = st["with"]["terraform_version"].as_str().unwrap_or("latest");
+                    if v != tf {
+                        return Err(format!(
+                            "{name}: setup-terraform installs {v:?}, expected ci/terraform.version {tf:?}"
+                        ));
+                    }
+                }
+                Some("cachix/install-nix-action") => {
+                    let want = format!("https://releases.nixos.org/nix/nix-{nix}/install");
+                    let v = st["with"]["install_url"]
+                        .as_str()
+                        .unwrap_or("the action's default");
+                    if v != want {
+                        return Err(format!(
+                            "{name}: install-nix-action installs {v:?}, expected {want} (ci/nix.version)"
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn terraform_and_nix_versions_are_pinned() {
+    passes_now_and_failed_before_21("tool pins", check_tool_pins);
+    // The Terraform pin is the one the tests run with here.
+    if let Ok(out) = Command::new("terraform").arg("version").output() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let tf = repo_file("ci/terraform.version");
+        assert!(
+            text.lines()
+                .next()
+                .is_some_and(|l| l.trim() == format!("Terraform v{tf}")),
+            "ci/terraform.version {tf} is not the local terraform: {text}"
+        );
+    }
+}
+
+/// `rust-toolchain.toml` pins an exact Rust (clippy's lints change with
+/// it), not older than the workspace's rust-version, with clippy and rustfmt.
+fn toolchain_problem(toml_text: Option<&str>, rust_version: &str) -> Option<String> {
+    let Some(text) = toml_text else {
+        return Some(
+            "no rust-toolchain.toml: CI builds with whatever stable the runner has".into(),
+        );
+    };
+    let channel = regex::Regex::new(r#"(?m)^channel\s*=\s*"([^"]*)""#)
+        .unwrap()
+        .captures(text)
+        .map(|c| c[1].to_string())
+        .unwrap_or_default();
+    let parts: Vec<u64> = channel.split('.').filter_map(|p| p.parse().ok()).collect();
+    if parts.len() != 3 {
+        return Some(format!(
+            "rust-toolchain.toml: channel {channel:?} is not an exact version X.Y.Z"
+        ));
+    }
+    let min: Vec<u64> = rust_version
+        .split('.')
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    if parts < min {
+        return Some(format!(
+            "rust-toolchain.toml: {channel} is older than rust-version {rust_version}"
+        ));
+    }
+    let comps = regex::Regex::new(r"(?m)^components\s*=\s*\[([^\]]*)\]")
+        .unwrap()
+        .captures(text)
+        .map(|c| c[1].to_string())
+        .unwrap_or_default();
+    for c in ["clippy", "rustfmt"] {
+        if !comps.contains(&format!("\"{c}\"")) {
+            return Some(format!(
+                "rust-toolchain.toml: component {c} missing (ci/test.sh runs it)"
+            ));
+        }
+    }
+    None
+}
+
+fn toolchain_channel(text: &str) -> String {
+    regex::Regex::new(r#"(?m)^channel\s*=\s*"([^"]*)""#)
+        .unwrap()
+        .captures(text)
+        .map(|c| c[1].to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn rust_is_pinned_to_the_version_we_test_with() {
+    let cargo = repo_file("Cargo.toml");
+    let rust_version = regex::Regex::new(r#"(?m)^rust-version\s*=\s*"([0-9.]+)""#)
+        .unwrap()
+        .captures(&cargo)
+        .map(|c| c[1].to_string())
+        .expect("workspace rust-version");
+    let text = std::fs::read_to_string(repo().join("rust-toolchain.toml")).ok();
+    assert_eq!(toolchain_problem(text.as_deref(), &rust_version), None);
+    // Before issue 21 there was none; a floating channel is no pin.
+    assert!(toolchain_problem(None, &rust_version).is_some());
+    assert!(toolchain_problem(
+        Some("[toolchain]\nchannel = \"stable\"\ncomponents = [\"clippy\", \"rustfmt\"]\n"),
+        &rust_version
+    )
+    .is_some());
+    // The toolchain running this test is the pinned one (rustup reads the file).
+    let out = Command::new("rustc")
+        .arg("--version")
+        .current_dir(repo())
+        .output()
+        .expect("rustc");
+    let channel = toolchain_channel(text.as_deref().unwrap());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&format!("rustc {channel} ")),
+        "rustc here: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// After the KVM udev rule, `udevadm settle`: `trigger` only queues the
+/// event, and the next step may find /dev/kvm still root-only.
+fn check_udev_settle(w: &Workflows) -> Result<(), String> {
+    let mut seen = 0;
+    for (name, _, job) in all_jobs(w) {
+        for st in steps(job) {
+            let r = run_of(st);
+            if let Some(t) = r.find("udevadm trigger") {
+                seen += 1;
+                if !r[t..].contains("udevadm settle") {
+                    return Err(format!(
+                        "{name}: `udevadm trigger` without `udevadm settle` after it"
+                    ));
+                }
+            }
+        }
+    }
+    if seen == 0 {
+        return Err("no KVM udev rule".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn the_kvm_rule_is_settled_before_use() {
+    passes_now_and_failed_before_21("udevadm settle", check_udev_settle);
+}
+
+/// Every artifact upload overwrites (a re-run uploads under the same
+/// name: HTTP 409 otherwise).
+fn check_overwrite(w: &Workflows) -> Result<(), String> {
+    for (name, _, job) in all_jobs(w) {
+        for st in steps(job) {
+            if uses_of(st).is_some_and(|(a, _)| a == "actions/upload-artifact")
+                && st["with"]["overwrite"].as_bool() != Some(true)
+            {
+                return Err(format!("{name}: upload-artifact without overwrite: true"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn artifact_uploads_survive_a_rerun() {
+    passes_now_and_failed_before_21("overwrite", check_overwrite);
+}
+
+/// rust-cache saves only on main: the repository's 10 GB of caches hold the
+/// nightly's two 4 GiB Nix stores.
+fn check_rust_cache(w: &Workflows) -> Result<(), String> {
+    for (name, _, job) in all_jobs(w) {
+        for st in steps(job) {
+            if uses_of(st).is_some_and(|(a, _)| a == "Swatinem/rust-cache") {
+                let save = st["with"]["save-if"].as_str().unwrap_or("");
+                if !save.contains("refs/heads/main") {
+                    return Err(format!(
+                        "{name}: rust-cache saves on every ref (save-if {save:?})"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn rust_caches_are_saved_by_main_only() {
+    passes_now_and_failed_before_21("rust-cache save-if", check_rust_cache);
+}
+
+/// Steps that read target/e2e after a failure run only when the run wrote
+/// its summary: a run that never started is one red step, not four.
+fn check_reports(w: &Workflows) -> Result<(), String> {
+    for (name, _, job) in all_jobs(w) {
+        for st in steps(job) {
+            let reads = run_of(st).contains("report --")
+                || uses_of(st).is_some_and(|(a, _)| a == "mikepenz/action-junit-report");
+            let after_failure = st["if"].as_str().is_some_and(|c| c.contains("always()"));
+            if reads && after_failure {
+                let c = st["if"].as_str().unwrap_or("");
+                if !c.contains("hashFiles('target/e2e/summary.json')") {
+                    return Err(format!(
+                        "{name}: report step runs always() without a summary.json (if: {c})"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn report_steps_do_not_multiply_one_failure() {
+    passes_now_and_failed_before_21("reports", check_reports);
+}
+
+/// The final sweep takes the cells' names from the matrix with a failing
+/// `jq -e` outside the loop: `for n in $(jq …)` hides jq's failure and
+/// sweeps nothing, green.
+fn check_sweep_jq(w: &Workflows) -> Result<(), String> {
+    let mut seen = false;
+    for (name, _, job) in all_jobs(w) {
+        for st in steps(job) {
+            let r = run_of(st);
+            if !(r.contains("harness -- sweep") && r.contains("jq")) {
+                continue;
+            }
+            seen = true;
+            if r.lines().any(|l| l.contains("for ") && l.contains("$(jq")) {
+                return Err(format!(
+                    "{name}: jq inside `for … in $(…)`: its failure is lost"
+                ));
+            }
+            if !r.lines().any(|l| l.contains("=$(jq -e")) {
+                return Err(format!(
+                    "{name}: the matrix names are not captured with `jq -e` first"
+                ));
+            }
+        }
+    }
+    if !seen {
+        return Err("no sweep over the matrix".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn the_sweep_fails_when_jq_does() {
+    passes_now_and_failed_before_21("sweep jq", check_sweep_jq);
+}
+
+/// The apt packages `ci/setup-debian.sh` installs.
+fn setup_packages() -> Vec<String> {
+    let text = repo_file("ci/setup-debian.sh");
+    let mut out = Vec::new();
+    let mut on = false;
+    for l in text.lines() {
+        if l.contains("apt-get install") {
+            on = true;
+        }
+        if on {
+            for w in l.split_whitespace() {
+                let w = w.trim_matches('"').trim_end_matches('\\');
+                let w = w.split('=').next().unwrap_or(w);
+                if w.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !w.is_empty()
+                {
+                    out.push(w.to_string());
+                }
+            }
+            if !l.trim_end().ends_with('\\') {
+                on = false;
+            }
+        }
+    }
+    out
+}
+
+/// Each job installs what it needs: the nightly cells do not run the whole
+/// ci/setup-debian.sh (moto, checkov, Chromium, Go, the coder provider);
+/// what they install with apt is a subset of its list; the PR job gets Go
+/// from the runner (actions/setup-go, the tool cache) and Chromium from the
+/// runner image (on Ubuntu the package is a snap) before the script.
+fn check_per_job_setup(w: &Workflows) -> Result<(), String> {
+    let allowed = setup_packages();
+    for job in ["qemu", "ec2"] {
+        let j = &w.nightly["jobs"][job];
+        let runs_setup = |s: &&Value| {
+            run_of(s)
+                .lines()
+                .any(|l| !l.trim_start().starts_with('#') && l.contains("setup-debian.sh"))
+        };
+        if steps(j).iter().any(runs_setup) {
+            return Err(format!("nightly/{job}: runs all of ci/setup-debian.sh"));
+        }
+        for st in steps(j) {
+            let r = run_of(st);
+            if let Some(i) = r.find("apt-get install") {
+                for word in r[i..].split_whitespace().filter(|w| {
+                    !w.starts_with('-') && !w.contains('=') && !w.contains('>') && *w != "\\"
+                }) {
+                    if ["apt-get", "install"].contains(&word) {
+                        continue;
+                    }
+                    if !allowed.iter().any(|a| a == word) {
+                        return Err(format!(
+                            "nightly/{job}: installs {word}, which ci/setup-debian.sh does not: keep one list"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let t = &w.pr["jobs"]["test"];
+    let setup = position(t, |s| run_of(s).contains("setup-debian.sh")).ok_or("pr: no setup")?;
+    let go = position(t, |s| {
+        uses_of(s).is_some_and(|(a, _)| a == "actions/setup-go")
+    })
+    .ok_or("pr: no Go from the runner's tool cache (actions/setup-go)")?;
+    let chromium = position(t, |s| run_of(s).contains("HARNESS_CHROMIUM"))
+        .ok_or("pr: Chromium is installed from apt (a snap on Ubuntu)")?;
+    if go > setup || chromium > setup {
+        return Err("pr: Go and Chromium must be found before ci/setup-debian.sh".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn each_job_sets_up_only_what_it_needs() {
+    passes_now_and_failed_before_21("per-job setup", check_per_job_setup);
+    assert!(setup_packages().contains(&"qemu-system-x86".to_string()));
+    // The script keeps a Chromium it is given.
+    let script = repo_file("ci/setup-debian.sh");
+    let i = script
+        .find("HARNESS_CHROMIUM")
+        .expect("setup-debian.sh honours HARNESS_CHROMIUM");
+    let j = script
+        .find("install -y -qq --no-install-recommends chromium")
+        .unwrap();
+    assert!(i < j, "the check comes before the apt install");
+}
+
+/// The qemu cell proves its NixOS pins before it builds: the release
+/// check (`harness image nixos-release`, the lock fetched with `nix flake
+/// archive` and its `lib.trivial.release` compared) and the seed check.
+fn check_nixos_pins(w: &Workflows) -> Result<(), String> {
+    let q = &w.nightly["jobs"]["qemu"];
+    let build =
+        position(q, |s| run_of(s).contains("nixos-vm#packages")).ok_or("qemu: no image build")?;
+    let release = position(q, |s| {
+        let r = run_of(s);
+        r.contains("image nixos-release")
+            && r.contains("nix flake archive")
+            && r.contains("lib.trivial.release")
+            && r.contains("exit 1")
+    })
+    .ok_or("qemu: nothing checks that nixos-vm's lock is the template's release")?;
+    let seed = position(q, |s| run_of(s).contains("image nixos-seed-check"))
+        .ok_or("qemu: no seed check")?;
+    if release > build || seed > build {
+        return Err("qemu: the pins are checked after the image build".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn the_nightly_checks_the_nixos_pins_before_building() {
+    passes_now_and_failed_before_21("nixos pins", check_nixos_pins);
+    // The ci/ version file and the lock agree with the workflow's release source.
+    let root = repo();
+    harness::image::nixos::release::check(&root).unwrap();
+}
+
+/// Every EC2 cell gives its instances fixture flakes they can fetch.
+fn check_ec2_fixture_flake(w: &Workflows) -> Result<(), String> {
+    let ec2 = &w.nightly["jobs"]["ec2"];
+    let st = steps(ec2)
+        .into_iter()
+        .find(|s| runs_e2e(s))
+        .ok_or("ec2: no e2e step")?;
+    let v = st["env"][harness::workspace::fixture_flake::ENV_EC2_FIXTURE_FLAKE]
+        .as_str()
+        .ok_or("ec2: the e2e step sets no HARNESS_EC2_FIXTURE_FLAKE (path: fixtures exist only in the QEMU image)")?;
+    if !(v.contains("github.sha") && v.contains("dir=nixos-vm/ec2")) {
+        return Err(format!(
+            "ec2: HARNESS_EC2_FIXTURE_FLAKE {v:?} is not this commit's nixos-vm/ec2"
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn ec2_cells_give_instances_fetchable_fixture_flakes() {
+    passes_now_and_failed_before_21("ec2 fixture flake", check_ec2_fixture_flake);
+}
+
+/// What a nightly qemu cell exports (HARNESS_VARIANTS on the e2e step, the
+/// image of its own arch through GITHUB_ENV) is what the preflight needs
+/// for that cell's variant: no @nixos row skipped for a missing image.
+#[test]
+fn every_nightly_cell_has_the_images_its_variant_needs() {
+    let w = current();
+    let q = &w.nightly["jobs"]["qemu"];
+    let build = steps(q)
+        .into_iter()
+        .find(|s| run_of(s).contains("nixos-vm#packages"))
+        .expect("image build step");
+    assert_eq!(
+        build["env"]["ARCH"].as_str(),
+        Some("${{ matrix.variant.arch }}")
+    );
+    assert!(run_of(build).contains(r#"echo "HARNESS_IMAGE_${ARCH^^}=$base" >> "$GITHUB_ENV""#));
+    let e2e = steps(q)
+        .into_iter()
+        .find(|s| runs_e2e(s))
+        .expect("e2e step");
+    assert_eq!(
+        e2e["env"]["HARNESS_VARIANTS"].as_str(),
+        Some("${{ matrix.variant.name }}")
+    );
+    let root = repo();
+    let variants = harness::template::values::discover_repo(&root).unwrap();
+    for v in &variants {
+        let image_var = format!("HARNESS_IMAGE_{}", v.arch.as_str().to_ascii_uppercase());
+        let env = |k: &str| {
+            (k == image_var || k == "HARNESS_VARIANTS").then(|| match k {
+                "HARNESS_VARIANTS" => v.name.clone(),
+                _ => "/nix/store/x-image/nixos.qcow2".to_string(),
+            })
+        };
+        let only = [v.name.clone()];
+        assert_eq!(
+            harness::e2e::nixos_images_missing(&env, &variants, Some(&only), true),
+            None,
+            "cell {}",
+            v.name
+        );
+    }
+}
+
+/// Every repository variable (`vars.X`) and secret (`secrets.X`) the
+/// workflows read is listed in docs/ci.md, the one place a new user looks.
+fn undocumented(w_text: &str, doc: &str) -> Vec<String> {
+    let re = regex::Regex::new(r"\b(vars|secrets)\.([A-Za-z0-9_]+)").unwrap();
+    let mut missing: Vec<String> = re
+        .captures_iter(w_text)
+        .filter(|c| !doc.contains(&format!("`{}`", &c[2])))
+        .map(|c| format!("{}.{}", &c[1], &c[2]))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    missing
+}
+
+#[test]
+fn every_variable_the_workflows_read_is_documented() {
+    let text = repo_file("ci/nightly.yml") + &repo_file("ci/pr.yml");
+    let doc = std::fs::read_to_string(repo().join("docs/ci.md")).unwrap_or_default();
+    assert_eq!(undocumented(&text, &doc), Vec::<String>::new());
+    assert!(
+        doc.contains("repo:<owner>/<repo>:ref:refs/heads/"),
+        "the OIDC sub claims"
+    );
+    // The check sees a variable the doc does not name.
+    assert_eq!(
+        undocumented("${{ vars.NEW_THING }}", &doc),
+        ["vars.NEW_THING"]
     );
 }

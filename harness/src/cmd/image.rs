@@ -35,6 +35,21 @@ pub enum What {
         #[arg(long)]
         json: bool,
     },
+    /// Check that nixos-vm/ (and nixos-vm/ec2/) pin the NixOS release the
+    /// template boots (templates/variables.tf nixos_release); prints it.
+    NixosRelease,
+    /// Evaluation only: the bootstrap system seeded into the NixOS test image
+    /// must be the one the guest evaluates from the user-data (same drvPath),
+    /// for every seeded agent user; needs nix and nixpkgs (the nightly).
+    NixosSeedCheck {
+        /// Guest architecture.
+        #[arg(long, value_parser = ["x86_64", "aarch64"])]
+        arch: String,
+        /// The flake (default: <repo>/nixos-vm); extra nix arguments come
+        /// from HARNESS_NIX_ARGS.
+        #[arg(long)]
+        flake: Option<String>,
+    },
     /// Check a user-supplied disk image and detect its format (qcow2, vpc, raw).
     Path {
         /// The image file.
@@ -108,6 +123,22 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
             let img = tokio::task::spawn_blocking(move || crate::image::nixos::image(&root, arch))
                 .await??;
             print_firmware_image(&img, json)?;
+            Ok(0)
+        }
+        What::NixosRelease => {
+            let root = crate::repo::root()?;
+            println!("{}", crate::image::nixos::release::check(&root)?);
+            Ok(0)
+        }
+        What::NixosSeedCheck { arch, flake } => {
+            let arch: Arch = arch.parse()?;
+            let root = crate::repo::root()?;
+            let flake = flake.unwrap_or_else(|| root.join("nixos-vm").display().to_string());
+            let extra = crate::image::nixos::extra_args_from_env();
+            let done = crate::image::nixos::seed_check::run(&root, &flake, arch, &extra).await?;
+            for (user, p) in done {
+                println!("seed check {arch} {user}: seeded = guest = {}", p.seeded);
+            }
             Ok(0)
         }
         What::Path { path, arch, json } => {

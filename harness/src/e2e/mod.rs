@@ -39,6 +39,7 @@ use crate::report::summary::{Outcome, Row, Summary};
 use crate::scenarios;
 use crate::workspace::real::{self as real_workspace, Machine, RunResources};
 
+pub use skip::{nixos_images_missing, selected_arches};
 pub use world::E2e;
 use world::{all_variants, global_timeout, out_dir, root, slug};
 
@@ -147,7 +148,7 @@ pub async fn run(opts: Options) -> i32 {
     let backend = opts.backend;
 
     crate::machine::qemu::process::install_signal_cleanup();
-    let preflight = skip::preflight(backend).await;
+    let preflight = skip::preflight(backend, opts.only.as_deref()).await;
     println!(
         "e2e: backend {backend}; real workspaces (@nixos): {}",
         preflight

@@ -219,7 +219,7 @@ pub(crate) async fn restart_fixture(w: &mut E2e, interrupted: bool) {
             inst.stop().await?;
         }
         if interrupted {
-            inst.await_restart_after_interruption().await?;
+            inst.start_after_interruption().await?;
         } else {
             inst.start().await?;
         }
@@ -245,8 +245,9 @@ pub(crate) fn adopt_restart(w: &mut E2e) {
 
 /// Restart the scenario's machine: through Coder `stop`/`start` builds
 /// (`via_coder`), or after a spot interruption the only way it really comes
-/// back: EC2 restarts it when capacity returns, without a build (waited for
-/// on EC2, modelled on QEMU); fixture VMs restart alike.
+/// back: the harness starts the stopped instance, without a build (on EC2
+/// StartInstances after the FIS stop, retried while capacity lacks);
+/// fixture VMs restart alike.
 pub(crate) async fn restart(w: &mut E2e, via_coder: bool) {
     w.verdicts.clear();
     let Some(ws) = w.workspace.as_mut() else {
@@ -263,7 +264,7 @@ pub(crate) async fn restart(w: &mut E2e, via_coder: bool) {
         .await;
     } else {
         bounded_for(
-            "EC2 restarts the interrupted instance",
+            "start the interrupted instance again",
             limit,
             ws.restart_after_interruption(limit, &artifacts),
         )
@@ -277,7 +278,7 @@ pub(crate) async fn workspace_stop_start(w: &mut E2e) {
     restart(w, true).await;
 }
 
-#[when("EC2 restarts the interrupted instance when capacity returns")]
+#[when("the interrupted instance is started again")]
 pub(crate) async fn instance_restart(w: &mut E2e) {
     restart(w, false).await;
 }

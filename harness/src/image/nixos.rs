@@ -10,6 +10,8 @@
 
 pub mod dry_run;
 pub mod guest_rules;
+pub mod release;
+pub mod seed_check;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};

@@ -57,13 +57,14 @@ pub trait Instance: Send + Sync {
     /// it the way EC2 does for `instance_interruption_behavior = "stop"`
     /// (on EC2: a real interruption through AWS FIS, never StopInstances).
     async fn interrupt_spot(&mut self) -> anyhow::Result<()>;
-    /// After [`Instance::interrupt_spot`]: the instance comes back only the
-    /// way it really would.  "Only Amazon EC2 can restart an interrupted
-    /// stopped Spot Instance" (EC2 user guide, interruption behavior): EC2
-    /// starts it when capacity returns in the same zone.  On EC2 this waits
-    /// for that and never calls StartInstances; on QEMU it is modelled
-    /// explicitly (capacity returns at once, the VM is started as EC2 would).
-    async fn await_restart_after_interruption(&mut self) -> anyhow::Result<()>;
+    /// After [`Instance::interrupt_spot`]: start the instance again.  On
+    /// EC2 the interruption came from AWS FIS, and "a Spot Instance that
+    /// was stopped by AWS FIS remains stopped until you restart it" (FIS
+    /// actions reference, aws:ec2:send-spot-instance-interruptions): the
+    /// harness calls StartInstances (asked again while EC2 answers
+    /// `InsufficientInstanceCapacity`) and waits for `running`.  On QEMU
+    /// the VM is started with the same disks.
+    async fn start_after_interruption(&mut self) -> anyhow::Result<()>;
     /// Tear everything down; idempotent.
     async fn terminate(&mut self) -> anyhow::Result<()>;
 }

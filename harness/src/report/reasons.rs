@@ -58,6 +58,16 @@ fn known() -> &'static [Known] {
                 "set AWS_PROFILE (and `aws sso login`) or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
             ),
             k(
+                r"HARNESS_EC2_FIXTURE_FLAKE is not set",
+                "no EC2 fixture flake",
+                "set HARNESS_EC2_FIXTURE_FLAKE=github:<owner>/<repo>/<commit>?dir=nixos-vm/ec2 (a reference EC2 instances can fetch; docs/ec2.md)",
+            ),
+            k(
+                r"fetch their fixture flakes from HARNESS_EC2_FIXTURE_FLAKE=\S+, but",
+                "EC2 fixture flake not fetchable",
+                "point HARNESS_EC2_FIXTURE_FLAKE at a public repository, mirror or HTTPS tarball (docs/ec2.md)",
+            ),
+            k(
                 r"no AWS region",
                 "no AWS region",
                 "set HARNESS_EC2_REGION (or AWS_REGION), e.g. us-east-1",
@@ -339,6 +349,15 @@ mod tests {
     /// Recorded with `HARNESS_BACKEND=ec2 HARNESS_EC2_REGION=us-east-1
     /// AWS_EC2_METADATA_DISABLED=true` and no credentials.
     const CHAIN: &str = "no AWS credentials: expected the standard chain (…) to yield credentials, seen: the credential provider was not enabled: no credentials found in chain. Attempted:   Environment: the credential provider was not enabled: environment variable not set   Profile: the credential provider was not enabled   Ec2InstanceMetadata: the credential provider was not enabled: IMDS disabled by AWS_EC2_METADATA_DISABLED env var set to `true`; export AWS_PROFILE=<profile>";
+
+    #[test]
+    fn the_ec2_fixture_flake_causes_are_known() {
+        let r = crate::workspace::fixture_flake::ec2_base_problem(None).unwrap();
+        assert_eq!(
+            short(&format!("EC2 tier (HARNESS_BACKEND=ec2): {r}; {AWS}")),
+            "no AWS credentials + no EC2 fixture flake"
+        );
+    }
 
     #[test]
     fn the_credential_chain_dump_is_never_kept() {

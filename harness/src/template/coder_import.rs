@@ -433,11 +433,16 @@ struct Session {
 /// another init ran).  So a session that uses the cache holds its lock
 /// from init to the end; mirrored providers need no cache at all (init
 /// copies them from the mirror), so the usual run takes no lock.
-async fn plugin_cache(cfg: &CliConfig, sources: &[&str]) -> Option<(PathBuf, std::fs::File)> {
+/// `dir` is the cache (`provider_mirror::writable_cache`; tests give a
+/// temporary one).
+async fn plugin_cache(
+    cfg: &CliConfig,
+    sources: &[&str],
+    dir: PathBuf,
+) -> Option<(PathBuf, std::fs::File)> {
     if sources.iter().all(|s| cfg.mirrored.contains_key(*s)) {
         return None;
     }
-    let dir = provider_mirror::cache_dir().join("terraform-plugin-cache");
     std::fs::create_dir_all(&dir).ok()?;
     let lock_path = dir.with_extension("lock");
     let lock = tokio::task::spawn_blocking(move || {
@@ -525,7 +530,8 @@ async fn session(root: &Path, variant: &Variant, real: bool) -> anyhow::Result<S
         dir.join("harness-variables.auto.tfvars.json"),
         serde_json::to_string_pretty(&variant.values)?,
     )?;
-    let plugin_cache = plugin_cache(&cfg, sources).await;
+    let cache = provider_mirror::writable_cache(root, "terraform-plugin-cache");
+    let plugin_cache = plugin_cache(&cfg, sources, cache).await;
     Ok(Session {
         tf,
         cfg,
@@ -813,10 +819,7 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Status>,
 {
-    let mut dir = provider_mirror::cache_dir().join("coder-import-verdicts");
-    if std::fs::create_dir_all(&dir).is_err() {
-        dir = crate::repo::target_dir(root).join("coder-import-verdicts");
-    }
+    let dir = provider_mirror::writable_cache(root, "coder-import-verdicts");
     let key = cache_key(root, variant, check);
     if let Some(k) = &key {
         if let Ok(text) = std::fs::read_to_string(dir.join(k)) {
@@ -897,11 +900,17 @@ mod tests {
             path: PathBuf::from("/nonexistent/cli.tfrc"),
             mirrored: BTreeMap::from([(CODER.to_string(), PathBuf::from("/m"))]),
         };
+        // A temporary cache: never the machine's (root's after
+        // ci/setup-debian.sh; the tests may run as another user).
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("terraform-plugin-cache");
         // Every provider from a mirror: no shared cache, no lock (the
         // race CI hit cannot happen).
-        assert!(plugin_cache(&mirrored, &[CODER]).await.is_none());
+        assert!(plugin_cache(&mirrored, &[CODER], cache.clone())
+            .await
+            .is_none());
         // hashicorp/aws from the registry: the cache, held until dropped.
-        let (dir, _held) = plugin_cache(&mirrored, &[CODER, AWS])
+        let (dir, _held) = plugin_cache(&mirrored, &[CODER, AWS], cache)
             .await
             .expect("a registry provider uses the plugin cache");
         assert!(dir.ends_with("terraform-plugin-cache"));

@@ -33,6 +33,34 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/harness"))
 }
 
+/// `cache_dir()/<name>` if this user can create and write it, else
+/// `<target>/<name>` under `root`: the shared cache is root's when
+/// `ci/setup-debian.sh` ran as root and the tests as another user (GitHub's
+/// runner user); falling back loses sharing, never the run.
+pub fn writable_cache(root: &Path, name: &str) -> PathBuf {
+    writable_under(&cache_dir(), &crate::repo::target_dir(root), name)
+}
+
+/// [`writable_cache`] with both candidate parents given.
+pub fn writable_under(cache: &Path, fallback: &Path, name: &str) -> PathBuf {
+    let dir = cache.join(name);
+    if std::fs::create_dir_all(&dir).is_ok() && writable(&dir) {
+        return dir;
+    }
+    let alt = fallback.join(name);
+    tracing::info!(
+        "{} is not writable by this user; using {} instead",
+        dir.display(),
+        alt.display()
+    );
+    alt
+}
+
+/// Whether a file can be created in `dir` (root passes any mode check).
+fn writable(dir: &Path) -> bool {
+    tempfile::tempfile_in(dir).is_ok()
+}
+
 /// The mirror `ci/build-coder-provider.sh` installs into.
 pub fn own_mirror() -> PathBuf {
     std::env::var_os("HARNESS_TF_MIRROR")
@@ -188,6 +216,18 @@ pub fn write_cli_config_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unwritable_cache_falls_back_to_target() {
+        let d = tempfile::tempdir().unwrap();
+        let ok = writable_under(&d.path().join("cache"), &d.path().join("target"), "x");
+        assert_eq!(ok, d.path().join("cache/x"));
+        // A cache this user cannot create (a file where its parent should
+        // be; root passes every permission check, so no chmod here).
+        std::fs::write(d.path().join("file"), "").unwrap();
+        let alt = writable_under(&d.path().join("file"), &d.path().join("target"), "x");
+        assert_eq!(alt, d.path().join("target/x"));
+    }
 
     #[test]
     fn routes_mirrored_providers_and_leaves_the_rest_to_the_registry() {

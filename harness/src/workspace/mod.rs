@@ -4,9 +4,11 @@
 //! guest, a double of the NixOS AMI, with Coder's init script and agent
 //! played by named stand-ins) and [`fixture`] (the fixture workspace
 //! double on the Debian fixture guest, defined in
-//! [`crate::doubles::fixture_workspace`]).
+//! [`crate::doubles::fixture_workspace`]). [`fixture_flake`]: the test
+//! flake a real workspace switches to, per backend.
 
 pub mod contract;
+pub mod fixture_flake;
 pub mod real;
 
 pub use crate::doubles::fixture_workspace as fixture;

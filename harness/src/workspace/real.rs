@@ -349,8 +349,11 @@ pub async fn start(res: &RunResources, spec: StartSpec<'_>) -> anyhow::Result<Re
         Backend::Qemu => Some(res.image(v.arch).await?),
         Backend::Ec2 => None,
     };
+    let ec2_base = std::env::var(super::fixture_flake::ENV_EC2_FIXTURE_FLAKE).ok();
+    let flake =
+        super::fixture_flake::flake_uri(res.backend(), v.arch, spec.flake, ec2_base.as_deref())?;
     let workspace = stack
-        .create_workspace(&res.repo_root, v, &flake_uri(spec.flake), spec.agent_user)
+        .create_workspace(&res.repo_root, v, &flake, spec.agent_user)
         .await?;
     let desired = workspace.desired()?;
     anyhow::ensure!(
@@ -456,10 +459,10 @@ impl RealWorkspace {
         self.come_back(timeout, artifacts, false).await
     }
 
-    /// After a spot interruption: the machine comes back only as it really
-    /// would (EC2 restarts it when capacity returns; modelled on QEMU, see
-    /// [`crate::machine::instance::Instance::await_restart_after_interruption`]),
-    /// without a Coder build; then wait for the agent again.
+    /// After a spot interruption: the machine is started again without a
+    /// Coder build (on EC2 StartInstances after the FIS stop, see
+    /// [`crate::machine::instance::Instance::start_after_interruption`]);
+    /// then wait for the agent again.
     pub async fn restart_after_interruption(
         &mut self,
         timeout: Duration,
@@ -477,10 +480,7 @@ impl RealWorkspace {
         let started = Instant::now();
         let since = std::time::SystemTime::now();
         if interrupted {
-            self.machine
-                .get_mut()
-                .await_restart_after_interruption()
-                .await?;
+            self.machine.get_mut().start_after_interruption().await?;
         } else {
             self.machine.get_mut().start().await?;
         }

@@ -88,6 +88,10 @@ pub const ACTIONS: &[(&str, Need)] = &[
         Need::Implied("tags on CreateExperimentTemplate and StartExperiment (tag on create)"),
     ),
     (
+        "iam:CreateServiceLinkedRole",
+        Need::Implied("in a fresh account the first spot launch creates AWSServiceRoleForEC2Spot and the first FIS experiment AWSServiceRoleForFIS, as the caller (only for those two services: see policy_json)"),
+    ),
+    (
         "iam:PassRole",
         Need::Implied("CreateExperimentTemplate passes HARNESS_FIS_ROLE_ARN to FIS (only to fis.amazonaws.com: see policy_json)"),
     ),
@@ -95,6 +99,17 @@ pub const ACTIONS: &[(&str, Need)] = &[
 
 /// The service principal `iam:PassRole` is limited to.
 pub const PASS_ROLE_TO: &str = "fis.amazonaws.com";
+
+/// The services whose service-linked role the caller may create
+/// (`iam:CreateServiceLinkedRole`, condition `iam:AWSServiceName`): EC2 Spot
+/// (`AWSServiceRoleForEC2Spot`, created by the first spot request in an
+/// account; without it RunInstances fails with
+/// `AuthFailure.ServiceLinkedRoleCreationNotPermitted`, EC2 user guide,
+/// "Service-linked role for Spot Instance requests") and AWS FIS
+/// (`AWSServiceRoleForFIS`, created by the first experiment; FIS user guide,
+/// "Use service-linked roles for AWS FIS").  Once both exist (any earlier
+/// spot launch or experiment in the account), the permission is unused.
+pub const SERVICE_LINKED_ROLES: &[&str] = &["fis.amazonaws.com", "spot.amazonaws.com"];
 
 /// The SDK waiters the harness uses and the operation each polls.
 pub const WAITERS: &[(&str, &str)] = &[
@@ -106,12 +121,15 @@ pub const WAITERS: &[(&str, &str)] = &[
 ];
 
 /// The policy document (pretty JSON, one action per line).  `iam:*`
-/// actions get their own statement: the role may be passed to FIS only.
+/// actions get their own statements, each limited by a condition: the FIS
+/// role may be passed to FIS only, and service-linked roles may be created
+/// for [`SERVICE_LINKED_ROLES`] only.
 pub fn policy_json() -> String {
-    let (iam, actions): (Vec<&str>, Vec<&str>) = ACTIONS
+    let actions: Vec<&str> = ACTIONS
         .iter()
         .map(|(a, _)| *a)
-        .partition(|a| a.starts_with("iam:"));
+        .filter(|a| !a.starts_with("iam:"))
+        .collect();
     let doc = serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [{
@@ -120,12 +138,65 @@ pub fn policy_json() -> String {
             "Resource": "*",
         }, {
             "Effect": "Allow",
-            "Action": iam,
+            "Action": ["iam:PassRole"],
             "Resource": "*",
             "Condition": {"StringEquals": {"iam:PassedToService": PASS_ROLE_TO}},
+        }, {
+            // The IAM user guide's pattern ("Using service-linked roles"):
+            // the roles' own ARNs and the service name as the condition.
+            "Effect": "Allow",
+            "Action": ["iam:CreateServiceLinkedRole"],
+            "Resource": SERVICE_LINKED_ROLES
+                .iter()
+                .map(|s| format!("arn:aws:iam::*:role/aws-service-role/{s}/*"))
+                .collect::<Vec<_>>(),
+            "Condition": {"StringEquals": {"iam:AWSServiceName": SERVICE_LINKED_ROLES}},
         }]
     });
     serde_json::to_string_pretty(&doc).expect("static JSON")
+}
+
+/// Why `policy` (a policy document) does not let a fresh account launch a
+/// spot instance and run a FIS experiment, if it does not: it must allow
+/// `iam:CreateServiceLinkedRole`, limited by `iam:AWSServiceName` to
+/// exactly [`SERVICE_LINKED_ROLES`] (never unconditioned: the action would
+/// then create any service's role).
+pub fn service_linked_role_problem(policy: &serde_json::Value) -> Option<String> {
+    let statements = policy["Statement"].as_array()?;
+    let grants: Vec<&serde_json::Value> = statements
+        .iter()
+        .filter(|st| {
+            st["Effect"] == "Allow"
+                && match &st["Action"] {
+                    serde_json::Value::String(a) => a == "iam:CreateServiceLinkedRole",
+                    serde_json::Value::Array(v) => {
+                        v.iter().any(|a| a == "iam:CreateServiceLinkedRole")
+                    }
+                    _ => false,
+                }
+        })
+        .collect();
+    if grants.is_empty() {
+        return Some("no statement allows iam:CreateServiceLinkedRole: in a fresh account the first spot launch fails with AuthFailure.ServiceLinkedRoleCreationNotPermitted and the first FIS experiment cannot create AWSServiceRoleForFIS".into());
+    }
+    for g in grants {
+        let names = &g["Condition"]["StringEquals"]["iam:AWSServiceName"];
+        let mut seen: Vec<String> = match names {
+            serde_json::Value::String(n) => vec![n.clone()],
+            serde_json::Value::Array(v) => v
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        seen.sort();
+        if seen != SERVICE_LINKED_ROLES {
+            return Some(format!(
+                "iam:CreateServiceLinkedRole must be limited by iam:AWSServiceName to exactly {SERVICE_LINKED_ROLES:?}, seen {seen:?}"
+            ));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -235,6 +306,8 @@ mod tests {
         assert!(policy_json().contains("\"ec2:ModifyInstanceAttribute\""));
         // The FIS role may be passed, and only to FIS.
         let doc: serde_json::Value = serde_json::from_str(&policy_json()).unwrap();
+        // Spot's and FIS's service-linked roles may be created, no other.
+        assert_eq!(service_linked_role_problem(&doc), None);
         let pass = &doc["Statement"][1];
         assert_eq!(pass["Action"], serde_json::json!(["iam:PassRole"]));
         assert_eq!(
@@ -250,6 +323,36 @@ mod tests {
         let mut s = sorted.clone();
         s.sort();
         assert_eq!(sorted, s, "keep ACTIONS sorted");
+    }
+
+    #[test]
+    fn a_fresh_account_can_create_only_spots_and_fis_service_linked_roles() {
+        // The policy before issue 21: PassRole only.
+        let old = serde_json::json!({"Statement": [
+            {"Effect": "Allow", "Action": ["ec2:RunInstances"], "Resource": "*"},
+            {"Effect": "Allow", "Action": ["iam:PassRole"], "Resource": "*",
+             "Condition": {"StringEquals": {"iam:PassedToService": "fis.amazonaws.com"}}}
+        ]});
+        let e = service_linked_role_problem(&old).unwrap();
+        assert!(e.contains("ServiceLinkedRoleCreationNotPermitted"), "{e}");
+        let unconditioned = serde_json::json!({"Statement": [
+            {"Effect": "Allow", "Action": "iam:CreateServiceLinkedRole", "Resource": "*"}
+        ]});
+        assert!(service_linked_role_problem(&unconditioned).is_some());
+        let one = serde_json::json!({"Statement": [
+            {"Effect": "Allow", "Action": "iam:CreateServiceLinkedRole", "Resource": "*",
+             "Condition": {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}}
+        ]});
+        assert!(service_linked_role_problem(&one)
+            .unwrap()
+            .contains("fis.amazonaws.com"));
+        let doc: serde_json::Value = serde_json::from_str(&policy_json()).unwrap();
+        assert_eq!(service_linked_role_problem(&doc), None);
+        let slr = &doc["Statement"][2];
+        assert_eq!(
+            slr["Action"],
+            serde_json::json!(["iam:CreateServiceLinkedRole"])
+        );
     }
 
     #[test]

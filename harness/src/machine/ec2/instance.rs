@@ -219,14 +219,15 @@ impl Instance for Ec2Instance {
         Ok(())
     }
 
-    /// Wait for EC2 to restart the interrupted instance (capacity returned);
-    /// never StartInstances.  The public IP changes, so it is read again.
-    async fn await_restart_after_interruption(&mut self) -> anyhow::Result<()> {
-        super::interrupt::await_ec2_restart(
+    /// Start the instance FIS stopped (it "remains stopped until you
+    /// restart it", FIS actions reference), asking again while EC2 has no
+    /// capacity, and wait for `running`.  The public IP changes, so it is
+    /// read again.
+    async fn start_after_interruption(&mut self) -> anyhow::Result<()> {
+        super::interrupt::start_after_fis_stop(
             &self.ctx.client,
             &self.launched.instance_id,
-            super::interrupt::RESTART_TIMEOUT,
-            Duration::from_secs(10),
+            &super::interrupt::RESTART,
         )
         .await?;
         self.refresh_ip().await

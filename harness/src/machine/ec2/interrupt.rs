@@ -10,11 +10,11 @@
 //! "initiate-a-spot-instance-interruption": a two-minute notice, then EC2
 //! interrupts the instance with the request's behavior, here `stop`; the
 //! spot request then shows `instance-stopped-by-experiment`), and always
-//! deletes the template.  [`await_ec2_restart`] is the other half: EC2
-//! restarts a persistent request's stopped instance when capacity returns
-//! (EC2 user guide, "interruption-behavior": "Only Amazon EC2 can restart
-//! an interrupted stopped Spot Instance"), so the harness waits and never
-//! calls StartInstances.
+//! deletes the template.  [`start_after_fis_stop`] is the other half: "a
+//! Spot Instance that was stopped by AWS FIS remains stopped until you
+//! restart it" (FIS actions reference, aws:ec2:send-spot-instance-interruptions),
+//! so the harness starts it (StartInstances, asked again while EC2 answers
+//! `InsufficientInstanceCapacity`) and waits for `running`.
 //!
 //! Stopping the instance with StopInstances is NOT an interruption: it is a
 //! user stop.  The harness never fakes one: where FIS cannot run
@@ -83,7 +83,7 @@ pub fn unavailable(role: Option<&str>, region: &str) -> Option<String> {
         return Some(format!(
             "a real spot interruption on EC2 needs AWS FIS (action {ACTION_ID}) and the role it \
              assumes: expected {ENV_FIS_ROLE} = the ARN of {ROLE_NEEDED}, seen it unset; \
-             StopInstances would not be an interruption (after a real one only EC2 may start the instance)"
+             StopInstances would not be an interruption"
         ));
     }
     None
@@ -393,7 +393,8 @@ async fn owner_account(ec2: &aws_sdk_ec2::Client, id: &str) -> anyhow::Result<St
 
 /// Interrupt spot instance `t` for real through AWS FIS, and see EC2 stop
 /// it (see the module doc).  The template is deleted on every path (the
-/// guard also on a panic or a dropped future).  Never StartInstances.
+/// guard also on a panic or a dropped future); the stop is EC2's, never
+/// StopInstances.
 pub async fn interrupt_spot(
     fis: &aws_sdk_fis::Client,
     ec2: &aws_sdk_ec2::Client,
@@ -580,49 +581,129 @@ async fn run_experiment(
     }
 }
 
-/// Bound on waiting for EC2 to restart an interrupted instance.
-pub const RESTART_TIMEOUT: Duration = Duration::from_secs(1800);
+/// Bounds and polling of [`start_after_fis_stop`].
+#[derive(Debug, Clone, Copy)]
+pub struct RestartTiming {
+    /// From the call to `running`: the stop finishing, capacity returning
+    /// (StartInstances retried while EC2 answers
+    /// [`INSUFFICIENT_CAPACITY`]), the boot to `running`.
+    pub timeout: Duration,
+    pub poll: Duration,
+    /// Between StartInstances attempts refused for capacity.
+    pub capacity_retry: Duration,
+}
 
-/// Poll DescribeInstances until EC2 itself has restarted `id` (state
-/// `running`), every `poll`, within `timeout`.  Never calls StartInstances.
-/// `terminated`/`shutting-down` is a failure (the request was cancelled or
-/// the root volume detached).
-pub async fn await_ec2_restart(
+/// Production bounds: 30 minutes, polling every 10 s, a start refused for
+/// capacity asked again every 30 s.
+pub const RESTART: RestartTiming = RestartTiming {
+    timeout: Duration::from_secs(1800),
+    poll: Duration::from_secs(10),
+    capacity_retry: Duration::from_secs(30),
+};
+
+/// EC2's answer to StartInstances when the zone has no capacity for the
+/// type (EC2 API error codes); a spot instance is started in its own zone
+/// only, so the harness asks again until the bound.
+pub const INSUFFICIENT_CAPACITY: &str = "InsufficientInstanceCapacity";
+
+/// StartInstances answers worth asking again: no capacity yet, or the
+/// instance still `stopping` (`IncorrectInstanceState`).
+fn start_retryable(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(INSUFFICIENT_CAPACITY | "IncorrectInstanceState" | "InsufficientCapacity")
+    )
+}
+
+/// After a FIS interruption with behavior `stop`: wait for `stopped`, start
+/// the instance (StartInstances, asked again while EC2 has no capacity in
+/// its zone) and wait for `running`, within `timing.timeout`.
+///
+/// AWS FIS actions reference, aws:ec2:send-spot-instance-interruptions: "a
+/// Spot Instance that was stopped by AWS FIS remains stopped until you
+/// restart it" (also the EC2 user guide, "initiate a Spot Instance
+/// interruption"). EC2's own restart of a persistent request's stopped
+/// instance when capacity returns ("Only Amazon EC2 can restart an
+/// interrupted stopped Spot Instance", interruption behavior) applies to
+/// EC2's interruptions, not FIS's: waiting for it waited 30 minutes for
+/// nothing. `terminated`/`shutting-down` is a failure (the request was
+/// cancelled or the root volume detached).
+pub async fn start_after_fis_stop(
     client: &aws_sdk_ec2::Client,
     id: &str,
-    timeout: Duration,
-    poll: Duration,
+    timing: &RestartTiming,
 ) -> anyhow::Result<()> {
+    use aws_sdk_ec2::error::ProvideErrorMetadata as _;
     let start = Instant::now();
-    let mut last: String;
+    let mut started = false;
+    let mut last = String::from("nothing yet");
+    let mut refusals = 0u32;
     loop {
-        match super::lifecycle::state(client, id).await {
-            Ok(Some(s)) if s == "running" => return Ok(()),
-            Ok(Some(s)) if s == "terminated" || s == "shutting-down" => anyhow::bail!(
-                "interrupted spot instance {id}: expected EC2 to restart it, seen `{s}`"
+        let state = match super::lifecycle::state(client, id).await {
+            Ok(s) => s,
+            Err(e) => {
+                last = format!("{e:#}");
+                None
+            }
+        };
+        match state.as_deref() {
+            Some("running") if started => {
+                tracing::info!(instance = %id, "running again after the FIS stop");
+                return Ok(());
+            }
+            Some(s @ ("terminated" | "shutting-down")) => anyhow::bail!(
+                "interrupted spot instance {id}: expected it `stopped` and then started, seen `{s}` \
+                 (a cancelled spot request or a detached root volume terminates it)"
             ),
-            Ok(s) => last = format!("`{}`", s.unwrap_or_else(|| "unknown".into())),
-            Err(e) => last = format!("{e:#}"),
+            Some("stopped") if !started => {
+                tracing::info!(instance = %id, "StartInstances (FIS leaves its stopped spot instance stopped)");
+                match client.start_instances().instance_ids(id).send().await {
+                    Ok(_) => started = true,
+                    Err(e) if start_retryable(e.code()) => {
+                        refusals += 1;
+                        last = format!(
+                            "StartInstances refused {refusals} time(s), last: {}",
+                            super::sweep::err(&e)
+                        );
+                        tracing::info!(instance = %id, "{last}; asking again in {:?}", timing.capacity_retry);
+                        if start.elapsed() + timing.capacity_retry >= timing.timeout {
+                            anyhow::bail!(
+                                "interrupted spot instance {id}: expected StartInstances to succeed within {:?}, \
+                                 seen {last} (no spot capacity for its type in its zone: run again later, or in another region)",
+                                timing.timeout
+                            );
+                        }
+                        tokio::time::sleep(timing.capacity_retry).await;
+                        continue;
+                    }
+                    Err(e) => anyhow::bail!(
+                        "interrupted spot instance {id}: StartInstances failed: {}",
+                        super::sweep::err(&e)
+                    ),
+                }
+            }
+            Some(s) => last = format!("`{s}`"),
+            None => {}
         }
-        if start.elapsed() >= timeout {
+        if start.elapsed() >= timing.timeout {
             anyhow::bail!(
-                "interrupted spot instance {id}: expected EC2 to restart it when capacity returns, \
-                 within {timeout:?}; seen {last} (the harness does not start it: AWS refuses StartInstances \
-                 after a real interruption)"
+                "interrupted spot instance {id}: expected it `stopped`, started and `running` within {:?}; \
+                 seen {last} (started: {started})",
+                timing.timeout
             );
         }
-        tokio::time::sleep(poll).await;
+        tokio::time::sleep(timing.poll).await;
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     //! Named doubles: aws-smithy-mocks plays FIS and EC2 (moto cannot run
-    //! an FIS experiment, see the module doc).  A StartInstances call would
-    //! hit no rule and fail the test.
+    //! an FIS experiment, see the module doc).
     use super::*;
     use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
     use aws_sdk_ec2::operation::describe_spot_instance_requests::DescribeSpotInstanceRequestsOutput;
+    use aws_sdk_ec2::operation::start_instances::{StartInstancesError, StartInstancesOutput};
     use aws_sdk_ec2::types::{
         Instance, InstanceLifecycleType, InstanceState, InstanceStateName, Reservation,
         SpotInstanceRequest, SpotInstanceStatus, StateReason,
@@ -1023,19 +1104,93 @@ pub(crate) mod tests {
         assert_eq!(ok.num_calls(), 1, "no FIS call before the inputs are valid");
     }
 
+    const QUICK: RestartTiming = RestartTiming {
+        timeout: Duration::from_secs(60),
+        poll: Duration::from_millis(1),
+        capacity_retry: Duration::from_millis(1),
+    };
+
+    fn start_error(code: &'static str) -> impl Fn() -> StartInstancesError + Send + Sync {
+        move || {
+            StartInstancesError::generic(
+                aws_sdk_ec2::error::ErrorMetadata::builder()
+                    .code(code)
+                    .message("We currently do not have sufficient capacity")
+                    .build(),
+            )
+        }
+    }
+
     #[tokio::test]
-    async fn waits_for_ec2_and_never_starts_the_instance() {
+    async fn starts_the_instance_fis_stopped_and_waits_for_running() {
+        // Inverted from "never starts the instance": FIS leaves it stopped.
         let d = mock!(Client::describe_instances)
             .sequence()
+            .output(state(InstanceStateName::Stopping))
             .output(state(InstanceStateName::Stopped))
             .output(state(InstanceStateName::Pending))
             .output(state(InstanceStateName::Running))
             .build();
-        // A StartInstances call would hit no rule and fail the test.
-        let c = super::super::launch::tests::client_with(&[&d], RuleMode::Sequential);
-        await_ec2_restart(&c, "i-1", Duration::from_secs(60), Duration::from_millis(1))
-            .await
-            .unwrap();
-        assert_eq!(d.num_calls(), 3);
+        let s = mock!(Client::start_instances)
+            .match_requests(|i| i.instance_ids() == ["i-1".to_string()])
+            .then_output(|| StartInstancesOutput::builder().build());
+        let c = super::super::launch::tests::client_with(&[&d, &s], RuleMode::MatchAny);
+        start_after_fis_stop(&c, "i-1", &QUICK).await.unwrap();
+        assert_eq!(s.num_calls(), 1, "StartInstances once, after `stopped`");
+        assert_eq!(d.num_calls(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_start_refused_for_capacity_is_asked_again() {
+        let d = mock!(Client::describe_instances)
+            .sequence()
+            .output(state(InstanceStateName::Stopped))
+            .times(3)
+            .output(state(InstanceStateName::Running))
+            .build();
+        let s = mock!(Client::start_instances)
+            .sequence()
+            .error(start_error(INSUFFICIENT_CAPACITY))
+            .times(2)
+            .output(|| StartInstancesOutput::builder().build())
+            .build();
+        let c = super::super::launch::tests::client_with(&[&d, &s], RuleMode::MatchAny);
+        start_after_fis_stop(&c, "i-1", &QUICK).await.unwrap();
+        assert_eq!(s.num_calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn no_capacity_within_the_bound_and_other_errors_fail_with_the_reason() {
+        let d = mock!(Client::describe_instances).then_output(state(InstanceStateName::Stopped));
+        let s = mock!(Client::start_instances).then_error(start_error(INSUFFICIENT_CAPACITY));
+        let c = super::super::launch::tests::client_with(&[&d, &s], RuleMode::MatchAny);
+        let short = RestartTiming {
+            timeout: Duration::from_millis(50),
+            poll: Duration::from_millis(1),
+            capacity_retry: Duration::from_millis(10),
+        };
+        let e = format!(
+            "{:#}",
+            start_after_fis_stop(&c, "i-1", &short).await.unwrap_err()
+        );
+        assert!(
+            e.contains("i-1") && e.contains(INSUFFICIENT_CAPACITY) && e.contains("StartInstances"),
+            "{e}"
+        );
+        let s = mock!(Client::start_instances).then_error(start_error("UnauthorizedOperation"));
+        let c = super::super::launch::tests::client_with(&[&d, &s], RuleMode::MatchAny);
+        let e = format!(
+            "{:#}",
+            start_after_fis_stop(&c, "i-1", &QUICK).await.unwrap_err()
+        );
+        assert!(e.contains("UnauthorizedOperation"), "{e}");
+        assert_eq!(s.num_calls(), 1, "not asked again");
+        let d = mock!(Client::describe_instances).then_output(state(InstanceStateName::Terminated));
+        let c = super::super::launch::tests::client_with(&[&d], RuleMode::MatchAny);
+        let e = format!(
+            "{:#}",
+            start_after_fis_stop(&c, "i-1", &QUICK).await.unwrap_err()
+        );
+        assert!(e.contains("`terminated`"), "{e}");
     }
 }

@@ -215,12 +215,16 @@ pub async fn run_in_some_az_with(
     )
 }
 
-/// Deletes everything tagged with the run's id when dropped (unless
-/// [`RunGuard::disarm`]ed); [`RunGuard::cleanup`] does it explicitly.
+/// Deletes everything tagged with the run's id, and every id the launch
+/// [`RunGuard::recorded`] (a resource created seconds before a failure may
+/// not be listed by tag yet), when dropped (unless [`RunGuard::disarm`]ed);
+/// [`RunGuard::cleanup`] does it explicitly.
 pub struct RunGuard {
     ctx: Ec2Ctx,
     run_id: String,
     armed: bool,
+    /// What the launch created, by id, as each call returned.
+    pub recorded: super::sweep::Recorded,
 }
 
 impl RunGuard {
@@ -229,6 +233,7 @@ impl RunGuard {
             ctx: ctx.clone(),
             run_id: run_id.to_string(),
             armed: true,
+            recorded: Default::default(),
         }
     }
 
@@ -241,7 +246,8 @@ impl RunGuard {
         self.armed = false;
     }
 
-    /// Terminate and delete everything tagged with this run's id; idempotent.
+    /// Terminate and delete everything tagged with this run's id and
+    /// everything it recorded; idempotent.
     pub async fn cleanup(&mut self) -> anyhow::Result<()> {
         let opts = super::sweep::SweepOptions {
             older_than: Duration::ZERO,
@@ -249,7 +255,26 @@ impl RunGuard {
             run_id: Some(self.run_id.clone()),
             owner: None,
         };
-        super::sweep::sweep_region(&self.ctx, &opts).await?;
+        let swept = super::sweep::sweep_region_recorded(
+            &self.ctx,
+            &opts,
+            &self.recorded,
+            &super::stop::Stop::new(),
+            &super::sweep::TIMING,
+        )
+        .await?;
+        if !swept.failed.is_empty() {
+            anyhow::bail!(
+                "cleanup of run {} in {}: expected everything deleted, seen left: {}",
+                self.run_id,
+                self.ctx.region,
+                swept.failed.join("; ")
+            );
+        }
+        // All confirmed gone: a second cleanup (terminate twice) asks the
+        // tags only, instead of waiting out the settle time for ids EC2 has
+        // forgotten.
+        self.recorded = Default::default();
         self.armed = false;
         Ok(())
     }
@@ -309,7 +334,7 @@ pub async fn launch(
     let key = KeyPair::generate(&artifacts_dir.join("ssh"))?;
     let ssh_cidr = ctx.ssh_cidr().await?;
     let azs = availability_zones(client, &plan.instance_type).await?;
-    let guard = RunGuard::new(ctx, &plan.tags.run_id);
+    let mut guard = RunGuard::new(ctx, &plan.tags.run_id);
 
     tracing::info!(key = %name, "ImportKeyPair");
     client
@@ -320,6 +345,7 @@ pub async fn launch(
         .send()
         .await
         .map_err(|e| anyhow::anyhow!("ImportKeyPair {name}: {}", super::sweep::err(&e)))?;
+    guard.recorded.key_pairs.push(name.clone());
 
     tracing::info!(group = %name, cidr = %ssh_cidr, "CreateSecurityGroup (SSH from the caller only)");
     let sg = client
@@ -333,6 +359,7 @@ pub async fn launch(
         .await
         .map_err(|e| anyhow::anyhow!("CreateSecurityGroup {name}: {}", super::sweep::err(&e)))?;
     let sg_id = sg.group_id().unwrap_or_default().to_string();
+    guard.recorded.security_groups.push(sg_id.clone());
     let rule = IpPermission::builder()
         .ip_protocol("tcp")
         .from_port(22)
@@ -360,6 +387,11 @@ pub async fn launch(
     })?;
 
     let placed = run_in_some_az(client, &plan, &azs, Some(&name), Some(&sg_id)).await?;
+    guard.recorded.instances.push(placed.instance_id.clone());
+    guard
+        .recorded
+        .spot_requests
+        .extend(placed.spot_request_id.clone());
 
     tracing::info!(az = %placed.az, size_gib = plan.home_gib, "CreateVolume (home)");
     let vol = client
@@ -373,6 +405,7 @@ pub async fn launch(
         .await
         .map_err(|e| anyhow::anyhow!("CreateVolume in {}: {}", placed.az, super::sweep::err(&e)))?;
     let volume_id = vol.volume_id().unwrap_or_default().to_string();
+    guard.recorded.volumes.push(volume_id.clone());
     retry::wait_volume(client, &volume_id, "available", VOLUME_TIMEOUT, VOLUME_POLL).await?;
     tracing::info!(instance = %placed.instance_id, "waiting for running");
     client

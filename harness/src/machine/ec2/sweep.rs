@@ -6,6 +6,16 @@
 //! Untagged resources are never touched: every list call filters on the
 //! tag key server-side and every candidate is checked again locally.
 //! Idempotent: what is already gone (or terminated) is skipped.
+//!
+//! A run's own cleanup (the drop guard) also passes the ids it recorded as
+//! each create call returned ([`Recorded`]): EC2 is eventually consistent,
+//! so a resource created seconds before a failure may not be listed by a
+//! tag filter yet ("Eventual consistency", EC2 API reference). For the same
+//! reason `InvalidInstanceID.NotFound` after TerminateInstances is not taken
+//! as proof of termination: an instance counts as gone when EC2 shows it
+//! `terminated`, or when it stays unknown for [`SweepTiming::settle`].
+//! One failed Describe call is recorded and the sweep goes on with the
+//! kinds after it.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
@@ -136,6 +146,39 @@ fn eligible(tags: &[Tag], opts: &SweepOptions, now: SystemTime) -> Result<String
     }
 }
 
+/// Resources a run created, by id, recorded as each create call returned
+/// (see the module doc); swept besides what the tag filters list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    pub spot_requests: Vec<String>,
+    pub instances: Vec<String>,
+    pub volumes: Vec<String>,
+    pub key_pairs: Vec<String>,
+    pub security_groups: Vec<String>,
+}
+
+impl Recorded {
+    pub fn is_empty(&self) -> bool {
+        self == &Recorded::default()
+    }
+}
+
+/// Polling of a sweep.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepTiming {
+    /// Between looks at instances being terminated.
+    pub poll: Duration,
+    /// How long an instance (or a recorded volume) must stay unknown to EC2
+    /// to count as gone: a just-created id may be unknown for a while.
+    pub settle: Duration,
+}
+
+/// Production timing: poll every 5 s; unknown for 2 minutes = gone.
+pub const TIMING: SweepTiming = SweepTiming {
+    poll: POLL,
+    settle: Duration::from_secs(120),
+};
+
 /// Resource kinds in the order a sweep deletes them.
 const KINDS: [&str; 6] = [
     "spot-request",
@@ -211,6 +254,14 @@ impl Swept {
             }
             Err(None) => None,
         }
+    }
+
+    /// Record that `kind` could not be listed in `region` (its Describe
+    /// call failed); the sweep goes on with the next kind.
+    fn not_listed(&mut self, region: &str, kind: &str, why: String) {
+        let line = format!("{region} {kind}s: not listed: {why}");
+        tracing::warn!("sweep: {line}");
+        self.failed.push(line);
     }
 
     /// Record what is left of `(kind, id, run)` and why; the sweep goes on.
@@ -315,8 +366,21 @@ pub async fn sweep_region_polling(
     stop: &super::stop::Stop,
     poll: Duration,
 ) -> anyhow::Result<Swept> {
+    let timing = SweepTiming { poll, ..TIMING };
+    sweep_region_recorded(ctx, opts, &Recorded::default(), stop, &timing).await
+}
+
+/// The sweep of `opts`'s tagged resources plus the ids a run `recorded`
+/// (its own cleanup, [`super::launch::RunGuard`]).
+pub async fn sweep_region_recorded(
+    ctx: &Ec2Ctx,
+    opts: &SweepOptions,
+    recorded: &Recorded,
+    stop: &super::stop::Stop,
+    timing: &SweepTiming,
+) -> anyhow::Result<Swept> {
     let mut out = Swept::default();
-    if let Err(e) = sweep_into(ctx, opts, stop, poll, &mut out).await {
+    if let Err(e) = sweep_into(ctx, opts, recorded, stop, timing, &mut out).await {
         tracing::error!(region = %ctx.region, "sweep of {} gave up: {e:#}", ctx.region);
         out.failed.push(format!("{}: not swept: {e:#}", ctx.region));
     }
@@ -326,18 +390,23 @@ pub async fn sweep_region_polling(
 async fn sweep_into(
     ctx: &Ec2Ctx,
     opts: &SweepOptions,
+    recorded: &Recorded,
     stop: &super::stop::Stop,
-    poll: Duration,
+    timing: &SweepTiming,
     out: &mut Swept,
 ) -> anyhow::Result<()> {
     let c = &ctx.client;
     let region = ctx.region.as_str();
     let dry = opts.dry_run;
     let now = SystemTime::now();
+    // The run id recorded resources are reported under.
+    let own_run = opts.run_id.clone().unwrap_or_else(|| "recorded".into());
 
-    // Instances (and their spot requests).  Failing to list them is the
-    // region's access error: nothing else here can be swept either.
+    // Instances (and their spot requests).  A failure to list them (the
+    // region's access error, or one failed call) is recorded and the kinds
+    // after them are still swept: each has its own Describe.
     let mut instances = Vec::new();
+    let mut gone = BTreeSet::new();
     let mut spot_requests = BTreeSet::new();
     let mut pages = c
         .describe_instances()
@@ -345,12 +414,22 @@ async fn sweep_into(
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page =
-            page.map_err(|e| anyhow::anyhow!("DescribeInstances in {region}: {}", err(&e)))?;
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                out.not_listed(
+                    region,
+                    "instance",
+                    format!("DescribeInstances in {region}: {}", err(&e)),
+                );
+                break;
+            }
+        };
         for i in page.reservations().iter().flat_map(|r| r.instances()) {
             let id = i.instance_id().unwrap_or_default();
             let state = i.state().and_then(|s| s.name()).map(|n| n.as_str());
             if instance_step(state) == InstanceStep::Done {
+                gone.insert(id.to_string());
                 continue;
             }
             if let Some(run) = out.select(region, dry, "instance", id, i.tags(), opts, now) {
@@ -359,6 +438,17 @@ async fn sweep_into(
                 }
                 instances.push((id.to_string(), run));
             }
+        }
+    }
+    // What the run recorded and the tag filter did not list (yet).
+    for id in &recorded.instances {
+        if !gone.contains(id) && !instances.iter().any(|(i, _)| i == id) {
+            instances.push((id.clone(), own_run.clone()));
+        }
+    }
+    for sr in &recorded.spot_requests {
+        if !spot_requests.iter().any(|(s, _)| s == sr) {
+            spot_requests.insert((sr.clone(), own_run.clone()));
         }
     }
     match c
@@ -381,7 +471,11 @@ async fn sweep_into(
                 }
             }
         }
-        Err(e) => tracing::warn!("DescribeSpotInstanceRequests in {region}: {}", err(&e)),
+        Err(e) => out.not_listed(
+            region,
+            "spot-request",
+            format!("DescribeSpotInstanceRequests in {region}: {}", err(&e)),
+        ),
     }
     // Cancel persistent spot requests first, or EC2 relaunches the instances.
     let spot_requests: Vec<_> = spot_requests.into_iter().collect();
@@ -409,7 +503,7 @@ async fn sweep_into(
             out.act(region, dry, "instance", id, run, "terminate");
         }
         if !dry {
-            match terminate_all(c, &instances, stop, poll).await {
+            match terminate_all(c, &instances, stop, timing).await {
                 None => {
                     let p = pending("instance (terminating, not confirmed)", &instances);
                     out.stopped(region, "instance", &refs(&p));
@@ -425,14 +519,49 @@ async fn sweep_into(
     }
 
     // Volumes.
-    let vols = c
+    let vols = match c
         .describe_volumes()
         .set_filters(Some(tag_filters(opts)))
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("DescribeVolumes in {region}: {}", err(&e)))?;
+    {
+        Ok(v) => v.volumes().to_vec(),
+        Err(e) => {
+            out.not_listed(
+                region,
+                "volume",
+                format!("DescribeVolumes in {region}: {}", err(&e)),
+            );
+            Vec::new()
+        }
+    };
     let mut todo = Vec::new();
-    for v in vols.volumes() {
+    let unlisted: Vec<&String> = recorded
+        .volumes
+        .iter()
+        .filter(|id| !vols.iter().any(|v| v.volume_id() == Some(id.as_str())))
+        .collect();
+    for id in unlisted {
+        match recorded_volume(c, id, timing.settle).await {
+            Ok(Some(v)) => {
+                let attached = v
+                    .attachments()
+                    .iter()
+                    .any(|a| a.state().map(|s| s.as_str()) != Some("detached"));
+                match volume_step(v.state().map(|s| s.as_str()), attached) {
+                    VolumeStep::Skip(why) => out.act(region, dry, "volume", id, &own_run, why),
+                    step => todo.push((
+                        id.to_string(),
+                        own_run.clone(),
+                        step == VolumeStep::DetachThenDelete,
+                    )),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => out.fail(region, "volume", id, &own_run, format!("{e:#}")),
+        }
+    }
+    for v in &vols {
         let id = v.volume_id().unwrap_or_default();
         if let Some(run) = out.select(region, dry, "volume", id, v.tags(), opts, now) {
             let attached = v
@@ -464,17 +593,33 @@ async fn sweep_into(
     }
 
     // Key pairs.
-    let keys = c
+    let keys = match c
         .describe_key_pairs()
         .set_filters(Some(tag_filters(opts)))
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("DescribeKeyPairs in {region}: {}", err(&e)))?;
+    {
+        Ok(k) => k.key_pairs().to_vec(),
+        Err(e) => {
+            out.not_listed(
+                region,
+                "key-pair",
+                format!("DescribeKeyPairs in {region}: {}", err(&e)),
+            );
+            Vec::new()
+        }
+    };
     let mut todo = Vec::new();
-    for k in keys.key_pairs() {
+    for k in &keys {
         let name = k.key_name().unwrap_or_default();
         if let Some(run) = out.select(region, dry, "key-pair", name, k.tags(), opts, now) {
             todo.push((name.to_string(), run));
+        }
+    }
+    // DeleteKeyPair of a name EC2 does not know succeeds: no look first.
+    for name in &recorded.key_pairs {
+        if !todo.iter().any(|(n, _)| n == name) {
+            todo.push((name.clone(), own_run.clone()));
         }
     }
     for (n, (name, run)) in todo.iter().enumerate() {
@@ -498,17 +643,32 @@ async fn sweep_into(
     }
 
     // Security groups (after the instances using them are gone).
-    let groups = c
+    let groups = match c
         .describe_security_groups()
         .set_filters(Some(tag_filters(opts)))
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("DescribeSecurityGroups in {region}: {}", err(&e)))?;
+    {
+        Ok(g) => g.security_groups().to_vec(),
+        Err(e) => {
+            out.not_listed(
+                region,
+                "security-group",
+                format!("DescribeSecurityGroups in {region}: {}", err(&e)),
+            );
+            Vec::new()
+        }
+    };
     let mut todo = Vec::new();
-    for g in groups.security_groups() {
+    for g in &groups {
         let id = g.group_id().unwrap_or_default();
         if let Some(run) = out.select(region, dry, "security-group", id, g.tags(), opts, now) {
             todo.push((id.to_string(), run));
+        }
+    }
+    for id in &recorded.security_groups {
+        if !todo.iter().any(|(g, _)| g == id) {
+            todo.push((id.clone(), own_run.clone()));
         }
     }
     for (n, (id, run)) in todo.iter().enumerate() {
@@ -610,24 +770,35 @@ async fn sweep_fis_templates(
 }
 
 /// Terminate `instances` and poll until each is gone, asking again for
-/// those AWS still shows `pending`/`stopping`/…, within
-/// [`super::lifecycle::STATE_TIMEOUT`].  `None`: stopped (Ctrl-C) while
-/// waiting; else the instances left, with why.
+/// those AWS still shows `pending`/`stopping`/… (or does not show yet),
+/// within [`super::lifecycle::STATE_TIMEOUT`].  Gone means `terminated`, or
+/// unknown to EC2 for `timing.settle` (never one `InvalidInstanceID.NotFound`:
+/// see the module doc).  `None`: stopped (Ctrl-C) while waiting; else the
+/// instances left, with why.
 async fn terminate_all(
     c: &aws_sdk_ec2::Client,
     instances: &[(String, String)],
     stop: &super::stop::Stop,
-    poll: Duration,
+    timing: &SweepTiming,
 ) -> Option<Vec<(String, String, String)>> {
-    let start = std::time::Instant::now();
-    let mut states: std::collections::BTreeMap<String, Option<String>> = instances
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+    let gone = |s: &Seen| match s {
+        Seen::State(s) => instance_step(Some(s)) == InstanceStep::Done,
+        Seen::Unknown(since) => since.elapsed() >= timing.settle,
+    };
+    let start = Instant::now();
+    let mut states: BTreeMap<String, Seen> = instances
         .iter()
-        .map(|(id, _)| (id.clone(), Some("running".to_string())))
+        .map(|(id, _)| (id.clone(), Seen::State("running".to_string())))
         .collect();
     loop {
         let ask: Vec<String> = states
             .iter()
-            .filter(|(_, s)| instance_step(s.as_deref()) == InstanceStep::Terminate)
+            .filter(|(_, s)| match s {
+                Seen::State(s) => instance_step(Some(s)) == InstanceStep::Terminate,
+                Seen::Unknown(_) => !gone(s),
+            })
             .map(|(i, _)| i.clone())
             .collect();
         if !ask.is_empty() {
@@ -638,7 +809,7 @@ async fn terminate_all(
                 .await
             {
                 Ok(_) => {}
-                // One id already gone fails the whole call: ask one by one.
+                // One id unknown fails the whole call: ask one by one.
                 Err(e) if e.code() == Some("InvalidInstanceID.NotFound") && ask.len() > 1 => {
                     for id in &ask {
                         let _ = c.terminate_instances().instance_ids(id).send().await;
@@ -650,45 +821,50 @@ async fn terminate_all(
         }
         let ids: Vec<String> = states
             .iter()
-            .filter(|(_, s)| instance_step(s.as_deref()) != InstanceStep::Done)
+            .filter(|(_, s)| !gone(s))
             .map(|(i, _)| i.clone())
             .collect();
         if ids.is_empty() {
             return Some(Vec::new());
         }
-        match c
+        // One at a time when one id is unknown (it fails the whole call).
+        let batches: Vec<Vec<String>> = match c
             .describe_instances()
             .set_instance_ids(Some(ids.clone()))
             .send()
             .await
         {
             Ok(o) => {
-                let seen: std::collections::BTreeMap<String, String> = o
-                    .reservations()
-                    .iter()
-                    .flat_map(|r| r.instances())
-                    .filter_map(|i| {
-                        Some((
-                            i.instance_id()?.to_string(),
-                            i.state()?.name()?.as_str().to_string(),
-                        ))
-                    })
-                    .collect();
-                for id in &ids {
-                    states.insert(id.clone(), seen.get(id).cloned());
-                }
+                apply_seen(&mut states, &ids, &o);
+                Vec::new()
+            }
+            Err(e) if e.code() == Some("InvalidInstanceID.NotFound") && ids.len() > 1 => {
+                ids.iter().map(|i| vec![i.clone()]).collect()
             }
             Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => {
-                for id in &ids {
-                    states.insert(id.clone(), None);
-                }
+                mark_unknown(&mut states, &ids[0]);
+                Vec::new()
             }
-            Err(e) => tracing::warn!("DescribeInstances {ids:?}: {}; polling again", err(&e)),
+            Err(e) => {
+                tracing::warn!("DescribeInstances {ids:?}: {}; polling again", err(&e));
+                Vec::new()
+            }
+        };
+        for one in batches {
+            match c
+                .describe_instances()
+                .set_instance_ids(Some(one.clone()))
+                .send()
+                .await
+            {
+                Ok(o) => apply_seen(&mut states, &one, &o),
+                Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => {
+                    mark_unknown(&mut states, &one[0])
+                }
+                Err(e) => tracing::warn!("DescribeInstances {one:?}: {}", err(&e)),
+            }
         }
-        if states
-            .values()
-            .all(|s| instance_step(s.as_deref()) == InstanceStep::Done)
-        {
+        if states.values().all(gone) {
             return Some(Vec::new());
         }
         if start.elapsed() >= super::lifecycle::STATE_TIMEOUT {
@@ -696,13 +872,21 @@ async fn terminate_all(
                 instances
                     .iter()
                     .filter_map(|(id, run)| {
-                        let s = states.get(id).cloned().flatten()?;
-                        (instance_step(Some(&s)) != InstanceStep::Done).then(|| {
+                        let s = states.get(id)?;
+                        (!gone(s)).then(|| {
+                            let seen = match s {
+                                Seen::State(s) => format!("`{s}`"),
+                                Seen::Unknown(since) => format!(
+                                    "it unknown to EC2 for {:?} (not yet {:?}: NotFound right after create or terminate proves nothing)",
+                                    since.elapsed(),
+                                    timing.settle
+                                ),
+                            };
                             (
                                 id.clone(),
                                 run.clone(),
                                 format!(
-                                    "expected `terminated` within {:?}, seen `{s}`",
+                                    "expected `terminated` within {:?}, seen {seen}",
                                     super::lifecycle::STATE_TIMEOUT
                                 ),
                             )
@@ -711,7 +895,68 @@ async fn terminate_all(
                     .collect(),
             );
         }
-        stop.race(tokio::time::sleep(poll)).await?;
+        stop.race(tokio::time::sleep(timing.poll)).await?;
+    }
+}
+
+/// What the sweep last saw of an instance it terminates.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    State(String),
+    /// Unknown to EC2 since then.
+    Unknown(std::time::Instant),
+}
+
+/// Record in `states` what one DescribeInstances answer shows for `ids`
+/// (an id it leaves out is unknown to EC2).
+fn apply_seen(
+    states: &mut std::collections::BTreeMap<String, Seen>,
+    ids: &[String],
+    o: &aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput,
+) {
+    for id in ids {
+        let seen = o
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find(|i| i.instance_id() == Some(id.as_str()))
+            .and_then(|i| i.state()?.name().map(|n| n.as_str().to_string()));
+        match seen {
+            Some(s) => {
+                states.insert(id.clone(), Seen::State(s));
+            }
+            None => mark_unknown(states, id),
+        }
+    }
+}
+
+/// Mark `id` unknown, keeping the moment it first became so.
+fn mark_unknown(states: &mut std::collections::BTreeMap<String, Seen>, id: &str) {
+    if !matches!(states.get(id), Some(Seen::Unknown(_))) {
+        states.insert(id.to_string(), Seen::Unknown(std::time::Instant::now()));
+    }
+}
+
+/// A recorded volume as EC2 shows it; `None` when it stayed unknown for
+/// `settle` (a deleted volume is unknown at once; a volume created seconds
+/// ago may be unknown for a while: asked again until `settle`).
+async fn recorded_volume(
+    c: &aws_sdk_ec2::Client,
+    id: &str,
+    settle: Duration,
+) -> anyhow::Result<Option<aws_sdk_ec2::types::Volume>> {
+    let start = std::time::Instant::now();
+    loop {
+        match c.describe_volumes().volume_ids(id).send().await {
+            Ok(o) => return Ok(o.volumes().first().cloned()),
+            Err(e) if e.code() == Some("InvalidVolume.NotFound") => {
+                if start.elapsed() >= settle {
+                    return Ok(None);
+                }
+            }
+            Err(e) => anyhow::bail!("DescribeVolumes {id}: {}", err(&e)),
+        }
+        tokio::time::sleep((settle / 8).max(Duration::from_millis(1))).await;
     }
 }
 
@@ -1040,31 +1285,61 @@ mod tests {
             assert_eq!(verbs, ["terminate i-1", "skip (already deleting) vol-1"]);
         }
 
-        #[tokio::test]
-        async fn a_region_refusing_access_is_recorded_not_fatal() {
-            let list = mock!(Client::describe_instances).then_error(|| {
-                DescribeInstancesError::generic(
+        fn refused<E>(build: fn(ErrorMetadata) -> E) -> impl Fn() -> E + Send + Sync {
+            move || {
+                build(
                     ErrorMetadata::builder()
                         .code("UnauthorizedOperation")
                         .message("You are not authorized")
                         .build(),
                 )
-            });
-            let swept = sweep_region_until(
-                &ctx(&[&list]),
-                &opts(),
-                &super::super::super::stop::Stop::new(),
-            )
-            .await
-            .expect("the sweep goes on with other regions");
-            assert_eq!(swept.failed.len(), 1);
-            assert!(
-                swept.failed[0].contains("us-east-1")
-                    && swept.failed[0].contains("UnauthorizedOperation"),
-                "{:?}",
-                swept.failed
-            );
-            let e = sweep_region(&ctx(&[&list]), &opts())
+            }
+        }
+
+        #[tokio::test]
+        async fn a_region_refusing_access_is_recorded_not_fatal() {
+            use aws_sdk_ec2::operation::{
+                describe_key_pairs::DescribeKeyPairsError,
+                describe_security_groups::DescribeSecurityGroupsError,
+                describe_spot_instance_requests::DescribeSpotInstanceRequestsError,
+                describe_volumes::DescribeVolumesError,
+            };
+            let rules = [
+                mock!(Client::describe_instances)
+                    .then_error(refused(DescribeInstancesError::generic)),
+                mock!(Client::describe_spot_instance_requests)
+                    .then_error(refused(DescribeSpotInstanceRequestsError::generic)),
+                mock!(Client::describe_volumes).then_error(refused(DescribeVolumesError::generic)),
+                mock!(Client::describe_key_pairs)
+                    .then_error(refused(DescribeKeyPairsError::generic)),
+                mock!(Client::describe_security_groups)
+                    .then_error(refused(DescribeSecurityGroupsError::generic)),
+            ];
+            let r: Vec<&Rule> = rules.iter().collect();
+            let swept =
+                sweep_region_until(&ctx(&r), &opts(), &super::super::super::stop::Stop::new())
+                    .await
+                    .expect("the sweep goes on with other regions");
+            // Every kind was asked for, each refusal recorded.
+            assert_eq!(swept.failed.len(), 5, "{:?}", swept.failed);
+            for (kind, call) in [
+                ("instances", "DescribeInstances"),
+                ("volumes", "DescribeVolumes"),
+                ("key-pairs", "DescribeKeyPairs"),
+                ("security-groups", "DescribeSecurityGroups"),
+            ] {
+                assert!(
+                    swept
+                        .failed
+                        .iter()
+                        .any(|f| f.contains(&format!("us-east-1 {kind}: not listed"))
+                            && f.contains(call)
+                            && f.contains("UnauthorizedOperation")),
+                    "{kind}: {:?}",
+                    swept.failed
+                );
+            }
+            let e = sweep_region(&ctx(&r), &opts())
                 .await
                 .unwrap_err()
                 .to_string();
@@ -1072,6 +1347,277 @@ mod tests {
                 e.contains("left") && e.contains("UnauthorizedOperation"),
                 "{e}"
             );
+        }
+
+        fn empty_instances() -> Rule {
+            mock!(Client::describe_instances)
+                .match_requests(|r| r.instance_ids().is_empty())
+                .then_output(|| DescribeInstancesOutput::builder().build())
+        }
+
+        fn no_spot_requests() -> Rule {
+            mock!(Client::describe_spot_instance_requests)
+                .then_output(|| DescribeSpotInstanceRequestsOutput::builder().build())
+        }
+
+        #[tokio::test]
+        async fn one_failed_describe_does_not_skip_the_kinds_after_it() {
+            use aws_sdk_ec2::operation::delete_key_pair::DeleteKeyPairOutput;
+            use aws_sdk_ec2::operation::delete_security_group::DeleteSecurityGroupOutput;
+            use aws_sdk_ec2::operation::describe_volumes::DescribeVolumesError;
+            use aws_sdk_ec2::types::{KeyPairInfo, SecurityGroup};
+            let tag = || Tag::builder().key(TAG_RUN_ID).value("r").build();
+            let vols = mock!(Client::describe_volumes).then_error(|| {
+                DescribeVolumesError::generic(
+                    ErrorMetadata::builder()
+                        .code("RequestLimitExceeded")
+                        .message("Request limit exceeded.")
+                        .build(),
+                )
+            });
+            let keys = mock!(Client::describe_key_pairs).then_output(move || {
+                DescribeKeyPairsOutput::builder()
+                    .key_pairs(
+                        KeyPairInfo::builder()
+                            .key_name("harness-r")
+                            .tags(tag())
+                            .build(),
+                    )
+                    .build()
+            });
+            let groups = mock!(Client::describe_security_groups).then_output(move || {
+                DescribeSecurityGroupsOutput::builder()
+                    .security_groups(
+                        SecurityGroup::builder()
+                            .group_id("sg-1")
+                            .tags(tag())
+                            .build(),
+                    )
+                    .build()
+            });
+            let del_key = mock!(Client::delete_key_pair)
+                .match_requests(|r| r.key_name() == Some("harness-r"))
+                .then_output(|| DeleteKeyPairOutput::builder().build());
+            let del_sg = mock!(Client::delete_security_group)
+                .match_requests(|r| r.group_id() == Some("sg-1"))
+                .then_output(|| DeleteSecurityGroupOutput::builder().build());
+            let (i, sp) = (empty_instances(), no_spot_requests());
+            let swept = sweep_region_until(
+                &ctx(&[&i, &sp, &vols, &keys, &groups, &del_key, &del_sg]),
+                &opts(),
+                &super::super::super::stop::Stop::new(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                del_key.num_calls(),
+                1,
+                "key pairs swept after the failed DescribeVolumes"
+            );
+            assert_eq!(del_sg.num_calls(), 1, "security groups too");
+            assert_eq!(swept.failed.len(), 1, "{:?}", swept.failed);
+            assert!(
+                swept.failed[0].contains("volumes: not listed")
+                    && swept.failed[0].contains("RequestLimitExceeded"),
+                "{:?}",
+                swept.failed
+            );
+        }
+
+        #[tokio::test]
+        async fn what_the_run_recorded_is_deleted_although_no_tag_lists_it() {
+            use aws_sdk_ec2::operation::cancel_spot_instance_requests::CancelSpotInstanceRequestsOutput;
+            use aws_sdk_ec2::operation::delete_key_pair::DeleteKeyPairOutput;
+            use aws_sdk_ec2::operation::delete_security_group::DeleteSecurityGroupOutput;
+            // Every tag filter lists nothing yet (created seconds ago).
+            let (i, sp) = (empty_instances(), no_spot_requests());
+            let listed_vols = mock!(Client::describe_volumes)
+                .match_requests(|r| r.volume_ids().is_empty())
+                .then_output(|| DescribeVolumesOutput::builder().build());
+            let keys = mock!(Client::describe_key_pairs)
+                .then_output(|| DescribeKeyPairsOutput::builder().build());
+            let groups = mock!(Client::describe_security_groups)
+                .then_output(|| DescribeSecurityGroupsOutput::builder().build());
+            // By id, EC2 shows them.
+            let poll = mock!(Client::describe_instances)
+                .match_requests(|r| r.instance_ids() == ["i-1".to_string()])
+                .sequence()
+                .output(inst(InstanceStateName::ShuttingDown))
+                .output(inst(InstanceStateName::Terminated))
+                .build();
+            let term = mock!(Client::terminate_instances)
+                .match_requests(|r| r.instance_ids() == ["i-1".to_string()])
+                .then_output(|| TerminateInstancesOutput::builder().build());
+            let cancel = mock!(Client::cancel_spot_instance_requests)
+                .match_requests(|r| r.spot_instance_request_ids() == ["sir-1".to_string()])
+                .then_output(|| CancelSpotInstanceRequestsOutput::builder().build());
+            let vol = mock!(Client::describe_volumes)
+                .match_requests(|r| r.volume_ids() == ["vol-1".to_string()])
+                .then_output(|| {
+                    DescribeVolumesOutput::builder()
+                        .volumes(
+                            Volume::builder()
+                                .volume_id("vol-1")
+                                .state(VolumeState::Available)
+                                .build(),
+                        )
+                        .build()
+                });
+            let del_vol = mock!(Client::delete_volume)
+                .match_requests(|r| r.volume_id() == Some("vol-1"))
+                .then_output(|| DeleteVolumeOutput::builder().build());
+            let del_key = mock!(Client::delete_key_pair)
+                .match_requests(|r| r.key_name() == Some("harness-r"))
+                .then_output(|| DeleteKeyPairOutput::builder().build());
+            let del_sg = mock!(Client::delete_security_group)
+                .match_requests(|r| r.group_id() == Some("sg-1"))
+                .then_output(|| DeleteSecurityGroupOutput::builder().build());
+            let recorded = Recorded {
+                spot_requests: vec!["sir-1".into()],
+                instances: vec!["i-1".into()],
+                volumes: vec!["vol-1".into()],
+                key_pairs: vec!["harness-r".into()],
+                security_groups: vec!["sg-1".into()],
+            };
+            let one_run = SweepOptions {
+                run_id: Some("r".into()),
+                ..opts()
+            };
+            let swept = sweep_region_recorded(
+                &ctx(&[
+                    &i,
+                    &sp,
+                    &listed_vols,
+                    &keys,
+                    &groups,
+                    &poll,
+                    &term,
+                    &cancel,
+                    &vol,
+                    &del_vol,
+                    &del_key,
+                    &del_sg,
+                ]),
+                &one_run,
+                &recorded,
+                &super::super::super::stop::Stop::new(),
+                &SweepTiming {
+                    poll: Duration::from_millis(1),
+                    settle: Duration::from_millis(10),
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(swept.failed, Vec::<String>::new());
+            for (what, rule) in [
+                ("spot request cancelled", &cancel),
+                ("instance terminated", &term),
+                ("volume deleted", &del_vol),
+                ("key pair deleted", &del_key),
+                ("security group deleted", &del_sg),
+            ] {
+                assert_eq!(rule.num_calls(), 1, "{what}");
+            }
+            assert_eq!(poll.num_calls(), 2, "polled until `terminated`");
+            assert!(swept.actions.iter().all(|a| a.run_id == "r"));
+        }
+
+        #[tokio::test]
+        async fn not_found_after_terminate_is_not_termination() {
+            // EC2 may not show an instance created seconds ago: NotFound,
+            // then `running` (TerminateInstances asked again), then gone.
+            let list = mock!(Client::describe_instances)
+                .match_requests(|r| r.instance_ids().is_empty())
+                .then_output(inst(InstanceStateName::Running));
+            let poll = mock!(Client::describe_instances)
+                .match_requests(|r| !r.instance_ids().is_empty())
+                .sequence()
+                .error(|| {
+                    DescribeInstancesError::generic(
+                        ErrorMetadata::builder()
+                            .code("InvalidInstanceID.NotFound")
+                            .message("The instance ID 'i-1' does not exist")
+                            .build(),
+                    )
+                })
+                .output(inst(InstanceStateName::Running))
+                .output(inst(InstanceStateName::Terminated))
+                .build();
+            let term = mock!(Client::terminate_instances)
+                .then_output(|| TerminateInstancesOutput::builder().build());
+            let sp = no_spot_requests();
+            let vols = mock!(Client::describe_volumes)
+                .then_output(|| DescribeVolumesOutput::builder().build());
+            let keys = mock!(Client::describe_key_pairs)
+                .then_output(|| DescribeKeyPairsOutput::builder().build());
+            let groups = mock!(Client::describe_security_groups)
+                .then_output(|| DescribeSecurityGroupsOutput::builder().build());
+            let swept = sweep_region_recorded(
+                &ctx(&[&list, &poll, &term, &sp, &vols, &keys, &groups]),
+                &opts(),
+                &Recorded::default(),
+                &super::super::super::stop::Stop::new(),
+                &SweepTiming {
+                    poll: Duration::from_millis(1),
+                    settle: Duration::from_secs(60),
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(swept.failed, Vec::<String>::new());
+            assert_eq!(poll.num_calls(), 3, "NotFound did not end the wait");
+            // First ask, again while unknown, again once EC2 showed it running.
+            assert_eq!(term.num_calls(), 3);
+        }
+
+        #[tokio::test]
+        async fn an_instance_unknown_for_the_settle_time_counts_as_gone() {
+            let list = mock!(Client::describe_instances)
+                .match_requests(|r| r.instance_ids().is_empty())
+                .then_output(|| DescribeInstancesOutput::builder().build());
+            let poll = mock!(Client::describe_instances)
+                .match_requests(|r| !r.instance_ids().is_empty())
+                .then_error(|| {
+                    DescribeInstancesError::generic(
+                        ErrorMetadata::builder()
+                            .code("InvalidInstanceID.NotFound")
+                            .build(),
+                    )
+                });
+            let term = mock!(Client::terminate_instances).then_error(|| {
+                aws_sdk_ec2::operation::terminate_instances::TerminateInstancesError::generic(
+                    ErrorMetadata::builder()
+                        .code("InvalidInstanceID.NotFound")
+                        .build(),
+                )
+            });
+            let (sp, vols, keys, groups) = (
+                no_spot_requests(),
+                mock!(Client::describe_volumes)
+                    .then_output(|| DescribeVolumesOutput::builder().build()),
+                mock!(Client::describe_key_pairs)
+                    .then_output(|| DescribeKeyPairsOutput::builder().build()),
+                mock!(Client::describe_security_groups)
+                    .then_output(|| DescribeSecurityGroupsOutput::builder().build()),
+            );
+            let recorded = Recorded {
+                instances: vec!["i-1".into()],
+                ..Recorded::default()
+            };
+            let swept = sweep_region_recorded(
+                &ctx(&[&list, &poll, &term, &sp, &vols, &keys, &groups]),
+                &opts(),
+                &recorded,
+                &super::super::super::stop::Stop::new(),
+                &SweepTiming {
+                    poll: Duration::from_millis(1),
+                    settle: Duration::from_millis(30),
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(swept.failed, Vec::<String>::new());
+            assert!(poll.num_calls() >= 2, "asked until the settle time passed");
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

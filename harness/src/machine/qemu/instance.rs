@@ -412,12 +412,11 @@ impl Instance for QemuInstance {
         Ok(())
     }
 
-    /// MODEL of EC2's side: capacity returns at once and EC2 restarts the
-    /// interrupted instance with the same disks (a persistent spot request
-    /// with interruption behavior `stop`); QEMU stands in for EC2's restart.
-    async fn await_restart_after_interruption(&mut self) -> anyhow::Result<()> {
+    /// As on EC2 after a FIS interruption: the harness starts the stopped
+    /// instance with the same disks (capacity is always there on QEMU).
+    async fn start_after_interruption(&mut self) -> anyhow::Result<()> {
         eprintln!(
-            "[{}] modelled: spot capacity returned; EC2 restarts the interrupted instance (QEMU start stands in for it)",
+            "[{}] starting the interrupted instance again (as the harness does on EC2 after a FIS stop)",
             self.opts.label
         );
         self.start().await
