@@ -82,7 +82,9 @@ Then re-run: bash ci/setup-debian.sh"
   if [ ! -x "$rustc_bin" ]; then
     rustc_bin=$(dirname "$cargo_bin")/rustc
   fi
-  have=$("$rustc_bin" --version 2>/dev/null | awk '{print $2}' || true)
+  # From /: in the checkout, rust-toolchain.toml would make rustup fetch
+  # its pinned toolchain before pinned_toolchain can link it.
+  have=$(cd / || exit; "$rustc_bin" --version 2>/dev/null | awk '{print $2}')
   if [ -z "$have" ] || ! version_ge "${have%%-*}" "$want"; then
     printf '%s is Rust %s; this workspace needs >= %s (rust-version in Cargo.toml).\n' \
       "$rustc_bin" "${have:-unknown}" "$want" >&2
@@ -95,6 +97,37 @@ Then re-run: bash ci/setup-debian.sh"
   fi
   echo "Rust $have ($cargo_bin), >= $want" >&2
   RUST_BIN_DIR=$(dirname "$cargo_bin")
+}
+
+# rust-toolchain.toml pins an exact version (e.g. 1.95.0). rustup treats
+# that name as its own toolchain and would download it although the
+# installed stable may be that very version (machines without internet
+# access to static.rust-lang.org then cannot build at all). When the pinned
+# toolchain is missing and stable is exactly that version, link stable
+# under the pinned name; otherwise ask rustup to install it.
+pinned_toolchain() {
+  local channel rustup host stable_dir have
+  channel=$(sed -n 's/^channel *= *"\([^"]*\)".*/\1/p' "$repo/rust-toolchain.toml" 2>/dev/null | head -n 1)
+  [ -n "$channel" ] || return 0
+  rustup=${RUST_BIN_DIR:+$RUST_BIN_DIR/rustup}
+  [ -n "$rustup" ] && [ -x "$rustup" ] || rustup=$(command -v rustup || true)
+  [ -n "$rustup" ] || return 0
+  if (cd / && "$rustup" toolchain list) | grep -q "^$channel-"; then
+    echo "rust-toolchain.toml: $channel is installed" >&2
+    return 0
+  fi
+  have=$(cd / || exit; "$rustup" run stable rustc --version 2>/dev/null | awk '{print $2}')
+  stable_dir=$(cd / || exit; "$rustup" run stable rustc --print sysroot 2>/dev/null)
+  if [ "$have" = "$channel" ] && [ -d "$stable_dir" ]; then
+    # `rustup toolchain link` refuses official-looking names: link the
+    # directory itself, as rustup keeps toolchains.
+    host=$(basename "$stable_dir"); host=${host#stable-}
+    ln -sfn "$stable_dir" "$(cd / || exit; "$rustup" show home)/toolchains/$channel-$host"
+    echo "rust-toolchain.toml: $channel-$host is the installed stable ($have)" >&2
+  else
+    echo "rust-toolchain.toml pins $channel (stable here is ${have:-absent}): rustup toolchain install $channel" >&2
+    (cd / && "$rustup" toolchain install --profile minimal -c clippy -c rustfmt "$channel")
+  fi
 }
 
 # clippy and rustfmt for ci/test.sh, as the user whose toolchain it is.
@@ -150,6 +183,7 @@ hand_cache_to_user() {
 main() {
   step "Rust toolchain (checked first: nothing below is of use without it)"
   check_rust
+  pinned_toolchain
   rust_components
 
   step "Debian/Ubuntu packages"
