@@ -170,6 +170,27 @@ impl HvcProbe {
         matches!(&*self.conn.lock().await, Some(c) if c.pending.is_none())
     }
 
+    /// After a snapshot restore the guest's shell is idle again: forget a
+    /// pending command and skip what the channel still holds (stale
+    /// replies are also skipped by their markers).
+    pub async fn forget_pending(&self) {
+        let mut guard = self.conn.lock().await;
+        if let Some(conn) = guard.as_mut() {
+            conn.pending = None;
+            let mut line = String::new();
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(200), conn.reader.read_line(&mut line))
+                    .await
+            {
+                if n == 0 {
+                    *guard = None;
+                    return;
+                }
+                line.clear();
+            }
+        }
+    }
+
     /// The host's wait for a command the guest stops after `t`.
     fn host_wait(&self, t: Duration) -> Duration {
         t + KILL_AFTER + self.grace.max(t / 10)
@@ -426,7 +447,7 @@ mod tests {
             sock = sock.display().to_string(),
         );
         let mut c = tokio::process::Command::new("python3");
-        c.args(["-c", &script]).kill_on_drop(true);
+        c.args(["-c", &script]).kill_on_drop(true).process_group(0);
         c.env("TMPDIR", dir);
         if let Some(p) = path {
             c.env("HP_GUEST_PATH", p);
@@ -464,7 +485,7 @@ mod tests {
         // Per-run files: in the shell's own directory under $TMPDIR here.
         let dir = p.succeed("printf %s \"$HP_D\"").await.unwrap();
         assert!(dir.starts_with(&d.path().display().to_string()), "{dir}");
-        g.kill().await.ok();
+        crate::machine::qemu::process::kill_group(g.id().unwrap());
     }
 
     /// The guest's `timeout` stops the command: reported as a timeout
@@ -491,7 +512,7 @@ mod tests {
         );
         assert!(p.in_sync().await);
         assert_eq!(p.succeed("echo next").await.unwrap(), "next\n");
-        g.kill().await.ok();
+        crate::machine::qemu::process::kill_group(g.id().unwrap());
     }
 
     /// A guest without `timeout`: the host gives up after its grace, the
@@ -538,14 +559,16 @@ mod tests {
         p.resync = Duration::from_secs(20);
         assert_eq!(p.succeed("echo after").await.unwrap(), "after\n");
         assert!(p.in_sync().await);
-        g.kill().await.ok();
+        crate::machine::qemu::process::kill_group(g.id().unwrap());
     }
 
     #[tokio::test]
     async fn end_of_file_closes_the_channel_naming_the_evidence() {
         let d = tempfile::tempdir().unwrap();
         let (p, mut g) = guest(d.path(), None).await;
-        g.kill().await.ok();
+        // The guest powers off: python and its shell (which holds the
+        // socket too) die.
+        crate::machine::qemu::process::kill_group(g.id().unwrap());
         let _ = g.wait().await;
         let e = p.exec("true", Duration::from_secs(5)).await.unwrap_err();
         let msg = e.to_string();
