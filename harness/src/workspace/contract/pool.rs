@@ -1,15 +1,20 @@
 //! Snapshot reuse for the contract tier: each architecture's contract
 //! guest is booted once per run without user-data, left to finish
 //! amazon-init, and saved (`savevm`, RAM and both disks).  A scenario
-//! takes a VM, restores that snapshot (so nothing an earlier scenario did
-//! survives), serves its own rendered user-data and re-runs amazon-init,
-//! as a first boot would; it gives the VM back when done.
+//! takes a VM restored to that snapshot (so nothing an earlier scenario
+//! did survives), serves its own rendered user-data and re-runs
+//! amazon-init, as a first boot would; it gives the VM back when done, and
+//! an idle VM is paused (its guest slot freed, [`crate::machine::qemu::slots`]).
+//!
+//! Health check before every reuse: the restore, a probe round trip and
+//! the guard below. A VM that fails any of them (its probe channel
+//! closed or out of sync, QEMU gone, the restore refused, state leaked) is
+//! terminated and replaced by a fresh boot, never handed out.
 //!
 //! Guard: a fingerprint of the guest state a scenario could change (users,
 //! mounts, `/var/lib`, `/etc`, `/home`, system profiles, coder* units) is
 //! taken right after the save and compared right after every restore; a
-//! difference means the restore leaked state, and the scenario fails with
-//! both fingerprints instead of running on a dirty guest.
+//! difference means the restore leaked state.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -37,6 +42,8 @@ pub struct PooledVm {
     pub fingerprint: String,
     /// Time of the cold boot up to the saved snapshot.
     pub cold: Duration,
+    /// Booted for this take (not restored from an earlier scenario).
+    pub fresh: bool,
 }
 
 /// Per-run pool of contract guests, by architecture.
@@ -57,18 +64,40 @@ impl Pool {
         }
     }
 
-    /// An idle VM of `variant`'s arch restored to its clean snapshot, or a
-    /// new one booted and saved; its IMDS then plays `variant`'s market.
-    pub async fn take(&self, variant: &Variant, image: &BootImage) -> anyhow::Result<PooledVm> {
-        let reused = self
-            .idle
-            .lock()
-            .await
-            .get_mut(&variant.arch)
-            .and_then(Vec::pop);
-        let vm = match reused {
-            Some(vm) => vm,
-            None => self.boot_clean(variant, image).await?,
+    /// An idle VM of `variant`'s arch restored to its clean snapshot and
+    /// health-checked, or a new one booted and saved; its IMDS then plays
+    /// `variant`'s market. `purpose` (a scenario) is named when the VM
+    /// waits for a guest slot.
+    pub async fn take(
+        &self,
+        variant: &Variant,
+        image: &BootImage,
+        purpose: &str,
+    ) -> anyhow::Result<PooledVm> {
+        let vm = loop {
+            let reused = self
+                .idle
+                .lock()
+                .await
+                .get_mut(&variant.arch)
+                .and_then(Vec::pop);
+            let Some(mut vm) = reused else {
+                break self.boot_clean(variant, image, purpose).await?;
+            };
+            match vm.reuse(purpose).await {
+                Ok(_) => {
+                    vm.fresh = false;
+                    break vm;
+                }
+                Err(e) => {
+                    eprintln!(
+                        "contract pool: not reusing {} ({}): {e:#}; terminating it and booting a replacement",
+                        vm.inst.id(),
+                        variant.arch
+                    );
+                    let _ = vm.inst.terminate().await;
+                }
+            }
         };
         vm.inst.imds().set_market(
             if variant.is_spot {
@@ -84,8 +113,28 @@ impl Pool {
         Ok(vm)
     }
 
-    /// Give a VM back for the next scenario (it is restored on take).
-    pub async fn give_back(&self, vm: PooledVm) {
+    /// Give a VM back for the next scenario (it is restored and checked on
+    /// take); paused meanwhile. A VM whose probe channel is closed or out
+    /// of sync, or that cannot be paused, is terminated instead.
+    pub async fn give_back(&self, mut vm: PooledVm) {
+        let why = if !vm.inst.probe_in_sync().await {
+            Some("its probe channel is closed or has a command pending".to_string())
+        } else {
+            vm.inst
+                .park()
+                .await
+                .err()
+                .map(|e| format!("it could not be paused: {e:#}"))
+        };
+        if let Some(why) = why {
+            eprintln!(
+                "contract pool: terminating {} ({}) instead of keeping it: {why}",
+                vm.inst.id(),
+                vm.inst.arch()
+            );
+            let _ = vm.inst.terminate().await;
+            return;
+        }
         self.idle
             .lock()
             .await
@@ -99,13 +148,19 @@ impl Pool {
         self.booted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    async fn boot_clean(&self, variant: &Variant, image: &BootImage) -> anyhow::Result<PooledVm> {
+    async fn boot_clean(
+        &self,
+        variant: &Variant,
+        image: &BootImage,
+        purpose: &str,
+    ) -> anyhow::Result<PooledVm> {
         let n = self
             .booted
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let t = Instant::now();
         let mut opts = BootOptions::new(&self.artifacts.join(format!("{}-{n}", variant.arch)));
         opts.label = format!("contract pool {} #{n}", variant.arch);
+        opts.purpose = Some(purpose.to_string());
         opts.accel = self.accel;
         let mut inst = QemuInstance::boot(variant, image, opts).await?;
         super::wait_amazon_init_done(&inst, Duration::from_secs(600)).await?;
@@ -116,6 +171,7 @@ impl Pool {
             inst,
             fingerprint,
             cold: t.elapsed(),
+            fresh: true,
         })
     }
 
@@ -130,12 +186,35 @@ impl Pool {
 }
 
 impl PooledVm {
-    /// Restore the clean snapshot and check the guard.
+    /// Restore the clean snapshot and check the VM can be trusted: a probe
+    /// round trip, then the guard.
     pub async fn restore(&mut self) -> anyhow::Result<usize> {
         let from = self.inst.snapshot_restore(SNAPSHOT).await?;
-        let now = self.inst.probe().succeed(FINGERPRINT).await?;
-        guard(&self.fingerprint, &now)?;
+        self.check().await?;
         Ok(from)
+    }
+
+    /// [`PooledVm::restore`] of a parked VM taken for `purpose`.
+    async fn reuse(&mut self, purpose: &str) -> anyhow::Result<usize> {
+        let from = self.inst.restore_parked(SNAPSHOT, purpose).await?;
+        self.check().await?;
+        Ok(from)
+    }
+
+    async fn check(&self) -> anyhow::Result<()> {
+        let p = self.inst.probe();
+        let echo = p
+            .exec("echo harness-probe-ok", Duration::from_secs(30))
+            .await
+            .map_err(|e| anyhow::anyhow!("probe round trip after the restore: {e}"))?;
+        anyhow::ensure!(
+            echo.status == 0 && echo.stdout == "harness-probe-ok\n",
+            "probe round trip after the restore: expected `harness-probe-ok`, seen exit {} {:?}",
+            echo.status,
+            echo.stdout
+        );
+        let now = p.succeed(FINGERPRINT).await?;
+        guard(&self.fingerprint, &now)
     }
 }
 
