@@ -80,9 +80,16 @@ fn image(arch: Arch) -> Result<BootImage, String> {
     r
 }
 
-/// Why `@contract` scenarios of `arch` cannot run here, if they cannot.
-pub fn skip_reason(arch: Arch) -> Option<String> {
-    if let Some(reason) = arch_not_selected(std::env::var("HARNESS_CONTRACT_ARCHS").ok(), arch) {
+/// Why a `@contract` scenario of `arch` with `tags` cannot run here, if it
+/// cannot.
+pub fn skip_reason(arch: Arch, tags: &[String]) -> Option<String> {
+    let first = first_variant_of(arch);
+    if let Some(reason) = not_selected(
+        std::env::var("HARNESS_CONTRACT_ARCHS").ok(),
+        arch,
+        tags,
+        first.as_deref(),
+    ) {
         return Some(reason);
     }
     if let Err(e) = crate::tools::find("terraform") {
@@ -95,19 +102,56 @@ pub fn skip_reason(arch: Arch) -> Option<String> {
         .map(|e| format!("no contract guest image for {arch}: {e}"))
 }
 
-/// `HARNESS_CONTRACT_ARCHS=x86_64[,aarch64]` limits the contract tier to
-/// those guest architectures (a PR/CI budget: an aarch64 systemd guest under
-/// TCG costs several times an x86_64 one); the others are reported as
-/// skipped with this reason, never as passed. Unset or empty: every arch.
-fn arch_not_selected(selected: Option<String>, arch: Arch) -> Option<String> {
+/// The first variant of `arch` in `values/` (what `<arch-variant>` expands to).
+fn first_variant_of(arch: Arch) -> Option<String> {
+    crate::scenarios::values_for("arch-variant", super::world::all_variants())
+        .into_iter()
+        .find(|v| v.arch == arch)
+        .map(|v| v.name.clone())
+}
+
+/// `HARNESS_CONTRACT_ARCHS` limits the contract tier (a PR/CI budget: an
+/// aarch64 systemd guest under TCG costs several times an x86_64 one):
+/// a comma-separated list of `<arch>` (every scenario of that guest arch)
+/// or `<arch>=smoke` (only the `@smoke` scenarios, on the arch's first
+/// variant, e.g. `x86_64,aarch64=smoke` as in `ci/test.sh`). What is not
+/// selected is reported as skipped with this reason, never as passed.
+/// Unset or empty: everything.
+fn not_selected(
+    selected: Option<String>,
+    arch: Arch,
+    tags: &[String],
+    first_variant: Option<&str>,
+) -> Option<String> {
     let selected = selected.filter(|s| !s.trim().is_empty())?;
-    let on = selected.split(',').any(|a| a.trim() == arch.as_str());
-    (!on).then(|| {
-        format!(
-            "HARNESS_CONTRACT_ARCHS={selected}: the {arch} contract guest is not run in this job \
-             (unset HARNESS_CONTRACT_ARCHS to run every arch; the nightly runs each variant natively)"
-        )
-    })
+    let scope = selected.split(',').find_map(|a| {
+        let (name, scope) = match a.split_once('=') {
+            Some((n, s)) => (n.trim(), Some(s.trim())),
+            None => (a.trim(), None),
+        };
+        (name == arch.as_str()).then_some(scope)
+    });
+    let why = match scope {
+        None => format!("the {arch} contract guest is not run in this job"),
+        Some(None) => return None,
+        Some(Some("smoke")) => {
+            let smoke = tags.iter().any(|t| t == "smoke");
+            let variant = tags.iter().find_map(|t| t.strip_prefix("variant-"));
+            if smoke && (variant.is_none() || variant == first_variant) {
+                return None;
+            }
+            format!(
+                "only the @smoke scenarios on {} run on the {arch} contract guest in this job",
+                first_variant.unwrap_or("the first variant")
+            )
+        }
+        Some(Some(other)) => {
+            format!("unknown scope `{other}` for {arch} (expected `{arch}` or `{arch}=smoke`)")
+        }
+    };
+    Some(format!(
+        "HARNESS_CONTRACT_ARCHS={selected}: {why} (unset HARNESS_CONTRACT_ARCHS to run every arch; the nightly runs the full matrix)"
+    ))
 }
 
 fn pool() -> &'static Pool {
@@ -404,5 +448,50 @@ pub async fn after(w: &mut E2e, failed: bool, keep_failed: bool) -> bool {
             w.instance = other;
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(t: &[&str]) -> Vec<String> {
+        t.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn contract_archs_select_whole_arches_or_the_smoke_scenario_of_the_first_variant() {
+        let sel = |s: &str| Some(s.to_string());
+        let smoke = tags(&[
+            "contract",
+            "smoke",
+            "aarch64",
+            "variant-aws-nixos-graviton-spot",
+        ]);
+        let smoke_other = tags(&["contract", "smoke", "aarch64", "variant-aws-nixos-graviton"]);
+        let plain = tags(&["contract", "aarch64", "variant-aws-nixos-graviton-spot"]);
+        let first = Some("aws-nixos-graviton-spot");
+        // Unset or empty: everything runs.
+        assert_eq!(not_selected(None, Arch::Aarch64, &plain, first), None);
+        assert_eq!(not_selected(sel(""), Arch::Aarch64, &plain, first), None);
+        // A whole arch.
+        assert_eq!(
+            not_selected(sel("x86_64"), Arch::X86_64, &plain, first),
+            None
+        );
+        let r = not_selected(sel("x86_64"), Arch::Aarch64, &plain, first).unwrap();
+        assert!(r.contains("aarch64 contract guest is not run"), "{r}");
+        // ci/test.sh: x86_64 whole, aarch64 smoke on its first variant only.
+        let ci = "x86_64,aarch64=smoke";
+        assert_eq!(not_selected(sel(ci), Arch::X86_64, &plain, first), None);
+        assert_eq!(not_selected(sel(ci), Arch::Aarch64, &smoke, first), None);
+        let r = not_selected(sel(ci), Arch::Aarch64, &plain, first).unwrap();
+        assert!(
+            r.contains("only the @smoke scenarios on aws-nixos-graviton-spot"),
+            "{r}"
+        );
+        assert!(not_selected(sel(ci), Arch::Aarch64, &smoke_other, first).is_some());
+        let r = not_selected(sel("aarch64=fast"), Arch::Aarch64, &smoke, first).unwrap();
+        assert!(r.contains("unknown scope `fast`"), "{r}");
     }
 }

@@ -369,7 +369,7 @@ async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> 
                 } else {
                     crate::template::variant::Arch::X86_64
                 };
-                if let Some(reason) = contract::skip_reason(arch) {
+                if let Some(reason) = contract::skip_reason(arch, &tags) {
                     skipped_rows.lock().unwrap().push(rows::row(
                         feature,
                         scenario,
