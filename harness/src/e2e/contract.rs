@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::image::BootImage;
 use crate::machine::qemu::accel::AccelRequest;
 use crate::machine::qemu::{BootOptions, QemuInstance};
-use crate::report::timeline::Milestone;
+use crate::report::timeline::{Milestone, Source};
 use crate::template::variant::{Arch, Variant};
 use crate::workspace::contract::mutate::{self, Mutation};
 use crate::workspace::contract::pool::{Pool, PooledVm};
@@ -242,11 +242,20 @@ async fn start(w: &mut E2e) -> anyhow::Result<()> {
         within: agent_within(),
     };
     if reuse() {
-        w.timeline
-            .mark(format!("take a pooled {} contract guest", v.arch));
-        let mut vm = pool().take(&v, &img, &w.scenario).await?;
-        w.timeline.milestone(
-            Milestone::GuestReady,
+        w.timeline.mark(format!(
+            "take a pooled {} contract guest; render the template meanwhile",
+            v.arch
+        ));
+        // The guest's restore (or first boot) and Terraform's render overlap.
+        let take = async {
+            let r = pool().take(&v, &img, &w.scenario).await;
+            (r, std::time::SystemTime::now())
+        };
+        let ((vm, taken), agent) = tokio::join!(take, ContractAgent::prepare(&spec));
+        let mut vm = vm?;
+        w.timeline.push(
+            taken,
+            Source::Harness,
             if vm.fresh {
                 format!(
                     "pool guest booted, amazon-init (no user-data) done, snapshot saved (cold {:.1} s)",
@@ -255,8 +264,15 @@ async fn start(w: &mut E2e) -> anyhow::Result<()> {
             } else {
                 "pool guest restored from its snapshot and health-checked".to_string()
             },
+            Some(Milestone::GuestReady),
         );
-        let mut agent = ContractAgent::prepare(&spec).await?;
+        let mut agent = match agent {
+            Ok(a) => a,
+            Err(e) => {
+                pool().give_back(vm).await;
+                return Err(e);
+            }
+        };
         let res = agent.start_on_snapshot(&mut vm, spec.within).await;
         let PooledVm {
             inst,

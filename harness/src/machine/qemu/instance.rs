@@ -109,11 +109,22 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl QemuInstance {
-    /// Boot a new instance of `variant` from `image`.
+    /// Boot a new instance of `variant` from `image` (waiting for a guest
+    /// slot first if none is free).
     pub async fn boot(
         variant: &Variant,
         image: &BootImage,
         opts: BootOptions,
+    ) -> anyhow::Result<QemuInstance> {
+        Self::boot_in(variant, image, opts, None).await
+    }
+
+    /// [`QemuInstance::boot`] in a guest slot the caller already holds.
+    pub async fn boot_in(
+        variant: &Variant,
+        image: &BootImage,
+        opts: BootOptions,
+        slot: Option<Slot>,
     ) -> anyhow::Result<QemuInstance> {
         anyhow::ensure!(
             image.arch == variant.arch,
@@ -192,7 +203,7 @@ impl QemuInstance {
             id,
             arch: variant.arch,
             kind: image.kind,
-            slot: None,
+            slot,
             cfg,
             accel,
             dir,

@@ -48,6 +48,18 @@ impl Drop for Slot {
     }
 }
 
+/// See [`Slots::note_waiting`].
+pub struct Waiting {
+    id: u64,
+    slots: &'static Slots,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.slots.state.lock().unwrap().waiting.remove(&self.id);
+    }
+}
+
 /// `HARNESS_GUEST_SLOTS`, else the cores available to this process.
 pub fn configured(env: Option<&str>) -> usize {
     env.and_then(|s| s.trim().parse::<usize>().ok())
@@ -128,6 +140,35 @@ impl Slots {
         }
     }
 
+    /// A slot now, if one is free.
+    pub fn try_acquire(&'static self, label: &str) -> Option<Slot> {
+        let permit = self.sem.clone().try_acquire_owned().ok()?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.state
+            .lock()
+            .unwrap()
+            .holders
+            .insert(id, label.to_string());
+        Some(Slot {
+            _permit: permit,
+            id,
+            slots: self,
+        })
+    }
+
+    /// Note that `label` waits for a slot by other means (e.g. polling for
+    /// a free slot or an idle pooled guest), until the guard drops; listed
+    /// by [`Slots::waiting`].
+    pub fn note_waiting(&'static self, label: &str) -> Waiting {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.state
+            .lock()
+            .unwrap()
+            .waiting
+            .insert(id, (label.to_string(), Instant::now()));
+        Waiting { id, slots: self }
+    }
+
     /// Guests waiting for a slot now, with how long they have waited.
     pub fn waiting(&self) -> Vec<(String, Duration)> {
         self.state
@@ -182,5 +223,10 @@ mod tests {
             .unwrap();
         assert!(s.waiting().is_empty());
         assert_eq!(s.holders(), ["b", "c"]);
+        assert!(s.try_acquire("d").is_none());
+        let w = s.note_waiting("d");
+        assert_eq!(s.waiting()[0].0, "d");
+        drop(w);
+        assert!(s.waiting().is_empty());
     }
 }

@@ -124,9 +124,9 @@ impl ContractAgent {
             .imds()
             .set_user_data(self.render.user_data.clone().into_bytes());
         let t = Instant::now();
-        rerun_amazon_init(&vm.inst).await?;
         self.timeline
-            .mark("user-data served; fetch-ec2-metadata restarted, amazon-init restart queued");
+            .mark("user-data served; restart fetch-ec2-metadata, then amazon-init");
+        rerun_amazon_init(&vm.inst).await?;
         self.wait_started(&vm.inst, t, within).await
     }
 
@@ -361,7 +361,7 @@ pub const GAVE_UP: &str = "a=$(systemctl show -P ActiveState amazon-init.service
 for u in $(systemctl list-units --all --plain --no-legend 'coder*' | cut -d' ' -f1); do \
 n=$(systemctl show -P NRestarts \"$u\"); [ \"${n:-0}\" -ge 3 ] && echo \"$u restarted $n times\"; done; true";
 
-/// Poll `f` every 500 ms for up to `within`; every 10 s ask the guest
+/// Poll `f` every 500 ms for up to `within`; every 5 s ask the guest
 /// whether it gave up ([`GAVE_UP`]).
 async fn poll_guest(
     inst: &QemuInstance,
@@ -377,7 +377,7 @@ async fn poll_guest(
         if start.elapsed() > within {
             return Err(format!("nothing within {within:?}"));
         }
-        if asked.elapsed() > Duration::from_secs(10) {
+        if asked.elapsed() > Duration::from_secs(5) {
             asked = Instant::now();
             if let Ok(o) = inst.probe().exec(GAVE_UP, Duration::from_secs(30)).await {
                 if !o.stdout.trim().is_empty() && !f() {

@@ -24,6 +24,7 @@ use crate::image::BootImage;
 use crate::machine::imds::LifeCycle;
 use crate::machine::instance::Instance;
 use crate::machine::qemu::accel::AccelRequest;
+use crate::machine::qemu::slots::{self, Slot};
 use crate::machine::qemu::{BootOptions, QemuInstance};
 use crate::template::variant::{Arch, Variant};
 
@@ -74,6 +75,8 @@ impl Pool {
         image: &BootImage,
         purpose: &str,
     ) -> anyhow::Result<PooledVm> {
+        let label = format!("contract pool {} guest for {purpose}", variant.arch);
+        let mut waiting = None;
         let vm = loop {
             let reused = self
                 .idle
@@ -82,7 +85,25 @@ impl Pool {
                 .get_mut(&variant.arch)
                 .and_then(Vec::pop);
             let Some(mut vm) = reused else {
-                break self.boot_clean(variant, image, purpose).await?;
+                // No idle VM: boot one when a guest slot is free; until
+                // then an idle VM another scenario gives back will do.
+                match slots::global().try_acquire(&label) {
+                    Some(slot) => break self.boot_clean(variant, image, purpose, slot).await?,
+                    None => {
+                        if waiting.is_none() {
+                            eprintln!(
+                                "guest slots: {label} waits for a guest slot or an idle {} pool guest ({} of {} in use: {})",
+                                variant.arch,
+                                slots::global().holders().len(),
+                                slots::global().total(),
+                                slots::global().holders().join(", ")
+                            );
+                            waiting = Some((slots::global().note_waiting(&label), Instant::now()));
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                }
             };
             match vm.reuse(purpose).await {
                 Ok(_) => {
@@ -99,6 +120,12 @@ impl Pool {
                 }
             }
         };
+        if let Some((_, since)) = waiting.take() {
+            eprintln!(
+                "guest slots: {label} went on after waiting {:.0} s",
+                since.elapsed().as_secs_f64()
+            );
+        }
         vm.inst.imds().set_market(
             if variant.is_spot {
                 LifeCycle::Spot
@@ -153,6 +180,7 @@ impl Pool {
         variant: &Variant,
         image: &BootImage,
         purpose: &str,
+        slot: Slot,
     ) -> anyhow::Result<PooledVm> {
         let n = self
             .booted
@@ -162,7 +190,7 @@ impl Pool {
         opts.label = format!("contract pool {} #{n}", variant.arch);
         opts.purpose = Some(purpose.to_string());
         opts.accel = self.accel;
-        let mut inst = QemuInstance::boot(variant, image, opts).await?;
+        let mut inst = QemuInstance::boot_in(variant, image, opts, Some(slot)).await?;
         super::wait_amazon_init_done(&inst, Duration::from_secs(600)).await?;
         super::guest_fixups(&inst).await?;
         inst.snapshot_save(SNAPSHOT).await?;
