@@ -350,9 +350,10 @@ impl Probe for HvcProbe {
                     stdout: unb64(body.first().map(String::as_str).unwrap_or("")),
                     stderr: unb64(body.get(1).map(String::as_str).unwrap_or("")),
                 };
-                // `timeout` exits 124 (137 after -k's SIGKILL); a command
-                // that exits 124 by itself does so before its time is up.
-                if matches!(status, 124 | 137) && sent.elapsed() >= timeout {
+                // coreutils `timeout` exits 124, busybox's 143 (SIGTERM),
+                // either 137 after -k's SIGKILL; a command that exits so by
+                // itself does so before its time is up.
+                if matches!(status, 124 | 137 | 143) && sent.elapsed() >= timeout {
                     return Err(ProbeError::Timeout {
                         command: cmd.to_string(),
                         timeout,
