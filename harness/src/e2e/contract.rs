@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::image::BootImage;
 use crate::machine::qemu::accel::AccelRequest;
+use crate::machine::qemu::slots;
 use crate::machine::qemu::{BootOptions, QemuInstance};
 use crate::report::timeline::{Milestone, Source};
 use crate::template::variant::{Arch, Variant};
@@ -46,8 +47,6 @@ pub struct ContractState {
     /// The pooled VM's clean fingerprint and cold-boot time, while its
     /// instance is the scenario's machine; `None` for a fresh boot.
     pub pooled: Option<(String, Duration)>,
-    /// Stopped and started in the scenario: not put back in the pool.
-    pub restarted: bool,
     pub failure: Option<String>,
     pub mutated: Option<tempfile::TempDir>,
 }
@@ -194,7 +193,6 @@ fn given_contract(
         mutation: m,
         agent: None,
         pooled: None,
-        restarted: false,
         failure: None,
         mutated: None,
     });
@@ -253,6 +251,12 @@ async fn start(w: &mut E2e) -> anyhow::Result<()> {
         };
         let ((vm, taken), agent) = tokio::join!(take, ContractAgent::prepare(&spec));
         let mut vm = vm?;
+        if !vm.waited.is_zero() {
+            w.timeline.mark(format!(
+                "(of which {:.0} s waiting for a guest slot or an idle pool guest)",
+                vm.waited.as_secs_f64()
+            ));
+        }
         w.timeline.push(
             taken,
             Source::Harness,
@@ -273,7 +277,15 @@ async fn start(w: &mut E2e) -> anyhow::Result<()> {
                 return Err(e);
             }
         };
-        let res = agent.start_on_snapshot(&mut vm, spec.within).await;
+        // The start's bound runs from here: the wait for a guest (slot,
+        // restore, or the pool's cold boot) does not count against it.
+        let limit = contract_timeout();
+        let res = match tokio::time::timeout(limit, agent.start_on_snapshot(&mut vm, spec.within))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(no_result(limit)),
+        };
         let PooledVm {
             inst,
             fingerprint,
@@ -289,11 +301,26 @@ async fn start(w: &mut E2e) -> anyhow::Result<()> {
         opts.label = format!("{}/contract", v.name);
         opts.purpose = Some(w.scenario.clone());
         opts.accel = AccelRequest::from_env()?;
-        let (inst, agent) = contract::boot(&img, &spec, opts).await?;
+        // Wait for a guest slot outside the start's bound.
+        let slot = slots::global()
+            .acquire(&format!("{}/contract for {}", v.name, w.scenario))
+            .await;
+        let limit = contract_timeout();
+        let (inst, agent) =
+            tokio::time::timeout(limit, contract::boot_in(&img, &spec, opts, Some(slot)))
+                .await
+                .map_err(|_| no_result(limit))??;
         w.instance = Some(Machine::Qemu(Box::new(inst)));
         adopt(w, agent);
     }
     Ok(())
+}
+
+fn no_result(limit: Duration) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no result within {limit:?} after the guest was ready (HARNESS_CONTRACT_TIMEOUT, or 20 min × the measured pace ×{:.1})",
+        crate::machine::qemu::pace::current()
+    )
 }
 
 fn adopt(w: &mut E2e, mut agent: ContractAgent) {
@@ -314,30 +341,26 @@ pub async fn it_starts(w: &mut E2e) {
             st.variant.name, st.fixture, st.user
         )
     };
-    let r = tokio::time::timeout(contract_timeout(), start(w)).await;
-    match r {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("{what}: {e:#}\n{}", w.where_logs()),
-        Err(_) => panic!("{what}: no result within {:?}", contract_timeout()),
+    if let Err(e) = start(w).await {
+        panic!("{what}: {e:#}\n{}", w.where_logs());
     }
 }
 
 #[when("it starts expecting a failure")]
 async fn it_starts_expecting_failure(w: &mut E2e) {
-    let r = tokio::time::timeout(contract_timeout(), start(w)).await;
+    let r = start(w).await;
     let st = w.contract.as_mut().unwrap();
     match r {
-        Ok(Ok(())) => panic!(
+        Ok(()) => panic!(
             "expected the template copy with mutation {} to fail on the contract guest, but the agent came up (final state {:?}); the contract tier does not catch this defect",
             st.mutation.map(|m| m.slug()).unwrap_or("-"),
             st.agent.as_ref().map(|a| a.final_state.clone())
         ),
-        Ok(Err(e)) => {
+        Err(e) => {
             let msg = format!("{e:#}");
             eprintln!("  (failed as it should: {})", msg.lines().next().unwrap_or(""));
             st.failure = Some(msg);
         }
-        Err(_) => st.failure = Some(format!("no result within {:?}", contract_timeout())),
     }
 }
 
@@ -366,7 +389,6 @@ fn agent_and_inst(w: &mut E2e) -> (&mut ContractAgent, &mut QemuInstance) {
         .and_then(Machine::qemu_mut)
         .expect("a started contract workspace");
     let st = w.contract.as_mut().expect("contract scenario");
-    st.restarted = true;
     (st.agent.as_mut().expect("a started agent"), inst)
 }
 
@@ -429,9 +451,12 @@ async fn no_bootstrap_switch(w: &mut E2e) {
     }
 }
 
-/// After-hook part: put a pooled VM back (restored on its next use) when
-/// the scenario left it running and did not restart it; returns whether
-/// the machine was taken care of.
+/// After-hook part: put a pooled VM back (restored and health-checked on
+/// its next use) unless a failed scenario's VM is kept for inspection; a
+/// VM the scenario stopped and started goes back too (its internal
+/// snapshot is in its qcow2 disks, and the restore's guard proves it
+/// clean), which spares the next scenario a cold boot. Returns whether the
+/// machine was taken care of.
 pub async fn after(w: &mut E2e, failed: bool, keep_failed: bool) -> bool {
     let Some(st) = w.contract.as_mut() else {
         return false;
@@ -445,7 +470,7 @@ pub async fn after(w: &mut E2e, failed: bool, keep_failed: bool) -> bool {
     let Some((fingerprint, cold)) = st.pooled.take() else {
         return false;
     };
-    if st.restarted || (failed && keep_failed) {
+    if failed && keep_failed {
         return false;
     }
     match w.instance.take() {
@@ -456,6 +481,7 @@ pub async fn after(w: &mut E2e, failed: bool, keep_failed: bool) -> bool {
                     fingerprint,
                     cold,
                     fresh: false,
+                    waited: Duration::ZERO,
                 })
                 .await;
             true

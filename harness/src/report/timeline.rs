@@ -289,7 +289,7 @@ impl Timeline {
                 };
                 let mut ends = span[a..].iter().filter(|e| e.milestone == Some(to));
                 let b = if to == Milestone::ChecksEnd {
-                    ends.last()
+                    ends.next_back()
                 } else {
                     ends.next()
                 };

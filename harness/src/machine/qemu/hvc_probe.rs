@@ -464,7 +464,7 @@ mod tests {
     #[tokio::test]
     async fn exec_round_trips_through_a_real_shell() {
         let d = tempfile::tempdir().unwrap();
-        let (p, mut g) = guest(d.path(), None).await;
+        let (p, g) = guest(d.path(), None).await;
         let out = p
             .exec("echo out; echo err >&2; exit 3", Duration::from_secs(10))
             .await
@@ -494,7 +494,7 @@ mod tests {
     #[tokio::test]
     async fn a_timed_out_command_is_reported_and_the_next_one_works() {
         let d = tempfile::tempdir().unwrap();
-        let (p, mut g) = guest(d.path(), None).await;
+        let (p, g) = guest(d.path(), None).await;
         let t = Instant::now();
         let e = p
             .exec("echo started; sleep 30", Duration::from_secs(1))
@@ -532,7 +532,7 @@ mod tests {
             };
             std::os::unix::fs::symlink(real, bin.join(tool)).unwrap();
         }
-        let (mut p, mut g) = guest(d.path(), Some(&bin)).await;
+        let (mut p, g) = guest(d.path(), Some(&bin)).await;
         p.grace = Duration::from_millis(200);
         p.resync = Duration::from_millis(500);
         let e = p

@@ -80,13 +80,23 @@ pub struct ContractAgent {
 pub async fn boot(
     image: &BootImage,
     spec: &ContractSpec<'_>,
+    opts: BootOptions,
+) -> anyhow::Result<(QemuInstance, ContractAgent)> {
+    boot_in(image, spec, opts, None).await
+}
+
+/// [`boot`] in a guest slot the caller already holds.
+pub async fn boot_in(
+    image: &BootImage,
+    spec: &ContractSpec<'_>,
     mut opts: BootOptions,
+    slot: Option<crate::machine::qemu::slots::Slot>,
 ) -> anyhow::Result<(QemuInstance, ContractAgent)> {
     let mut agent = ContractAgent::prepare(spec).await?;
     opts.user_data = agent.render.user_data.clone().into_bytes();
     let t = Instant::now();
     agent.timeline.mark("boot a fresh contract guest");
-    let inst = QemuInstance::boot(spec.variant, image, opts).await?;
+    let inst = QemuInstance::boot_in(spec.variant, image, opts, slot).await?;
     agent.timeline.milestone(
         Milestone::GuestReady,
         format!("probe ready (boot {:.1} s)", inst.last_boot.as_secs_f64()),

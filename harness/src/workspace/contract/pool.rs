@@ -45,6 +45,8 @@ pub struct PooledVm {
     pub cold: Duration,
     /// Booted for this take (not restored from an earlier scenario).
     pub fresh: bool,
+    /// How long this take waited for a guest slot or an idle VM.
+    pub waited: Duration,
 }
 
 /// Per-run pool of contract guests, by architecture.
@@ -52,6 +54,8 @@ pub struct Pool {
     artifacts: PathBuf,
     accel: AccelRequest,
     idle: tokio::sync::Mutex<HashMap<Arch, Vec<PooledVm>>>,
+    /// Per arch, the order in which waiting scenarios get a VM.
+    queues: std::sync::Mutex<HashMap<Arch, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     booted: std::sync::atomic::AtomicUsize,
 }
 
@@ -61,8 +65,13 @@ impl Pool {
             artifacts,
             accel,
             idle: Default::default(),
+            queues: Default::default(),
             booted: Default::default(),
         }
+    }
+
+    fn queue(&self, arch: Arch) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        self.queues.lock().unwrap().entry(arch).or_default().clone()
     }
 
     /// An idle VM of `variant`'s arch restored to its clean snapshot and
@@ -78,32 +87,42 @@ impl Pool {
         let label = format!("contract pool {} guest for {purpose}", variant.arch);
         let mut waiting = None;
         let vm = loop {
-            let reused = self
-                .idle
-                .lock()
-                .await
-                .get_mut(&variant.arch)
-                .and_then(Vec::pop);
-            let Some(mut vm) = reused else {
-                // No idle VM: boot one when a guest slot is free; until
-                // then an idle VM another scenario gives back will do.
-                match slots::global().try_acquire(&label) {
-                    Some(slot) => break self.boot_clean(variant, image, purpose, slot).await?,
-                    None => {
-                        if waiting.is_none() {
-                            eprintln!(
-                                "guest slots: {label} waits for a guest slot or an idle {} pool guest ({} of {} in use: {})",
-                                variant.arch,
-                                slots::global().holders().len(),
-                                slots::global().total(),
-                                slots::global().holders().join(", ")
-                            );
-                            waiting = Some((slots::global().note_waiting(&label), Instant::now()));
-                        }
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        continue;
+            // First come, first served per arch: a scenario that started
+            // waiting earlier gets the next idle VM or free slot.
+            let got = {
+                let queue = self.queue(variant.arch);
+                let _turn = queue.lock().await;
+                loop {
+                    let idle = self
+                        .idle
+                        .lock()
+                        .await
+                        .get_mut(&variant.arch)
+                        .and_then(Vec::pop);
+                    if let Some(vm) = idle {
+                        break Ok(vm);
                     }
+                    // No idle VM: boot one when a guest slot is free; until
+                    // then an idle VM another scenario gives back will do.
+                    if let Some(slot) = slots::global().try_acquire(&label) {
+                        break Err(slot);
+                    }
+                    if waiting.is_none() {
+                        eprintln!(
+                            "guest slots: {label} waits for a guest slot or an idle {} pool guest ({} of {} in use: {})",
+                            variant.arch,
+                            slots::global().holders().len(),
+                            slots::global().total(),
+                            slots::global().holders().join(", ")
+                        );
+                        waiting = Some((slots::global().note_waiting(&label), Instant::now()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
+            };
+            let mut vm = match got {
+                Ok(vm) => vm,
+                Err(slot) => break self.boot_clean(variant, image, purpose, slot).await?,
             };
             match vm.reuse(purpose).await {
                 Ok(_) => {
@@ -120,10 +139,12 @@ impl Pool {
                 }
             }
         };
+        let mut vm = vm;
         if let Some((_, since)) = waiting.take() {
+            vm.waited = since.elapsed();
             eprintln!(
                 "guest slots: {label} went on after waiting {:.0} s",
-                since.elapsed().as_secs_f64()
+                vm.waited.as_secs_f64()
             );
         }
         vm.inst.imds().set_market(
@@ -200,6 +221,7 @@ impl Pool {
             fingerprint,
             cold: t.elapsed(),
             fresh: true,
+            waited: Duration::ZERO,
         })
     }
 
