@@ -252,20 +252,28 @@ impl PooledVm {
     }
 
     async fn check(&self) -> anyhow::Result<()> {
-        let p = self.inst.probe();
-        let echo = p
-            .exec("echo harness-probe-ok", Duration::from_secs(30))
-            .await
-            .map_err(|e| anyhow::anyhow!("probe round trip after the restore: {e}"))?;
-        anyhow::ensure!(
-            echo.status == 0 && echo.stdout == "harness-probe-ok\n",
-            "probe round trip after the restore: expected `harness-probe-ok`, seen exit {} {:?}",
-            echo.status,
-            echo.stdout
-        );
-        let now = p.succeed(FINGERPRINT).await?;
-        guard(&self.fingerprint, &now)
+        health(self.inst.probe(), &self.fingerprint).await
     }
+}
+
+/// Whether a just-restored guest can be trusted: a probe round trip, then
+/// the guard against the `clean` fingerprint.
+pub async fn health(p: &dyn crate::machine::probe::Probe, clean: &str) -> anyhow::Result<()> {
+    let echo = p
+        .exec("echo harness-probe-ok", Duration::from_secs(30))
+        .await
+        .map_err(|e| anyhow::anyhow!("probe round trip after the restore: {e}"))?;
+    anyhow::ensure!(
+        echo.status == 0 && echo.stdout == "harness-probe-ok\n",
+        "probe round trip after the restore: expected `harness-probe-ok`, seen exit {} {:?}",
+        echo.status,
+        echo.stdout
+    );
+    let now = p
+        .succeed(FINGERPRINT)
+        .await
+        .map_err(|e| anyhow::anyhow!("fingerprint after the restore: {e}"))?;
+    guard(clean, &now)
 }
 
 /// The guard: `after` (just restored) must equal `clean` (just saved).
@@ -294,6 +302,69 @@ pub fn guard(clean: &str, after: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A scripted guest: what the round trip and the fingerprint return.
+    struct Guest {
+        echo: Result<&'static str, ()>,
+        fingerprint: &'static str,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::machine::probe::Probe for Guest {
+        async fn exec(
+            &self,
+            cmd: &str,
+            timeout: Duration,
+        ) -> Result<crate::machine::probe::ExecOutput, crate::machine::probe::ProbeError> {
+            let stdout = if cmd.starts_with("echo harness-probe-ok") {
+                self.echo
+                    .map_err(|_| crate::machine::probe::ProbeError::Timeout {
+                        command: cmd.into(),
+                        timeout,
+                        evidence: "serial log: /x/serial.log".into(),
+                    })?
+            } else {
+                self.fingerprint
+            };
+            Ok(crate::machine::probe::ExecOutput {
+                command: cmd.into(),
+                status: 0,
+                stdout: stdout.into(),
+                stderr: String::new(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_restored_guest_is_trusted_only_with_a_round_trip_and_a_clean_fingerprint() {
+        let clean = "root:0\n--\n";
+        let ok = Guest {
+            echo: Ok("harness-probe-ok\n"),
+            fingerprint: clean,
+        };
+        health(&ok, clean).await.unwrap();
+        let dead = Guest {
+            echo: Err(()),
+            fingerprint: clean,
+        };
+        let e = health(&dead, clean).await.unwrap_err().to_string();
+        assert!(
+            e.contains("round trip") && e.contains("timed out") && e.contains("serial log"),
+            "{e}"
+        );
+        let garbled = Guest {
+            echo: Ok("HP-3 0\n"),
+            fingerprint: clean,
+        };
+        let e = health(&garbled, clean).await.unwrap_err().to_string();
+        assert!(e.contains("expected `harness-probe-ok`"), "{e}");
+        let dirty = Guest {
+            echo: Ok("harness-probe-ok\n"),
+            fingerprint: "root:0\ncoder:1000\n--\n",
+        };
+        let e = health(&dirty, clean).await.unwrap_err().to_string();
+        assert!(e.contains("+ coder:1000"), "{e}");
+    }
 
     #[test]
     fn the_guard_names_what_leaked() {
