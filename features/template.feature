@@ -7,14 +7,19 @@ Feature: The template's real user-data on a guest that keeps NixOS's contract
   and agent played by named stand-ins, the Coder agent API double as the
   access URL). A pass here is a `contract` pass, not a NixOS pass.
   `<variant>` expands to every values/ file, `<spot-variant>` to the spot
-  ones, `<arch-variant>` to one per architecture.
+  ones, `<arch-variant>` to one per architecture. `@smoke` marks what CI
+  runs on the aarch64 guest too.
 
+  # @smoke: the one scenario every CI run also runs on the aarch64 guest
+  # (ci/test.sh: HARNESS_CONTRACT_ARCHS=x86_64,aarch64=smoke).
+  @smoke
   Scenario Outline: the agent runs as the workspace user with /home on the home disk, and the rebuild's logs stream (<variant>)
     Given a contract workspace from template "<variant>" with the "good" fixture flake
     When it starts
     Then the "log streaming" check passes
     And the "home mount" check passes
     And the "agent user" check passes
+    And the "ssh fallback" check passes
 
   Scenario Outline: a non-default agent user "dev" is honoured (<variant>)
     Given a contract workspace from template "<variant>" with the "good" fixture flake and agent user "dev"

@@ -32,6 +32,7 @@
         cp -r ${nixpkgs} $out
         chmod -R u+w $out
         cp ${./qemu-glue.nix} $out/nixos/modules/virtualisation/harness-qemu-glue.nix
+        cp ${../harness/contract-guest/probe-shell} $out/nixos/modules/virtualisation/harness-probe-shell
         substituteInPlace $out/nixos/modules/virtualisation/amazon-image.nix \
           --replace-fail "imports = [" "imports = [ ./harness-qemu-glue.nix"
       '';

@@ -1,6 +1,11 @@
 # TEST-ONLY QEMU glue: never part of the real template. Makes the EC2 image
 # boot under QEMU with the harness's guest contract (docs/design.md).
 { pkgs, lib, ... }:
+let
+  probeShell = pkgs.writeScriptBin "probe-shell"
+    (builtins.replaceStrings [ "@bash@" ] [ "${pkgs.bash}" ]
+      (builtins.readFile ./harness-probe-shell));
+in
 {
   # virtio devices instead of Xen/NVMe.
   boot.initrd.availableKernelModules = [ "virtio_pci" "virtio_blk" "virtio_net" "virtio_console" ];
@@ -19,17 +24,21 @@
   # and is ordered after dev-hvc0.device, is wanted by multi-user.target,
   # and no getty competes for hvc0. (The test driver's backdoor also
   # requires the serial device because it writes its stderr there; this
-  # unit never opens the serial port, so it does not.)
+  # unit writes stderr to /dev/console.) It runs the SAME script as the
+  # contract guest, harness/contract-guest/probe-shell, copied next to this
+  # file as harness-probe-shell by nixos-vm/flake.nix (this file lives in
+  # the guest's nixpkgs there): it opens /dev/hvc0, sets `stty raw -echo`,
+  # makes the probe's private directory and prints `harness-probe: ready`,
+  # which the harness waits for (harness/src/machine/qemu/hvc_probe.rs).
+  # harness/src/image/probe_unit.rs checks this statically.
   systemd.services.harness-backdoor = {
     wantedBy = [ "multi-user.target" ];
     requires = [ "dev-hvc0.device" ];
     after = [ "dev-hvc0.device" ];
     serviceConfig = {
-      ExecStart = "${pkgs.bash}/bin/bash --login";
-      StandardInput = "tty";
-      StandardOutput = "tty";
-      TTYPath = "/dev/hvc0";
+      ExecStart = "${probeShell}/bin/probe-shell";
       Restart = "always";
+      RestartSec = 1;
     };
   };
   systemd.services."serial-getty@hvc0".enable = false;

@@ -72,6 +72,15 @@ fn scratch() -> Scratch {
         boot.join("bootstrap.nix"),
     )
     .unwrap();
+    // The probe shell the NixOS test image shares with the contract guest
+    // (nixos-vm/flake.nix copies it into the guest's nixpkgs).
+    let probe = repo.join("harness/contract-guest");
+    std::fs::create_dir_all(&probe).unwrap();
+    std::fs::copy(
+        root().join("harness/contract-guest/probe-shell"),
+        probe.join("probe-shell"),
+    )
+    .unwrap();
     // The locks pin github:NixOS/nixpkgs; the stub replaces it.
     let _ = std::fs::remove_file(repo.join("nixos-vm/flake.lock"));
     let _ = std::fs::remove_file(repo.join("nixos-vm/ec2/flake.lock"));

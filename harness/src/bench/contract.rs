@@ -7,7 +7,9 @@
 //!   [`crate::workspace::contract::pool`]) and re-runs amazon-init.
 //!
 //! The verdicts of both must agree scenario by scenario (the
-//! verdict-equality guard); a mismatch means reuse leaked state.
+//! verdict-equality guard); a mismatch means reuse leaked state. Each
+//! scenario's timeline (`crate::report::timeline`) is printed and saved
+//! beside its artifacts.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ use crate::image::BootImage;
 use crate::machine::instance::Instance;
 use crate::machine::qemu::accel::AccelRequest;
 use crate::machine::qemu::{BootOptions, QemuInstance};
+use crate::report::timeline::{Milestone, Source, Timeline};
 use crate::template::variant::Variant;
 use crate::workspace::contract::pool::Pool;
 use crate::workspace::contract::{self, ContractAgent, ContractSpec};
@@ -78,13 +81,27 @@ pub async fn cold_boot(
     let all = Instant::now();
     for f in fixtures {
         let t = Instant::now();
-        let mut opts = BootOptions::new(&artifacts.join(format!("cold-{f}")));
+        let t0 = std::time::SystemTime::now();
+        let dir = artifacts.join(format!("cold-{f}"));
+        let mut opts = BootOptions::new(&dir);
         opts.label = format!("bench contract cold {}/{f}", variant.arch);
         opts.accel = accel;
-        let (mut inst, agent) = contract::boot(image, &spec(root, variant, f, user), opts).await?;
+        let (mut inst, mut agent) =
+            contract::boot(image, &spec(root, variant, f, user), opts).await?;
         let took = t.elapsed();
-        let v = checks_on(&inst, &agent, user, f).await?;
+        agent.timeline.push(
+            t0,
+            Source::Harness,
+            "scenario start (cold boot)",
+            Some(Milestone::Start),
+        );
+        let v = timed_checks(&inst, &mut agent, user, f).await?;
         inst.terminate().await?;
+        show(
+            &agent.timeline,
+            &dir,
+            &format!("{} {f} (cold boot)", variant.arch),
+        );
         run.record(f.clone(), took, &v);
     }
     run.total = all.elapsed();
@@ -104,18 +121,68 @@ pub async fn snapshot_restore(
     let mut run = Run::default();
     let all = Instant::now();
     let pool = Pool::new(artifacts.join("restore"), accel);
-    let mut vm = pool.take(variant, image).await?;
+    let mut vm = pool.take(variant, image, "bench contract").await?;
     run.cold = Some(vm.cold);
-    for f in fixtures {
+    for (i, f) in fixtures.iter().enumerate() {
         let t = Instant::now();
-        let agent = contract::on_snapshot(&mut vm, &spec(root, variant, f, user)).await?;
+        let mut tl = Timeline::new();
+        tl.milestone(Milestone::Start, "scenario start (snapshot restore)");
+        if i > 0 {
+            vm.restore().await?;
+        }
+        tl.milestone(
+            Milestone::GuestReady,
+            if i > 0 {
+                "guest restored and health-checked".to_string()
+            } else {
+                format!(
+                    "pool guest booted and saved (cold {:.1} s)",
+                    vm.cold.as_secs_f64()
+                )
+            },
+        );
+        let mut agent = contract::on_snapshot(&mut vm, &spec(root, variant, f, user)).await?;
         let took = t.elapsed();
-        let v = checks_on(&vm.inst, &agent, user, f).await?;
+        let v = timed_checks(&vm.inst, &mut agent, user, f).await?;
+        tl.extend(std::mem::take(&mut agent.timeline.events));
+        show(
+            &tl,
+            &artifacts.join(format!("restore-{f}")),
+            &format!("{} {f} (snapshot restore)", variant.arch),
+        );
         run.record(f.clone(), took, &v);
     }
     vm.inst.terminate().await?;
     run.total = all.elapsed();
     Ok(run)
+}
+
+/// [`checks_on`] with the checks on the agent's timeline.
+async fn timed_checks(
+    inst: &QemuInstance,
+    agent: &mut ContractAgent,
+    user: &str,
+    fixture: &str,
+) -> anyhow::Result<Vec<Verdict>> {
+    agent
+        .timeline
+        .milestone(Milestone::ChecksStart, "the four checks");
+    let v = checks_on(inst, agent, user, fixture).await?;
+    agent
+        .timeline
+        .milestone(Milestone::ChecksEnd, "the four checks done");
+    Ok(v)
+}
+
+/// Print a scenario's timeline and save it in `dir`.
+fn show(t: &Timeline, dir: &Path, title: &str) {
+    println!("{}", t.render(title));
+    if let Err(e) = t.save(dir, title) {
+        eprintln!(
+            "bench contract: could not save the timeline in {}: {e:#}",
+            dir.display()
+        );
+    }
 }
 
 /// Scenarios whose verdicts differ between the two strategies.

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use crate::image::BootImage;
 use crate::machine::qemu::accel::AccelRequest;
+use crate::machine::qemu::slots;
 use crate::machine::qemu::{BootOptions, QemuInstance};
+use crate::report::timeline::{Milestone, Source};
 use crate::template::variant::{Arch, Variant};
 use crate::workspace::contract::mutate::{self, Mutation};
 use crate::workspace::contract::pool::{Pool, PooledVm};
@@ -18,12 +20,16 @@ use crate::workspace::contract::{self, ContractAgent, ContractSpec};
 use crate::workspace::real::Machine;
 use cucumber::{given, then, when};
 
-use super::world::{bounded_for, out_dir, root, secs_from_env, variant, E2e};
+use super::world::{bounded_for, out_dir, root, variant, E2e};
 
 /// A contract start: boot or restore, bootstrap switch, the agent's
-/// rebuild (`HARNESS_CONTRACT_TIMEOUT`, default 20 min).
+/// rebuild (`HARNESS_CONTRACT_TIMEOUT` seconds as given; default 20 min
+/// on the reference machine, scaled by the measured pace).
 fn contract_timeout() -> Duration {
-    secs_from_env("HARNESS_CONTRACT_TIMEOUT", 20 * 60)
+    crate::machine::qemu::pace::timeout_from_env(
+        "HARNESS_CONTRACT_TIMEOUT",
+        Duration::from_secs(20 * 60),
+    )
 }
 
 /// What the agent may take to connect, then to finish, within a start.
@@ -41,8 +47,6 @@ pub struct ContractState {
     /// The pooled VM's clean fingerprint and cold-boot time, while its
     /// instance is the scenario's machine; `None` for a fresh boot.
     pub pooled: Option<(String, Duration)>,
-    /// Stopped and started in the scenario: not put back in the pool.
-    pub restarted: bool,
     pub failure: Option<String>,
     pub mutated: Option<tempfile::TempDir>,
 }
@@ -75,9 +79,16 @@ fn image(arch: Arch) -> Result<BootImage, String> {
     r
 }
 
-/// Why `@contract` scenarios of `arch` cannot run here, if they cannot.
-pub fn skip_reason(arch: Arch) -> Option<String> {
-    if let Some(reason) = arch_not_selected(std::env::var("HARNESS_CONTRACT_ARCHS").ok(), arch) {
+/// Why a `@contract` scenario of `arch` with `tags` cannot run here, if it
+/// cannot.
+pub fn skip_reason(arch: Arch, tags: &[String]) -> Option<String> {
+    let first = first_variant_of(arch);
+    if let Some(reason) = not_selected(
+        std::env::var("HARNESS_CONTRACT_ARCHS").ok(),
+        arch,
+        tags,
+        first.as_deref(),
+    ) {
         return Some(reason);
     }
     if let Err(e) = crate::tools::find("terraform") {
@@ -90,19 +101,56 @@ pub fn skip_reason(arch: Arch) -> Option<String> {
         .map(|e| format!("no contract guest image for {arch}: {e}"))
 }
 
-/// `HARNESS_CONTRACT_ARCHS=x86_64[,aarch64]` limits the contract tier to
-/// those guest architectures (a PR/CI budget: an aarch64 systemd guest under
-/// TCG costs several times an x86_64 one); the others are reported as
-/// skipped with this reason, never as passed. Unset or empty: every arch.
-fn arch_not_selected(selected: Option<String>, arch: Arch) -> Option<String> {
+/// The first variant of `arch` in `values/` (what `<arch-variant>` expands to).
+fn first_variant_of(arch: Arch) -> Option<String> {
+    crate::scenarios::values_for("arch-variant", super::world::all_variants())
+        .into_iter()
+        .find(|v| v.arch == arch)
+        .map(|v| v.name.clone())
+}
+
+/// `HARNESS_CONTRACT_ARCHS` limits the contract tier (a PR/CI budget: an
+/// aarch64 systemd guest under TCG costs several times an x86_64 one):
+/// a comma-separated list of `<arch>` (every scenario of that guest arch)
+/// or `<arch>=smoke` (only the `@smoke` scenarios, on the arch's first
+/// variant, e.g. `x86_64,aarch64=smoke` as in `ci/test.sh`). What is not
+/// selected is reported as skipped with this reason, never as passed.
+/// Unset or empty: everything.
+fn not_selected(
+    selected: Option<String>,
+    arch: Arch,
+    tags: &[String],
+    first_variant: Option<&str>,
+) -> Option<String> {
     let selected = selected.filter(|s| !s.trim().is_empty())?;
-    let on = selected.split(',').any(|a| a.trim() == arch.as_str());
-    (!on).then(|| {
-        format!(
-            "HARNESS_CONTRACT_ARCHS={selected}: the {arch} contract guest is not run in this job \
-             (unset HARNESS_CONTRACT_ARCHS to run every arch; the nightly runs each variant natively)"
-        )
-    })
+    let scope = selected.split(',').find_map(|a| {
+        let (name, scope) = match a.split_once('=') {
+            Some((n, s)) => (n.trim(), Some(s.trim())),
+            None => (a.trim(), None),
+        };
+        (name == arch.as_str()).then_some(scope)
+    });
+    let why = match scope {
+        None => format!("the {arch} contract guest is not run in this job"),
+        Some(None) => return None,
+        Some(Some("smoke")) => {
+            let smoke = tags.iter().any(|t| t == "smoke");
+            let variant = tags.iter().find_map(|t| t.strip_prefix("variant-"));
+            if smoke && (variant.is_none() || variant == first_variant) {
+                return None;
+            }
+            format!(
+                "only the @smoke scenarios on {} run on the {arch} contract guest in this job",
+                first_variant.unwrap_or("the first variant")
+            )
+        }
+        Some(Some(other)) => {
+            format!("unknown scope `{other}` for {arch} (expected `{arch}` or `{arch}=smoke`)")
+        }
+    };
+    Some(format!(
+        "HARNESS_CONTRACT_ARCHS={selected}: {why} (unset HARNESS_CONTRACT_ARCHS to run every arch; the nightly runs the full matrix)"
+    ))
 }
 
 fn pool() -> &'static Pool {
@@ -145,7 +193,6 @@ fn given_contract(
         mutation: m,
         agent: None,
         pooled: None,
-        restarted: false,
         failure: None,
         mutated: None,
     });
@@ -193,29 +240,92 @@ async fn start(w: &mut E2e) -> anyhow::Result<()> {
         within: agent_within(),
     };
     if reuse() {
-        let mut vm = pool().take(&v, &img).await?;
-        let res = contract::on_snapshot(&mut vm, &spec).await;
+        w.timeline.mark(format!(
+            "take a pooled {} contract guest; render the template meanwhile",
+            v.arch
+        ));
+        // The guest's restore (or first boot) and Terraform's render overlap.
+        let take = async {
+            let r = pool().take(&v, &img, &w.scenario).await;
+            (r, std::time::SystemTime::now())
+        };
+        let ((vm, taken), agent) = tokio::join!(take, ContractAgent::prepare(&spec));
+        let mut vm = vm?;
+        if !vm.waited.is_zero() {
+            w.timeline.mark(format!(
+                "(of which {:.0} s waiting for a guest slot or an idle pool guest)",
+                vm.waited.as_secs_f64()
+            ));
+        }
+        w.timeline.push(
+            taken,
+            Source::Harness,
+            if vm.fresh {
+                format!(
+                    "pool guest booted, amazon-init (no user-data) done, snapshot saved (cold {:.1} s)",
+                    vm.cold.as_secs_f64()
+                )
+            } else {
+                "pool guest restored from its snapshot and health-checked".to_string()
+            },
+            Some(Milestone::GuestReady),
+        );
+        let mut agent = match agent {
+            Ok(a) => a,
+            Err(e) => {
+                pool().give_back(vm).await;
+                return Err(e);
+            }
+        };
+        // The start's bound runs from here: the wait for a guest (slot,
+        // restore, or the pool's cold boot) does not count against it.
+        let limit = contract_timeout();
+        let res = match tokio::time::timeout(limit, agent.start_on_snapshot(&mut vm, spec.within))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(no_result(limit)),
+        };
         let PooledVm {
             inst,
             fingerprint,
             cold,
+            ..
         } = vm;
         st.pooled = Some((fingerprint, cold));
         w.instance = Some(Machine::Qemu(Box::new(inst)));
-        let agent = res?;
         adopt(w, agent);
+        res?;
     } else {
         let mut opts = BootOptions::new(&w.artifacts);
         opts.label = format!("{}/contract", v.name);
+        opts.purpose = Some(w.scenario.clone());
         opts.accel = AccelRequest::from_env()?;
-        let (inst, agent) = contract::boot(&img, &spec, opts).await?;
+        // Wait for a guest slot outside the start's bound.
+        let slot = slots::global()
+            .acquire(&format!("{}/contract for {}", v.name, w.scenario))
+            .await;
+        let limit = contract_timeout();
+        let (inst, agent) =
+            tokio::time::timeout(limit, contract::boot_in(&img, &spec, opts, Some(slot)))
+                .await
+                .map_err(|_| no_result(limit))??;
         w.instance = Some(Machine::Qemu(Box::new(inst)));
         adopt(w, agent);
     }
     Ok(())
 }
 
-fn adopt(w: &mut E2e, agent: ContractAgent) {
+fn no_result(limit: Duration) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no result within {limit:?} after the guest was ready (HARNESS_CONTRACT_TIMEOUT, or 20 min × the measured pace ×{:.1})",
+        crate::machine::qemu::pace::current()
+    )
+}
+
+fn adopt(w: &mut E2e, mut agent: ContractAgent) {
+    w.timeline
+        .extend(std::mem::take(&mut agent.timeline.events));
     w.api = Some(agent.api.clone());
     w.time_to_agent = Some(agent.readiness.to_agent);
     w.time_to_ready = (agent.final_state == "ready").then_some(agent.readiness.to_final);
@@ -231,30 +341,26 @@ pub async fn it_starts(w: &mut E2e) {
             st.variant.name, st.fixture, st.user
         )
     };
-    let r = tokio::time::timeout(contract_timeout(), start(w)).await;
-    match r {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("{what}: {e:#}\n{}", w.where_logs()),
-        Err(_) => panic!("{what}: no result within {:?}", contract_timeout()),
+    if let Err(e) = start(w).await {
+        panic!("{what}: {e:#}\n{}", w.where_logs());
     }
 }
 
 #[when("it starts expecting a failure")]
 async fn it_starts_expecting_failure(w: &mut E2e) {
-    let r = tokio::time::timeout(contract_timeout(), start(w)).await;
+    let r = start(w).await;
     let st = w.contract.as_mut().unwrap();
     match r {
-        Ok(Ok(())) => panic!(
+        Ok(()) => panic!(
             "expected the template copy with mutation {} to fail on the contract guest, but the agent came up (final state {:?}); the contract tier does not catch this defect",
             st.mutation.map(|m| m.slug()).unwrap_or("-"),
             st.agent.as_ref().map(|a| a.final_state.clone())
         ),
-        Ok(Err(e)) => {
+        Err(e) => {
             let msg = format!("{e:#}");
             eprintln!("  (failed as it should: {})", msg.lines().next().unwrap_or(""));
             st.failure = Some(msg);
         }
-        Err(_) => st.failure = Some(format!("no result within {:?}", contract_timeout())),
     }
 }
 
@@ -283,7 +389,6 @@ fn agent_and_inst(w: &mut E2e) -> (&mut ContractAgent, &mut QemuInstance) {
         .and_then(Machine::qemu_mut)
         .expect("a started contract workspace");
     let st = w.contract.as_mut().expect("contract scenario");
-    st.restarted = true;
     (st.agent.as_mut().expect("a started agent"), inst)
 }
 
@@ -299,6 +404,8 @@ async fn restart(w: &mut E2e, how: &str) {
         }
     })
     .await;
+    let events = std::mem::take(&mut agent.timeline.events);
+    w.timeline.extend(events);
     match r {
         Ok(Ok(())) => {}
         Ok(Err(e)) => panic!("{how} of the contract workspace: {e:#}\n{logs}"),
@@ -344,9 +451,12 @@ async fn no_bootstrap_switch(w: &mut E2e) {
     }
 }
 
-/// After-hook part: put a pooled VM back (restored on its next use) when
-/// the scenario left it running and did not restart it; returns whether
-/// the machine was taken care of.
+/// After-hook part: put a pooled VM back (restored and health-checked on
+/// its next use) unless a failed scenario's VM is kept for inspection; a
+/// VM the scenario stopped and started goes back too (its internal
+/// snapshot is in its qcow2 disks, and the restore's guard proves it
+/// clean), which spares the next scenario a cold boot. Returns whether the
+/// machine was taken care of.
 pub async fn after(w: &mut E2e, failed: bool, keep_failed: bool) -> bool {
     let Some(st) = w.contract.as_mut() else {
         return false;
@@ -360,7 +470,7 @@ pub async fn after(w: &mut E2e, failed: bool, keep_failed: bool) -> bool {
     let Some((fingerprint, cold)) = st.pooled.take() else {
         return false;
     };
-    if st.restarted || (failed && keep_failed) {
+    if failed && keep_failed {
         return false;
     }
     match w.instance.take() {
@@ -370,6 +480,8 @@ pub async fn after(w: &mut E2e, failed: bool, keep_failed: bool) -> bool {
                     inst: *inst,
                     fingerprint,
                     cold,
+                    fresh: false,
+                    waited: Duration::ZERO,
                 })
                 .await;
             true
@@ -378,5 +490,50 @@ pub async fn after(w: &mut E2e, failed: bool, keep_failed: bool) -> bool {
             w.instance = other;
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(t: &[&str]) -> Vec<String> {
+        t.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn contract_archs_select_whole_arches_or_the_smoke_scenario_of_the_first_variant() {
+        let sel = |s: &str| Some(s.to_string());
+        let smoke = tags(&[
+            "contract",
+            "smoke",
+            "aarch64",
+            "variant-aws-nixos-graviton-spot",
+        ]);
+        let smoke_other = tags(&["contract", "smoke", "aarch64", "variant-aws-nixos-graviton"]);
+        let plain = tags(&["contract", "aarch64", "variant-aws-nixos-graviton-spot"]);
+        let first = Some("aws-nixos-graviton-spot");
+        // Unset or empty: everything runs.
+        assert_eq!(not_selected(None, Arch::Aarch64, &plain, first), None);
+        assert_eq!(not_selected(sel(""), Arch::Aarch64, &plain, first), None);
+        // A whole arch.
+        assert_eq!(
+            not_selected(sel("x86_64"), Arch::X86_64, &plain, first),
+            None
+        );
+        let r = not_selected(sel("x86_64"), Arch::Aarch64, &plain, first).unwrap();
+        assert!(r.contains("aarch64 contract guest is not run"), "{r}");
+        // ci/test.sh: x86_64 whole, aarch64 smoke on its first variant only.
+        let ci = "x86_64,aarch64=smoke";
+        assert_eq!(not_selected(sel(ci), Arch::X86_64, &plain, first), None);
+        assert_eq!(not_selected(sel(ci), Arch::Aarch64, &smoke, first), None);
+        let r = not_selected(sel(ci), Arch::Aarch64, &plain, first).unwrap();
+        assert!(
+            r.contains("only the @smoke scenarios on aws-nixos-graviton-spot"),
+            "{r}"
+        );
+        assert!(not_selected(sel(ci), Arch::Aarch64, &smoke_other, first).is_some());
+        let r = not_selected(sel("aarch64=fast"), Arch::Aarch64, &smoke, first).unwrap();
+        assert!(r.contains("unknown scope `fast`"), "{r}");
     }
 }

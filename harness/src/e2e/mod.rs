@@ -238,10 +238,17 @@ async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> 
     // Take both filters out of the CLI and apply them in the closure.
     let tags_filter = cli.tags_filter.take();
     let name_filter = cli.re_filter.take();
+    // Two scenarios at once: while one waits on its guest, the other's
+    // host-side work (rendering, checks) proceeds; the guests themselves
+    // are limited to the cores by the guest slots (machine::qemu::slots),
+    // and a scenario waiting for one says so.
     let writer = E2e::cucumber()
         .max_concurrent_scenarios(2)
         .before(move |_f, _r, sc, w| {
             async move {
+                w.scenario = sc.name.clone();
+                w.timeline
+                    .milestone(crate::report::timeline::Milestone::Start, "scenario start");
                 w.artifacts = out_dir().join("scenarios").join(slug(&sc.name));
                 let _ = std::fs::remove_dir_all(&w.artifacts);
                 std::fs::create_dir_all(&w.artifacts).ok();
@@ -277,6 +284,10 @@ async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> 
                 };
                 let mut r = rows::row(f, sc, outcome, reason, secs);
                 if let Some(w) = w {
+                    w.timeline.mark(format!("scenario end ({outcome:?})"));
+                    if w.contract.is_some() {
+                        let _ = w.timeline.save(&w.artifacts, &sc.name);
+                    }
                     r.time_to_agent_s = w.time_to_agent.map(|d| d.as_secs_f64());
                     r.time_to_ready_s = w.time_to_ready.map(|d| d.as_secs_f64());
                     r.artifacts = Some(w.artifacts.clone());
@@ -359,7 +370,7 @@ async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> 
                 } else {
                     crate::template::variant::Arch::X86_64
                 };
-                if let Some(reason) = contract::skip_reason(arch) {
+                if let Some(reason) = contract::skip_reason(arch, &tags) {
                     skipped_rows.lock().unwrap().push(rows::row(
                         feature,
                         scenario,

@@ -216,13 +216,23 @@ fn heartbeat(state: Arc<Mutex<State>>, started: Instant) {
             .iter()
             .map(|(n, t)| format!("{n} ({})", secs(t.elapsed())))
             .collect();
+        let waiting: Vec<String> = crate::machine::qemu::slots::global()
+            .waiting()
+            .into_iter()
+            .map(|(g, t)| format!("{g} ({})", secs(t)))
+            .collect();
         eprintln!(
-            "e2e: still running after {}: {}; {} of {} done, {}",
+            "e2e: still running after {}: {}; {} of {} done, {}{}",
             mins(started.elapsed()),
             running.join(", "),
             s.done,
             s.planned,
-            left(&s)
+            left(&s),
+            if waiting.is_empty() {
+                String::new()
+            } else {
+                format!("; waiting for a guest slot: {}", waiting.join(", "))
+            }
         );
         s.last_line = Some(Instant::now());
     }

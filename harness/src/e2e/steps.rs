@@ -136,6 +136,10 @@ pub(crate) async fn run_check(w: &mut E2e, check: &str) -> Verdict {
     if let Some(v) = w.verdicts.get(check) {
         return v.clone();
     }
+    w.timeline.milestone(
+        crate::report::timeline::Milestone::ChecksStart,
+        format!("check: {check}"),
+    );
     let inst = w.inst();
     let api = w.cp();
     let user = w.user();
@@ -154,6 +158,13 @@ pub(crate) async fn run_check(w: &mut E2e, check: &str) -> Verdict {
         }
     })
     .await;
+    w.timeline.milestone(
+        crate::report::timeline::Milestone::ChecksEnd,
+        format!(
+            "check: {check} {}",
+            if v.passed { "passed" } else { "failed" }
+        ),
+    );
     w.verdicts.insert(check.to_string(), v.clone());
     v
 }

@@ -19,6 +19,8 @@ use crate::{repo, template::values};
 
 use super::contract;
 
+/// A step's bound on the reference machine; [`bounded`] scales it by the
+/// measured pace (`crate::machine::qemu::pace`).
 pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(600);
 pub(crate) const USER: &str = "alice";
 
@@ -60,7 +62,12 @@ pub(crate) async fn bounded<T>(
     what: &str,
     fut: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> T {
-    bounded_for(what, STEP_TIMEOUT, fut).await
+    bounded_for(
+        what,
+        STEP_TIMEOUT.mul_f64(crate::machine::qemu::pace::current()),
+        fut,
+    )
+    .await
 }
 
 /// The run's backend and shared resources.
@@ -77,6 +84,8 @@ pub(crate) struct RealSpec {
 
 #[derive(cucumber::World, Default)]
 pub struct E2e {
+    /// The scenario's name (set by the before-hook).
+    pub(crate) scenario: String,
     pub(crate) variant: Option<Variant>,
     pub(crate) defect: Option<Defect>,
     pub(crate) broken: bool,
@@ -92,6 +101,8 @@ pub struct E2e {
     pub(crate) time_to_ready: Option<Duration>,
     /// Set by the `a contract workspace …` steps (`features/template.feature`).
     pub(crate) contract: Option<contract::ContractState>,
+    /// Where the scenario's time went (saved as timeline.txt/json).
+    pub(crate) timeline: crate::report::timeline::Timeline,
 }
 
 impl fmt::Debug for E2e {

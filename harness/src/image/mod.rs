@@ -7,6 +7,7 @@ pub mod contract;
 pub mod fixture;
 pub mod nixos;
 pub mod path;
+pub mod probe_unit;
 
 use std::path::PathBuf;
 

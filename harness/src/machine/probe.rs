@@ -22,8 +22,13 @@ pub struct ExecOutput {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("probe command `{command}` timed out after {timeout:?}")]
-    Timeout { command: String, timeout: Duration },
+    /// `evidence`: what was seen and where the logs are (may be empty).
+    #[error("probe command `{command}` timed out after {timeout:?}{}", if .evidence.is_empty() { String::new() } else { format!("; {}", .evidence) })]
+    Timeout {
+        command: String,
+        timeout: Duration,
+        evidence: String,
+    },
     #[error("probe channel closed: {0}")]
     Closed(String),
     #[error("probe I/O error: {0}")]
@@ -53,6 +58,13 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// A root shell inside the guest.
 #[async_trait]
 pub trait Probe: Send + Sync {
+    /// The factor this probe scales timeouts by (≥ 1): how much slower the
+    /// guest booted here than on the reference machine
+    /// ([`crate::machine::qemu::pace`]); 1 where nothing was measured.
+    fn pace(&self) -> f64 {
+        1.0
+    }
+
     /// Run `cmd` with `/bin/sh -c` semantics as root; never fails on a
     /// non-zero exit status, only on a broken channel or a timeout.
     async fn exec(&self, cmd: &str, timeout: Duration) -> Result<ExecOutput, ProbeError>;
@@ -90,11 +102,17 @@ pub trait Probe: Send + Sync {
     }
 
     /// Re-run `cmd` once a second until it exits 0 or `within` passes.
+    /// `within` is scaled by [`Probe::pace`].
     async fn wait_until_succeeds(&self, cmd: &str, within: Duration) -> Result<String, ProbeError> {
+        let pace = self.pace();
+        let within = within.mul_f64(pace);
         let start = std::time::Instant::now();
         loop {
             let left = within.saturating_sub(start.elapsed());
-            let out = self.exec(cmd, left.max(Duration::from_secs(1))).await?;
+            // exec scales its timeout by the pace itself.
+            let out = self
+                .exec(cmd, left.max(Duration::from_secs(1)).div_f64(pace))
+                .await?;
             if out.status == 0 {
                 return Ok(out.stdout);
             }

@@ -7,8 +7,9 @@
 //! tier is derived), [`reasons`] (skip reasons keyed once, with the action
 //! to take), [`matrix`] (the variant × check table in text and Markdown),
 //! [`html`] (`harness report --html`), [`summary`] (the e2e run's
-//! `summary.json` rows) and [`gate`] (the release gate's static half, whose
-//! rows open the gate table).
+//! `summary.json` rows), [`gate`] (the release gate's static half, whose
+//! rows open the gate table) and [`timeline`] (where a scenario's time
+//! went).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -21,6 +22,7 @@ pub mod matrix;
 pub mod reasons;
 pub mod summary;
 pub mod tier;
+pub mod timeline;
 
 pub use tier::Tier;
 

@@ -26,7 +26,11 @@ impl Probe for SshProbe {
             .map_err(|e| match e {
                 crate::machine::ssh::SshError::Timeout {
                     command, timeout, ..
-                } => ProbeError::Timeout { command, timeout },
+                } => ProbeError::Timeout {
+                    command,
+                    timeout,
+                    evidence: format!("over SSH to {}:{}", self.target.host, self.target.port),
+                },
                 other => ProbeError::Other(other.to_string()),
             })
     }

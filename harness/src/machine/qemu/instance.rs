@@ -1,6 +1,8 @@
 //! `QemuInstance`: one workspace VM with its own IMDS, disks, console,
 //! QMP and probe.  Stop/start keep the overlay, home disk and UEFI vars;
-//! dropping the instance kills QEMU and removes its temp dir.
+//! dropping the instance kills QEMU and removes its temp dir.  A running
+//! instance holds a guest slot ([`super::slots`]); each boot measures the
+//! guest's pace ([`super::pace`]) and scales its probe's timeouts by it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -14,8 +16,9 @@ use super::argv::{self, GuestNet, QemuConfig};
 use super::console::Console;
 use super::hvc_probe::HvcProbe;
 use super::qmp::Qmp;
-use super::{disks, process};
-use crate::image::{BootImage, BootMethod};
+use super::slots::{self, Slot};
+use super::{disks, pace, process};
+use crate::image::{BootImage, BootMethod, ImageKind};
 use crate::machine::imds::{ImdsConfig, ImdsHandle, ImdsServer, LifeCycle};
 use crate::machine::instance::{Artifacts, Instance, SshTarget};
 use crate::machine::probe::Probe;
@@ -39,6 +42,8 @@ pub struct BootOptions {
     pub spot_warning: Duration,
     /// Label for progress lines.
     pub label: String,
+    /// Who the guest is for (a scenario), named when it waits for a slot.
+    pub purpose: Option<String>,
     /// What the guest network reaches (default: [`GuestNet::Open`]).
     pub net: GuestNet,
     /// Grow the root overlay to this many GiB if the image is smaller
@@ -58,6 +63,7 @@ impl BootOptions {
             boot_timeout: Duration::from_secs(300),
             spot_warning: Duration::from_secs(2),
             label: "vm".into(),
+            purpose: None,
             net: GuestNet::Open,
             root_disk_gib: None,
         }
@@ -67,6 +73,9 @@ impl BootOptions {
 pub struct QemuInstance {
     id: String,
     arch: Arch,
+    kind: ImageKind,
+    /// Held while QEMU runs vCPUs (boot to terminate; released while parked).
+    slot: Option<Slot>,
     cfg: QemuConfig,
     accel: Accel,
     dir: PathBuf,
@@ -81,6 +90,8 @@ pub struct QemuInstance {
     boot_offset: usize,
     /// Time from QEMU start to the probe being ready, last boot.
     pub last_boot: Duration,
+    /// Timeout factor measured at the last boot ([`pace`]).
+    pub pace: f64,
 }
 
 fn rand_hex(n: usize) -> String {
@@ -98,11 +109,22 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl QemuInstance {
-    /// Boot a new instance of `variant` from `image`.
+    /// Boot a new instance of `variant` from `image` (waiting for a guest
+    /// slot first if none is free).
     pub async fn boot(
         variant: &Variant,
         image: &BootImage,
         opts: BootOptions,
+    ) -> anyhow::Result<QemuInstance> {
+        Self::boot_in(variant, image, opts, None).await
+    }
+
+    /// [`QemuInstance::boot`] in a guest slot the caller already holds.
+    pub async fn boot_in(
+        variant: &Variant,
+        image: &BootImage,
+        opts: BootOptions,
+        slot: Option<Slot>,
     ) -> anyhow::Result<QemuInstance> {
         anyhow::ensure!(
             image.arch == variant.arch,
@@ -180,6 +202,8 @@ impl QemuInstance {
         let mut inst = QemuInstance {
             id,
             arch: variant.arch,
+            kind: image.kind,
+            slot,
             cfg,
             accel,
             dir,
@@ -192,7 +216,13 @@ impl QemuInstance {
             opts,
             boot_offset: 0,
             last_boot: Duration::ZERO,
+            pace: 1.0,
         };
+        inst.probe.set_evidence(format!(
+            "serial log: {} (kept as {})",
+            inst.cfg.serial_log.display(),
+            inst.artifacts.serial_log.display()
+        ));
         inst.power_on().await?;
         Ok(inst)
     }
@@ -214,8 +244,19 @@ impl QemuInstance {
         self.boot_offset
     }
 
+    fn slot_label(&self) -> String {
+        match &self.opts.purpose {
+            Some(p) => format!("{} ({}) for {p}", self.opts.label, self.arch),
+            None => format!("{} ({})", self.opts.label, self.arch),
+        }
+    }
+
     /// Start QEMU with the instance's disks and wait for the probe shell.
     async fn power_on(&mut self) -> anyhow::Result<()> {
+        if self.slot.is_none() {
+            self.slot = Some(slots::global().acquire(&self.slot_label()).await);
+        }
+        let boot_timeout = self.opts.boot_timeout.mul_f64(pace::current());
         let start = Instant::now();
         self.boot_offset = self.console().text().len();
         let listener: UnixListener = HvcProbe::listen(&self.cfg.probe_socket)?;
@@ -232,12 +273,12 @@ impl QemuInstance {
         let child = process::spawn(&bin, &args, &self.dir.join("qemu.stderr"))?;
         process::register_pgid(&self.id, child.id());
         self.child = Some(child);
-        let attach = self.probe.attach(&listener, self.opts.boot_timeout);
+        let attach = self.probe.attach(&listener, boot_timeout);
         let console = self.console();
         let progress = console.wait_for_line(
             super::hvc_probe::READY,
             self.boot_offset,
-            self.opts.boot_timeout + Duration::from_secs(5),
+            boot_timeout + Duration::from_secs(5),
             &self.opts.label,
         );
         tokio::pin!(progress);
@@ -257,12 +298,44 @@ impl QemuInstance {
             );
         }
         self.last_boot = start.elapsed();
+        let reference = pace::reference(self.kind, self.arch);
+        self.pace = pace::factor(
+            self.last_boot,
+            reference,
+            std::env::var("HARNESS_TIMEOUT_SCALE").ok().as_deref(),
+        );
+        pace::record(self.pace);
+        self.probe.set_pace(self.pace);
         eprintln!(
-            "[{}] probe ready after {:.1}s",
+            "[{}] probe ready after {:.1}s{}",
             self.opts.label,
-            self.last_boot.as_secs_f32()
+            self.last_boot.as_secs_f32(),
+            match reference {
+                Some(r) => format!(
+                    " (reference {:.0} s: timeouts ×{:.1})",
+                    r.as_secs_f64(),
+                    self.pace
+                ),
+                None => String::new(),
+            }
         );
         Ok(())
+    }
+
+    /// Pause the guest's vCPUs (QMP `stop`) and give its slot back, e.g.
+    /// a pooled guest between scenarios; [`QemuInstance::restore_parked`]
+    /// resumes it.
+    pub async fn park(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_some(), "{} is not running", self.id);
+        let mut qmp = Qmp::connect(&self.cfg.qmp_socket, Duration::from_secs(5)).await?;
+        qmp.execute("stop", serde_json::json!({})).await?;
+        self.slot = None;
+        Ok(())
+    }
+
+    /// Whether the probe channel is attached with nothing pending.
+    pub async fn probe_in_sync(&self) -> bool {
+        self.probe.in_sync().await
     }
 
     /// Wait for QEMU to exit, up to `within`.
@@ -287,11 +360,28 @@ impl QemuInstance {
     /// after a restore start at the returned offset.
     pub async fn snapshot_restore(&mut self, name: &str) -> anyhow::Result<usize> {
         anyhow::ensure!(self.child.is_some(), "{} is not running", self.id);
+        if self.slot.is_none() {
+            self.slot = Some(slots::global().acquire(&self.slot_label()).await);
+        }
         let offset = self.console().text().len();
         let mut qmp = Qmp::connect(&self.cfg.qmp_socket, Duration::from_secs(5)).await?;
         qmp.loadvm(name).await?;
+        // A parked guest stays paused through loadvm: resume it.
+        if qmp.status().await? != "running" {
+            qmp.execute("cont", serde_json::json!({})).await?;
+        }
+        // The guest's probe shell is back where it was at the save (idle):
+        // whatever the host still waited for will never come.
+        self.probe.forget_pending().await;
         self.boot_offset = offset;
         Ok(offset)
+    }
+
+    /// Like [`QemuInstance::snapshot_restore`] for a parked guest, naming
+    /// who it is resumed for when it waits for a slot.
+    pub async fn restore_parked(&mut self, name: &str, purpose: &str) -> anyhow::Result<usize> {
+        self.opts.purpose = Some(purpose.to_string());
+        self.snapshot_restore(name).await
     }
 
     /// Copy the serial log into the artifacts dir (the temp dir goes away).
@@ -307,6 +397,7 @@ impl QemuInstance {
             let _ = c.start_kill();
         }
         process::register_pgid(&self.id, None);
+        self.slot = None;
     }
 }
 
@@ -428,6 +519,7 @@ impl Instance for QemuInstance {
             self.hard_kill_now();
         }
         self.save_artifacts();
+        self.slot = None;
         self.imds.shutdown();
         process::unregister(&self.id);
         let _ = std::fs::remove_dir_all(&self.dir);

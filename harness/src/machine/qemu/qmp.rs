@@ -9,6 +9,11 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+/// Reply wait for ordinary commands.
+const REPLY: Duration = Duration::from_secs(10);
+/// Reply wait for `savevm`/`loadvm` on the reference machine.
+const SNAPSHOT_REPLY: Duration = Duration::from_secs(60);
+
 pub struct Qmp {
     reader: BufReader<tokio::net::unix::OwnedReadHalf>,
     writer: tokio::net::unix::OwnedWriteHalf,
@@ -33,7 +38,7 @@ impl Qmp {
             reader: BufReader::new(r),
             writer: w,
         };
-        let greeting = q.read_msg().await?;
+        let greeting = q.read_msg(REPLY).await?;
         anyhow::ensure!(
             greeting.get("QMP").is_some(),
             "not a QMP greeting: {greeting}"
@@ -42,20 +47,30 @@ impl Qmp {
         Ok(q)
     }
 
-    async fn read_msg(&mut self) -> anyhow::Result<Value> {
+    async fn read_msg(&mut self, within: Duration) -> anyhow::Result<Value> {
         let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(10), self.reader.read_line(&mut line))
-            .await??;
+        let n = tokio::time::timeout(within, self.reader.read_line(&mut line))
+            .await
+            .map_err(|_| anyhow::anyhow!("QEMU did not answer on QMP within {within:?}"))??;
         anyhow::ensure!(n > 0, "QMP connection closed");
         Ok(serde_json::from_str(&line)?)
     }
 
     /// Run a command; events that arrive first are skipped.
     pub async fn execute(&mut self, cmd: &str, args: Value) -> anyhow::Result<Value> {
+        self.execute_within(cmd, args, REPLY).await
+    }
+
+    async fn execute_within(
+        &mut self,
+        cmd: &str,
+        args: Value,
+        within: Duration,
+    ) -> anyhow::Result<Value> {
         let msg = json!({"execute": cmd, "arguments": args});
         self.writer.write_all(format!("{msg}\n").as_bytes()).await?;
         loop {
-            let v = self.read_msg().await?;
+            let v = self.read_msg(within).await?;
             if let Some(r) = v.get("return") {
                 return Ok(r.clone());
             }
@@ -82,9 +97,16 @@ impl Qmp {
     }
 
     /// Run a human-monitor command; HMP reports errors as its output text.
+    /// `savevm`/`loadvm` write or read the whole RAM and both disks'
+    /// snapshot: their wait scales with the measured pace.
     async fn hmp(&mut self, line: &str) -> anyhow::Result<String> {
+        let within = SNAPSHOT_REPLY.mul_f64(super::pace::current());
         let r = self
-            .execute("human-monitor-command", json!({"command-line": line}))
+            .execute_within(
+                "human-monitor-command",
+                json!({"command-line": line}),
+                within,
+            )
             .await?;
         Ok(r.as_str().unwrap_or_default().trim().to_string())
     }

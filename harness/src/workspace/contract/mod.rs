@@ -16,13 +16,14 @@ pub mod render;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::control::ControlPlane;
 use crate::doubles::agent_api::{AgentApiDouble, AgentManifest};
 use crate::image::BootImage;
 use crate::machine::instance::Instance;
 use crate::machine::qemu::{BootOptions, QemuInstance};
+use crate::report::timeline::{self, Anchor, Milestone, Source, Timeline};
 use crate::template::variant::Variant;
 
 pub use render::ContractRender;
@@ -67,6 +68,11 @@ pub struct ContractAgent {
     pub render: ContractRender,
     pub readiness: Readiness,
     pub final_state: String,
+    /// Where the starts' time went (the caller adds its own events).
+    pub timeline: Timeline,
+    /// The guest's clock against the host's at the current start, and
+    /// whether its journal is read since then (a restore) or for the boot.
+    anchor: Option<(Anchor, bool)>,
 }
 
 /// Boot a fresh contract guest with the rendered user-data and wait for
@@ -74,37 +80,66 @@ pub struct ContractAgent {
 pub async fn boot(
     image: &BootImage,
     spec: &ContractSpec<'_>,
+    opts: BootOptions,
+) -> anyhow::Result<(QemuInstance, ContractAgent)> {
+    boot_in(image, spec, opts, None).await
+}
+
+/// [`boot`] in a guest slot the caller already holds.
+pub async fn boot_in(
+    image: &BootImage,
+    spec: &ContractSpec<'_>,
     mut opts: BootOptions,
+    slot: Option<crate::machine::qemu::slots::Slot>,
 ) -> anyhow::Result<(QemuInstance, ContractAgent)> {
     let mut agent = ContractAgent::prepare(spec).await?;
     opts.user_data = agent.render.user_data.clone().into_bytes();
     let t = Instant::now();
-    let inst = QemuInstance::boot(spec.variant, image, opts).await?;
+    agent.timeline.mark("boot a fresh contract guest");
+    let inst = QemuInstance::boot_in(spec.variant, image, opts, slot).await?;
+    agent.timeline.milestone(
+        Milestone::GuestReady,
+        format!("probe ready (boot {:.1} s)", inst.last_boot.as_secs_f64()),
+    );
+    agent.anchor = anchor(&inst).await.map(|a| (a, false));
     guest_fixups(&inst).await?;
     agent.wait_started(&inst, t, spec.within).await?;
     Ok((inst, agent))
 }
 
-/// On a pooled VM: restore its clean snapshot (with the guard), serve the
-/// rendered user-data and run amazon-init again, as a first boot would;
-/// wait for the agent's startup to end.  On failure the VM stays with the
-/// caller (a restore makes it clean again).
+/// On a pooled VM in its clean state (as [`pool::Pool::take`] hands it
+/// out, or after [`pool::PooledVm::restore`]): serve the rendered user-data
+/// and run amazon-init again, as a first boot would; wait for the agent's
+/// startup to end.  On failure the VM stays with the caller (a restore
+/// makes it clean again).
 pub async fn on_snapshot(
     vm: &mut pool::PooledVm,
     spec: &ContractSpec<'_>,
 ) -> anyhow::Result<ContractAgent> {
     let mut agent = ContractAgent::prepare(spec).await?;
-    vm.restore().await?;
-    vm.inst
-        .imds()
-        .set_user_data(agent.render.user_data.clone().into_bytes());
-    let t = Instant::now();
-    rerun_amazon_init(&vm.inst).await?;
-    agent.wait_started(&vm.inst, t, spec.within).await?;
+    agent.start_on_snapshot(vm, spec.within).await?;
     Ok(agent)
 }
 
 impl ContractAgent {
+    /// [`on_snapshot`] for an agent the caller keeps (its timeline and
+    /// double survive a failed start).
+    pub async fn start_on_snapshot(
+        &mut self,
+        vm: &mut pool::PooledVm,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        self.anchor = anchor(&vm.inst).await.map(|a| (a, true));
+        vm.inst
+            .imds()
+            .set_user_data(self.render.user_data.clone().into_bytes());
+        let t = Instant::now();
+        self.timeline
+            .mark("user-data served; restart fetch-ec2-metadata, then amazon-init");
+        rerun_amazon_init(&vm.inst).await?;
+        self.wait_started(&vm.inst, t, within).await
+    }
+
     /// Start the agent API double and render the template for it.
     pub async fn prepare(spec: &ContractSpec<'_>) -> anyhow::Result<ContractAgent> {
         render::check_wiring(spec.templates_root)?;
@@ -129,6 +164,8 @@ impl ContractAgent {
             render: r,
             readiness: Readiness::default(),
             final_state: String::new(),
+            timeline: Timeline::new(),
+            anchor: None,
         })
     }
 
@@ -136,6 +173,79 @@ impl ContractAgent {
     /// script; fail early when the guest has given up (amazon-init failed,
     /// the agent's unit keeps failing), saying what its journal says.
     pub async fn wait_started(
+        &mut self,
+        inst: &QemuInstance,
+        since: Instant,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        let r = self.wait_started_inner(inst, since, within).await;
+        self.record_start(inst).await;
+        r
+    }
+
+    /// Add this start's receipts (agent API double) and guest journal
+    /// milestones to the timeline.
+    async fn record_start(&mut self, inst: &QemuInstance) {
+        if let Some(h) = self.api.hellos().first() {
+            self.timeline.push(
+                h.received,
+                Source::Harness,
+                format!("agent stand-in called the API double ({})", h.line),
+                Some(Milestone::AgentHello),
+            );
+        }
+        if let Ok(l) = self.api.lifecycle().await {
+            for r in &l {
+                let m = if r.state == "starting" {
+                    Some(Milestone::ScriptStart)
+                } else if FINAL_STATES.contains(&r.state.as_str()) {
+                    Some(Milestone::ScriptEnd)
+                } else {
+                    None
+                };
+                self.timeline.push(
+                    r.received,
+                    Source::Harness,
+                    format!("lifecycle: {}", r.state),
+                    m,
+                );
+            }
+        }
+        if let Ok(logs) = self.api.logs().await {
+            if let (Some(a), Some(b)) = (logs.first(), logs.last()) {
+                self.timeline.push(
+                    a.received,
+                    Source::Harness,
+                    format!("first startup log line: {}", a.output.trim()),
+                    None,
+                );
+                self.timeline.push(
+                    b.received,
+                    Source::Harness,
+                    format!(
+                        "last startup log line ({} lines): {}",
+                        logs.len(),
+                        b.output.trim()
+                    ),
+                    None,
+                );
+            }
+        }
+        if let Some((a, since_anchor)) = self.anchor {
+            let cmd = timeline::journal_cmd(
+                since_anchor.then_some(a.guest_epoch),
+                &["fetch-ec2-metadata.service", AMAZON_INIT_UNIT, "coder*"],
+            );
+            match inst.probe().exec(&cmd, Duration::from_secs(60)).await {
+                Ok(o) => self.timeline.extend(timeline::guest_events(&o.stdout, &a)),
+                Err(e) => self
+                    .timeline
+                    .mark(format!("(could not read the guest's journal: {e})")),
+            }
+        }
+    }
+
+    async fn wait_started_inner(
         &mut self,
         inst: &QemuInstance,
         since: Instant,
@@ -201,10 +311,21 @@ impl ContractAgent {
         within: Duration,
     ) -> anyhow::Result<()> {
         self.api.clear_reports();
+        self.timeline
+            .milestone(Milestone::Start, "stop and start the instance");
         inst.stop().await?;
         let t = Instant::now();
         inst.start().await?;
+        self.restarted(inst).await;
         self.wait_started(inst, t, within).await
+    }
+
+    async fn restarted(&mut self, inst: &QemuInstance) {
+        self.timeline.milestone(
+            Milestone::GuestReady,
+            format!("probe ready (boot {:.1} s)", inst.last_boot.as_secs_f64()),
+        );
+        self.anchor = anchor(inst).await.map(|a| (a, false));
     }
 
     /// A spot interruption (notice, stop as for
@@ -215,11 +336,32 @@ impl ContractAgent {
         within: Duration,
     ) -> anyhow::Result<()> {
         self.api.clear_reports();
+        self.timeline
+            .milestone(Milestone::Start, "spot interruption notice, stop, start");
         inst.interrupt_spot().await?;
         let t = Instant::now();
         inst.start().await?;
+        self.restarted(inst).await;
         self.wait_started(inst, t, within).await
     }
+}
+
+/// The guest's clock against the host's, read over the probe (`None` if
+/// the probe cannot answer; the timeline then has the harness's events only).
+pub async fn anchor(inst: &QemuInstance) -> Option<Anchor> {
+    let before = SystemTime::now();
+    let o = inst
+        .probe()
+        .exec(timeline::ANCHOR_CMD, Duration::from_secs(30))
+        .await
+        .ok()?;
+    let after = SystemTime::now();
+    let guest_epoch = o.stdout.trim().parse::<f64>().ok()?;
+    let half = after.duration_since(before).unwrap_or_default() / 2;
+    Some(Anchor {
+        host: before + half,
+        guest_epoch,
+    })
 }
 
 /// What a guest that gave up shows: amazon-init failed, or an agent unit
@@ -229,7 +371,7 @@ pub const GAVE_UP: &str = "a=$(systemctl show -P ActiveState amazon-init.service
 for u in $(systemctl list-units --all --plain --no-legend 'coder*' | cut -d' ' -f1); do \
 n=$(systemctl show -P NRestarts \"$u\"); [ \"${n:-0}\" -ge 3 ] && echo \"$u restarted $n times\"; done; true";
 
-/// Poll `f` every 500 ms for up to `within`; every 10 s ask the guest
+/// Poll `f` every 500 ms for up to `within`; every 5 s ask the guest
 /// whether it gave up ([`GAVE_UP`]).
 async fn poll_guest(
     inst: &QemuInstance,
@@ -245,7 +387,7 @@ async fn poll_guest(
         if start.elapsed() > within {
             return Err(format!("nothing within {within:?}"));
         }
-        if asked.elapsed() > Duration::from_secs(10) {
+        if asked.elapsed() > Duration::from_secs(5) {
             asked = Instant::now();
             if let Ok(o) = inst.probe().exec(GAVE_UP, Duration::from_secs(30)).await {
                 if !o.stdout.trim().is_empty() && !f() {
