@@ -18,7 +18,14 @@ use crate::template::variant::Variant;
 
 /// The fixture flakes the contract guest (like the NixOS test image)
 /// carries under [`crate::workspace::real::GUEST_FIXTURES`].
-pub const FIXTURES: [&str; 3] = ["good", "broken", "broken-build"];
+pub const FIXTURES: [&str; 6] = [
+    "good",
+    "broken",
+    "broken-build",
+    "no-home",
+    "home-other-device",
+    "activation-aborts",
+];
 
 /// One rendering for one workspace.
 #[derive(Debug, Clone)]
@@ -184,7 +191,7 @@ mod tests {
         );
         let e = fixture_flake_uri("nope").unwrap_err().to_string();
         assert!(
-            e.contains("`nope`") && e.contains("good, broken, broken-build"),
+            e.contains("`nope`") && e.contains("good, broken, broken-build, no-home"),
             "{e}"
         );
         assert_eq!(new_token().len(), 32);
