@@ -613,6 +613,21 @@ fn build_into(
             link_bins(&root, &store.groups, &set, &sp)?;
         }
     }
+    // The setuid wrappers' programs under their wrapper names, WITHOUT
+    // setuid bits (the store has none): the activation copies them into
+    // /run/wrappers in one go and sets the modes /etc/contract/wrappers names.
+    let wrappers = std::fs::read_to_string(root.join("etc/contract/wrappers"))?;
+    for line in wrappers.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(name), Some(src)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let dst = root.join("etc/contract/wrappers.d").join(name);
+        std::fs::create_dir_all(dst.parent().unwrap())?;
+        std::fs::copy(root.join(src.trim_start_matches('/')), &dst)
+            .with_context(|| format!("wrapper {name} from {src}"))?;
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755))?;
+    }
     write_file(
         &root,
         "etc/contract/base-packages",
