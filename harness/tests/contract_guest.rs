@@ -160,6 +160,11 @@ async fn keeps_the_nixos_contract_and_each_check_can_fail() {
         selftest::bootstrap_switch(p, "/etc/coder-bootstrap", "coder")
             .await
             .unwrap();
+        // The evidence "this boot did not run the bootstrap switch" reads.
+        let (n, calls) = harness::workspace::contract::bootstrap_switches_this_boot(&inst)
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "one bootstrap switch this boot: {calls}");
         selftest::failing_unit_switch(p, "dev", "coder")
             .await
             .unwrap();

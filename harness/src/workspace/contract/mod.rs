@@ -25,7 +25,7 @@ use crate::machine::instance::Instance;
 use crate::machine::qemu::{BootOptions, QemuInstance};
 use crate::template::variant::Variant;
 
-pub use render::ContractRender;
+pub use render::{AgentAuth, ContractRender};
 
 /// The unit that runs user-data on the contract guest (as on NixOS:
 /// nixpkgs `nixos/modules/virtualisation/amazon-init.nix`).
@@ -48,6 +48,8 @@ pub struct ContractSpec<'a> {
     pub templates_root: &'a Path,
     /// How long the agent may take to connect, then to finish its startup.
     pub within: Duration,
+    /// `coder_agent.auth`.
+    pub auth: AgentAuth,
 }
 
 /// How long the last start took.
@@ -74,14 +76,10 @@ pub struct ContractAgent {
 pub async fn boot(
     image: &BootImage,
     spec: &ContractSpec<'_>,
-    mut opts: BootOptions,
+    opts: BootOptions,
 ) -> anyhow::Result<(QemuInstance, ContractAgent)> {
     let mut agent = ContractAgent::prepare(spec).await?;
-    opts.user_data = agent.render.user_data.clone().into_bytes();
-    let t = Instant::now();
-    let inst = QemuInstance::boot(spec.variant, image, opts).await?;
-    guest_fixups(&inst).await?;
-    agent.wait_started(&inst, t, spec.within).await?;
+    let inst = agent.boot(image, spec, opts).await?;
     Ok((inst, agent))
 }
 
@@ -94,13 +92,7 @@ pub async fn on_snapshot(
     spec: &ContractSpec<'_>,
 ) -> anyhow::Result<ContractAgent> {
     let mut agent = ContractAgent::prepare(spec).await?;
-    vm.restore().await?;
-    vm.inst
-        .imds()
-        .set_user_data(agent.render.user_data.clone().into_bytes());
-    let t = Instant::now();
-    rerun_amazon_init(&vm.inst).await?;
-    agent.wait_started(&vm.inst, t, spec.within).await?;
+    agent.start_on_snapshot(vm, spec, &[]).await?;
     Ok(agent)
 }
 
@@ -117,6 +109,7 @@ impl ContractAgent {
             spec.agent_user,
             &api.guest_access_url(),
             &token,
+            spec.auth,
         )
         .await?;
         api.set_manifest(AgentManifest {
@@ -130,6 +123,60 @@ impl ContractAgent {
             readiness: Readiness::default(),
             final_state: String::new(),
         })
+    }
+
+    /// Boot a fresh guest with the rendered user-data and wait for the
+    /// agent's startup to end.
+    pub async fn boot(
+        &mut self,
+        image: &BootImage,
+        spec: &ContractSpec<'_>,
+        mut opts: BootOptions,
+    ) -> anyhow::Result<QemuInstance> {
+        opts.user_data = self.render.user_data.clone().into_bytes();
+        let t = Instant::now();
+        let inst = QemuInstance::boot(spec.variant, image, opts).await?;
+        self.knows_instance(&inst)?;
+        guest_fixups(&inst).await?;
+        self.wait_started(&inst, t, spec.within).await?;
+        Ok(inst)
+    }
+
+    /// On a pooled VM: restore its clean snapshot (with the guard), run
+    /// `before` on the guest (faults a scenario injects before amazon-init
+    /// runs: double fixtures), serve the rendered user-data and run
+    /// amazon-init again, as a first boot would; wait for the agent's
+    /// startup to end.
+    pub async fn start_on_snapshot(
+        &mut self,
+        vm: &mut pool::PooledVm,
+        spec: &ContractSpec<'_>,
+        before: &[String],
+    ) -> anyhow::Result<()> {
+        vm.restore().await?;
+        self.knows_instance(&vm.inst)?;
+        for cmd in before {
+            vm.inst.probe().succeed(cmd).await.map_err(|e| {
+                anyhow::anyhow!("preparing the contract guest with `{cmd}` failed: {e}")
+            })?;
+        }
+        vm.inst
+            .imds()
+            .set_user_data(self.render.user_data.clone().into_bytes());
+        let t = Instant::now();
+        rerun_amazon_init(&vm.inst).await?;
+        self.wait_started(&vm.inst, t, spec.within).await
+    }
+
+    /// With `aws-instance-identity`, the API double accepts the identity
+    /// document of `inst` (its instance id, as coderd knows the agent's
+    /// `auth_instance_id` from `coder_agent_instance`).
+    pub fn knows_instance(&self, inst: &QemuInstance) -> anyhow::Result<()> {
+        if self.render.auth == AgentAuth::AwsInstanceIdentity {
+            self.api
+                .expect_instance_identity(&inst.imds().config().instance_id)?;
+        }
+        Ok(())
     }
 
     /// Wait for the agent stand-in to connect and finish its startup
@@ -319,7 +366,7 @@ pub async fn wait_amazon_init_done(inst: &QemuInstance, within: Duration) -> any
 /// with the lines that name a cause first.
 pub async fn diagnose(inst: &dyn Instance) -> String {
     let cmd = format!(
-        "journalctl -b --no-pager -o cat -u {AMAZON_INIT_UNIT} -u 'coder*' 2>&1 | tail -n 80 > /tmp/harness-diag; \
+        "journalctl -b --no-pager -o cat -u {AMAZON_INIT_UNIT} -u 'coder*' -u nixos-rebuild-switch-to-configuration 2>&1 | tail -n 80 > /tmp/harness-diag; \
          echo '--- cause lines:'; grep -E {pat} /tmp/harness-diag | grep -v 'set -' | tail -n 12; \
          echo '--- units:'; systemctl --no-pager --all list-units {AMAZON_INIT_UNIT} 'coder*' 2>&1 | head -n 8; \
          echo '--- journal (amazon-init, coder*), last lines:'; tail -n 40 /tmp/harness-diag",
@@ -331,19 +378,19 @@ pub async fn diagnose(inst: &dyn Instance) -> String {
     }
 }
 
-/// Marker of one bootstrap switch in amazon-init's journal: the
-/// nixos-rebuild double (`image::contract`) says which configuration it
-/// evaluates, and the bootstrap is the one given with `-I nixos-config=`.
-pub const BOOTSTRAP_SWITCH_MARK: &str = "configuration.nix' (contract double";
+/// Where the contract guest's nixos-rebuild double records each call
+/// (`<boot id> <arguments>`, one a line: double-only evidence).
+pub const REBUILD_CALLS: &str = "/var/log/contract-nixos-rebuild.calls";
 
-/// Count this boot's bootstrap switches (see [`BOOTSTRAP_SWITCH_MARK`]).
+/// Count this boot's bootstrap switches: calls of the nixos-rebuild double
+/// with `switch` and a `nixos-config=` (the bootstrap's
+/// `-I nixos-config=…/configuration.nix`), from [`REBUILD_CALLS`].
 pub async fn bootstrap_switches_this_boot(inst: &dyn Instance) -> anyhow::Result<(usize, String)> {
     let out = inst
         .probe()
         .exec(
             &format!(
-                "journalctl -b --no-pager -o cat -u {AMAZON_INIT_UNIT} | grep -F {}",
-                crate::machine::probe::shell_quote(BOOTSTRAP_SWITCH_MARK)
+                "read -r b </proc/sys/kernel/random/boot_id; grep \"^$b \" {REBUILD_CALLS} 2>/dev/null | grep -e ' switch' | grep -e 'nixos-config=' || true"
             ),
             Duration::from_secs(60),
         )
