@@ -57,14 +57,27 @@
           --subst-var-by system ${system}
       '';
 
-      # What the bootstrap's configuration.nix evaluates to (modules as in
-      # templates/modules/bootstrap/main.tf), for the agent users the
-      # scenarios use.
-      bootstrapFor = system: user: (evalGuest system [
-        "${guestSrc system}/nixos/modules/virtualisation/amazon-image.nix"
-        ../templates/modules/bootstrap/bootstrap.nix
-        { coderBootstrap.agentUser = user; }
-      ]).config.system.build.toplevel;
+      # The directory the user-data writes (/etc/coder-bootstrap), from
+      # exactly the template's files: configuration.nix (the file main.tf
+      # reads), bootstrap.nix, and params.json for `user`.
+      bootstrapDir = pkgs: user: pkgs.runCommand "coder-bootstrap-${user}" { } ''
+        mkdir $out
+        cp ${../templates/modules/bootstrap/configuration.nix} $out/configuration.nix
+        cp ${../templates/modules/bootstrap/bootstrap.nix} $out/bootstrap.nix
+        cp ${pkgs.writeText "params.json" (builtins.toJSON { agent_user = user; flake_uri = ""; })} $out/params.json
+      '';
+
+      # What the bootstrap switch evaluates, as the user-data's
+      # `nixos-rebuild switch -I nixos-config=/etc/coder-bootstrap/configuration.nix`
+      # does (<nixpkgs/nixos> with that configuration; importing the
+      # directory is import-from-derivation), for the agent users the
+      # scenarios use: a change to any file the user-data writes changes
+      # this system, so the seeded image no longer holds it.
+      bootstrapIn = src: system: user: (import "${src}/nixos" {
+        inherit system;
+        configuration = "${bootstrapDir (pkgsFor system) user}/configuration.nix";
+      }).config.system.build.toplevel;
+      bootstrapFor = system: bootstrapIn (guestSrc system) system;
 
       # root's channel in the image: what `<nixpkgs>` is for the user-data's
       # `nixos-rebuild switch -I nixos-config=…` (amazon-init exports
@@ -105,7 +118,8 @@
       fixtureIn = name: system:
         import (./fixtures + "/${name}") { nixpkgs = guestFlake system; inherit system; };
 
-      goodFor = system: (fixtureIn "good" system).config.system.build.toplevel;
+      toplevelOf = name: system: (fixtureIn name system).config.system.build.toplevel;
+      goodFor = toplevelOf "good";
 
       # Everything broken-build's deliberately failing derivation needs to
       # start building (stdenv, its builder), so that offline it fails for
@@ -138,6 +152,11 @@
             (bootstrapFor system "dev")
             (goodFor system)
             (brokenBuildInputsFor system)
+            # issue 22: a flake without /home, with another device for it,
+            # and one whose pre-switch check fails.
+            (toplevelOf "no-home" system)
+            (toplevelOf "home-other-device" system)
+            (toplevelOf "activation-aborts" system)
           ];
         })
       ];
@@ -170,23 +189,17 @@
         bootstrapSeedCheck = seedCheckFor system;
       });
 
-      # The template's bootstrap module (single source, by relative path)
-      # must evaluate to a whole system the way the user-data's
-      # configuration.nix uses it: imported next to amazon-image.nix (root
-      # filesystem, boot loader) with an agent user set. The check forces
+      # The template's bootstrap (single source, by relative path) must
+      # evaluate to a whole system from exactly the files the user-data
+      # writes: configuration.nix (imports amazon-image.nix for the root
+      # filesystem and boot loader, and bootstrap.nix) and a params.json. The check forces
       # evaluation of the system's derivation and builds only a small file
       # naming it, not the system.
       checks = forAll (system: {
         bootstrap-eval =
           let
-            toplevel = (nixpkgs.lib.nixosSystem {
-              inherit system;
-              modules = [
-                "${nixpkgs}/nixos/modules/virtualisation/amazon-image.nix"
-                ../templates/modules/bootstrap/bootstrap.nix
-                { coderBootstrap.agentUser = "coder"; }
-              ];
-            }).config.system.build.toplevel;
+            # The files the user-data writes, evaluated as its switch does.
+            toplevel = bootstrapIn nixpkgs system "coder";
           in
           (pkgsFor system).runCommandLocal "bootstrap-eval" {
             toplevel = builtins.unsafeDiscardStringContext toplevel.drvPath;

@@ -269,10 +269,15 @@ impl ContractAgent {
     }
 }
 
-/// What a guest that gave up shows: amazon-init failed, or an agent unit
-/// restarted again and again (printed; empty while all is well).
+/// What a guest that gave up shows: amazon-init failed, an agent unit
+/// restarted again and again, or amazon-init is done and the agent's unit
+/// is not running (a switch stopped it, e.g. with /home; Restart=always
+/// does not bring back a unit stopped by a dependency) (printed; empty
+/// while all is well).
 pub const GAVE_UP: &str = "a=$(systemctl show -P ActiveState amazon-init.service); \
 [ \"$a\" = failed ] && echo \"amazon-init.service failed ($(systemctl show -P Result amazon-init.service))\"; \
+if [ \"$a\" = active ]; then c=$(systemctl show -P ActiveState coder-agent.service); \
+case \"$c\" in active|activating|reloading) ;; *) echo \"amazon-init is done and coder-agent.service is not running ($c): something stopped it\" ;; esac; fi; \
 for u in $(systemctl list-units --all --plain --no-legend 'coder*' | cut -d' ' -f1); do \
 n=$(systemctl show -P NRestarts \"$u\"); [ \"${n:-0}\" -ge 3 ] && echo \"$u restarted $n times\"; done; true";
 

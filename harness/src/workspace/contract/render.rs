@@ -224,6 +224,41 @@ mod tests {
         assert!(e.contains("env = module.bootstrap.agent_env"), "{e}");
     }
 
+    /// Every fixture flake exists in both tiers: the contract guest's
+    /// declarations and the nixos tier's NixOS configuration, which the
+    /// guest flake lists.
+    #[test]
+    fn each_fixture_flake_exists_in_both_tiers() {
+        let root = root();
+        let guest_flake =
+            std::fs::read_to_string(root.join("nixos-vm/guest-flake.nix.in")).unwrap();
+        for f in FIXTURES {
+            for p in [
+                format!("harness/contract-guest/fixtures/{f}/declares.json"),
+                format!("nixos-vm/fixtures/{f}/default.nix"),
+            ] {
+                assert!(root.join(&p).is_file(), "fixture flake {f}: {p} missing");
+            }
+            assert!(
+                guest_flake.contains(&format!("\"{f}\"")),
+                "nixos-vm/guest-flake.nix.in does not list {f}"
+            );
+            assert!(
+                crate::image::contract::files::sources()
+                    .iter()
+                    .any(|s| s.place
+                        == crate::image::contract::files::Place::Path(
+                            Box::leak(
+                                format!("var/lib/harness/fixtures/{f}/declares.json")
+                                    .into_boxed_str()
+                            ),
+                            0o644
+                        )),
+                "the contract image does not ship fixture {f}"
+            );
+        }
+    }
+
     #[test]
     fn fixtures_are_named() {
         assert_eq!(
