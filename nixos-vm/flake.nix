@@ -57,27 +57,14 @@
           --subst-var-by system ${system}
       '';
 
-      # The directory the user-data writes (/etc/coder-bootstrap), from
-      # exactly the template's files: configuration.nix (the file main.tf
-      # reads), bootstrap.nix, and params.json for `user`.
-      bootstrapDir = pkgs: user: pkgs.runCommand "coder-bootstrap-${user}" { } ''
-        mkdir $out
-        cp ${../templates/modules/bootstrap/configuration.nix} $out/configuration.nix
-        cp ${../templates/modules/bootstrap/bootstrap.nix} $out/bootstrap.nix
-        cp ${pkgs.writeText "params.json" (builtins.toJSON { agent_user = user; flake_uri = ""; })} $out/params.json
-      '';
-
-      # What the bootstrap switch evaluates, as the user-data's
-      # `nixos-rebuild switch -I nixos-config=/etc/coder-bootstrap/configuration.nix`
-      # does (<nixpkgs/nixos> with that configuration; importing the
-      # directory is import-from-derivation), for the agent users the
-      # scenarios use: a change to any file the user-data writes changes
-      # this system, so the seeded image no longer holds it.
-      bootstrapIn = src: system: user: (import "${src}/nixos" {
-        inherit system;
-        configuration = "${bootstrapDir (pkgsFor system) user}/configuration.nix";
-      }).config.system.build.toplevel;
-      bootstrapFor = system: bootstrapIn (guestSrc system) system;
+      # What the bootstrap's configuration.nix evaluates to (modules as in
+      # templates/modules/bootstrap/main.tf), for the agent users the
+      # scenarios use.
+      bootstrapFor = system: user: (evalGuest system [
+        "${guestSrc system}/nixos/modules/virtualisation/amazon-image.nix"
+        ../templates/modules/bootstrap/bootstrap.nix
+        { coderBootstrap.agentUser = user; }
+      ]).config.system.build.toplevel;
 
       # root's channel in the image: what `<nixpkgs>` is for the user-data's
       # `nixos-rebuild switch -I nixos-config=…` (amazon-init exports
@@ -189,17 +176,23 @@
         bootstrapSeedCheck = seedCheckFor system;
       });
 
-      # The template's bootstrap (single source, by relative path) must
-      # evaluate to a whole system from exactly the files the user-data
-      # writes: configuration.nix (imports amazon-image.nix for the root
-      # filesystem and boot loader, and bootstrap.nix) and a params.json. The check forces
+      # The template's bootstrap module (single source, by relative path)
+      # must evaluate to a whole system the way the user-data's
+      # configuration.nix uses it: imported next to amazon-image.nix (root
+      # filesystem, boot loader) with an agent user set. The check forces
       # evaluation of the system's derivation and builds only a small file
       # naming it, not the system.
       checks = forAll (system: {
         bootstrap-eval =
           let
-            # The files the user-data writes, evaluated as its switch does.
-            toplevel = bootstrapIn nixpkgs system "coder";
+            toplevel = (nixpkgs.lib.nixosSystem {
+              inherit system;
+              modules = [
+                "${nixpkgs}/nixos/modules/virtualisation/amazon-image.nix"
+                ../templates/modules/bootstrap/bootstrap.nix
+                { coderBootstrap.agentUser = "coder"; }
+              ];
+            }).config.system.build.toplevel;
           in
           (pkgsFor system).runCommandLocal "bootstrap-eval" {
             toplevel = builtins.unsafeDiscardStringContext toplevel.drvPath;
