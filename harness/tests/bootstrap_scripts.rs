@@ -58,12 +58,25 @@ impl Sandbox {
             "for a in \"$(basename \"$0\")\" \"$@\"; do printf '%s\\0' \"$a\" >> '{0}'; done; printf '\\n' >> '{0}'\n",
             log.display()
         );
-        // nixos-rebuild: STUB_REBUILD_NEW_GEN=1 moves the system profile to a
-        // new generation; exits STUB_REBUILD_RC.
+        // nixos-rebuild (as nixos-rebuild-ng): `build` makes the next
+        // system (its etc/fstab: STUB_NEW_FSTAB, default /home on
+        // /dev/xvdb), links ./result, prints the path on stdout and exits
+        // STUB_BUILD_RC; `switch`: STUB_REBUILD_NEW_GEN=1 moves the system
+        // profile to a new generation (set_profile), STUB_REBUILD_ACTIVATE=1
+        // (default) then activates it (/run/current-system); exits
+        // STUB_REBUILD_RC.
         write_exe(
             &bin.join("nixos-rebuild"),
             &format!(
-                "#!/bin/sh\n{rec}if [ \"${{STUB_REBUILD_NEW_GEN:-1}}\" = 1 ]; then\n  n=$(cat \"$CODER_BOOTSTRAP_PREFIX/gen\" 2>/dev/null || echo 1); n=$((n+1)); echo $n > \"$CODER_BOOTSTRAP_PREFIX/gen\"\n  ln -sfn system-$n-link \"$CODER_BOOTSTRAP_PREFIX/nix/var/nix/profiles/system\"\nfi\nexit \"${{STUB_REBUILD_RC:-0}}\"\n"
+                "#!/bin/sh\n{rec}P=$CODER_BOOTSTRAP_PREFIX\nn=$(cat \"$P/gen\" 2>/dev/null || echo 1)\n\
+                 if [ \"$1\" = build ]; then\n  d=\"$P/nix/store/stub-system-$((n+1))\"; mkdir -p \"$d/etc\"\n  \
+                 printf '%s\\n' \"${{STUB_NEW_FSTAB-/dev/xvdb /home ext4 defaults,x-systemd.makefs 0 2}}\" > \"$d/etc/fstab\"\n  \
+                 ln -sfn \"$d\" ./result; echo 'Done. The new configuration is' >&2; echo \"$d\"; exit \"${{STUB_BUILD_RC:-0}}\"\nfi\n\
+                 if [ \"${{STUB_REBUILD_NEW_GEN:-1}}\" = 1 ]; then\n  n=$((n+1)); echo $n > \"$P/gen\"\n  \
+                 ln -sfn system-$n-link \"$P/nix/var/nix/profiles/system\"\n  \
+                 if [ \"${{STUB_REBUILD_ACTIVATE:-1}}\" = 1 ]; then mkdir -p \"$P/nix/store/stub-system-$n\" \"$P/run\"; \
+                 ln -sfn \"$P/nix/store/stub-system-$n\" \"$P/run/current-system\"; fi\nfi\n\
+                 exit \"${{STUB_REBUILD_RC:-0}}\"\n"
             ),
         );
         // systemctl: nothing is active; `start home.mount` exits STUB_MOUNT_RC.
@@ -94,6 +107,14 @@ impl Sandbox {
         std::fs::create_dir_all(root.join("nix/var/nix/profiles")).unwrap();
         std::os::unix::fs::symlink("system-1-link", root.join("nix/var/nix/profiles/system"))
             .unwrap();
+        // The active generation (the AMI's).
+        std::fs::create_dir_all(root.join("nix/store/stub-system-1")).unwrap();
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        std::os::unix::fs::symlink(
+            root.join("nix/store/stub-system-1"),
+            root.join("run/current-system"),
+        )
+        .unwrap();
         // As on NixOS: /etc, /var and /var/lib exist, mode 0755.
         for d in ["etc", "var", "var/lib"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
@@ -373,6 +394,41 @@ async fn agent_starts_whatever_the_bootstrap_switch_returns() {
     assert_eq!(r.called("nixos-rebuild").len(), 1);
 }
 
+/// Issue 22 item 4: nixos-rebuild moves the system profile BEFORE
+/// switch-to-configuration, so a pre-switch check or boot loader failure
+/// (exit 1) leaves the profile on a generation that was never activated.
+/// That is not an applied bootstrap: the next boot must switch again (a
+/// profile-link judgement skipped it forever, with no agent user).
+#[tokio::test]
+async fn a_moved_profile_without_activation_is_not_applied() {
+    let ud = user_data(&[("agent_user", "alice")]).await;
+    let s = Sandbox::new();
+    let r = s.exec(
+        &ud,
+        &[("STUB_REBUILD_RC", "1"), ("STUB_REBUILD_ACTIVATE", "0")],
+    );
+    assert_eq!(r.called("systemd-run").len(), 1, "{}", r.stderr);
+    assert_ne!(
+        std::fs::read_link(s.root().join("nix/var/nix/profiles/system")).unwrap(),
+        PathBuf::from("system-1-link"),
+        "the stub moved the profile"
+    );
+    assert!(
+        !s.root()
+            .join("var/lib/coder-bootstrap/bootstrap-applied")
+            .exists(),
+        "the profile moved but nothing was activated: not applied\n{}",
+        r.stderr
+    );
+    let r = s.exec(&ud, &[]);
+    assert_eq!(
+        r.called("nixos-rebuild").len(),
+        1,
+        "the next boot switches again: {}",
+        r.stderr
+    );
+}
+
 /// Item 7: the script itself refuses root and NixOS system users.
 #[tokio::test]
 async fn script_refuses_reserved_agent_users() {
@@ -410,25 +466,35 @@ fn startup_with_an_empty_flake_says_what_to_set() {
 }
 
 /// Item 5: a flake that activated with a failed unit is still marked
-/// applied (the next boot must not switch back to the bootstrap system).
+/// applied (the next boot must not switch back to the bootstrap system);
+/// issue 22 item 4: one whose profile moved but that activated nothing is
+/// not.
 #[test]
-fn startup_marks_the_flake_applied_when_the_generation_changed() {
+fn startup_marks_the_flake_applied_when_the_generation_is_active() {
     let marker = |s: &Sandbox| s.root().join("var/lib/coder-bootstrap/flake-applied");
     let flake = ("FLAKE_URI", "github:me/cfg#ws");
     let s = Sandbox::new();
+    s.declare_home();
     let r = s.exec(&startup_script(), &[flake]);
     no_missing_tool(&r);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(marker(&s).exists());
     let rebuild = r.called("nixos-rebuild");
-    assert_eq!(rebuild[0][1..], ["switch", "--flake", "github:me/cfg#ws"]);
+    assert_eq!(rebuild[0][1..], ["build", "--flake", "github:me/cfg#ws"]);
+    assert_eq!(rebuild[1][1..], ["switch", "--flake", "github:me/cfg#ws"]);
+    assert!(
+        !r.stdout.contains("Done.") && !s.t.path().join("result").exists(),
+        "the build runs in a scratch directory: no result link left behind"
+    );
 
     let s = Sandbox::new();
+    s.declare_home();
     let r = s.exec(&startup_script(), &[flake, ("STUB_REBUILD_RC", "4")]);
     assert_eq!(r.code, 4);
     assert!(marker(&s).exists(), "{}", r.stdout);
 
     let s = Sandbox::new();
+    s.declare_home();
     let r = s.exec(
         &startup_script(),
         &[
@@ -440,4 +506,70 @@ fn startup_marks_the_flake_applied_when_the_generation_changed() {
     assert_eq!(r.code, 1);
     assert!(!marker(&s).exists());
     assert!(r.stdout.contains("agent stays connected"), "{}", r.stdout);
+
+    // The profile moved, nothing activated (pre-switch check failed).
+    let s = Sandbox::new();
+    s.declare_home();
+    let r = s.exec(
+        &startup_script(),
+        &[
+            flake,
+            ("STUB_REBUILD_RC", "1"),
+            ("STUB_REBUILD_ACTIVATE", "0"),
+        ],
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        !marker(&s).exists(),
+        "a moved profile is not an applied flake:\n{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("activated nothing"), "{}", r.stdout);
+}
+
+/// Issue 22 item 2: a flake whose /home entry is missing or names another
+/// device would make switch-to-configuration stop or restart /home and
+/// with it the agent's unit (RequiresMountsFor=/home/<user>): the startup
+/// script builds it, sees that, does not switch, and says why. An entry
+/// that differs only in its options (a remount) switches.
+#[test]
+fn startup_refuses_a_flake_that_would_unmount_home() {
+    let flake = ("FLAKE_URI", "path:/x#no-home");
+    for (fstab, says) in [
+        ("", "declares no /home file system"),
+        (
+            "#/dev/xvdb /home ext4 defaults 0 2",
+            "declares no /home file system",
+        ),
+        (
+            "/dev/vdb /home ext4 defaults 0 2",
+            "mounts /home from /dev/vdb (ext4)",
+        ),
+        (
+            "/dev/xvdb /home xfs defaults 0 2",
+            "mounts /home from /dev/xvdb (xfs)",
+        ),
+    ] {
+        let s = Sandbox::new();
+        s.declare_home();
+        let r = s.exec(&startup_script(), &[flake, ("STUB_NEW_FSTAB", fstab)]);
+        no_missing_tool(&r);
+        assert_eq!(r.code, 1, "{fstab:?}: {}{}", r.stdout, r.stderr);
+        assert!(r.stdout.contains(says), "{fstab:?}: {}", r.stdout);
+        assert!(r.stdout.contains("agent stays connected"), "{}", r.stdout);
+        let rebuild = r.called("nixos-rebuild");
+        assert_eq!(rebuild.len(), 1, "only the build ran: {:?}", r.calls);
+        assert_eq!(rebuild[0][1], "build");
+    }
+    let s = Sandbox::new();
+    s.declare_home();
+    let r = s.exec(
+        &startup_script(),
+        &[
+            flake,
+            ("STUB_NEW_FSTAB", "/dev/xvdb /home ext4 noatime 0 2"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.called("nixos-rebuild").len(), 2, "options only: switched");
 }

@@ -8,6 +8,13 @@
 //! - FS layout: a /bin/bash and a setuid file on the root disk;
 //! - nixos-rebuild: bootstrap data for another bootstrap.nix.
 //!
+//! and the points where the double follows NixOS 26.05 rather than being
+//! kinder (issue 22): nixos-rebuild-ng's exit codes and messages, the
+//! switch in its own transient unit, the fstab diff stopping or restarting
+//! /home with the units that require it, every failed unit counted, a
+//! pre-switch check that aborts after the profile moved, configuration.nix
+//! pinned, no FHS loader and only NixOS's base packages on sw.
+//!
 //! Needs apt (Debian), QEMU and mkfs.ext4; slow (one boot, TCG without KVM).
 
 use std::path::PathBuf;
@@ -139,11 +146,13 @@ async fn keeps_the_nixos_contract_and_each_check_can_fail() {
         let bootstrap =
             std::fs::read_to_string(root().join("templates/modules/bootstrap/bootstrap.nix"))
                 .unwrap();
-        let conf = "{ modulesPath, ... }: { imports = [ \"${modulesPath}/virtualisation/amazon-image.nix\" ./bootstrap.nix ]; }";
+        let conf =
+            std::fs::read_to_string(root().join("templates/modules/bootstrap/configuration.nix"))
+                .unwrap();
         p.succeed(&format!(
             "mkdir -p /etc/coder-bootstrap && cd /etc/coder-bootstrap && \
              cat >bootstrap.nix <<'EOF_B'\n{bootstrap}EOF_B\n\
-             cat >configuration.nix <<'EOF_C'\n{conf}\nEOF_C\n\
+             cat >configuration.nix <<'EOF_C'\n{conf}EOF_C\n\
              printf '%s' '{{\"agent_user\":\"coder\",\"flake_uri\":\"path:/var/lib/harness/fixtures#good\"}}' >params.json"
         ))
         .await
@@ -151,6 +160,11 @@ async fn keeps_the_nixos_contract_and_each_check_can_fail() {
         selftest::bootstrap_switch(p, "/etc/coder-bootstrap", "coder")
             .await
             .unwrap();
+        // The evidence "this boot did not run the bootstrap switch" reads.
+        let (n, calls) = harness::workspace::contract::bootstrap_switches_this_boot(&inst)
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "one bootstrap switch this boot: {calls}");
         selftest::failing_unit_switch(p, "dev", "coder")
             .await
             .unwrap();
@@ -160,6 +174,38 @@ async fn keeps_the_nixos_contract_and_each_check_can_fail() {
             .unwrap();
         assert_eq!(st, 0, "good fixture switch:\n{out}");
         p.succeed("id coder && id dev").await.unwrap();
+
+        // NixOS 26.05's binaries only: no FHS loader, no jq on sw.
+        selftest::nixos_binaries_only(p).await.unwrap();
+        // Every file the bootstrap evaluates is pinned.
+        selftest::unpinned_configuration_is_refused(p, "/etc/coder-bootstrap")
+            .await
+            .unwrap();
+        // A pre-switch check that fails: the profile moved, nothing active.
+        selftest::aborted_activation_moves_only_the_profile(p)
+            .await
+            .unwrap();
+        // Every failed unit on the system counts, not only the generation's.
+        selftest::unrelated_failed_unit_counts(p, "good")
+            .await
+            .unwrap();
+        // The fstab diff: a changed /home restarts, a missing one stops,
+        // each with the units that require it; the switch runs in its own
+        // transient unit and outlives a caller it stops.
+        selftest::mount_changed_restarts_its_users(p).await.unwrap();
+        let (st, out) = selftest::rebuild(p, "switch --flake path:/var/lib/harness/fixtures#good")
+            .await
+            .unwrap();
+        assert!(
+            st == 0 && out.contains("restarting the following units: home.mount"),
+            "back to /dev/xvdb (exit {st}):\n{out}"
+        );
+        selftest::mount_removed_stops_its_users(p).await.unwrap();
+        let (st, out) = selftest::rebuild(p, "switch --flake path:/var/lib/harness/fixtures#good")
+            .await
+            .unwrap();
+        assert_eq!(st, 0, "back to good, /home mounted again:\n{out}");
+        p.succeed("findmnt -n /home").await.unwrap();
 
         // Every boot: amazon-init runs the user-data again after a restart,
         // and /home comes back from the declared file systems.

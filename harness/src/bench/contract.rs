@@ -64,6 +64,7 @@ fn spec<'a>(root: &'a Path, v: &'a Variant, fixture: &'a str, user: &'a str) -> 
         agent_user: user,
         templates_root: root,
         within: WITHIN,
+        auth: Default::default(),
     }
 }
 

@@ -12,6 +12,7 @@
 //! | endpoint | shape |
 //! |---|---|
 //! | `GET /bin/coder-linux-{amd64,arm64}` | the agent stand-in (`coder-agent-standin.sh`) |
+//! | `POST /api/v2/workspaceagents/aws-instance-identity` | no token: `{signature, document}` → `{"session_token"}` when the signature verifies against the IMDS double's test key and the document's `instanceId` is this workspace's instance (coderd: `workspaceresourceauth.go`; 401 `Invalid AWS identity.`, 404 no agent for the instance) |
 //! | `GET /api/v2/workspaceagents/me/manifest` | a subset of `agentsdk.Manifest` (`environment_variables`, `directory`, `scripts[]`) |
 //! | `PATCH`/`POST /api/v2/workspaceagents/me/logs` | `agentsdk.PatchLogs` |
 //! | `POST /api/v2/workspaceagents/me/report-lifecycle` | `agentsdk.PostLifecycleRequest` |
@@ -81,6 +82,17 @@ impl AgentHello {
     }
 }
 
+/// The workspace's instance for `aws-instance-identity` auth: coderd finds
+/// the agent by the document's `instanceId` (the agent's
+/// `auth_instance_id`) and checks the signature against AWS's
+/// certificates; this double checks it against the key it trusts (the
+/// IMDS double's [`crate::machine::imds::identity`] test key).
+#[derive(Debug, Clone)]
+struct InstanceIdentity {
+    instance_id: String,
+    trusted_key: Vec<u8>,
+}
+
 #[derive(Default)]
 struct Recorded {
     logs: Vec<ReceivedLog>,
@@ -89,6 +101,10 @@ struct Recorded {
     last_seen: Option<SystemTime>,
     downloads: Vec<String>,
     unauthorized: usize,
+    /// Instance ids a session token was issued for (identity auth).
+    identity_auths: Vec<String>,
+    /// Why identity auth requests were refused.
+    identity_refusals: Vec<String>,
 }
 
 #[derive(Default)]
@@ -100,6 +116,7 @@ struct ExecQueue {
 
 struct Shared {
     token: String,
+    identity: Mutex<Option<InstanceIdentity>>,
     exec: Mutex<ExecQueue>,
     manifest: Mutex<AgentManifest>,
     rec: Mutex<Recorded>,
@@ -170,6 +187,71 @@ async fn binary(State(st): State<St>, Path(name): Path<String>) -> Response {
             .into_response(),
         _ => (StatusCode::NOT_FOUND, format!("no such binary: {name}\n")).into_response(),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct AwsIdentityRequest {
+    signature: String,
+    document: String,
+}
+
+/// `POST /api/v2/workspaceagents/aws-instance-identity` (coderd
+/// `postWorkspaceAuthAWSInstanceIdentity`): verify, find the agent by
+/// instance id, hand out its token.
+async fn aws_instance_identity(State(st): State<St>, body: String) -> Response {
+    let refuse = |status: StatusCode, message: &str, why: String| {
+        st.rec.lock().unwrap().identity_refusals.push(why.clone());
+        (
+            status,
+            Json(json!({"message": message, "detail": format!("harness agent API double: {why}")})),
+        )
+            .into_response()
+    };
+    let req: AwsIdentityRequest = match serde_json::from_str(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "Request body must be valid JSON.",
+                format!("body is not {{signature, document}}: {e}"),
+            )
+        }
+    };
+    let Some(expect) = st.identity.lock().unwrap().clone() else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "Instance not found.",
+            "this workspace's agent does not use aws-instance-identity".into(),
+        );
+    };
+    if let Err(e) = crate::machine::imds::identity::verify(
+        &expect.trusted_key,
+        req.document.as_bytes(),
+        &req.signature,
+    ) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "Invalid AWS identity.",
+            format!("{e:#}"),
+        );
+    }
+    let id = serde_json::from_str::<serde_json::Value>(&req.document)
+        .ok()
+        .and_then(|d| d["instanceId"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    if id != expect.instance_id {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            &format!("Instance with id {id:?} not found."),
+            format!(
+                "the document names {id:?}, the workspace's instance is {}",
+                expect.instance_id
+            ),
+        );
+    }
+    seen(&st);
+    st.rec.lock().unwrap().identity_auths.push(id);
+    Json(json!({"session_token": st.token})).into_response()
 }
 
 async fn manifest_json(State(st): State<St>, h: HeaderMap) -> Response {
@@ -347,12 +429,17 @@ impl AgentApiDouble {
         env_script(&manifest.env)?;
         let st: St = Arc::new(Shared {
             token: token.to_string(),
+            identity: Mutex::new(None),
             exec: Mutex::default(),
             manifest: Mutex::new(manifest),
             rec: Mutex::default(),
         });
         let app = Router::new()
             .route("/bin/{name}", get(binary))
+            .route(
+                "/api/v2/workspaceagents/aws-instance-identity",
+                post(aws_instance_identity),
+            )
             .route("/api/v2/workspaceagents/me/manifest", get(manifest_json))
             .route(
                 "/api/v2/workspaceagents/me/logs",
@@ -376,6 +463,23 @@ impl AgentApiDouble {
 
     pub fn port(&self) -> u16 {
         self.server.port()
+    }
+
+    /// Accept `aws-instance-identity` auth for `instance_id`: a document of
+    /// that instance signed by the IMDS double's test key gets this
+    /// agent's token.
+    pub fn expect_instance_identity(&self, instance_id: &str) -> anyhow::Result<()> {
+        let key = crate::machine::imds::identity::test_signer()?.public_key();
+        *self.st.identity.lock().unwrap() = Some(InstanceIdentity {
+            instance_id: instance_id.to_string(),
+            trusted_key: key,
+        });
+        Ok(())
+    }
+
+    /// Instance ids the agent authenticated as (instance-identity auth).
+    pub fn identity_auths(&self) -> Vec<String> {
+        self.st.rec.lock().unwrap().identity_auths.clone()
     }
 
     /// Base URL on the host (tests).
@@ -419,9 +523,15 @@ impl AgentApiDouble {
     pub fn summary(&self) -> String {
         let r = self.st.rec.lock().unwrap();
         format!(
-            "agent API double on 127.0.0.1:{}: downloads {:?}; agent starts {}; lifecycle [{}]; {} log line(s); {} request(s) with a wrong/missing token{}",
+            "agent API double on 127.0.0.1:{}: downloads {:?}; instance-identity auths {:?}{}; agent starts {}; lifecycle [{}]; {} log line(s); {} request(s) with a wrong/missing token{}",
             self.port(),
             r.downloads,
+            r.identity_auths,
+            if r.identity_refusals.is_empty() {
+                String::new()
+            } else {
+                format!(" (refused: {})", r.identity_refusals.join("; "))
+            },
             r.hellos.len(),
             r.lifecycle.iter().map(|l| l.state.as_str()).collect::<Vec<_>>().join(" → "),
             r.logs.len(),

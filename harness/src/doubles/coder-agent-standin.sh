@@ -7,8 +7,12 @@
 #
 # What it does, as the real agent does (coder/coder agent/agent.go,
 # agent/agentscripts/agentscripts.go):
-# - authenticates with CODER_AGENT_TOKEN (header Coder-Session-Token) at
-#   CODER_AGENT_URL;
+# - authenticates per CODER_AGENT_AUTH: `token` uses CODER_AGENT_TOKEN;
+#   `aws-instance-identity` (codersdk/agentsdk/aws.go) gets an IMDSv2 token
+#   (PUT /latest/api/token, TTL 21600), the instance-identity `signature`
+#   and `document`, and POSTs {signature, document} to
+#   /api/v2/workspaceagents/aws-instance-identity for its session token;
+#   either token then goes in the header Coder-Session-Token;
 # - reports lifecycle `starting`, runs the startup script with the agent's
 #   own environment plus `coder_agent.env`, as `<login shell> -c <script>`
 #   (the shell from /etc/passwd, as the agent's usershell lookup does),
@@ -21,8 +25,10 @@
 # GET /harness-double/agent/startup-script and /harness-double/agent/env,
 # POST /harness-double/agent/log (text/plain, one line), /hello, and the
 # exec queue (GET /harness-double/agent/exec, POST .../exec-result).
-# It needs only sh, curl, mktemp and cat on PATH (the real agent is a static
-# binary; these are what the init script already needs, plus coreutils).
+# It needs only sh, curl, mktemp, cat and sed on PATH (the real agent is a
+# static binary; these are what the init script already needs, plus
+# coreutils and sed). HARNESS_IMDS_URL (double-only, for host tests) moves
+# the metadata service off 169.254.169.254.
 set -u
 if [ "${1:-}" != agent ]; then
 	echo "coder agent stand-in: usage: coder agent" >&2
@@ -30,8 +36,42 @@ if [ "${1:-}" != agent ]; then
 fi
 url=${CODER_AGENT_URL:?coder agent stand-in: CODER_AGENT_URL is not set}
 url=${url%/}
-token=${CODER_AGENT_TOKEN:?coder agent stand-in: CODER_AGENT_TOKEN is not set}
 say() { echo "coder agent stand-in: $*" >&2; }
+work=$(mktemp -d)
+
+# A JSON string's contents: backslash, quote, tab and newline escaped.
+json_escape() {
+	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/	/\\t/g' | sed -e ':a' -e 'N' -e '$!ba' -e 's/\n/\\n/g'
+}
+
+# aws-instance-identity: the session token for this instance's signed
+# identity document (retried while the metadata service or the server
+# cannot be reached or refuses it).
+identity_token() {
+	imds=${HARNESS_IMDS_URL:-http://169.254.169.254}
+	t=$(curl -fsS -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 21600" "$imds/latest/api/token") || return 1
+	curl -fsS -H "X-aws-ec2-metadata-token: $t" -o "$work/signature" "$imds/latest/dynamic/instance-identity/signature" || return 1
+	curl -fsS -H "X-aws-ec2-metadata-token: $t" -o "$work/document" "$imds/latest/dynamic/instance-identity/document" || return 1
+	printf '{"signature":"%s","document":"%s"}' "$(json_escape <"$work/signature")" "$(json_escape <"$work/document")" >"$work/identity.json"
+	curl -fsS -X POST -H "Content-Type: application/json" --data-binary @"$work/identity.json" \
+		"$url/api/v2/workspaceagents/aws-instance-identity" >"$work/session.json" || return 1
+	sed -n 's/.*"session_token" *: *"\([^"]*\)".*/\1/p' "$work/session.json"
+}
+
+case "${CODER_AGENT_AUTH:-token}" in
+	token) token=${CODER_AGENT_TOKEN:?coder agent stand-in: CODER_AGENT_TOKEN is not set} ;;
+	aws-instance-identity)
+		until token=$(identity_token) && [ -n "$token" ]; do
+			say "aws-instance-identity auth at $url failed; retrying in 3 s"
+			sleep 3
+		done
+		say "authenticated with the instance identity"
+		;;
+	*)
+		say "unsupported CODER_AGENT_AUTH=${CODER_AGENT_AUTH}"
+		exit 2
+		;;
+esac
 
 # api METHOD PATH [BODY] [CONTENT-TYPE]
 api() {
@@ -53,7 +93,6 @@ until api POST /harness-double/agent/hello "user=$me uid=$(id -u) pid=$$ boot=$b
 	sleep 3
 done
 lifecycle starting
-work=$(mktemp -d)
 api GET /harness-double/agent/startup-script > "$work/script" || { say "no startup script"; lifecycle start_error; }
 api GET /harness-double/agent/env > "$work/env" || { say "no agent env"; lifecycle start_error; }
 

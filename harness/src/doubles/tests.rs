@@ -203,11 +203,16 @@ impl Drop for Running {
 
 /// Run the init script with `path` as PATH and `token` in the environment.
 fn run_init(url: &str, token: &str, path: &str) -> Running {
+    run_init_auth(url, "token", &[("CODER_AGENT_TOKEN", token)], path)
+}
+
+/// Run the init script for `auth` with `env` added.
+fn run_init_auth(url: &str, auth: &str, env: &[(&str, &str)], path: &str) -> Running {
     let tmp = tempfile::tempdir().unwrap();
     let script = tmp.path().join("init.sh");
     std::fs::write(
         &script,
-        init_script::render(url, Arch::X86_64, "token").unwrap(),
+        init_script::render(url, Arch::X86_64, auth).unwrap(),
     )
     .unwrap();
     let out = tmp.path().join("out.log");
@@ -218,7 +223,7 @@ fn run_init(url: &str, token: &str, path: &str) -> Running {
         .env("PATH", path)
         .env("TMPDIR", tmp.path())
         .env("HOME", tmp.path())
-        .env("CODER_AGENT_TOKEN", token)
+        .envs(env.iter().copied())
         .current_dir(tmp.path())
         .stdin(Stdio::null())
         .stdout(f.try_clone().unwrap())
@@ -387,4 +392,103 @@ async fn the_init_script_needs_a_download_tool_on_path() {
     })
     .await;
     assert!(d.downloads().is_empty());
+}
+
+/// `aws-instance-identity`: the agent stand-in gets an IMDSv2 token, the
+/// identity document and its signature from the IMDS double (signed by the
+/// test key) and trades them for its session token at the API double,
+/// which trusts that key and knows the workspace's instance; a document of
+/// another instance gets nothing, and no agent starts.
+#[tokio::test]
+async fn instance_identity_auth_gets_the_agent_its_token() {
+    use crate::machine::imds::{ImdsConfig, ImdsServer};
+    let imds = ImdsServer::start(ImdsConfig::example("i-0standin"), None).unwrap();
+    let imds_url = format!("http://{}", imds.addr());
+    let d = AgentApiDouble::start(TOKEN, manifest("echo identity ok\n"))
+        .await
+        .unwrap();
+    d.expect_instance_identity("i-0standin").unwrap();
+    let r = run_init_auth(
+        &d.host_url(),
+        "aws-instance-identity",
+        &[("HARNESS_IMDS_URL", &imds_url)],
+        HOST_PATH,
+    );
+    wait_until("lifecycle ready", &r, || {
+        futures::executor::block_on(d.lifecycle())
+            .unwrap()
+            .iter()
+            .any(|l| l.state == "ready")
+    })
+    .await;
+    assert_eq!(d.identity_auths(), ["i-0standin"], "{}", d.summary());
+    assert_eq!(d.unauthorized(), 0, "{}", d.summary());
+    let paths: Vec<String> = imds.requests().iter().map(|q| q.path.clone()).collect();
+    for p in [
+        "/latest/api/token",
+        "/latest/dynamic/instance-identity/signature",
+        "/latest/dynamic/instance-identity/document",
+    ] {
+        assert!(paths.iter().any(|x| x == p), "{p} not asked: {paths:?}");
+    }
+    assert!(
+        imds.requests()
+            .iter()
+            .filter(|q| q.path.contains("instance-identity"))
+            .all(|q| q.had_valid_token),
+        "IMDSv2: every identity request carries the token"
+    );
+    drop(r);
+
+    // The API double expects another instance: refused, no agent.
+    let d = AgentApiDouble::start(TOKEN, manifest("echo never\n"))
+        .await
+        .unwrap();
+    d.expect_instance_identity("i-0someoneelse").unwrap();
+    let r = run_init_auth(
+        &d.host_url(),
+        "aws-instance-identity",
+        &[("HARNESS_IMDS_URL", &imds_url)],
+        HOST_PATH,
+    );
+    wait_until("a refusal", &r, || d.summary().contains("refused:")).await;
+    assert!(d.summary().contains("i-0someoneelse"), "{}", d.summary());
+    assert!(d.hellos().is_empty() && d.identity_auths().is_empty());
+}
+
+/// The identity endpoint itself: a forged signature is 401 `Invalid AWS
+/// identity.`, as coderd answers.
+#[tokio::test]
+async fn instance_identity_refuses_a_forged_signature() {
+    let d = AgentApiDouble::start(TOKEN, manifest("true\n"))
+        .await
+        .unwrap();
+    d.expect_instance_identity("i-0x").unwrap();
+    let c = reqwest::Client::new();
+    let url = format!(
+        "{}api/v2/workspaceagents/aws-instance-identity",
+        d.host_url()
+    );
+    let doc = r#"{"instanceId":"i-0x"}"#;
+    let r = c
+        .post(&url)
+        .json(&serde_json::json!({"signature": "Zm9yZ2Vk", "document": doc}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("Invalid AWS identity."));
+    let sig = crate::machine::imds::identity::test_signer()
+        .unwrap()
+        .sign(doc.as_bytes())
+        .unwrap();
+    let r = c
+        .post(&url)
+        .json(&serde_json::json!({"signature": sig, "document": doc}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["session_token"], TOKEN);
 }

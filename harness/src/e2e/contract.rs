@@ -16,7 +16,7 @@ use crate::report::timeline::{Milestone, Source};
 use crate::template::variant::{Arch, Variant};
 use crate::workspace::contract::mutate::{self, Mutation};
 use crate::workspace::contract::pool::{Pool, PooledVm};
-use crate::workspace::contract::{self, ContractAgent, ContractSpec};
+use crate::workspace::contract::{self, AgentAuth, ContractAgent, ContractSpec};
 use crate::workspace::real::Machine;
 use cucumber::{given, then, when};
 
@@ -49,6 +49,12 @@ pub struct ContractState {
     pub pooled: Option<(String, Duration)>,
     pub failure: Option<String>,
     pub mutated: Option<tempfile::TempDir>,
+    /// `coder_agent.auth` the template is rendered with.
+    pub auth: AgentAuth,
+    /// Commands run on the guest before amazon-init runs the user-data
+    /// (faults the double injects: an unrelated failing unit, a boot loader
+    /// installation that fails).
+    pub before: Vec<String>,
 }
 
 fn images() -> &'static std::sync::Mutex<HashMap<Arch, Result<BootImage, String>>> {
@@ -195,6 +201,8 @@ fn given_contract(
         pooled: None,
         failure: None,
         mutated: None,
+        auth: AgentAuth::Token,
+        before: Vec::new(),
     });
 }
 
@@ -208,6 +216,39 @@ async fn contract_workspace(w: &mut E2e, name: String, fixture: String) {
 )]
 async fn contract_workspace_user(w: &mut E2e, name: String, fixture: String, user: String) {
     given_contract(w, &name, &fixture, Some(user), None);
+}
+
+#[given(
+    expr = "a contract workspace from template {string} with the {string} fixture flake and agent_auth {string}"
+)]
+async fn contract_workspace_auth(w: &mut E2e, name: String, fixture: String, auth: String) {
+    given_contract(w, &name, &fixture, None, None);
+    w.contract.as_mut().unwrap().auth = AgentAuth::parse(&auth).expect("agent_auth");
+}
+
+/// A unit no configuration declares, wanted by multi-user.target, that
+/// fails whenever it starts (switch-to-configuration's ResetFailed forgets
+/// its earlier failure, restarting multi-user.target starts it again):
+/// every switch exits 4 naming it, as on NixOS.  The rebuild is then
+/// expected to end in start_error.
+#[given("a unit unrelated to the workspace fails whenever it starts")]
+async fn unrelated_failing_unit(w: &mut E2e) {
+    let st = w.contract.as_mut().expect("a contract workspace first");
+    st.before
+        .push(crate::image::contract::selftest::UNRELATED_FAILING_UNIT.to_string());
+    w.broken = true;
+}
+
+/// A double fixture: the next switch's boot loader installation fails
+/// (switch-to-configuration-ng: "Failed to install bootloader", exit 1),
+/// after nixos-rebuild has moved the system profile.
+#[given("the guest's next boot loader installation fails")]
+async fn bootloader_fails_once(w: &mut E2e) {
+    let st = w.contract.as_mut().expect("a contract workspace first");
+    st.before.push(
+        "mkdir -p /run/contract-faults && echo bootloader >/run/contract-faults/next-switch"
+            .to_string(),
+    );
 }
 
 #[given(expr = "a contract workspace from a copy of template {string} mutated with {string}")]
@@ -238,7 +279,9 @@ async fn start(w: &mut E2e) -> anyhow::Result<()> {
         agent_user: &st.user,
         templates_root: &templates_root,
         within: agent_within(),
+        auth: st.auth,
     };
+    let before = st.before.clone();
     if reuse() {
         w.timeline.mark(format!(
             "take a pooled {} contract guest; render the template meanwhile",
@@ -280,12 +323,13 @@ async fn start(w: &mut E2e) -> anyhow::Result<()> {
         // The start's bound runs from here: the wait for a guest (slot,
         // restore, or the pool's cold boot) does not count against it.
         let limit = contract_timeout();
-        let res = match tokio::time::timeout(limit, agent.start_on_snapshot(&mut vm, spec.within))
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(no_result(limit)),
-        };
+        let res =
+            match tokio::time::timeout(limit, agent.start_on_snapshot(&mut vm, &spec, &before))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(no_result(limit)),
+            };
         let PooledVm {
             inst,
             fingerprint,
@@ -297,21 +341,30 @@ async fn start(w: &mut E2e) -> anyhow::Result<()> {
         adopt(w, agent);
         res?;
     } else {
+        anyhow::ensure!(
+            before.is_empty(),
+            "this scenario changes the guest before amazon-init runs, which needs snapshot reuse \
+             (unset HARNESS_CONTRACT_REUSE=0)"
+        );
         let mut opts = BootOptions::new(&w.artifacts);
         opts.label = format!("{}/contract", v.name);
         opts.purpose = Some(w.scenario.clone());
         opts.accel = AccelRequest::from_env()?;
+        let mut agent = ContractAgent::prepare(&spec).await?;
         // Wait for a guest slot outside the start's bound.
         let slot = slots::global()
             .acquire(&format!("{}/contract for {}", v.name, w.scenario))
             .await;
         let limit = contract_timeout();
-        let (inst, agent) =
-            tokio::time::timeout(limit, contract::boot_in(&img, &spec, opts, Some(slot)))
-                .await
-                .map_err(|_| no_result(limit))??;
-        w.instance = Some(Machine::Qemu(Box::new(inst)));
+        let res =
+            match tokio::time::timeout(limit, agent.boot_in(&img, &spec, opts, Some(slot))).await {
+                Ok(r) => r,
+                Err(_) => Err(no_result(limit)),
+            };
+        // The agent's side stays with the scenario even when the start
+        // failed (a later step may restart the workspace).
         adopt(w, agent);
+        w.instance = Some(Machine::Qemu(Box::new(res?)));
     }
     Ok(())
 }
@@ -327,7 +380,9 @@ fn adopt(w: &mut E2e, mut agent: ContractAgent) {
     w.timeline
         .extend(std::mem::take(&mut agent.timeline.events));
     w.api = Some(agent.api.clone());
-    w.time_to_agent = Some(agent.readiness.to_agent);
+    if !agent.final_state.is_empty() {
+        w.time_to_agent = Some(agent.readiness.to_agent);
+    }
     w.time_to_ready = (agent.final_state == "ready").then_some(agent.readiness.to_final);
     w.contract.as_mut().unwrap().agent = Some(agent);
 }
@@ -431,6 +486,54 @@ async fn reboot(w: &mut E2e) {
 #[when("the contract workspace's spot instance is interrupted and starts again")]
 async fn spot(w: &mut E2e) {
     restart(w, "spot interruption").await;
+}
+
+/// The agent process started once: nothing (a switch stopping or
+/// restarting /home) stopped or restarted its unit while the startup
+/// script ran.
+#[then("the agent started once")]
+async fn agent_started_once(w: &mut E2e) {
+    let st = w.contract.as_ref().expect("contract scenario");
+    let agent = st.agent.as_ref().expect("a started agent");
+    let hellos = agent.api.hellos();
+    if hellos.len() != 1 {
+        let inst = w.qemu();
+        let diag = contract::diagnose(inst).await;
+        panic!(
+            "expected one start of the agent during the workspace's start, saw {}: {:?}\n{}\n{diag}\n{}",
+            hellos.len(),
+            hellos.iter().map(|h| h.line.clone()).collect::<Vec<_>>(),
+            agent.api.summary(),
+            w.where_logs()
+        );
+    }
+}
+
+/// The agent signed in with the instance's identity document (the IMDS
+/// double's signature, trusted by the API double), not with a token.
+#[then("the agent signed in with the instance identity")]
+async fn agent_used_instance_identity(w: &mut E2e) {
+    let st = w.contract.as_ref().expect("contract scenario");
+    let agent = st.agent.as_ref().expect("a started agent");
+    let id = w.qemu().imds().config().instance_id;
+    let auths = agent.api.identity_auths();
+    assert!(
+        auths.contains(&id) && st.auth == AgentAuth::AwsInstanceIdentity,
+        "expected the agent to sign in with the identity document of {id} (agent_auth {}); \
+         the API double issued tokens for {auths:?}\n{}\n{}",
+        st.auth.as_str(),
+        agent.api.summary(),
+        w.where_logs()
+    );
+    assert_eq!(
+        agent
+            .render
+            .inputs
+            .get("agent_token")
+            .and_then(|v| v.as_str()),
+        Some(""),
+        "with aws-instance-identity the template gets no agent token"
+    );
 }
 
 #[then("this boot did not run the bootstrap switch")]

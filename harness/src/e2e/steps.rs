@@ -36,8 +36,9 @@ pub(crate) async fn fixture_workspace(w: &mut E2e, name: String, flake: String, 
 pub(crate) fn real_workspace_given(w: &mut E2e, name: &str, flake: &str, user: Option<String>) {
     let v = variant(name);
     assert!(
-        ["good", "broken", "broken-build"].contains(&flake),
-        "test flake must be good, broken or broken-build (nixos-vm/fixtures), not {flake}"
+        crate::workspace::contract::render::FIXTURES.contains(&flake),
+        "test flake must be one of {:?} (nixos-vm/fixtures), not {flake}",
+        crate::workspace::contract::render::FIXTURES
     );
     let user = user
         .or_else(|| v.value_str("default_agent_user").map(str::to_string))

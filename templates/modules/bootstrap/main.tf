@@ -105,17 +105,9 @@ locals {
 
   # configuration.nix lives next to params.json and bootstrap.nix in
   # /etc/coder-bootstrap; the user name is read from JSON, never spliced in.
-  configuration_nix = <<-NIX
-    # Written by the Coder workspace bootstrap; replaced by your flake.
-    { modulesPath, ... }:
-    {
-      imports = [
-        "$${modulesPath}/virtualisation/amazon-image.nix"
-        ./bootstrap.nix
-      ];
-      coderBootstrap.agentUser = (builtins.fromJSON (builtins.readFile ./params.json)).agent_user;
-    }
-  NIX
+  # One file, so the harness's tiers evaluate (nixos-vm) and pin (the
+  # contract guest) exactly what the user-data writes.
+  configuration_nix = file("${path.module}/configuration.nix")
 
   params_json = jsonencode({
     agent_user = var.agent_user

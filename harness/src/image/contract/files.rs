@@ -100,6 +100,10 @@ pub fn sources() -> Vec<Source> {
         s(Path("etc/bash.bashrc", 0o644), src!("etc/bash.bashrc")),
         s(Path("etc/ssh/sshd_config", 0o644), src!("etc/sshd_config")),
         s(Path("etc/nsswitch.conf", 0o644), src!("etc/nsswitch.conf")),
+        s(
+            Path("usr/lib/tmpfiles.d/tmp.conf", 0o644),
+            src!("etc/tmpfiles-tmp.conf"),
+        ),
         s(Path("etc/os-release", 0o644), src!("etc/os-release")),
         s(Path("etc/pam.d/other", 0o644), src!("etc/pam-common")),
         s(Path("etc/pam.d/login", 0o644), src!("etc/pam-common")),
@@ -132,6 +136,24 @@ pub fn sources() -> Vec<Source> {
         s(
             Path("var/lib/harness/fixtures/broken-build/declares.json", 0o644),
             src!("fixtures/broken-build/declares.json"),
+        ),
+        s(
+            Path("var/lib/harness/fixtures/no-home/declares.json", 0o644),
+            src!("fixtures/no-home/declares.json"),
+        ),
+        s(
+            Path(
+                "var/lib/harness/fixtures/home-other-device/declares.json",
+                0o644,
+            ),
+            src!("fixtures/home-other-device/declares.json"),
+        ),
+        s(
+            Path(
+                "var/lib/harness/fixtures/activation-aborts/declares.json",
+                0o644,
+            ),
+            src!("fixtures/activation-aborts/declares.json"),
         ),
     ]
 }

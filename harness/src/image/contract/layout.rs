@@ -180,6 +180,12 @@ pub fn relocate(
             };
             let abs_s = abs.to_string_lossy().to_string();
             let to = store.moved.get(&abs_s).cloned().unwrap_or(abs_s);
+            if &to == new {
+                // Another spelling of the same program (/sbin/ip -> /bin/ip):
+                // the store already has it under this name.
+                std::fs::remove_file(&src)?;
+                continue;
+            }
             let _ = std::fs::remove_file(&dst);
             std::os::unix::fs::symlink(&to, &dst)
                 .with_context(|| format!("symlink {} -> {to}", dst.display()))?;
@@ -307,6 +313,181 @@ pub fn rewrite_tree(root: &Path, dirs: &[&str], store: &Store) -> anyhow::Result
     Ok(n)
 }
 
+/// The FHS ELF interpreter (`PT_INTERP`) of glibc programs on `arch`, and
+/// the short non-FHS path the contract guest uses instead (no longer than
+/// the FHS one, so it is rewritten in place).
+pub fn interpreters(arch: crate::template::variant::Arch) -> (&'static str, &'static str) {
+    match arch {
+        crate::template::variant::Arch::X86_64 => {
+            ("/lib64/ld-linux-x86-64.so.2", "/nix/ld-linux-x86-64.so.2")
+        }
+        crate::template::variant::Arch::Aarch64 => {
+            ("/lib/ld-linux-aarch64.so.1", "/nix/ld-linux-aarch64.so.1")
+        }
+    }
+}
+
+/// Rewrites `PT_INTERP` of a 64-bit little-endian ELF image from `old` to
+/// `new` (NUL-padded; `new` no longer than `old`).  Returns whether it did.
+pub fn rewrite_interp(elf: &mut [u8], old: &str, new: &str) -> anyhow::Result<bool> {
+    anyhow::ensure!(
+        new.len() <= old.len(),
+        "interpreter {new} is longer than {old}"
+    );
+    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
+        return Ok(false);
+    }
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let u64_at = |b: &[u8], o: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[o..o + 8]);
+        u64::from_le_bytes(a) as usize
+    };
+    let (phoff, phentsize, phnum) = (u64_at(elf, 0x20), u16_at(elf, 0x36), u16_at(elf, 0x38));
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        if ph + 56 > elf.len() {
+            break;
+        }
+        if u32::from_le_bytes([elf[ph], elf[ph + 1], elf[ph + 2], elf[ph + 3]]) != 3 {
+            continue; // not PT_INTERP
+        }
+        let (off, size) = (u64_at(elf, ph + 8), u64_at(elf, ph + 32));
+        if off + size > elf.len() || size == 0 {
+            return Ok(false);
+        }
+        let cur = &elf[off..off + size];
+        let end = cur.iter().position(|b| *b == 0).unwrap_or(size);
+        if &cur[..end] != old.as_bytes() {
+            return Ok(false);
+        }
+        let slot = &mut elf[off..off + size];
+        slot.fill(0);
+        slot[..new.len()].copy_from_slice(new.as_bytes());
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// NixOS has no FHS ELF interpreter: moves glibc's loader into the store
+/// package `libc_dir` (`<libc_dir>/lib/<loader>`), links the short path
+/// from [`interpreters`] to it, removes every `ld-linux*` outside the
+/// store, and re-points every ELF program under `root` at it.  Returns how
+/// many programs were re-pointed.
+pub fn retarget_interpreter(
+    root: &Path,
+    arch: crate::template::variant::Arch,
+    libc_dir: &str,
+) -> anyhow::Result<usize> {
+    let (old, new) = interpreters(arch);
+    let loader = old.rsplit('/').next().unwrap_or(old);
+    // The real file: /lib/<multiarch>/<loader> (what /lib64/… links to).
+    let mut real = None;
+    for d in ["lib", "usr/lib", "lib64"] {
+        let Ok(rd) = std::fs::read_dir(root.join(d)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            for cand in [p.join(loader), p.clone()] {
+                if cand.file_name().and_then(|n| n.to_str()) == Some(loader)
+                    && cand.symlink_metadata().is_ok_and(|m| m.is_file())
+                {
+                    real = Some(cand);
+                }
+            }
+        }
+    }
+    let real =
+        real.with_context(|| format!("no {loader} (glibc's loader) in the root file system"))?;
+    let store_loader = format!("{libc_dir}/lib/{loader}");
+    let dst = root.join(store_loader.trim_start_matches('/'));
+    std::fs::create_dir_all(dst.parent().unwrap())?;
+    std::fs::rename(&real, &dst)?;
+    let short = root.join(new.trim_start_matches('/'));
+    let _ = std::fs::remove_file(&short);
+    std::os::unix::fs::symlink(&store_loader, &short)?;
+    // Every other ld-linux* outside the store (the /lib64 and /lib links).
+    for d in ["lib", "lib64", "usr/lib", "usr/lib64"] {
+        let mut stack = vec![root.join(d)];
+        while let Some(dir) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let ft = e.file_type()?;
+                if ft.is_dir() {
+                    stack.push(e.path());
+                } else if e.file_name().to_string_lossy().starts_with("ld-linux") {
+                    std::fs::remove_file(e.path())?;
+                }
+            }
+        }
+    }
+    let mut n = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)?.flatten() {
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                stack.push(e.path());
+                continue;
+            }
+            if !ft.is_file() {
+                continue;
+            }
+            let p = e.path();
+            let mut head = [0u8; 4];
+            {
+                use std::io::Read;
+                let Ok(mut f) = std::fs::File::open(&p) else {
+                    continue;
+                };
+                if f.read_exact(&mut head).is_err() || &head != b"\x7fELF" {
+                    continue;
+                }
+            }
+            let mut bytes = std::fs::read(&p)?;
+            if rewrite_interp(&mut bytes, old, new)? {
+                // Writable for the rewrite (an unprivileged build owns but
+                // may not write a 0555 file), then the mode it had.
+                let mode = e.metadata()?.permissions();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode.mode() | 0o200))?;
+                std::fs::write(&p, &bytes).with_context(|| format!("rewrite {}", p.display()))?;
+                std::fs::set_permissions(&p, mode)?;
+                n += 1;
+            }
+        }
+    }
+    // glibc's ldd lists the loaders it tries (RTLDLIST).
+    let ldd_old = old.to_string();
+    let mut stack = vec![root.join("nix/store")];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() && e.file_name() == "ldd" {
+                if let Ok(t) = std::fs::read_to_string(e.path()) {
+                    if t.contains(&ldd_old) {
+                        let mode = e.metadata()?.permissions();
+                        std::fs::set_permissions(
+                            e.path(),
+                            std::fs::Permissions::from_mode(mode.mode() | 0o200),
+                        )?;
+                        std::fs::write(e.path(), t.replace(&ldd_old, new))?;
+                        std::fs::set_permissions(e.path(), mode)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// Replaces `@name@` placeholders from `vars`; an unknown placeholder
 /// (lower-case letters, digits and dashes between `@`s) is an error naming
 /// the file.
@@ -379,6 +560,9 @@ mod tests {
         )
         .unwrap();
         std::os::unix::fs::symlink("sudo", r.join("usr/bin/sudoedit")).unwrap();
+        // Another spelling of the same program (Debian's /sbin/ip -> /bin/ip).
+        std::fs::create_dir_all(r.join("usr/sbin")).unwrap();
+        std::os::unix::fs::symlink("../bin/sudo", r.join("usr/sbin/sudo")).unwrap();
         std::fs::write(r.join("bin/bash"), "elf").unwrap();
         std::fs::write(r.join("usr/bin/stray"), "x").unwrap();
         let exes = vec![
@@ -389,6 +573,10 @@ mod tests {
             Exe {
                 group: "sudo".into(),
                 path: "usr/bin/sudoedit".into(),
+            },
+            Exe {
+                group: "sudo".into(),
+                path: "usr/sbin/sudo".into(),
             },
             Exe {
                 group: "bash".into(),
@@ -403,6 +591,13 @@ mod tests {
         assert!(sudo.is_file());
         let mode = std::fs::metadata(&sudo).unwrap().permissions().mode();
         assert_eq!(mode & 0o7777, 0o755, "setuid stripped");
+        assert!(
+            !std::fs::symlink_metadata(&sudo)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "the program itself, not a link to itself"
+        );
         assert_eq!(
             std::fs::read_link(r.join("nix/store/aaa-sudo-1/bin/sudoedit")).unwrap(),
             PathBuf::from("/nix/store/aaa-sudo-1/bin/sudo")
@@ -452,6 +647,37 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("Description=sudo x"), "{out}");
+    }
+
+    #[test]
+    fn the_elf_interpreter_is_rewritten_in_place() {
+        // A minimal ELF64 LE header with one PT_INTERP program header.
+        let old = "/lib64/ld-linux-x86-64.so.2";
+        let mut elf = vec![0u8; 0x40 + 56 + 32];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 1;
+        elf[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes());
+        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+        let ph = 0x40;
+        elf[ph..ph + 4].copy_from_slice(&3u32.to_le_bytes());
+        let off = 0x40 + 56;
+        elf[ph + 8..ph + 16].copy_from_slice(&(off as u64).to_le_bytes());
+        elf[ph + 32..ph + 40].copy_from_slice(&((old.len() + 1) as u64).to_le_bytes());
+        elf[off..off + old.len()].copy_from_slice(old.as_bytes());
+        let new = "/nix/ld-linux-x86-64.so.2";
+        assert!(rewrite_interp(&mut elf, old, new).unwrap());
+        assert_eq!(&elf[off..off + new.len()], new.as_bytes());
+        assert!(elf[off + new.len()..off + old.len() + 1]
+            .iter()
+            .all(|b| *b == 0));
+        assert!(
+            !rewrite_interp(&mut elf, old, new).unwrap(),
+            "already rewritten"
+        );
+        assert!(rewrite_interp(&mut elf, new, "/a/much/longer/interpreter/path").is_err());
+        assert!(!rewrite_interp(&mut b"#!/bin/sh\n".to_vec(), old, new).unwrap());
     }
 
     #[test]

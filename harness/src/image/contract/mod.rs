@@ -88,9 +88,168 @@ const RECIPE: [&str; 4] = [
 const ROOT_MIB: u64 = 3072;
 /// ext4 label the initramfs looks for.
 const ROOT_LABEL: &str = "contract-root";
-/// Not part of the AMI's base system-path: the bootstrap adds git
-/// (`environment.systemPackages`), so it appears in sw only after a switch.
-const NOT_IN_BASE_SW: &[&str] = &["git", "nix"];
+/// The guest's store packages NixOS 26.05 puts on `/run/current-system/sw`
+/// by default: `nixos/modules/config/system-path.nix` corePackages (acl,
+/// attr, bashInteractive, bzip2, coreutils-full, cpio, curl, diffutils,
+/// findutils, gawk, getent/getconf and `stdenv.cc.libc` = glibc, gnugrep,
+/// gnupatch, gnused, gnutar, gzip, xz, less, libcap, ncurses, netcat,
+/// mkpasswd, procps, su, time, util-linux, which, zstd) and defaultPackages
+/// (perl, rsync, strace), plus what the AMI's modules add (systemd, dbus,
+/// openssh, sudo, shadow, iproute2, kmod, e2fsprogs for ext4, nix,
+/// nixos-rebuild).  The guest's Debian packages for the others named there
+/// are not built in (docs/contract-guest.md, "cannot model"); everything
+/// else the guest carries (jq, git, dpkg, debconf, …) stays off sw: the
+/// bootstrap adds git itself.
+pub const NIXOS_BASE_SW: &[&str] = &[
+    "bash",
+    "coreutils",
+    "curl",
+    "diffutils",
+    "findutils",
+    "gawk",
+    "glibc",
+    "gnugrep",
+    "gnused",
+    "gnutar",
+    "gzip",
+    "xz",
+    "less",
+    "libcap",
+    "procps",
+    "util-linux",
+    "which",
+    "perl",
+    "systemd",
+    "dbus",
+    "openssh",
+    "sudo",
+    "shadow",
+    "iproute2",
+    "kmod",
+    "e2fsprogs",
+    "nix",
+    "nixos-rebuild",
+];
+
+/// The plan (see the nixos-rebuild double) of generation 1, the AMI's own
+/// configuration: no users, sudo for wheel with a password, no file
+/// systems beyond the root, no services.
+const AMI_PLAN: &str = "NAME='ami'
+EVAL_ERROR=''
+BUILD_DRV=''
+BUILD_LOG=()
+PRE_SWITCH_CHECK_FAILS=0
+WHEEL_NOPASSWD=0
+SYSTEM_PACKAGES=()
+USERS=()
+declare -A U_GROUP=() U_HOME=() U_SHELL=() U_CREATE=() U_MODE=() U_EXTRA=() U_PKGS=()
+SERVICES=()
+declare -A S_DESC=() S_SCRIPT=() S_CONFIG=()
+FILESYSTEMS=()
+declare -A F_DEV=() F_TYPE=() F_OPTS=()
+";
+
+/// `etc/fstab` of a configuration without file systems of its own, as the
+/// nixos-rebuild double writes it.
+const FSTAB_EMPTY: &str = "# This is a generated file.  Do not edit!
+#
+# To make changes, edit the fileSystems and swapDevices NixOS options
+# in your /etc/nixos/configuration.nix file.
+#
+# <file system> <mount point>   <type>  <options>       <dump>  <pass>
+
+# Filesystems.
+
+# Swap devices.
+";
+
+/// The store path of the system-path (`sw`) of package set `pkgs`, named
+/// exactly as the nixos-rebuild double names it: sha256 of the sorted
+/// names, one a line, hex with `e` read as `f`, 32 characters.
+pub fn system_path_name(pkgs: &[String]) -> String {
+    let set: std::collections::BTreeSet<&str> = pkgs.iter().map(String::as_str).collect();
+    let mut text = String::new();
+    for p in set {
+        text.push_str(p);
+        text.push('\n');
+    }
+    let hex = hex::encode(Sha256::digest(text.as_bytes())).replace('e', "f");
+    format!("/nix/store/{}-system-path", &hex[..32])
+}
+
+/// The base system path's packages among the guest's store `groups`.
+fn base_packages(groups: &BTreeMap<String, String>) -> anyhow::Result<Vec<String>> {
+    let missing: Vec<&str> = NIXOS_BASE_SW
+        .iter()
+        .copied()
+        .filter(|p| !groups.contains_key(*p))
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "the contract guest has no store package for {missing:?} (NIXOS_BASE_SW): \
+         check packages::ROOTFS_PACKAGES and packages::nix_name"
+    );
+    let mut base: Vec<String> = NIXOS_BASE_SW.iter().map(|s| s.to_string()).collect();
+    base.sort();
+    Ok(base)
+}
+
+/// `environment.systemPackages` of every configuration the image ships
+/// declarations for (the bootstrap and the fixture flakes).
+fn shipped_system_packages() -> anyhow::Result<Vec<Vec<String>>> {
+    let mut out = Vec::new();
+    for s in files::sources() {
+        let files::Place::Path(p, _) = s.place else {
+            continue;
+        };
+        if !p.ends_with(".json")
+            || !(p.contains("fixtures/") || p.ends_with("bootstrap.declares.json"))
+        {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(s.content).with_context(|| format!("guest file {p}"))?;
+        let d = v.get("declares").unwrap_or(&v);
+        if d.get("build_error").is_some() || d.get("eval_error").is_some() {
+            continue; // never built
+        }
+        let pkgs = d["systemPackages"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(pkgs);
+    }
+    Ok(out)
+}
+
+/// A store directory `dir` whose bin links every executable of `pkgs`.
+fn link_bins(
+    root: &Path,
+    groups: &BTreeMap<String, String>,
+    pkgs: &[String],
+    dir: &str,
+) -> anyhow::Result<()> {
+    let sp = root.join(dir.trim_start_matches('/')).join("bin");
+    std::fs::create_dir_all(&sp)?;
+    for g in pkgs {
+        let Some(gdir) = groups.get(g) else {
+            continue;
+        };
+        let Ok(rd) = std::fs::read_dir(root.join(gdir.trim_start_matches('/')).join("bin")) else {
+            continue;
+        };
+        let mut names: Vec<_> = rd.flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        for n in names {
+            symlink(&format!("{gdir}/bin/{}", n.to_string_lossy()), &sp.join(&n))?;
+        }
+    }
+    Ok(())
+}
 
 /// Kernel command line.
 pub fn append(arch: Arch) -> String {
@@ -279,9 +438,13 @@ fn build_into(
         debs::extract(deb, &root)?;
         let group = packages::nix_name(&p.name).to_string();
         for f in layout::deb_files(deb)? {
-            if layout::in_bin_dir(&f).is_some() {
+            if let Some((_, exe)) = layout::in_bin_dir(&f) {
+                let g = packages::exe_group(&p.name, exe).unwrap_or(&group);
+                if g != group {
+                    groups.entry(g.to_string()).or_default().push(p);
+                }
                 exes.push(layout::Exe {
-                    group: group.clone(),
+                    group: g.to_string(),
                     path: f,
                 });
             }
@@ -345,6 +508,13 @@ fn build_into(
             &root.join(gawk.trim_start_matches('/')).join("bin/awk"),
         )?;
     }
+    // nixpkgs' which has bin/which (Debian names it in an alternative).
+    if let Some(which) = store.groups.get("which") {
+        symlink(
+            "which.debianutils",
+            &root.join(which.trim_start_matches('/')).join("bin/which"),
+        )?;
+    }
     // Before fhs_links: links still inside the FHS bin dirs are re-pointed
     // too, then those dirs go.
     let relinked = layout::repoint_links(&root, &store)?;
@@ -377,28 +547,26 @@ fn build_into(
             store.groups.insert(name.to_string(), dir);
         }
     }
-    // system-path: the base /run/current-system/sw.
-    let mut base: Vec<String> = store
-        .groups
-        .keys()
-        .filter(|g| !NOT_IN_BASE_SW.contains(&g.as_str()))
-        .filter(|g| {
-            // Internal scripts of the guest are not system packages.
-            !matches!(
-                g.as_str(),
-                "contract-activate"
-                    | "ec2-metadata-fetcher"
-                    | "apply-ec2-data"
-                    | "amazon-init"
-                    | "probe-shell"
-            )
-        })
-        .cloned()
-        .collect();
-    base.sort();
-    let base_refs: Vec<&str> = base.iter().map(String::as_str).collect();
-    let system_path = format!("/nix/store/{}-system-path", layout::store_hash(&base_refs));
+    // Every store package's bin, for the guest's own scripts (the doubles
+    // of nixos-rebuild, the activation, the metadata fetch): they may use
+    // tools NixOS does not have (jq), which never reach a PATH the
+    // template's scripts see.
+    let all: Vec<String> = store.groups.keys().cloned().collect();
+    let all_path = format!(
+        "/nix/store/{}-contract-double-path",
+        layout::store_hash(&all.iter().map(String::as_str).collect::<Vec<_>>())
+    );
+    vars.insert("all-path".into(), all_path.clone());
+    // system-path: the base /run/current-system/sw, only what NixOS puts
+    // there by default (nixos/modules/config/system-path.nix corePackages
+    // and defaultPackages, plus the packages the AMI's modules add).
+    let base = base_packages(&store.groups)?;
+    let system_path = system_path_name(&base);
     vars.insert("system-path".into(), system_path.clone());
+    // Package name -> store directory (`pkgs.<name>` for the doubles).
+    for (g, dir) in &store.groups {
+        symlink(dir, &root.join("etc/contract/packages").join(g))?;
+    }
     let path_of = |pkgs: &[&str], sub: &str| -> anyhow::Result<Vec<String>> {
         pkgs.iter()
             .map(|p| {
@@ -428,38 +596,46 @@ fn build_into(
         let text = layout::substitute(&rel, s.content, &vars)?;
         write_file(&root, &rel, mode, &text)?;
     }
-    // Store package list for the nixos-rebuild double and the activation.
-    let store_json: BTreeMap<&String, &String> = store.groups.iter().collect();
-    write_file(
-        &root,
-        "etc/contract/store-paths.json",
-        0o644,
-        &serde_json::to_string_pretty(&store_json)?,
-    )?;
+    // The bins of the paths named above, now that every script is in place.
+    link_bins(&root, &store.groups, &all, &all_path)?;
+    link_bins(&root, &store.groups, &base, &system_path)?;
+    // The system paths of the configurations the image ships declarations
+    // for (bootstrap, fixture flakes), made here as Nix would have them in
+    // the store already: the nixos-rebuild double finds them by name and
+    // only builds one for a package set it has never seen.
+    for extra in shipped_system_packages()? {
+        let mut set = base.clone();
+        set.extend(extra);
+        set.sort();
+        set.dedup();
+        let sp = system_path_name(&set);
+        if !root.join(sp.trim_start_matches('/')).exists() {
+            link_bins(&root, &store.groups, &set, &sp)?;
+        }
+    }
+    // The setuid wrappers' programs under their wrapper names, WITHOUT
+    // setuid bits (the store has none): the activation copies them into
+    // /run/wrappers in one go and sets the modes /etc/contract/wrappers names.
+    let wrappers = std::fs::read_to_string(root.join("etc/contract/wrappers"))?;
+    for line in wrappers.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(name), Some(src)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let dst = root.join("etc/contract/wrappers.d").join(name);
+        std::fs::create_dir_all(dst.parent().unwrap())?;
+        std::fs::copy(root.join(src.trim_start_matches('/')), &dst)
+            .with_context(|| format!("wrapper {name} from {src}"))?;
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755))?;
+    }
     write_file(
         &root,
         "etc/contract/base-packages",
         0o644,
         &format!("{}\n", base.join("\n")),
     )?;
-    // system-path itself.
-    let sp = root.join(system_path.trim_start_matches('/')).join("bin");
-    std::fs::create_dir_all(&sp)?;
-    for g in &base {
-        let dir = root
-            .join(store.groups[g].trim_start_matches('/'))
-            .join("bin");
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut names: Vec<_> = rd.flatten().map(|e| e.file_name()).collect();
-        names.sort();
-        for n in names {
-            let target = format!("{}/bin/{}", store.groups[g], n.to_string_lossy());
-            symlink(&target, &sp.join(&n))?;
-        }
-    }
-    // Generation 1: the AMI's own configuration.
+    // Generation 1: the AMI's own configuration, laid out as the
+    // nixos-rebuild double lays out the ones it builds.
     let ami = serde_json::json!({
         "name": "ami",
         "description": "The AMI's own configuration (amazon-image.nix): no normal users, sudo for wheel with a password, no extra file systems.",
@@ -469,25 +645,54 @@ fn build_into(
         "/nix/store/{}-nixos-system-contract-ami",
         layout::store_hash(&["ami", &system_path])
     );
-    let gen_dir = root.join(gen.trim_start_matches('/'));
+    let rel = gen.trim_start_matches('/').to_string();
     write_file(
         &root,
-        &format!("{}/declares.json", gen.trim_start_matches('/')),
+        &format!("{rel}/declares.json"),
         0o444,
         &serde_json::to_string_pretty(&ami)?,
     )?;
-    symlink(&system_path, &gen_dir.join("sw"))?;
+    write_file(&root, &format!("{rel}/plan.sh"), 0o444, AMI_PLAN)?;
+    write_file(&root, &format!("{rel}/etc/fstab"), 0o444, FSTAB_EMPTY)?;
     write_file(
         &root,
-        &format!("{}/activate", gen.trim_start_matches('/')),
+        &format!("{rel}/nixos-version"),
+        0o444,
+        "26.05.contract-double\n",
+    )?;
+    symlink(&system_path, &root.join(&rel).join("sw"))?;
+    let act = &vars["contract-activate"];
+    write_file(
+        &root,
+        &format!("{rel}/activate"),
         0o555,
         &format!(
-            "#!{bash}\nexport systemConfig={gen}\nexec {act}/bin/contract-activate \"$systemConfig\" \"$@\"\n",
-            act = vars["contract-activate"]
+            "#!{bash}\nexport systemConfig={gen}\nexec {act}/bin/contract-activate activate \"$systemConfig\" \"$@\"\n"
         ),
+    )?;
+    write_file(
+        &root,
+        &format!("{rel}/bin/switch-to-configuration"),
+        0o555,
+        &format!("#!{bash}\nexec {act}/bin/contract-activate stc {gen} \"$@\"\n"),
     )?;
     symlink(&gen, &root.join("nix/var/nix/profiles/system-1-link"))?;
     symlink("system-1-link", &root.join("nix/var/nix/profiles/system"))?;
+    // The boot loader's default entry (see units/contract-activation.service).
+    symlink(&gen, &root.join("boot/contract-default"))?;
+    // No FHS ELF interpreter, as on NixOS: every dynamically linked program
+    // names the loader in the store, so a binary built for an FHS system
+    // (a downloaded agent) fails here as it does on NixOS.
+    let libc = store
+        .groups
+        .get("libc6")
+        .context("no libc6 store package for the ELF interpreter")?
+        .clone();
+    let n = layout::retarget_interpreter(&root, arch, &libc)?;
+    progress(
+        arch,
+        &format!("ELF interpreter moved into {libc}: {n} programs re-pointed"),
+    );
 
     // systemd wiring: enabled units, masks, generators.
     for (unit, target) in files::ENABLE {
@@ -617,6 +822,7 @@ fn build_into(
         "modules": order,
         "store": store.groups,
         "system_path": system_path,
+        "base_packages": base,
         "packages": pkgs.iter().map(|p| format!("{}:{}={}", p.name, p.arch, p.version)).collect::<Vec<_>>(),
     });
     std::fs::write(
@@ -685,6 +891,7 @@ mod tests {
         let mut vars: BTreeMap<String, String> = BTreeMap::new();
         for n in [
             "system-path",
+            "all-path",
             "unit-path",
             "amazon-init-path",
             "nix-system",
@@ -756,6 +963,186 @@ mod tests {
              harness/contract-guest/bootstrap.declares.json (describes {known:?}): update its \
              `declares`/`assertions` to what the new bootstrap.nix declares, then add the sum"
         );
+    }
+
+    /// Every file the bootstrap switch evaluates is pinned: the template's
+    /// configuration.nix (what the user-data writes next to bootstrap.nix)
+    /// must be one the declaration data describes.
+    #[test]
+    fn bootstrap_declarations_pin_the_templates_configuration_nix() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let nix =
+            std::fs::read(repo.join("templates/modules/bootstrap/configuration.nix")).unwrap();
+        let sum = hex::encode(Sha256::digest(&nix));
+        let data = bootstrap_declares();
+        let known: Vec<&str> = data["configuration_nix_sha256"]
+            .as_array()
+            .expect("bootstrap.declares.json pins configuration_nix_sha256")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert!(
+            known.contains(&sum.as_str()),
+            "templates/modules/bootstrap/configuration.nix (sha256 {sum}) is not pinned by \
+             harness/contract-guest/bootstrap.declares.json's configuration_nix_sha256 ({known:?}): \
+             check what it imports and sets against `declares`, then add the sum"
+        );
+    }
+
+    #[test]
+    fn system_path_names_match_the_doubles() {
+        // The nixos-rebuild double: printf '%s\n' sorted | sha256sum, e->f, 32.
+        let a = system_path_name(&["git".into(), "bash".into()]);
+        assert_eq!(
+            a,
+            system_path_name(&["bash".into(), "git".into(), "git".into()])
+        );
+        assert!(
+            a.starts_with("/nix/store/") && a.ends_with("-system-path"),
+            "{a}"
+        );
+        let hash = &a["/nix/store/".len()..a.len() - "-system-path".len()];
+        assert_eq!(hash.len(), 32);
+        assert!(!hash.contains('e'));
+        let hex = hex::encode(Sha256::digest(b"bash\ngit\n")).replace('e', "f");
+        assert_eq!(hash, &hex[..32]);
+    }
+
+    #[test]
+    fn base_system_path_is_nixos_s() {
+        assert!(!NIXOS_BASE_SW.contains(&"jq"));
+        assert!(!NIXOS_BASE_SW.contains(&"git"), "the bootstrap adds git");
+        for p in [
+            "coreutils",
+            "curl",
+            "util-linux",
+            "systemd",
+            "sudo",
+            "glibc",
+        ] {
+            assert!(NIXOS_BASE_SW.contains(&p), "{p}");
+        }
+        assert!(AMI_PLAN.contains("WHEEL_NOPASSWD=0"));
+    }
+
+    /// One of the nixos-rebuild double's jq programs (`read -r -d '' NAME <<'JQ'`).
+    fn double_jq(name: &str) -> String {
+        let src = files::sources()
+            .into_iter()
+            .find(|s| s.place == files::Place::Script("nixos-rebuild"))
+            .unwrap()
+            .content;
+        let start = src
+            .find(&format!("read -r -d '' {name} <<'JQ' || true\n"))
+            .unwrap_or_else(|| panic!("no jq program {name} in the nixos-rebuild double"));
+        let body = &src[start..];
+        let body = &body[body.find('\n').unwrap() + 1..];
+        body[..body.find("\nJQ\n").unwrap()].to_string()
+    }
+
+    fn jq(args: &[&str], prog: &str, input: &Path) -> String {
+        let out =
+            std::process::Command::new(crate::tools::find("jq").expect("jq (ci/setup-debian.sh)"))
+                .arg("-r")
+                .args(args)
+                .arg(prog)
+                .arg(input)
+                .output()
+                .unwrap();
+        assert!(
+            out.status.success(),
+            "jq: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The double's evaluation of the bootstrap on the host: the pinned
+    /// files give the declarations with the agent user; another
+    /// configuration.nix or bootstrap.nix, or a refused user, does not.
+    #[test]
+    fn the_doubles_bootstrap_evaluation() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let sum = |f: &str| hex::encode(Sha256::digest(std::fs::read(repo.join(f)).unwrap()));
+        let conf = sum("templates/modules/bootstrap/configuration.nix");
+        let boot = sum("templates/modules/bootstrap/bootstrap.nix");
+        let data = repo.join("harness/contract-guest/bootstrap.declares.json");
+        let prog = double_jq("EVAL_BOOTSTRAP_JQ");
+        let d = tempfile::tempdir().unwrap();
+        let params = d.path().join("params.json");
+        let eval = |user: &str, conf: &str, boot: &str| {
+            std::fs::write(&params, format!("{{\"agent_user\":\"{user}\"}}")).unwrap();
+            jq(
+                &[
+                    "--arg",
+                    "conf",
+                    conf,
+                    "--arg",
+                    "boot",
+                    boot,
+                    "--slurpfile",
+                    "params",
+                    params.to_str().unwrap(),
+                ],
+                &prog,
+                &data,
+            )
+        };
+        let ok = eval("dev", &conf, &boot);
+        assert!(ok.starts_with("D\t"), "{ok}");
+        let decl: serde_json::Value = serde_json::from_str(ok[2..].trim()).unwrap();
+        assert_eq!(decl["users"]["dev"]["extraGroups"][0], "wheel", "{decl}");
+        assert_eq!(decl["fileSystems"]["/home"]["device"], "/dev/xvdb");
+        let e = eval("dev", "0000", &boot);
+        assert!(
+            e.starts_with("E\t") && e.contains("configuration.nix"),
+            "{e}"
+        );
+        let e = eval("dev", &conf, "0000");
+        assert!(e.starts_with("E\t") && e.contains("bootstrap.nix"), "{e}");
+        let a = eval("root", &conf, &boot);
+        assert!(
+            a.starts_with("A\t") && a.contains("root is reserved"),
+            "{a}"
+        );
+        let a = eval("Bad!", &conf, &boot);
+        assert!(a.starts_with("A\t") && a.contains("must match"), "{a}");
+    }
+
+    /// The double's plan (bash) for a fixture flake's declarations.
+    #[test]
+    fn the_doubles_plan_for_a_fixture() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let plan = jq(
+            &[],
+            &double_jq("PLAN_JQ"),
+            &repo.join("harness/contract-guest/fixtures/good/declares.json"),
+        );
+        for line in [
+            "NAME='good'",
+            "WHEEL_NOPASSWD=1",
+            "USERS=('coder' 'dev')",
+            "U_HOME['dev']='/home/dev'",
+            "U_SHELL['coder']='/run/current-system/sw/bin/bash'",
+            "U_CREATE['coder']=1",
+            "U_EXTRA['dev']='wheel'",
+            "FILESYSTEMS=('/home')",
+            "F_DEV['/home']='/dev/xvdb'",
+            "F_OPTS['/home']='defaults,x-systemd.makefs'",
+        ] {
+            assert!(plan.lines().any(|l| l == line), "no `{line}` in:\n{plan}");
+        }
+        // The AMI's generation has the same shape (same variables).
+        let vars = |p: &str| -> Vec<String> {
+            let mut v: Vec<String> = p
+                .lines()
+                .filter(|l| !l.contains('['))
+                .filter_map(|l| l.split('=').next().map(str::to_string))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(vars(AMI_PLAN), vars(&plan));
     }
 
     #[test]

@@ -65,7 +65,24 @@ pub fn nix_name(deb: &str) -> &str {
         "openssh-server" | "openssh-client" | "openssh-sftp-server" => "openssh",
         "dbus" | "dbus-bin" | "dbus-daemon" => "dbus",
         "passwd" => "shadow",
+        // glibc's programs (getent, getconf, ldd, iconv, locale, …): on
+        // NixOS they come from `stdenv.cc.libc` in system-path.
+        "libc-bin" => "glibc",
+        "perl-base" | "perl" => "perl",
+        "libcap2-bin" => "libcap",
         other => other,
+    }
+}
+
+/// A nixpkgs package that one executable of a Debian package belongs to
+/// when it is not the package's own: Debian's debianutils ships `which`
+/// (as `which.debianutils`, named `which` by its postinst's alternative),
+/// nixpkgs has it as the package `which` (NixOS's system-path has it; the
+/// rest of debianutils is Debian's).
+pub fn exe_group(deb: &str, exe: &str) -> Option<&'static str> {
+    match (deb, exe) {
+        ("debianutils", "which.debianutils") => Some("which"),
+        _ => None,
     }
 }
 

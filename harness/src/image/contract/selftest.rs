@@ -71,25 +71,20 @@ async fn ok(p: &dyn Probe, cmd: &str) -> Result<String, String> {
 /// recorded in `dir` (default `/var/lib/contract-selftest`).
 pub async fn amazon_init_path(p: &dyn Probe, dir: &str) -> Result<(), String> {
     let path = ok(p, &format!("cat {dir}/path")).await?;
+    let pkgs = |names: &[&str], sub: &str| {
+        names
+            .iter()
+            .map(|n| format!("$(readlink /etc/contract/packages/{n})/{sub}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
     let expected = ok(
         p,
         &format!(
-            "jq -r '[{a}] + [{s}] + [{s2}] | join(\":\")' /etc/contract/store-paths.json",
-            a = super::AMAZON_INIT_PATH
-                .iter()
-                .map(|n| format!(".[\"{n}\"] + \"/bin\""))
-                .collect::<Vec<_>>()
-                .join(", "),
-            s = super::SERVICE_PATH
-                .iter()
-                .map(|n| format!(".[\"{n}\"] + \"/bin\""))
-                .collect::<Vec<_>>()
-                .join(", "),
-            s2 = super::SERVICE_PATH
-                .iter()
-                .map(|n| format!(".[\"{n}\"] + \"/sbin\""))
-                .collect::<Vec<_>>()
-                .join(", "),
+            "echo \"{}:{}:{}\"",
+            pkgs(super::AMAZON_INIT_PATH, "bin"),
+            pkgs(super::SERVICE_PATH, "bin"),
+            pkgs(super::SERVICE_PATH, "sbin")
         ),
     )
     .await?;
@@ -150,7 +145,7 @@ pub async fn default_unit_path(p: &dyn Probe) -> Result<(), String> {
             "a transient unit must find systemd's own `systemctl`:\n{out}"
         ));
     }
-    let sd = ok(p, "jq -r .systemd /etc/contract/store-paths.json").await?;
+    let sd = ok(p, "readlink /etc/contract/packages/systemd").await?;
     let env = ok(
         p,
         &unit("printenv", "/run/current-system/sw/bin/printenv PATH"),
@@ -398,11 +393,25 @@ pub async fn failing_unit_switch(p: &dyn Probe, keep: &str, removed: &str) -> Re
     let before = generation(p).await?;
     let (st, out) = rebuild(p, "switch --flake path:/var/lib/harness/fixtures#selftest").await?;
     let mut bad = Vec::new();
-    if st == 0 {
-        bad.push("nixos-rebuild must exit non-zero when a unit fails".to_string());
+    // nixos-rebuild-ng exits with switch-to-configuration's status (4) and
+    // names the command that failed (nixos_rebuild/__init__.py).
+    if st != 4 {
+        bad.push(format!(
+            "nixos-rebuild must exit 4 (switch-to-configuration's status) when a unit fails, exited {st}"
+        ));
     }
-    if !out.contains("contract-selftest-fails.service") {
+    if !out.contains("warning: the following units failed: contract-selftest-fails.service") {
         bad.push("the output should name the failed unit".into());
+    }
+    if !out.contains("--unit=nixos-rebuild-switch-to-configuration")
+        || !out.contains("switch' returned non-zero exit status 4.")
+    {
+        bad.push(
+            "the output should end with nixos-rebuild-ng's `Command 'systemd-run … \
+             --unit=nixos-rebuild-switch-to-configuration …/bin/switch-to-configuration switch' \
+             returned non-zero exit status 4.`"
+                .into(),
+        );
     }
     let after = generation(p).await?;
     let cur = ok(
@@ -445,9 +454,24 @@ pub async fn failing_unit_switch(p: &dyn Probe, keep: &str, removed: &str) -> Re
 /// build error; neither makes a generation.
 pub async fn broken_fixtures(p: &dyn Probe) -> Result<(), String> {
     let mut bad = Vec::new();
-    for (name, needle) in [
-        ("broken", "does not exist"),
-        ("broken-build", "failed with exit code 1"),
+    // nixos-rebuild-ng: an evaluation error fails its re-exec step (the
+    // build of config.system.build.nixos-rebuild), a build error the
+    // toplevel's build; both exit with nix's status, 1 for `nix build`.
+    for (name, needles) in [
+        (
+            "broken",
+            [
+                "does not exist",
+                ".config.system.build.nixos-rebuild' --no-link' returned non-zero exit status 1.",
+            ],
+        ),
+        (
+            "broken-build",
+            [
+                "HARNESS-DELIBERATE-BUILD-FAILURE",
+                ".config.system.build.toplevel' --no-link' returned non-zero exit status 1.",
+            ],
+        ),
     ] {
         let before = generation(p).await?;
         let (st, out) = rebuild(
@@ -455,14 +479,338 @@ pub async fn broken_fixtures(p: &dyn Probe) -> Result<(), String> {
             &format!("switch --flake path:{}#{name}", super::GUEST_FIXTURES),
         )
         .await?;
-        if st == 0 || !out.contains("error:") || !out.contains(needle) {
+        if st != 1 || !out.contains("error:") || needles.iter().any(|n| !out.contains(n)) {
             bad.push(format!(
-                "{name}: expected a non-zero exit with `error:` and `{needle}`, got exit {st}:\n{out}"
+                "{name}: expected exit 1 with `error:` and {needles:?}, got exit {st}:\n{out}"
             ));
         }
         if generation(p).await? != before {
             bad.push(format!("{name} must not create a generation"));
         }
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(bad.join("\n"))
+    }
+}
+
+/// `name` in the declarations of the generation `/run/current-system` is.
+pub async fn active_configuration(p: &dyn Probe) -> Result<String, String> {
+    let out = ok(
+        p,
+        "sed -n 's/^NAME=//p' /run/current-system/plan.sh | tr -d \"'\"",
+    )
+    .await?;
+    Ok(out.trim().to_string())
+}
+
+/// Wait for the transient switch unit (`nixos-rebuild-switch-to-configuration`)
+/// to be gone: a switch whose caller died goes on in it.
+async fn switch_unit_done(p: &dyn Probe) -> Result<(), String> {
+    ok(
+        p,
+        "for i in $(seq 1 600); do systemctl is-active -q nixos-rebuild-switch-to-configuration.service || exit 0; sleep 0.2; done; exit 1",
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Item 1 + 2 of the contract: `nixos-rebuild switch` runs
+/// switch-to-configuration in its own transient unit, and the fstab diff
+/// stops a mount that disappeared — stopping first every unit that
+/// Requires it.  The rebuild runs inside a caller unit with
+/// `RequiresMountsFor=/home` (as the template's agent unit has): switching
+/// to `no-home` must stop the caller (killing its nixos-rebuild) while the
+/// switch itself completes and unmounts /home.  Leaves the guest on
+/// `no-home` with /home unmounted.
+pub async fn mount_removed_stops_its_users(p: &dyn Probe) -> Result<(), String> {
+    let mut bad = Vec::new();
+    let (st, _, _) = run(p, "findmnt -n /home >/dev/null").await?;
+    if st != 0 {
+        return Err("precondition: /home must be mounted".into());
+    }
+    ok(
+        p,
+        &format!(
+            "rm -f /run/selftest-rebuild.log; systemd-run --quiet --unit=selftest-home-user \
+             -p RequiresMountsFor=/home --working-directory=/home \
+             -p StandardOutput=file:/run/selftest-rebuild.log -p StandardError=file:/run/selftest-rebuild.log \
+             --setenv=CONTRACT_REBUILD_STEP=0.05 \
+             /run/current-system/sw/bin/nixos-rebuild switch --flake path:{}#no-home",
+            super::GUEST_FIXTURES
+        ),
+    )
+    .await?;
+    // The switch unit appears, then ends.
+    ok(
+        p,
+        "for i in $(seq 1 300); do grep -q 'activating the configuration' /run/selftest-rebuild.log 2>/dev/null && exit 0; sleep 0.2; done; exit 1",
+    )
+    .await
+    .map_err(|e| format!("the switch never reached activation: {e}"))?;
+    switch_unit_done(p).await?;
+    let log = ok(p, "cat /run/selftest-rebuild.log").await?;
+    if !log.contains("stopping the following units: home.mount") {
+        bad.push(
+            "switch-to-configuration should stop home.mount (its fstab entry disappeared)".into(),
+        );
+    }
+    let (st, _, _) = run(p, "findmnt -n /home >/dev/null").await?;
+    if st == 0 {
+        bad.push("/home should be unmounted after the switch".into());
+    }
+    let caller = ok(
+        p,
+        "systemctl show -P ActiveState selftest-home-user.service; true",
+    )
+    .await?;
+    if caller.trim() == "active" {
+        bad.push(format!(
+            "the unit that requires /home should have been stopped with home.mount, it is {}",
+            caller.trim()
+        ));
+    }
+    if log.contains("Done. The new configuration is") {
+        bad.push(
+            "the nixos-rebuild client in the stopped unit should have died before printing Done"
+                .into(),
+        );
+    }
+    let active = active_configuration(p).await?;
+    if active != "no-home" {
+        bad.push(format!(
+            "the switch runs outside its caller and must complete: /run/current-system is `{active}`, expected `no-home`"
+        ));
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}\nrebuild log:\n{log}", bad.join("\n")))
+    }
+}
+
+/// Item 2: a /home whose device is written differently is restarted, and
+/// the units that require it restart with it.  From `good` (/dev/xvdb) to
+/// `home-other-device` (/dev/vdb, the same disk).  Leaves the guest on
+/// `home-other-device`.
+pub async fn mount_changed_restarts_its_users(p: &dyn Probe) -> Result<(), String> {
+    let mut bad = Vec::new();
+    ok(
+        p,
+        "systemd-run --quiet --unit=selftest-home-sleeper -p RequiresMountsFor=/home \
+         --working-directory=/home /run/current-system/sw/bin/sleep 100000",
+    )
+    .await?;
+    let inv = ok(
+        p,
+        "sleep 0.5; systemctl show -P InvocationID selftest-home-sleeper.service",
+    )
+    .await?;
+    let (st, out) = rebuild(
+        p,
+        &format!(
+            "switch --flake path:{}#home-other-device",
+            super::GUEST_FIXTURES
+        ),
+    )
+    .await?;
+    if st != 0 {
+        bad.push(format!("the switch should succeed, exit {st}"));
+    }
+    if !out.contains("restarting the following units: home.mount") {
+        bad.push("switch-to-configuration should restart home.mount (its device changed)".into());
+    }
+    let src = ok(p, "findmnt -n -o SOURCE /home; true").await?;
+    if src.trim() != "/dev/vdb" {
+        bad.push(format!(
+            "/home should be mounted from /dev/vdb now, is `{}`",
+            src.trim()
+        ));
+    }
+    let inv2 = ok(
+        p,
+        "systemctl show -P InvocationID selftest-home-sleeper.service; systemctl show -P ActiveState selftest-home-sleeper.service",
+    )
+    .await?;
+    let mut l = inv2.lines();
+    let (now, state) = (l.next().unwrap_or(""), l.next().unwrap_or(""));
+    if now == inv.trim() || state != "active" {
+        bad.push(format!(
+            "the unit that requires /home should have been restarted with home.mount (invocation {} -> {now}, {state})",
+            inv.trim()
+        ));
+    }
+    let _ = run(p, "systemctl stop selftest-home-sleeper.service").await;
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}\nrebuild output (exit {st}):\n{out}",
+            bad.join("\n")
+        ))
+    }
+}
+
+/// Item 3: switch-to-configuration counts EVERY unit that failed on the
+/// system during the switch, not only the generation's: a unit nobody's
+/// configuration declares, which fails whenever it starts, makes a good
+/// switch exit 4, naming it.
+pub async fn unrelated_failed_unit_counts(p: &dyn Probe, fixture: &str) -> Result<(), String> {
+    ok(p, UNRELATED_FAILING_UNIT).await?;
+    let (st, out) = rebuild(
+        p,
+        &format!("switch --flake path:{}#{fixture}", super::GUEST_FIXTURES),
+    )
+    .await?;
+    let _ = run(p, REMOVE_UNRELATED_FAILING_UNIT).await;
+    if st == 4
+        && out.contains("warning: the following units failed:")
+        && out.contains("harness-unrelated.service")
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected exit 4 naming harness-unrelated.service (a unit outside the generation that fails when it starts), got exit {st}:\n{out}"
+        ))
+    }
+}
+
+/// A unit outside every generation (a runtime unit in /run/systemd/system,
+/// wanted by multi-user.target) that fails whenever it starts: the
+/// switch's ResetFailed forgets its earlier failure, restarting
+/// multi-user.target starts it again, and it fails during the switch, as
+/// a broken hand-installed unit does on NixOS.
+pub const UNRELATED_FAILING_UNIT: &str = "mkdir -p /run/systemd/system/multi-user.target.wants && \
+printf '%s\\n' '[Unit]' 'Description=harness: a unit unrelated to the workspace that fails when it starts' \
+'[Service]' 'Type=oneshot' \
+\"ExecStart=/bin/sh -c 'echo harness: an unrelated unit failing on purpose; exit 3'\" \
+>/run/systemd/system/harness-unrelated.service && \
+ln -sfn ../harness-unrelated.service /run/systemd/system/multi-user.target.wants/harness-unrelated.service && \
+systemctl daemon-reload && { systemctl start harness-unrelated.service 2>/dev/null; true; }";
+
+/// Undo [`UNRELATED_FAILING_UNIT`].
+pub const REMOVE_UNRELATED_FAILING_UNIT: &str = "rm -f /run/systemd/system/harness-unrelated.service \
+/run/systemd/system/multi-user.target.wants/harness-unrelated.service && systemctl daemon-reload && \
+systemctl reset-failed";
+
+/// Item 4: a pre-switch check that fails aborts the switch AFTER
+/// nixos-rebuild moved the system profile: a new generation, nothing
+/// activated, the boot loader untouched.
+pub async fn aborted_activation_moves_only_the_profile(p: &dyn Probe) -> Result<(), String> {
+    let before = generation(p).await?;
+    let cur = ok(
+        p,
+        "readlink -f /run/current-system; readlink -f /boot/contract-default",
+    )
+    .await?;
+    let (st, out) = rebuild(
+        p,
+        &format!(
+            "switch --flake path:{}#activation-aborts",
+            super::GUEST_FIXTURES
+        ),
+    )
+    .await?;
+    let after = generation(p).await?;
+    let now = ok(
+        p,
+        "readlink -f /run/current-system; readlink -f /boot/contract-default",
+    )
+    .await?;
+    let mut bad = Vec::new();
+    if st != 1 || !out.contains("Pre-switch checks failed") {
+        bad.push(format!(
+            "expected exit 1 with `Pre-switch checks failed`, got {st}"
+        ));
+    }
+    if after == before {
+        bad.push("nixos-rebuild sets the profile before switch-to-configuration: a new generation expected".into());
+    }
+    if now != cur {
+        bad.push(format!(
+            "/run/current-system and the boot loader's entry must not move ({cur} -> {now})"
+        ));
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}\nrebuild output:\n{out}", bad.join("\n")))
+    }
+}
+
+/// Item 5: the bootstrap switch evaluates configuration.nix too; one the
+/// declaration data does not pin (here: without the amazon-image.nix
+/// import) is refused like an evaluation error.
+pub async fn unpinned_configuration_is_refused(p: &dyn Probe, dir: &str) -> Result<(), String> {
+    ok(
+        p,
+        &format!(
+            "mkdir -p /run/unpinned && cp {dir}/bootstrap.nix {dir}/params.json /run/unpinned/ && \
+             grep -v amazon-image.nix {dir}/configuration.nix >/run/unpinned/configuration.nix"
+        ),
+    )
+    .await?;
+    let before = generation(p).await?;
+    let (st, out) = rebuild(p, "switch -I nixos-config=/run/unpinned/configuration.nix").await?;
+    if st == 1
+        && out.contains("no declaration data for this configuration.nix")
+        && generation(p).await? == before
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "a configuration.nix without the amazon-image.nix import must not evaluate here (exit 1, `no declaration data for this configuration.nix`, no generation); got exit {st}:\n{out}"
+        ))
+    }
+}
+
+/// Item 6: NixOS has no FHS ELF interpreter; the guest's programs name
+/// the loader outside /lib*, and the system path carries only NixOS's
+/// base packages (no jq, no dpkg).
+pub async fn nixos_binaries_only(p: &dyn Probe) -> Result<(), String> {
+    let mut bad = Vec::new();
+    let fhs = ok(
+        p,
+        "ls -d /lib*/ld-linux* /usr/lib*/ld-linux* 2>/dev/null; \
+         find / -xdev -name 'ld-linux*' -not -path '/nix/*' 2>/dev/null; true",
+    )
+    .await?;
+    if !fhs.trim().is_empty() {
+        bad.push(format!("FHS ELF interpreters exist: {}", fhs.trim()));
+    }
+    let interp = ok(
+        p,
+        "b=$(readlink -f /run/current-system/sw/bin/bash); grep -c -a -e /lib64/ld-linux -e /lib/ld-linux-aarch64 \"$b\"; grep -c -a /nix/ld-linux \"$b\"; true",
+    )
+    .await?;
+    let mut l = interp.lines();
+    if l.next() != Some("0") || l.next() == Some("0") {
+        bad.push(format!(
+            "bash's ELF interpreter should be the store's loader (/nix/ld-linux…), not an FHS one: {interp}"
+        ));
+    }
+    let sw = ok(
+        p,
+        ". /etc/profile; for t in jq dpkg run-parts debconf-show; do command -v $t; done; true",
+    )
+    .await?;
+    if !sw.trim().is_empty() {
+        bad.push(format!(
+            "tools NixOS's base system does not have are on a login PATH: {}",
+            sw.trim().replace('\n', ", ")
+        ));
+    }
+    let has = ok(
+        p,
+        ". /etc/profile; for t in getent which awk perl ip; do command -v $t >/dev/null || echo $t; done; true",
+    )
+    .await?;
+    if !has.trim().is_empty() {
+        bad.push(format!(
+            "NixOS's base system has these, the guest's sw does not: {}",
+            has.trim().replace('\n', ", ")
+        ));
     }
     if bad.is_empty() {
         Ok(())

@@ -6,11 +6,14 @@
 //! prefixes are served.  Every request is logged in memory
 //! ([`ImdsHandle::requests`]) and, if a log path is given, appended as JSON lines.
 //!
-//! **Not AWS-signed:** `dynamic/instance-identity/signature` and `pkcs7` are
-//! placeholders that say so in their body; nothing here can produce a real AWS
-//! signature, so anything verifying identity documents cryptographically must
-//! be tested against real EC2.
+//! **Not AWS-signed:** `dynamic/instance-identity/signature` is the document
+//! signed by a TEST DOUBLE of AWS's key ([`identity`]: a key made in this
+//! process, which the Coder agent API double trusts); `pkcs7` is a
+//! placeholder that says so in its body.  Nothing here can produce a real
+//! AWS signature, so a real coderd refuses it: its instance-identity check
+//! is proven only on real EC2.
 
+pub mod identity;
 mod routes;
 #[cfg(test)]
 mod tests;

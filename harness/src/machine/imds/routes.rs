@@ -12,8 +12,31 @@ use super::{rfc3339, ImdsRequest, State};
 const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
 const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
 
-/// Placeholder served as the identity document's signature: not AWS-signed.
+/// Placeholder served as `pkcs7`: not AWS-signed.
 pub(crate) const NOT_SIGNED: &str = "NOT-AWS-SIGNED: this identity document was served by the harness's emulated IMDS; no AWS signature exists.";
+
+/// `dynamic/instance-identity/document`: the JSON AWS serves (pretty,
+/// no trailing newline), the same bytes every time for one configuration.
+pub(crate) fn identity_document(cfg: &super::ImdsConfig, started: SystemTime) -> Vec<u8> {
+    let doc = serde_json::json!({
+        "accountId": cfg.account_id,
+        "architecture": cfg.arch.as_str(),
+        "availabilityZone": cfg.availability_zone,
+        "billingProducts": null,
+        "devpayProductCodes": null,
+        "marketplaceProductCodes": null,
+        "imageId": cfg.ami_id,
+        "instanceId": cfg.instance_id,
+        "instanceType": cfg.instance_type,
+        "kernelId": null,
+        "pendingTime": rfc3339(started),
+        "privateIp": cfg.local_ipv4,
+        "ramdiskId": null,
+        "region": cfg.region,
+        "version": "2017-09-30",
+    });
+    serde_json::to_vec_pretty(&doc).unwrap_or_default()
+}
 
 pub(crate) fn router(state: Arc<State>) -> axum::Router {
     axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap| {
@@ -183,27 +206,14 @@ fn lookup(state: &State, rest: &str) -> Option<Vec<u8>> {
         "meta-data/spot/termination-time" => spot.map(|n| rfc3339(n.time).into_bytes()),
         "dynamic" => Some(listing(&["instance-identity/"])),
         "dynamic/instance-identity" => Some(listing(&["document", "pkcs7", "signature"])),
-        "dynamic/instance-identity/document" => {
-            let doc = serde_json::json!({
-                "accountId": cfg.account_id,
-                "architecture": cfg.arch.as_str(),
-                "availabilityZone": cfg.availability_zone,
-                "billingProducts": null,
-                "devpayProductCodes": null,
-                "marketplaceProductCodes": null,
-                "imageId": cfg.ami_id,
-                "instanceId": cfg.instance_id,
-                "instanceType": cfg.instance_type,
-                "kernelId": null,
-                "pendingTime": rfc3339(state.started),
-                "privateIp": cfg.local_ipv4,
-                "ramdiskId": null,
-                "region": cfg.region,
-                "version": "2017-09-30",
-            });
-            serde_json::to_vec_pretty(&doc).ok()
-        }
-        "dynamic/instance-identity/signature" | "dynamic/instance-identity/pkcs7" => s(NOT_SIGNED),
+        "dynamic/instance-identity/document" => Some(identity_document(&cfg, state.started)),
+        // The TEST DOUBLE's signature (super::identity), not AWS's.
+        "dynamic/instance-identity/signature" => super::identity::test_signer()
+            .and_then(|k| k.sign(&identity_document(&cfg, state.started)))
+            .map(String::into_bytes)
+            .map_err(|e| tracing::warn!("emulated IMDS: {e:#}"))
+            .ok(),
+        "dynamic/instance-identity/pkcs7" => s(NOT_SIGNED),
         _ => None,
     }
 }

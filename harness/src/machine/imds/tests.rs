@@ -250,7 +250,7 @@ async fn spot_notice_404_then_200_then_cleared() {
 }
 
 #[tokio::test]
-async fn identity_document_shape_and_unsigned_signature() {
+async fn identity_document_shape_and_the_test_doubles_signature() {
     let mut c = cfg();
     c.arch = Arch::Aarch64;
     let h = ImdsServer::start(c, None).unwrap();
@@ -268,16 +268,33 @@ async fn identity_document_shape_and_unsigned_signature() {
     assert_eq!(v["region"], "us-east-1");
     assert_eq!(v["version"], "2017-09-30");
     assert!(v["pendingTime"].as_str().unwrap().ends_with('Z'));
-    for p in ["signature", "pkcs7"] {
-        let (s, b) = get(
-            &h,
-            &format!("/latest/dynamic/instance-identity/{p}"),
-            Some(&t),
-        )
-        .await;
-        assert_eq!(s, 200);
-        assert!(b.contains("NOT-AWS-SIGNED"), "{p}: {b}");
-    }
+    let (s, b) = get(&h, "/latest/dynamic/instance-identity/pkcs7", Some(&t)).await;
+    assert_eq!(s, 200);
+    assert!(b.contains("NOT-AWS-SIGNED"), "pkcs7: {b}");
+    // `signature`: the document signed by the test double's key (what the
+    // agent API double trusts), over the exact bytes served.
+    let (s, sig) = get(&h, "/latest/dynamic/instance-identity/signature", Some(&t)).await;
+    assert_eq!(s, 200);
+    let key = identity::test_signer().unwrap().public_key();
+    identity::verify(&key, body.as_bytes(), &sig).unwrap();
+    assert!(
+        !body.ends_with('\n'),
+        "AWS's document has no trailing newline"
+    );
+    // Another instance's document does not carry this signature.
+    let mut other = cfg();
+    other.instance_id = "i-0other".into();
+    let h2 = ImdsServer::start(other, None).unwrap();
+    let t2 = token(&h2, "60").await.text().await.unwrap();
+    let (_, body2) = get(&h2, "/latest/dynamic/instance-identity/document", Some(&t2)).await;
+    assert!(identity::verify(&key, body2.as_bytes(), &sig).is_err());
+    // IMDSv2 required: no token, no signature.
+    assert_eq!(
+        get(&h, "/latest/dynamic/instance-identity/signature", None)
+            .await
+            .0,
+        401
+    );
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ use crate::machine::qemu::{BootOptions, QemuInstance};
 use crate::report::timeline::{self, Anchor, Milestone, Source, Timeline};
 use crate::template::variant::Variant;
 
-pub use render::ContractRender;
+pub use render::{AgentAuth, ContractRender};
 
 /// The unit that runs user-data on the contract guest (as on NixOS:
 /// nixpkgs `nixos/modules/virtualisation/amazon-init.nix`).
@@ -49,6 +49,8 @@ pub struct ContractSpec<'a> {
     pub templates_root: &'a Path,
     /// How long the agent may take to connect, then to finish its startup.
     pub within: Duration,
+    /// `coder_agent.auth`.
+    pub auth: AgentAuth,
 }
 
 /// How long the last start took.
@@ -89,21 +91,11 @@ pub async fn boot(
 pub async fn boot_in(
     image: &BootImage,
     spec: &ContractSpec<'_>,
-    mut opts: BootOptions,
+    opts: BootOptions,
     slot: Option<crate::machine::qemu::slots::Slot>,
 ) -> anyhow::Result<(QemuInstance, ContractAgent)> {
     let mut agent = ContractAgent::prepare(spec).await?;
-    opts.user_data = agent.render.user_data.clone().into_bytes();
-    let t = Instant::now();
-    agent.timeline.mark("boot a fresh contract guest");
-    let inst = QemuInstance::boot_in(spec.variant, image, opts, slot).await?;
-    agent.timeline.milestone(
-        Milestone::GuestReady,
-        format!("probe ready (boot {:.1} s)", inst.last_boot.as_secs_f64()),
-    );
-    agent.anchor = anchor(&inst).await.map(|a| (a, false));
-    guest_fixups(&inst).await?;
-    agent.wait_started(&inst, t, spec.within).await?;
+    let inst = agent.boot_in(image, spec, opts, slot).await?;
     Ok((inst, agent))
 }
 
@@ -117,29 +109,11 @@ pub async fn on_snapshot(
     spec: &ContractSpec<'_>,
 ) -> anyhow::Result<ContractAgent> {
     let mut agent = ContractAgent::prepare(spec).await?;
-    agent.start_on_snapshot(vm, spec.within).await?;
+    agent.start_on_snapshot(vm, spec, &[]).await?;
     Ok(agent)
 }
 
 impl ContractAgent {
-    /// [`on_snapshot`] for an agent the caller keeps (its timeline and
-    /// double survive a failed start).
-    pub async fn start_on_snapshot(
-        &mut self,
-        vm: &mut pool::PooledVm,
-        within: Duration,
-    ) -> anyhow::Result<()> {
-        self.anchor = anchor(&vm.inst).await.map(|a| (a, true));
-        vm.inst
-            .imds()
-            .set_user_data(self.render.user_data.clone().into_bytes());
-        let t = Instant::now();
-        self.timeline
-            .mark("user-data served; restart fetch-ec2-metadata, then amazon-init");
-        rerun_amazon_init(&vm.inst).await?;
-        self.wait_started(&vm.inst, t, within).await
-    }
-
     /// Start the agent API double and render the template for it.
     pub async fn prepare(spec: &ContractSpec<'_>) -> anyhow::Result<ContractAgent> {
         render::check_wiring(spec.templates_root)?;
@@ -152,6 +126,7 @@ impl ContractAgent {
             spec.agent_user,
             &api.guest_access_url(),
             &token,
+            spec.auth,
         )
         .await?;
         api.set_manifest(AgentManifest {
@@ -167,6 +142,71 @@ impl ContractAgent {
             timeline: Timeline::new(),
             anchor: None,
         })
+    }
+
+    /// Boot a fresh guest (in `slot` if the caller holds one) with the
+    /// rendered user-data and wait for the agent's startup to end.  The
+    /// agent's side (double, timeline) stays with the caller on failure.
+    pub async fn boot_in(
+        &mut self,
+        image: &BootImage,
+        spec: &ContractSpec<'_>,
+        mut opts: BootOptions,
+        slot: Option<crate::machine::qemu::slots::Slot>,
+    ) -> anyhow::Result<QemuInstance> {
+        opts.user_data = self.render.user_data.clone().into_bytes();
+        let t = Instant::now();
+        self.timeline.mark("boot a fresh contract guest");
+        let inst = QemuInstance::boot_in(spec.variant, image, opts, slot).await?;
+        self.timeline.milestone(
+            Milestone::GuestReady,
+            format!("probe ready (boot {:.1} s)", inst.last_boot.as_secs_f64()),
+        );
+        self.anchor = anchor(&inst).await.map(|a| (a, false));
+        self.knows_instance(&inst)?;
+        guest_fixups(&inst).await?;
+        self.wait_started(&inst, t, spec.within).await?;
+        Ok(inst)
+    }
+
+    /// On a pooled VM in its clean state (as [`pool::Pool::take`] hands it
+    /// out, restored and health-checked): run `before` on the guest (faults
+    /// a scenario injects before amazon-init runs: double fixtures), serve
+    /// the rendered user-data and run amazon-init again, as a first boot
+    /// would; wait for the agent's startup to end.  The agent's side
+    /// (double, timeline) stays with the caller on failure.
+    pub async fn start_on_snapshot(
+        &mut self,
+        vm: &mut pool::PooledVm,
+        spec: &ContractSpec<'_>,
+        before: &[String],
+    ) -> anyhow::Result<()> {
+        self.anchor = anchor(&vm.inst).await.map(|a| (a, true));
+        self.knows_instance(&vm.inst)?;
+        for cmd in before {
+            vm.inst.probe().succeed(cmd).await.map_err(|e| {
+                anyhow::anyhow!("preparing the contract guest with `{cmd}` failed: {e}")
+            })?;
+        }
+        vm.inst
+            .imds()
+            .set_user_data(self.render.user_data.clone().into_bytes());
+        let t = Instant::now();
+        self.timeline
+            .mark("user-data served; restart fetch-ec2-metadata, then amazon-init");
+        rerun_amazon_init(&vm.inst).await?;
+        self.wait_started(&vm.inst, t, spec.within).await
+    }
+
+    /// With `aws-instance-identity`, the API double accepts the identity
+    /// document of `inst` (its instance id, as coderd knows the agent's
+    /// `auth_instance_id` from `coder_agent_instance`).
+    pub fn knows_instance(&self, inst: &QemuInstance) -> anyhow::Result<()> {
+        if self.render.auth == AgentAuth::AwsInstanceIdentity {
+            self.api
+                .expect_instance_identity(&inst.imds().config().instance_id)?;
+        }
+        Ok(())
     }
 
     /// Wait for the agent stand-in to connect and finish its startup
@@ -364,10 +404,15 @@ pub async fn anchor(inst: &QemuInstance) -> Option<Anchor> {
     })
 }
 
-/// What a guest that gave up shows: amazon-init failed, or an agent unit
-/// restarted again and again (printed; empty while all is well).
+/// What a guest that gave up shows: amazon-init failed, an agent unit
+/// restarted again and again, or amazon-init is done and the agent's unit
+/// is not running (a switch stopped it, e.g. with /home; Restart=always
+/// does not bring back a unit stopped by a dependency) (printed; empty
+/// while all is well).
 pub const GAVE_UP: &str = "a=$(systemctl show -P ActiveState amazon-init.service); \
 [ \"$a\" = failed ] && echo \"amazon-init.service failed ($(systemctl show -P Result amazon-init.service))\"; \
+if [ \"$a\" = active ]; then c=$(systemctl show -P ActiveState coder-agent.service); \
+case \"$c\" in active|activating|reloading) ;; *) echo \"amazon-init is done and coder-agent.service is not running ($c): something stopped it\" ;; esac; fi; \
 for u in $(systemctl list-units --all --plain --no-legend 'coder*' | cut -d' ' -f1); do \
 n=$(systemctl show -P NRestarts \"$u\"); [ \"${n:-0}\" -ge 3 ] && echo \"$u restarted $n times\"; done; true";
 
@@ -461,7 +506,7 @@ pub async fn wait_amazon_init_done(inst: &QemuInstance, within: Duration) -> any
 /// with the lines that name a cause first.
 pub async fn diagnose(inst: &dyn Instance) -> String {
     let cmd = format!(
-        "journalctl -b --no-pager -o cat -u {AMAZON_INIT_UNIT} -u 'coder*' 2>&1 | tail -n 80 > /tmp/harness-diag; \
+        "journalctl -b --no-pager -o cat -u {AMAZON_INIT_UNIT} -u 'coder*' -u nixos-rebuild-switch-to-configuration 2>&1 | tail -n 80 > /tmp/harness-diag; \
          echo '--- cause lines:'; grep -E {pat} /tmp/harness-diag | grep -v 'set -' | tail -n 12; \
          echo '--- units:'; systemctl --no-pager --all list-units {AMAZON_INIT_UNIT} 'coder*' 2>&1 | head -n 8; \
          echo '--- journal (amazon-init, coder*), last lines:'; tail -n 40 /tmp/harness-diag",
@@ -473,19 +518,19 @@ pub async fn diagnose(inst: &dyn Instance) -> String {
     }
 }
 
-/// Marker of one bootstrap switch in amazon-init's journal: the
-/// nixos-rebuild double (`image::contract`) says which configuration it
-/// evaluates, and the bootstrap is the one given with `-I nixos-config=`.
-pub const BOOTSTRAP_SWITCH_MARK: &str = "configuration.nix' (contract double";
+/// Where the contract guest's nixos-rebuild double records each call
+/// (`<boot id> <arguments>`, one a line: double-only evidence).
+pub const REBUILD_CALLS: &str = "/var/log/contract-nixos-rebuild.calls";
 
-/// Count this boot's bootstrap switches (see [`BOOTSTRAP_SWITCH_MARK`]).
+/// Count this boot's bootstrap switches: calls of the nixos-rebuild double
+/// with `switch` and a `nixos-config=` (the bootstrap's
+/// `-I nixos-config=…/configuration.nix`), from [`REBUILD_CALLS`].
 pub async fn bootstrap_switches_this_boot(inst: &dyn Instance) -> anyhow::Result<(usize, String)> {
     let out = inst
         .probe()
         .exec(
             &format!(
-                "journalctl -b --no-pager -o cat -u {AMAZON_INIT_UNIT} | grep -F {}",
-                crate::machine::probe::shell_quote(BOOTSTRAP_SWITCH_MARK)
+                "read -r b </proc/sys/kernel/random/boot_id; grep \"^$b \" {REBUILD_CALLS} 2>/dev/null | grep -e ' switch' | grep -e 'nixos-config=' || true"
             ),
             Duration::from_secs(60),
         )

@@ -4,8 +4,11 @@
 //! instance unchanged), the agent's `startup_script` and `env`
 //! (`module.bootstrap.startup_script` / `agent_env`, which
 //! `templates/agent.tf` puts in `coder_agent`).  Coder's parts are stand-ins:
-//! `agent_auth = "token"` with a fresh token, and the init-script stand-in
-//! pointing at the agent API double's access URL as the guest sees it.
+//! `agent_auth = "token"` with a fresh token (the QEMU test build) or
+//! `"aws-instance-identity"` (what EC2 workspaces use: the agent stand-in
+//! trades the IMDS double's signed identity document for the token), and
+//! the init-script stand-in pointing at the agent API double's access URL
+//! as the guest sees it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,7 +21,44 @@ use crate::template::variant::Variant;
 
 /// The fixture flakes the contract guest (like the NixOS test image)
 /// carries under [`crate::workspace::real::GUEST_FIXTURES`].
-pub const FIXTURES: [&str; 3] = ["good", "broken", "broken-build"];
+pub const FIXTURES: [&str; 6] = [
+    "good",
+    "broken",
+    "broken-build",
+    "no-home",
+    "home-other-device",
+    "activation-aborts",
+];
+
+/// `coder_agent.auth` of a contract workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AgentAuth {
+    /// `token`: the user-data carries the agent token (agent.env).
+    #[default]
+    Token,
+    /// `aws-instance-identity`: no token in the user-data; the agent signs
+    /// in with the instance's identity document (IMDS double, test key).
+    AwsInstanceIdentity,
+}
+
+impl AgentAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentAuth::Token => "token",
+            AgentAuth::AwsInstanceIdentity => "aws-instance-identity",
+        }
+    }
+
+    pub fn parse(s: &str) -> anyhow::Result<AgentAuth> {
+        match s {
+            "token" => Ok(AgentAuth::Token),
+            "aws-instance-identity" => Ok(AgentAuth::AwsInstanceIdentity),
+            other => anyhow::bail!(
+                "unknown agent_auth `{other}`; the template allows token and aws-instance-identity"
+            ),
+        }
+    }
+}
 
 /// One rendering for one workspace.
 #[derive(Debug, Clone)]
@@ -29,8 +69,10 @@ pub struct ContractRender {
     pub startup_script: String,
     /// `coder_agent.env`.
     pub agent_env: BTreeMap<String, String>,
-    /// The agent token the user-data carries (`agent_auth = "token"`).
+    /// The agent's token: in the user-data (`token`) or what the API double
+    /// hands out for the instance's identity (`aws-instance-identity`).
     pub token: String,
+    pub auth: AgentAuth,
     pub flake_uri: String,
     pub agent_user: String,
     /// The module inputs Terraform got (token and init script included).
@@ -67,12 +109,17 @@ pub async fn render(
     agent_user: &str,
     access_url: &str,
     token: &str,
+    auth: AgentAuth,
 ) -> anyhow::Result<ContractRender> {
     let flake_uri = fixture_flake_uri(fixture)?;
-    let init = init_script::render(access_url, variant.arch, "token")?;
+    let init = init_script::render(access_url, variant.arch, auth.as_str())?;
+    let user_data_token = match auth {
+        AgentAuth::Token => token,
+        AgentAuth::AwsInstanceIdentity => "",
+    };
     let vars: BTreeMap<String, String> = [
-        ("agent_auth", "token"),
-        ("agent_token", token),
+        ("agent_auth", auth.as_str()),
+        ("agent_token", user_data_token),
         ("init_script", init.as_str()),
         ("flake_uri", flake_uri.as_str()),
         ("agent_user", agent_user),
@@ -108,6 +155,7 @@ pub async fn render(
         startup_script: r.string("startup_script")?.to_string(),
         agent_env: env,
         token: token.to_string(),
+        auth,
         flake_uri,
         agent_user: agent_user.to_string(),
         inputs: r.inputs,
@@ -176,6 +224,41 @@ mod tests {
         assert!(e.contains("env = module.bootstrap.agent_env"), "{e}");
     }
 
+    /// Every fixture flake exists in both tiers: the contract guest's
+    /// declarations and the nixos tier's NixOS configuration, which the
+    /// guest flake lists.
+    #[test]
+    fn each_fixture_flake_exists_in_both_tiers() {
+        let root = root();
+        let guest_flake =
+            std::fs::read_to_string(root.join("nixos-vm/guest-flake.nix.in")).unwrap();
+        for f in FIXTURES {
+            for p in [
+                format!("harness/contract-guest/fixtures/{f}/declares.json"),
+                format!("nixos-vm/fixtures/{f}/default.nix"),
+            ] {
+                assert!(root.join(&p).is_file(), "fixture flake {f}: {p} missing");
+            }
+            assert!(
+                guest_flake.contains(&format!("\"{f}\"")),
+                "nixos-vm/guest-flake.nix.in does not list {f}"
+            );
+            assert!(
+                crate::image::contract::files::sources()
+                    .iter()
+                    .any(|s| s.place
+                        == crate::image::contract::files::Place::Path(
+                            Box::leak(
+                                format!("var/lib/harness/fixtures/{f}/declares.json")
+                                    .into_boxed_str()
+                            ),
+                            0o644
+                        )),
+                "the contract image does not ship fixture {f}"
+            );
+        }
+    }
+
     #[test]
     fn fixtures_are_named() {
         assert_eq!(
@@ -184,7 +267,7 @@ mod tests {
         );
         let e = fixture_flake_uri("nope").unwrap_err().to_string();
         assert!(
-            e.contains("`nope`") && e.contains("good, broken, broken-build"),
+            e.contains("`nope`") && e.contains("good, broken, broken-build, no-home"),
             "{e}"
         );
         assert_eq!(new_token().len(), 32);
@@ -197,9 +280,17 @@ mod tests {
     async fn renders_the_real_module_with_token_auth_and_the_standin() {
         let root = root();
         let v = crate::template::values::find(&root, "aws-nixos-graviton").unwrap();
-        let r = render(&root, &v, "good", "dev", "http://169.0.0.2:4242/", "tok123")
-            .await
-            .unwrap();
+        let r = render(
+            &root,
+            &v,
+            "good",
+            "dev",
+            "http://169.0.0.2:4242/",
+            "tok123",
+            AgentAuth::Token,
+        )
+        .await
+        .unwrap();
         assert!(r.user_data.starts_with("#!"), "{}", r.user_data);
         assert_eq!(
             r.agent_env["FLAKE_URI"],
@@ -223,5 +314,55 @@ mod tests {
         );
         assert!(all.contains("\"agent_user\":\"dev\""), "{all}");
         assert_eq!(r.inputs["agent_auth"], "token");
+        // Every file the bootstrap switch evaluates is the template's own
+        // (the contract guest pins them: bootstrap.declares.json).
+        assert!(
+            all.contains(
+                &std::fs::read_to_string(
+                    root.join("templates/modules/bootstrap/configuration.nix")
+                )
+                .unwrap()
+            ),
+            "the user-data writes templates/modules/bootstrap/configuration.nix verbatim"
+        );
+    }
+
+    /// `aws-instance-identity`: no token anywhere in the user-data; the
+    /// init script tells the agent to sign in with the instance identity.
+    #[tokio::test]
+    async fn renders_instance_identity_auth_without_a_token() {
+        let root = root();
+        let v = crate::template::values::find(&root, "aws-nixos").unwrap();
+        let r = render(
+            &root,
+            &v,
+            "good",
+            "coder",
+            "http://169.0.0.2:4242/",
+            "tok456",
+            AgentAuth::AwsInstanceIdentity,
+        )
+        .await
+        .unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let decoded: Vec<String> = r
+            .user_data
+            .split('\'')
+            .filter_map(|w| b64.decode(w).ok())
+            .map(|b| String::from_utf8_lossy(&b).to_string())
+            .collect();
+        let all = decoded.join("\n");
+        assert!(
+            !all.contains("tok456") && !r.user_data.contains("tok456"),
+            "{all}"
+        );
+        assert!(!all.contains("CODER_AGENT_TOKEN="), "{all}");
+        assert!(
+            all.contains("CODER_AGENT_AUTH='aws-instance-identity'"),
+            "{all}"
+        );
+        assert_eq!(r.inputs["agent_auth"], "aws-instance-identity");
+        assert_eq!(AgentAuth::parse("aws-instance-identity").unwrap(), r.auth);
+        assert!(AgentAuth::parse("google-instance-identity").is_err());
     }
 }
