@@ -64,7 +64,9 @@ fn failure(st: Status, what: &str) -> Option<String> {
             );
             Some(r)
         }
-        Status::Passed => panic!("{what}: expected a failure, the check passed"),
+        Status::Passed | Status::Warned(_) => {
+            panic!("{what}: expected a failure, the check passed")
+        }
         Status::Skipped(r) => {
             assert!(
                 !std::env::var("HARNESS_STRICT").is_ok_and(|v| v == "1"),
@@ -79,6 +81,7 @@ fn failure(st: Status, what: &str) -> Option<String> {
 fn passed(st: Status, what: &str) -> bool {
     match st {
         Status::Passed => true,
+        Status::Warned(w) => panic!("{what}: expected a clean pass, warned: {w}"),
         Status::Failed(r) => panic!("{what}: expected a pass, failed:\n{r}"),
         Status::Skipped(r) => {
             assert!(

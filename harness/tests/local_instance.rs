@@ -66,7 +66,7 @@ module "bootstrap" {{
 module "instance" {{
   source         = "{module}"
   name           = "{name}"
-  nixos_release  = "25.05"
+  nixos_release  = "26.05"
   arch           = "x86_64"
   instance_type  = "t3.large"
   user_data      = module.bootstrap.user_data

@@ -43,7 +43,11 @@ fn only_values(root: &Path, fixture_name: &str) -> PathBuf {
 
 fn harness_cmd(root: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
-    c.env("HARNESS_REPO", root).env_remove("HARNESS_STRICT");
+    // The `nixos-release` row depends on the date (harness::lint::release,
+    // tested with injected dates); these tests are about everything else.
+    c.env("HARNESS_REPO", root)
+        .env_remove("HARNESS_STRICT")
+        .env("HARNESS_TODAY", "2026-12-06");
     c
 }
 
@@ -131,6 +135,17 @@ fn a_new_values_file_is_a_new_variant_everywhere() {
             && l.contains(" render ")
             && l.matches("pass").count() == 5
             && !l.contains("FAIL")),
+        "{out}"
+    );
+    // The release calendar row: 26.05 ends 25 days after 2026-12-06.
+    assert!(
+        out.lines().any(|l| l.starts_with("static ")
+            && l.contains(" nixos-release ")
+            && l.ends_with(" WARN")),
+        "{out}"
+    );
+    assert!(
+        out.contains("WARNING repo / nixos-release (static):"),
         "{out}"
     );
 }

@@ -848,7 +848,7 @@ impl CachedStatus {
         match s {
             Status::Passed => Some(CachedStatus::Passed),
             Status::Failed(r) => Some(CachedStatus::Failed(r.clone())),
-            Status::Skipped(_) => None,
+            Status::Skipped(_) | Status::Warned(_) => None,
         }
     }
 }
