@@ -1,4 +1,4 @@
-//! `harness lint`: values vs `templates/variables.tf`, AMI coverage, the NixOS release's support calendar, agent user rules, Coder resources, user-data size, fmt, nix parse, shellcheck.
+//! `harness lint`: values vs `templates/variables.tf`, AMI coverage, the NixOS release's support calendar, provider pins, agent user rules, Coder resources, user-data size, fmt, nix parse, shellcheck.
 //!
 //! Each check lives in its own file and returns [`Finding`]s; any finding
 //! is an error.  A missing tool is a finding naming the tool and its
@@ -12,6 +12,7 @@ pub mod coder_resources;
 pub mod fmt;
 pub mod instance_type;
 pub mod nix;
+pub mod provider_pins;
 pub mod release;
 pub mod shellcheck;
 pub mod user_data;
@@ -166,6 +167,13 @@ pub async fn run_all(root: &Path) -> Vec<CheckResult> {
         per_variant: BTreeMap::new(),
     });
 
+    let t = std::time::Instant::now();
+    results.push(CheckResult {
+        name: provider_pins::CHECK,
+        findings: provider_pins::check(root),
+        elapsed: t.elapsed(),
+        per_variant: BTreeMap::new(),
+    });
     let t = std::time::Instant::now();
     results.push(CheckResult {
         name: "agent-user",
