@@ -266,6 +266,59 @@ async fn the_build_fails_when_stop_does_not_stop_or_user_data_differs_from_rende
     }
 }
 
+/// Issue 20 item 6: the coder provider prints a parameter's whole regex in
+/// its error, so the old 42 KB complement regex turned `agent_user=root`
+/// into a 43 KB error; and a reserved name must be refused by the build.
+#[tokio::test]
+async fn a_long_agent_user_regex_or_no_reserved_check_fails_the_build_check() {
+    // A regex as long as the old generated one (an alternation of names).
+    let d = scratch(GOOD_FLAKE);
+    let params = d.path().join("templates/parameters.tf");
+    let text = std::fs::read_to_string(&params).unwrap();
+    let short = "regex = \"^[a-z_][a-z0-9_-]{0,31}$\"";
+    assert!(
+        text.contains(short),
+        "parameters.tf changed; update this test"
+    );
+    let mut names: Vec<String> = (0..2000).map(|n| format!("user{n}")).collect();
+    names.push("coder".into()); // the default must still validate
+    let long = format!("regex = \"^(?:{})$\"", names.join("|"));
+    std::fs::write(&params, text.replace(short, &long)).unwrap();
+    let v = variant(d.path());
+    if let Some(r) = failure(
+        coder_import::check_test_build(d.path(), &v).await,
+        "a long agent_user regex",
+    ) {
+        assert!(
+            r.contains("the build's error is") && r.contains("expected at most 1024"),
+            "{r}"
+        );
+    }
+    // The bootstrap module no longer refuses reserved names.
+    let d = scratch(GOOD_FLAKE);
+    let main = d.path().join("templates/modules/bootstrap/main.tf");
+    let text = std::fs::read_to_string(&main).unwrap();
+    let cond = "condition     = !contains(local.reserved_users, var.agent_user)";
+    assert!(
+        text.contains(cond),
+        "bootstrap/main.tf changed; update this test"
+    );
+    std::fs::write(
+        &main,
+        text.replace(cond, "condition     = var.agent_user != \"\""),
+    )
+    .unwrap();
+    if let Some(r) = failure(
+        coder_import::check_test_build(d.path(), &v).await,
+        "reserved agent_user not refused",
+    ) {
+        assert!(
+            r.contains("agent_user = \"root\" planned; expected it to be refused"),
+            "{r}"
+        );
+    }
+}
+
 #[test]
 fn the_provider_build_refuses_agpl_busl_and_unknown_licences() {
     let d = tempfile::tempdir().unwrap();

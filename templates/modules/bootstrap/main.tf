@@ -15,10 +15,12 @@ variable "agent_user" {
     error_message = "agent_user must be a plain Linux user name matching ^[a-z_][a-z0-9_-]{0,31}$."
   }
   # Not root nor a user NixOS defines itself: local.reserved_users (a
-  # validation may name a local since Terraform 1.9).
+  # validation may name a local since Terraform 1.9). This is where a
+  # workspace build refuses those names, with this message (the
+  # coder_parameter's regex stays a plain user-name pattern).
   validation {
     condition     = !contains(local.reserved_users, var.agent_user)
-    error_message = "agent_user must not be root or a user NixOS defines itself (such as nobody, sshd, messagebus, nixbld1 or a service user from nixos/modules/misc/ids.nix): pick another name."
+    error_message = "agent_user \"${var.agent_user}\" is reserved: root and the users NixOS defines itself (nobody, sshd, messagebus, nixbld1..32, service users of nixos/modules/misc/ids.nix) cannot run the agent; pick another name."
   }
 }
 
