@@ -204,7 +204,7 @@ pub async fn run_all(root: &Path) -> Vec<CheckResult> {
     let t = std::time::Instant::now();
     results.push(CheckResult {
         name: "user-data-size",
-        findings: user_data::check(root, &rendered),
+        findings: user_data::check(root, &variants, &rendered).await,
         elapsed: t.elapsed(),
         per_variant: BTreeMap::new(),
     });
