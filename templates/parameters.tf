@@ -84,7 +84,7 @@ data "coder_parameter" "root_disk_size" {
 data "coder_parameter" "home_disk_size" {
   name         = "home_disk_size"
   display_name = "Home disk (GiB)"
-  description  = "Size of the persistent /home volume. Can only grow."
+  description  = "Size of the persistent /home volume. Can only grow; the file system grows at the next start (autoResize, see README). AWS allows few resizes of a volume a day."
   type         = "number"
   default      = 20
   mutable      = true
