@@ -367,7 +367,15 @@ mod tests {
             "aws-nixos-graviton-spot",
             "aws-nixos-spot",
         ];
-        for check in ["values", "ami-coverage", "terraform-fmt", "nix-parse"] {
+        for check in [
+            "values",
+            "ami-coverage",
+            "home-disk",
+            "iam-policy",
+            "provider-pins",
+            "terraform-fmt",
+            "nix-parse",
+        ] {
             r.push("*", check, Status::Passed, Tier::Static, Duration::ZERO);
         }
         r.push(
@@ -441,8 +449,8 @@ mod tests {
             m.tally().line()
         );
         let lines: Vec<&str> = out.lines().collect();
-        // 40 lines of table and reasons, plus one warning (4 lines).
-        assert!(lines.len() <= 44, "{} lines:\n{out}", lines.len());
+        // 43 lines of table and reasons, plus one warning (4 lines).
+        assert!(lines.len() <= 47, "{} lines:\n{out}", lines.len());
         assert!(lines.iter().all(|l| l.chars().count() <= 120), "{out}");
         // Every tier named on every row and in the last line; each reason once.
         for l in &lines[2..lines.len() - 1] {
@@ -456,7 +464,7 @@ mod tests {
         }
         assert_eq!(
             lines.last().copied(),
-            Some("static 28 passed (1 skipped) · fixture 9 passed, 1 FAILED · contract, twin 0 · nixos 0 (30 skipped) · ec2 0 (5 skipped)")
+            Some("static 31 passed (1 skipped) · fixture 9 passed, 1 FAILED · contract, twin 0 · nixos 0 (30 skipped) · ec2 0 (5 skipped)")
         );
         assert_eq!(
             out.matches("no NixOS image + no Docker daemon").count(),
