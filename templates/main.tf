@@ -15,7 +15,7 @@ terraform {
   required_providers {
     coder = {
       source  = "coder/coder"
-      version = "~> 2.4"
+      version = "~> 2.20"
     }
     aws = {
       source  = "hashicorp/aws"

@@ -22,7 +22,7 @@ fn lock_text(aws: &str, coder: &str) -> String {
     };
     format!(
         "# This file is maintained automatically by \"terraform init\".\n\n{}{}",
-        block("coder/coder", coder, "~> 2.4"),
+        block("coder/coder", coder, "~> 2.20"),
         block("hashicorp/aws", aws, "~> 5.100")
     )
 }

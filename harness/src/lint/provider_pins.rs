@@ -382,7 +382,7 @@ mod tests {
             .collect()
     }
 
-    const PINNED: &str = "terraform {\n  required_providers {\n    coder = {\n      source  = \"coder/coder\"\n      version = \"~> 2.4\"\n    }\n    aws = {\n      source  = \"hashicorp/aws\"\n      version = \"~> 5.100\"\n    }\n  }\n}\n";
+    const PINNED: &str = "terraform {\n  required_providers {\n    coder = {\n      source  = \"coder/coder\"\n      version = \"~> 2.20\"\n    }\n    aws = {\n      source  = \"hashicorp/aws\"\n      version = \"~> 5.100\"\n    }\n  }\n}\n";
 
     #[test]
     fn the_old_open_ended_constraints_fail_and_pinned_majors_pass() {
