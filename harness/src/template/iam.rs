@@ -66,6 +66,18 @@ pub const TYPES: &[TypeActions] = &[
     },
     TypeActions {
         kind: Kind::Data,
+        name: "aws_ebs_volume",
+        actions: &["ec2:DescribeVolumes"],
+        why: "the provider's Read (DescribeVolumes); not in the logged run",
+    },
+    TypeActions {
+        kind: Kind::Data,
+        name: "aws_ebs_volumes",
+        actions: &["ec2:DescribeVolumes"],
+        why: "the provider's Read (DescribeVolumes); not in the logged run",
+    },
+    TypeActions {
+        kind: Kind::Data,
         name: "aws_ec2_instance_type_offerings",
         actions: &["ec2:DescribeInstanceTypeOfferings"],
         why: "logged",
@@ -167,9 +179,10 @@ pub const TYPES: &[TypeActions] = &[
             "ec2:StartInstances",
             "ec2:StopInstances",
             "ec2:TerminateInstances",
+            "iam:CreateServiceLinkedRole",
             "iam:PassRole",
         ],
-        why: "logged; a changed instance profile (Associate/Replace/Disassociate, DescribeIamInstanceProfileAssociations) and metadata options (ModifyInstanceMetadataOptions) per the provider's Update; a spot aws_instance reads and cancels its request (DescribeSpot/CancelSpotInstanceRequests, 5.100.0 Delete); RunInstances with an instance profile needs iam:PassRole",
+        why: "logged; a spot aws_instance (instance_market_options) needs AWSServiceRoleForEC2Spot like RequestSpotInstances does (iam:CreateServiceLinkedRole on a fresh account); a changed instance profile (Associate/Replace/Disassociate, DescribeIamInstanceProfileAssociations) and metadata options (ModifyInstanceMetadataOptions) per the provider's Update; a spot aws_instance reads and cancels its request (DescribeSpot/CancelSpotInstanceRequests, 5.100.0 Delete); RunInstances with an instance profile needs iam:PassRole",
     },
     TypeActions {
         kind: Kind::Resource,
