@@ -1,15 +1,25 @@
 # Coder template: a NixOS workspace on AWS EC2 that switches to the user's
 # flake. One template per values/*.yml file (see variables.tf).
 
+# Provider versions: Coder runs `terraform init` without -upgrade, so with
+# no lock file it installs the newest version these constraints allow.
+# They pin the majors the harness tests (hashicorp/aws 5.100.0, coder/coder
+# 2.20.0; `harness lint`'s provider-pins row fails on a constraint that
+# admits an untested major). 6.x of hashicorp/aws is untested here and
+# stores aws_instance.user_data (with the agent token) in clear text.
+# To move a major: change the constraint and TESTED in
+# harness/src/lint/provider_pins.rs, run the AWS twin and coder-import tiers
+# against the new provider, then regenerate the lock where the registry is
+# reachable: `bash ci/provider-lock.sh generate` (docs/aws-setup.md).
 terraform {
   required_providers {
     coder = {
       source  = "coder/coder"
-      version = ">= 2.4"
+      version = "~> 2.20"
     }
     aws = {
       source  = "hashicorp/aws"
-      version = ">= 5.0"
+      version = "~> 5.100"
     }
   }
 }

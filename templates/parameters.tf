@@ -25,13 +25,13 @@ data "coder_parameter" "agent_user" {
   # Immutable: the instance ignores user_data changes (ec2-instance module,
   # ignore_changes), so a new name would never reach a running workspace.
   mutable = false
-  # A plain Linux user name that is neither root nor a user NixOS defines
-  # itself. Coder validates with Go RE2 (no lookahead), so the regex is the
-  # generated complement of harness::lint::agent_user::RESERVED, kept in
-  # agent-user.regex; `harness lint` checks it against the list.
+  # A plain Linux user name. The coder provider prints the whole regex in
+  # its error (provider/parameter.go), so it stays this short; root and the
+  # users NixOS defines itself are refused by the bootstrap module's
+  # validation (local.reserved_users), whose error names the rule.
   validation {
-    regex = trimspace(file("${path.module}/agent-user.regex"))
-    error = "Enter a Linux user name (lowercase letters, digits, _ and -, starting with a letter or _, at most 32 characters) that is not root or a user NixOS defines itself (nobody, sshd, messagebus, nixbld1, git, nginx, postgres, ...: see README, Agent user)."
+    regex = "^[a-z_][a-z0-9_-]{0,31}$"
+    error = "Enter a Linux user name: lowercase letters, digits, _ and -, starting with a letter or _, at most 32 characters (not root or a NixOS system user: see README, User name)."
   }
 }
 
@@ -84,7 +84,7 @@ data "coder_parameter" "root_disk_size" {
 data "coder_parameter" "home_disk_size" {
   name         = "home_disk_size"
   display_name = "Home disk (GiB)"
-  description  = "Size of the persistent /home volume. Can only grow."
+  description  = "Size of the persistent /home volume. Can only grow; the file system grows at the next start (autoResize, see README). AWS allows few resizes of a volume a day."
   type         = "number"
   default      = 20
   mutable      = true

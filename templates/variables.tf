@@ -62,8 +62,20 @@ variable "docs_url" {
   }
 }
 
+# The newest NixOS release whose official AMIs are published. How this was
+# checked (2026-12-06): NixOS/amis' upload workflow
+# (.github/workflows/upload-legacy-ami.yml, snapshot of 2026-06-30) uploads
+# release-25.11 and release-26.05 weekly, and third-party pins name
+# nixos/26.05.* images; 25.05 left that matrix on 2026-04-16 and its images
+# are deregistered 90 days after upload. 26.11 (due 2026-11-30) could not be
+# verified from here. 26.05 is supported until 2026-12-31, 25 days after
+# this was set: the gate's `nixos-release` row warns from 30 days before a
+# release's end of life and fails after it (harness::lint::release). Move
+# to 26.11 as soon as
+#   aws ec2 describe-images --owners 427812963091 --filters 'Name=name,Values=nixos/26.11.*'
+# lists images, and move nixos-vm/ (the nixos tier's image) with it.
 variable "nixos_release" {
-  description = "NixOS release of the official AMI every workspace boots (resolved at plan time: owner 427812963091, name nixos/<release>.*, newest)."
+  description = "NixOS release of the official AMI every workspace boots (resolved at plan time: owner 427812963091, name nixos/<release>.*, newest). YY.05 is supported until 31 December YY, YY.11 until 30 June YY+1."
   type        = string
   default     = "26.05"
 }

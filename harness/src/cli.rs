@@ -24,6 +24,8 @@ pub enum Command {
     Lint(cmd::lint::Args),
     /// Print the user-data real Terraform renders for a variant.
     Render(cmd::render::Args),
+    /// Print the IAM policy Coder's provisioner needs for the template.
+    Policy(cmd::policy::Args),
     /// The release gate: everything, one table, non-zero on failure or skip.
     Gate(cmd::gate::Args),
     /// Build or locate a guest image.
@@ -55,6 +57,7 @@ pub async fn main() -> anyhow::Result<i32> {
         Command::Variants(a) => cmd::variants::run(a).await,
         Command::Lint(a) => cmd::lint::run(a).await,
         Command::Render(a) => cmd::render::run(a).await,
+        Command::Policy(a) => cmd::policy::run(a).await,
         Command::Gate(a) => cmd::gate::run(a).await,
         Command::Image(a) => cmd::image::run(a).await,
         Command::Boot(a) => cmd::boot::run(a).await,

@@ -429,9 +429,13 @@ async fn a_moved_profile_without_activation_is_not_applied() {
     );
 }
 
-/// Item 7: the script itself refuses root and NixOS system users.
+/// Item 7: the script itself refuses root and names that are no plain
+/// user name, even with Terraform's validations bypassed; the other
+/// reserved names are refused by the bootstrap module's validation and
+/// bootstrap.nix's assertion, and their list stays out of the user-data
+/// (issue 20: 2 KB of EC2's 16 KiB).
 #[tokio::test]
-async fn script_refuses_reserved_agent_users() {
+async fn script_refuses_root_and_malformed_agent_users() {
     let d = tempfile::tempdir().unwrap();
     for sub in ["values", "templates"] {
         harness::template::terraform::copy_tree(&repo().join(sub), &d.path().join(sub)).unwrap();
@@ -441,14 +445,63 @@ async fn script_refuses_reserved_agent_users() {
     let src = std::fs::read_to_string(&tf).unwrap();
     let re = regex::Regex::new(r"(?s)\n  validation \{.*?\n  \}").unwrap();
     std::fs::write(&tf, re.replace_all(&src, "").as_ref()).unwrap();
-    for user in ["root", "nobody", "sshd", "nixbld3", "messagebus"] {
+    for (user, why) in [
+        ("root", "reserved"),
+        ("Root", "not a plain Linux user name"),
+        ("a b", "not a plain Linux user name"),
+        ("x'; touch /pwned; '", "not a plain Linux user name"),
+    ] {
         let ud = render_in(d.path(), &[("agent_user", user)]).await;
         let s = Sandbox::new();
         let r = s.exec(&ud, &[]);
         assert_ne!(r.code, 0, "{user} accepted");
-        assert!(r.stderr.contains("reserved"), "{user}: {}", r.stderr);
+        assert!(r.stderr.contains(why), "{user}: {}", r.stderr);
         assert!(r.calls.is_empty(), "{user}: nothing may run: {:?}", r.calls);
     }
+    let ud = user_data(&[("agent_user", "alice")]).await;
+    for name in ["messagebus", "nixbld32", "systemd-timesync"] {
+        assert!(
+            !ud.contains(name),
+            "the reserved list is back in the user-data ({name})"
+        );
+    }
+}
+
+/// Issue 20 item 4: the worst case (a 6 KiB generated init script with a
+/// 100-character access URL, a 200-character flake, a 32-character user)
+/// runs under amazon-init's PATH: every gzip payload decodes intact and the
+/// agent starts with the init script byte for byte.
+#[tokio::test]
+async fn the_worst_case_user_data_unpacks_every_payload() {
+    let vars = harness::lint::user_data::worst_case_vars("token");
+    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let ud = user_data(&pairs).await;
+    assert!(
+        ud.len() <= harness::lint::user_data::BUDGET_BYTES,
+        "{}",
+        ud.len()
+    );
+    let s = Sandbox::new();
+    let r = s.exec(&ud, &[]);
+    no_missing_tool(&r);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let user = &vars["agent_user"];
+    assert_eq!(
+        std::fs::read_to_string(s.root().join("var/lib/coder-agent/init.sh")).unwrap(),
+        vars["init_script"]
+    );
+    let params: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.root().join("etc/coder-bootstrap/params.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(params["flake_uri"], vars["flake_uri"].as_str());
+    assert_eq!(params["agent_user"], user.as_str());
+    assert_eq!(
+        std::fs::read_to_string(s.root().join("var/lib/coder-bootstrap/agent.env")).unwrap(),
+        format!("CODER_AGENT_TOKEN={}\n", vars["agent_token"])
+    );
+    let run = r.called("systemd-run");
+    assert!(run[0].contains(&format!("--uid={user}")), "{run:?}");
 }
 
 /// Item 1: an empty flake is reported and not applied.

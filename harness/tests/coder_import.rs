@@ -64,7 +64,9 @@ fn failure(st: Status, what: &str) -> Option<String> {
             );
             Some(r)
         }
-        Status::Passed => panic!("{what}: expected a failure, the check passed"),
+        Status::Passed | Status::Warned(_) => {
+            panic!("{what}: expected a failure, the check passed")
+        }
         Status::Skipped(r) => {
             assert!(
                 !std::env::var("HARNESS_STRICT").is_ok_and(|v| v == "1"),
@@ -79,6 +81,7 @@ fn failure(st: Status, what: &str) -> Option<String> {
 fn passed(st: Status, what: &str) -> bool {
     match st {
         Status::Passed => true,
+        Status::Warned(w) => panic!("{what}: expected a clean pass, warned: {w}"),
         Status::Failed(r) => panic!("{what}: expected a pass, failed:\n{r}"),
         Status::Skipped(r) => {
             assert!(
@@ -260,6 +263,59 @@ async fn the_build_fails_when_stop_does_not_stop_or_user_data_differs_from_rende
         "user-data differs from harness render",
     ) {
         assert!(r.contains("differs from `harness render`"), "{r}");
+    }
+}
+
+/// Issue 20 item 6: the coder provider prints a parameter's whole regex in
+/// its error, so the old 42 KB complement regex turned `agent_user=root`
+/// into a 43 KB error; and a reserved name must be refused by the build.
+#[tokio::test]
+async fn a_long_agent_user_regex_or_no_reserved_check_fails_the_build_check() {
+    // A regex as long as the old generated one (an alternation of names).
+    let d = scratch(GOOD_FLAKE);
+    let params = d.path().join("templates/parameters.tf");
+    let text = std::fs::read_to_string(&params).unwrap();
+    let short = "regex = \"^[a-z_][a-z0-9_-]{0,31}$\"";
+    assert!(
+        text.contains(short),
+        "parameters.tf changed; update this test"
+    );
+    let mut names: Vec<String> = (0..2000).map(|n| format!("user{n}")).collect();
+    names.push("coder".into()); // the default must still validate
+    let long = format!("regex = \"^(?:{})$\"", names.join("|"));
+    std::fs::write(&params, text.replace(short, &long)).unwrap();
+    let v = variant(d.path());
+    if let Some(r) = failure(
+        coder_import::check_test_build(d.path(), &v).await,
+        "a long agent_user regex",
+    ) {
+        assert!(
+            r.contains("the build's error is") && r.contains("expected at most 1024"),
+            "{r}"
+        );
+    }
+    // The bootstrap module no longer refuses reserved names.
+    let d = scratch(GOOD_FLAKE);
+    let main = d.path().join("templates/modules/bootstrap/main.tf");
+    let text = std::fs::read_to_string(&main).unwrap();
+    let cond = "condition     = !contains(local.reserved_users, var.agent_user)";
+    assert!(
+        text.contains(cond),
+        "bootstrap/main.tf changed; update this test"
+    );
+    std::fs::write(
+        &main,
+        text.replace(cond, "condition     = var.agent_user != \"\""),
+    )
+    .unwrap();
+    if let Some(r) = failure(
+        coder_import::check_test_build(d.path(), &v).await,
+        "reserved agent_user not refused",
+    ) {
+        assert!(
+            r.contains("agent_user = \"root\" planned; expected it to be refused"),
+            "{r}"
+        );
     }
 }
 

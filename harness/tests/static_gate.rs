@@ -43,7 +43,11 @@ fn only_values(root: &Path, fixture_name: &str) -> PathBuf {
 
 fn harness_cmd(root: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
-    c.env("HARNESS_REPO", root).env_remove("HARNESS_STRICT");
+    // The `nixos-release` row depends on the date (harness::lint::release,
+    // tested with injected dates); these tests are about everything else.
+    c.env("HARNESS_REPO", root)
+        .env_remove("HARNESS_STRICT")
+        .env("HARNESS_TODAY", "2026-12-06");
     c
 }
 
@@ -131,6 +135,17 @@ fn a_new_values_file_is_a_new_variant_everywhere() {
             && l.contains(" render ")
             && l.matches("pass").count() == 5
             && !l.contains("FAIL")),
+        "{out}"
+    );
+    // The release calendar row: 26.05 ends 25 days after 2026-12-06.
+    assert!(
+        out.lines().any(|l| l.starts_with("static ")
+            && l.contains(" nixos-release ")
+            && l.ends_with(" WARN")),
+        "{out}"
+    );
+    assert!(
+        out.contains("WARNING repo / nixos-release (static):"),
         "{out}"
     );
 }
@@ -269,8 +284,9 @@ async fn repo_wide_checks_catch_their_faults() {
     let tpl = root.join("templates/modules/bootstrap/user-data.sh.tftpl");
     let mut s = std::fs::read_to_string(&tpl).unwrap();
     s.push_str("echo $unquoted_var\n");
-    // User-data size: 17 KiB of comment pushes it over EC2's limit.
-    s.push_str(&format!("# {}\n", "x".repeat(17 * 1024)));
+    // User-data size: a 17 KiB `##` comment (shipped; `# ` lines are
+    // stripped) pushes it over EC2's limit.
+    s.push_str(&format!("## {}\n", "x".repeat(17 * 1024)));
     std::fs::write(&tpl, s).unwrap();
     let (variants, _) = lint::load_variants(root);
     let (rendered, bad) = lint::render_variants(root, &variants).await;
@@ -281,9 +297,15 @@ async fn repo_wide_checks_catch_their_faults() {
             .any(|x| x.key.as_deref() == Some("aws-nixos.user_data")),
         "{f:?}"
     );
-    let f = lint::user_data::check(root, &rendered);
-    assert_eq!(f.len(), variants.len(), "{f:?}");
+    let f = lint::user_data::check(root, &variants, &rendered).await;
+    // Over the limit with the defaults, and over the budget in the worst case.
+    assert_eq!(f.len(), 2 * variants.len(), "{f:?}");
     assert!(f[0].message.contains("16384"), "{}", f[0]);
+    assert!(
+        f.iter()
+            .any(|x| x.message.contains("the worst case renders")),
+        "{f:?}"
+    );
 }
 
 #[tokio::test]
@@ -295,11 +317,16 @@ async fn render_every_variant_with_real_terraform() {
             .unwrap();
         assert!(ud.starts_with("#!"), "{}: {ud}", v.name);
         assert!(ud.len() <= lint::user_data::LIMIT_BYTES);
-        // The placeholders (not a real token/init script) are carried, base64.
-        use base64::Engine;
-        let b64 = base64::engine::general_purpose::STANDARD
-            .encode(harness::template::render::INIT_SCRIPT_PLACEHOLDER);
-        assert!(ud.contains(&b64), "{}: init placeholder not found", v.name);
+        // The placeholders (not a real token/init script) are carried,
+        // gzip-compressed and base64-encoded.
+        let payloads = harness::template::render::payloads(&ud);
+        assert!(
+            payloads
+                .iter()
+                .any(|p| p == harness::template::render::INIT_SCRIPT_PLACEHOLDER.as_bytes()),
+            "{}: init placeholder not found",
+            v.name
+        );
     }
     // --var overrides reach the output; unknown names list the known ones.
     let v = harness::template::values::find(&root, "aws-nixos").unwrap();
@@ -595,4 +622,54 @@ fn gate_fails_on_failure_and_on_skips_without_allow_skips() {
         "{out}"
     );
     assert!(out.contains("deliberately broken"), "{out}");
+}
+
+/// Issue 20 item 4: the worst case leaves 4 KiB under EC2's 16 KiB, for
+/// every variant, with the real bootstrap module and real Terraform.
+#[tokio::test]
+async fn the_worst_case_user_data_leaves_4_kib_of_headroom() {
+    let root = repo();
+    let (variants, _) = lint::load_variants(&root);
+    for v in &variants {
+        let n = lint::user_data::worst_case_size(&root, v).await.unwrap();
+        println!("{}: worst-case user-data {n} bytes", v.name);
+        assert!(n <= lint::user_data::BUDGET_BYTES, "{}: {n} bytes", v.name);
+    }
+}
+
+/// The worst-case check fails on the shapes that filled the old user-data:
+/// the init script uncompressed, and the 2 KB reserved-user list back in
+/// the script.
+#[tokio::test]
+async fn the_worst_case_check_fails_on_the_old_shapes() {
+    let main = "templates/modules/bootstrap/main.tf";
+    let cases: [(&str, &str, String); 2] = [
+        (
+            "init script uncompressed",
+            "init_script       = base64gzip(var.init_script)",
+            "init_script       = base64encode(var.init_script)".into(),
+        ),
+        (
+            "reserved-user list in the script",
+            "agent_user_b64    = base64encode(var.agent_user)",
+            "agent_user_b64    = \"${base64encode(var.agent_user)}' >/dev/null; reserved_users=' ${join(\" \", local.reserved_users)} \"".into(),
+        ),
+    ];
+    for (what, from, to) in cases {
+        let d = copy_repo();
+        let f = d.path().join(main);
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(text.contains(from), "{main} changed; update this test");
+        std::fs::write(&f, text.replace(from, &to)).unwrap();
+        let v = harness::template::values::find(d.path(), "aws-nixos").unwrap();
+        let n = lint::user_data::worst_case_size(d.path(), &v)
+            .await
+            .unwrap();
+        let finding = lint::user_data::check_worst_case(d.path(), &v.name, n);
+        println!("{what}: {n} bytes");
+        assert!(
+            finding.is_some_and(|f| f.message.contains("expected at most 12288")),
+            "{what}: {n} bytes passed the worst-case check"
+        );
+    }
 }

@@ -706,6 +706,23 @@ fn nightly_validates_the_real_template() {
     passes_now_and_failed_before("terraform validate", check_template_validate);
 }
 
+fn check_provider_lock(w: &Workflows) -> Result<(), String> {
+    let ok = jobs(&w.nightly).into_iter().any(|(_, j)| {
+        steps(j)
+            .iter()
+            .any(|s| run_of(s).contains("bash ci/provider-lock.sh check"))
+    });
+    if !ok {
+        return Err("nightly: no job runs `bash ci/provider-lock.sh check` (the template's provider lock against the registry)".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn nightly_checks_the_provider_lock_against_the_registry() {
+    passes_now_and_failed_before("provider lock", check_provider_lock);
+}
+
 /// Files in `<repo>/.github/workflows` that are not byte copies of `ci/`
 /// (or are symlinks, which GitHub reads as broken YAML, actions/runner#1420).
 fn installed_copy_problems(repo: &Path) -> Vec<String> {

@@ -48,6 +48,7 @@ async fn run_inner(args: Args) -> anyhow::Result<i32> {
     let matrix = report.matrix();
     print!("{}", matrix.table_text());
     print!("{}", matrix.reasons.text());
+    print!("{}", matrix.warnings_text());
     let details = report.details();
     if !details.is_empty() {
         println!("\nfailures:\n{details}");

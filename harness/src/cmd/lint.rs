@@ -30,6 +30,20 @@ async fn run_inner(_args: Args) -> anyhow::Result<i32> {
             r.elapsed.as_secs_f64()
         );
     }
+    // The NixOS release against its support calendar: a warning is printed,
+    // not counted as an error.
+    match crate::lint::release::check_today(&root) {
+        crate::lint::release::Verdict::Ok(m) => {
+            eprintln!("lint {:15} ok: {m}", crate::lint::release::CHECK)
+        }
+        crate::lint::release::Verdict::Warn(m) => {
+            println!("warning: [{}] {m}", crate::lint::release::CHECK)
+        }
+        crate::lint::release::Verdict::Fail(m) => {
+            println!("error: [{}] {m}", crate::lint::release::CHECK);
+            errors += 1;
+        }
+    }
     // Rows that can be skipped (coder provider or checkov unavailable):
     // a skip is an error under HARNESS_STRICT=1, never a pass.
     let strict = std::env::var("HARNESS_STRICT").is_ok_and(|v| v == "1");
@@ -43,6 +57,7 @@ async fn run_inner(_args: Args) -> anyhow::Result<i32> {
                 println!("error: [{what}] {why}");
                 errors += 1;
             }
+            crate::report::Status::Warned(why) => println!("warning: [{what}] {why}"),
             crate::report::Status::Skipped(why) => {
                 println!(
                     "{}: [{what}] skipped: {why}",

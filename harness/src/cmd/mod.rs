@@ -8,6 +8,7 @@ pub mod ec2_launch;
 pub mod gate;
 pub mod image;
 pub mod lint;
+pub mod policy;
 pub mod relay;
 pub mod render;
 pub mod report;

@@ -4,19 +4,22 @@
 //! `root` merges into `users.users.root` (the agent would run as uid 0);
 //! a NixOS system user (`isSystemUser`) fails NixOS's assertion that exactly
 //! one of `isNormalUser`/`isSystemUser` is set once the bootstrap module
-//! declares it `isNormalUser`. [`RESERVED`] is the one list; four places
-//! must agree with it, and [`check`] proves they do:
-//! - `coder_parameter.agent_user` in `templates/parameters.tf`: Coder
-//!   validates with Go's RE2 (terraform-provider-coder `provider/parameter.go`,
-//!   `regexp.MatchString`), which has no lookahead, so the regex is the
-//!   generated complement [`complement_regex`] (a trie of the names);
+//! declares it `isNormalUser`. [`RESERVED`] is the one list; [`check`]
+//! proves the places that encode the rules agree with it:
+//! - `coder_parameter.agent_user` in `templates/parameters.tf` checks only
+//!   the name's shape, with exactly [`NAME_PATTERN`]: terraform-provider-coder
+//!   prints the whole regex in its error (`provider/parameter.go`), so a
+//!   regex that also excluded the reserved names (Go RE2 has no lookahead:
+//!   a 42 KB complement) made `agent_user=root` print 43 KB;
 //! - the bootstrap module's `reserved_users` local (a literal list,
-//!   `templates/modules/bootstrap/main.tf`) and its `agent_user` validation
-//!   (which names that local, or carries the list itself);
-//! - `bootstrap.nix`'s assertion (literal list);
-//! - the user-data's own check, rendered from the `reserved_users` local.
+//!   `templates/modules/bootstrap/main.tf`) and its `agent_user` validation,
+//!   which names that local (or carries the list itself) and is where a
+//!   workspace build refuses a reserved name, naming the rule;
+//! - `bootstrap.nix`'s assertion (literal list), on the machine.
+//!
+//! The contract guest's declaration data carries the list too
+//! (`image::contract`'s tests compare it).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::Finding;
@@ -279,123 +282,9 @@ pub const RESERVED: &[&str] = &[
     "nixbld32",
 ];
 
-const MAX_LEN: usize = 32;
-const FIRST: &str = "abcdefghijklmnopqrstuvwxyz_";
-const REST: &str = "abcdefghijklmnopqrstuvwxyz0123456789_-";
-
 /// Is `name` an acceptable agent user?
 pub fn is_allowed(name: &str) -> bool {
     regex::Regex::new(NAME_PATTERN).unwrap().is_match(name) && !RESERVED.contains(&name)
-}
-
-#[derive(Default)]
-struct Node {
-    terminal: bool,
-    children: BTreeMap<char, Node>,
-}
-
-/// A character class of `alphabet` minus `except`, as compact ranges
-/// (`None` when nothing is left).
-fn class(alphabet: &str, except: &BTreeSet<char>) -> Option<String> {
-    let chars: Vec<char> = alphabet.chars().filter(|c| !except.contains(c)).collect();
-    if chars.is_empty() {
-        return None;
-    }
-    let mut out = String::from("[");
-    let mut dash = false;
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '-' {
-            dash = true;
-            i += 1;
-            continue;
-        }
-        // Extend a run of consecutive code points within a-z or 0-9.
-        let mut j = i;
-        while j + 1 < chars.len()
-            && chars[j + 1] as u32 == chars[j] as u32 + 1
-            && chars[j + 1].is_ascii_alphanumeric()
-            && c.is_ascii_alphanumeric()
-        {
-            j += 1;
-        }
-        match j - i {
-            0 => out.push(c),
-            1 => {
-                out.push(c);
-                out.push(chars[j]);
-            }
-            _ => {
-                out.push(c);
-                out.push('-');
-                out.push(chars[j]);
-            }
-        }
-        i = j + 1;
-    }
-    if dash {
-        // A trailing `-` is literal in RE2 and in the regex crate.
-        out.push('-');
-    }
-    out.push(']');
-    Some(out)
-}
-
-/// Suffixes `s` such that `prefix + s` is a plain user name not in the
-/// trie, where `depth = prefix.len()`.
-fn complement(node: &Node, depth: usize) -> String {
-    let mut alts = vec![];
-    if depth < MAX_LEN {
-        let alphabet = if depth == 0 { FIRST } else { REST };
-        let kids: BTreeSet<char> = node.children.keys().copied().collect();
-        if let Some(c) = class(alphabet, &kids) {
-            let rest = MAX_LEN - depth - 1;
-            if rest == 0 {
-                alts.push(c);
-            } else {
-                alts.push(format!("{c}[a-z0-9_-]{{0,{rest}}}"));
-            }
-        }
-        for (ch, child) in &node.children {
-            let lit = if *ch == '-' {
-                "-".to_string()
-            } else {
-                ch.to_string()
-            };
-            alts.push(format!("{lit}{}", complement(child, depth + 1)));
-        }
-    }
-    let empty_ok = depth > 0 && !node.terminal;
-    let body = if alts.len() == 1 && !empty_ok {
-        return alts.pop().unwrap();
-    } else {
-        format!("(?:{})", alts.join("|"))
-    };
-    if empty_ok {
-        format!("{body}?")
-    } else {
-        body
-    }
-}
-
-/// An RE2 regex (no lookahead) matching exactly the plain user names
-/// (`NAME_PATTERN`) that are not in `reserved`.
-pub fn complement_regex(reserved: &[&str]) -> String {
-    let mut root = Node::default();
-    for name in reserved {
-        let mut n = &mut root;
-        for ch in name.chars() {
-            n = n.children.entry(ch).or_default();
-        }
-        n.terminal = true;
-    }
-    format!("^{}$", complement(&root, 0))
-}
-
-/// The `coder_parameter.agent_user` regex: [`complement_regex`] of [`RESERVED`].
-pub fn parameter_regex() -> String {
-    complement_regex(RESERVED)
 }
 
 fn sorted(v: impl IntoIterator<Item = String>) -> Vec<String> {
@@ -455,19 +344,10 @@ fn names_local(expr: &hcl::Expression, name: &str) -> bool {
     }
 }
 
-/// The regex a `validation.regex` expression yields: a literal, or
-/// `trimspace(file("${path.module}/<name>"))` read from `templates/<name>`.
-pub fn regex_value(root: &Path, expr: &hcl::Expression) -> Option<String> {
-    use hcl::Expression as E;
+/// The regex of a `validation.regex` attribute, when it is a literal.
+pub fn regex_value(expr: &hcl::Expression) -> Option<String> {
     match expr {
-        E::String(s) => Some(s.clone()),
-        E::FuncCall(f) => f.args.iter().find_map(|a| regex_value(root, a)),
-        E::TemplateExpr(t) => {
-            let src = t.to_string();
-            let name = src.rsplit('/').next()?.trim_matches('"');
-            let text = std::fs::read_to_string(root.join("templates").join(name)).ok()?;
-            Some(text.trim().to_string())
-        }
+        hcl::Expression::String(s) => Some(s.clone()),
         _ => None,
     }
 }
@@ -476,9 +356,8 @@ pub fn regex_value(root: &Path, expr: &hcl::Expression) -> Option<String> {
 pub fn check(root: &Path) -> Vec<Finding> {
     let mut out = vec![];
     let want = expected();
-    let want_regex = parameter_regex();
 
-    // 1. coder_parameter.agent_user
+    // 1. coder_parameter.agent_user: the plain name pattern, nothing longer.
     let params = root.join("templates/parameters.tf");
     match std::fs::read_to_string(&params)
         .map_err(anyhow::Error::from)
@@ -495,19 +374,19 @@ pub fn check(root: &Path) -> Vec<Finding> {
                 })
                 .flat_map(|b| b.body().blocks().filter(|v| v.identifier() == "validation"))
                 .flat_map(|v| v.body().attributes().filter(|a| a.key() == "regex"))
-                .find_map(|a| regex_value(root, a.expr()));
-            if regex.as_deref() != Some(want_regex.as_str()) {
+                .map(|a| regex_value(a.expr()))
+                .next();
+            if regex.as_ref().and_then(|r| r.as_deref()) != Some(NAME_PATTERN) {
                 out.push(Finding::new(
                     "agent-user",
                     &params,
                     Some("coder_parameter.agent_user.validation.regex"),
                     format!(
-                        "expected the complement regex of harness::lint::agent_user::RESERVED \
-                         ({} bytes; print it with `cargo test -p harness --lib print_agent_user_regex -- --ignored --nocapture`), found {}",
-                        want_regex.len(),
+                        "expected the literal regex {NAME_PATTERN:?} (the coder provider prints the whole regex in its error; reserved names are refused by the bootstrap module), found {}",
                         match &regex {
-                            Some(r) if r.len() > 80 => format!("a different regex of {} bytes", r.len()),
-                            Some(r) => format!("{r:?}"),
+                            Some(Some(r)) if r.len() > 80 => format!("a regex of {} bytes", r.len()),
+                            Some(Some(r)) => format!("{r:?}"),
+                            Some(None) => "a regex that is not a literal string".into(),
                             None => "no regex".into(),
                         }
                     ),
@@ -597,78 +476,21 @@ pub fn check(root: &Path) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn names_near_the_list() -> Vec<String> {
-        // Every reserved name, its prefixes, one-char extensions and
-        // one-char edits: the strings a trie complement gets wrong.
-        let mut v = BTreeSet::new();
-        for r in RESERVED {
-            for i in 0..=r.len() {
-                v.insert(r[..i].to_string());
-            }
-            for c in REST.chars() {
-                v.insert(format!("{r}{c}"));
-                v.insert(format!("{c}{r}"));
-                for i in 0..r.len() {
-                    let mut s: Vec<char> = r.chars().collect();
-                    s[i] = c;
-                    v.insert(s.into_iter().collect());
-                }
-            }
-            v.insert(r.to_uppercase());
-        }
-        // Length bounds, and every one- and two-character string.
-        for c in FIRST.chars().chain("0-A ".chars()) {
-            v.insert(c.to_string());
-            for d in REST.chars().chain("A .".chars()) {
-                v.insert(format!("{c}{d}"));
-            }
-            v.insert(format!("{c}{}", "a".repeat(31)));
-            v.insert(format!("{c}{}", "a".repeat(32)));
-        }
-        v.insert("nixbld33".into());
-        v.insert("nixbld".repeat(6));
-        v.into_iter().collect()
-    }
+    use std::collections::BTreeSet;
 
     #[test]
-    fn complement_regex_accepts_exactly_the_allowed_names() {
-        let re = regex::Regex::new(&parameter_regex()).unwrap();
-        let base = regex::Regex::new(NAME_PATTERN).unwrap();
-        let names = names_near_the_list();
-        assert!(names.len() > 50_000, "{}", names.len());
-        let mut wrong = vec![];
-        for n in &names {
-            let want = base.is_match(n) && !RESERVED.contains(&n.as_str());
-            if re.is_match(n) != want {
-                wrong.push(n.clone());
-            }
-        }
-        assert!(wrong.is_empty(), "regex disagrees on {wrong:?}");
-        for r in RESERVED {
-            assert!(!re.is_match(r), "{r} must be rejected");
-        }
+    fn is_allowed_refuses_reserved_and_malformed_names() {
         for ok in [
-            "coder", "alice", "dev", "_build", "a", "nixbld0", "roots", "gits",
+            "coder", "alice", "_build", "a", "nixbld0", "roots", "gits", "nixbld33",
         ] {
-            assert!(re.is_match(ok), "{ok} must be accepted");
+            assert!(is_allowed(ok), "{ok} must be accepted");
         }
-    }
-
-    #[test]
-    fn complement_regex_is_re2_syntax() {
-        // No lookaround, no backreferences: the constructs RE2 lacks.
-        let re = parameter_regex();
-        for bad in ["(?=", "(?!", "(?<=", "(?<!", "\\1"] {
-            assert!(!re.contains(bad), "{bad}");
+        for bad in [
+            "root", "nobody", "sshd", "nixbld7", "Root", "a b", "1abc", "",
+        ] {
+            assert!(!is_allowed(bad), "{bad} must be refused");
         }
-    }
-
-    /// Prints the regex to paste into `templates/parameters.tf`.
-    #[test]
-    #[ignore]
-    fn print_agent_user_regex() {
-        println!("{}", parameter_regex());
+        assert!(!is_allowed(&"a".repeat(33)) && is_allowed(&"a".repeat(32)));
     }
 
     #[test]
@@ -683,30 +505,13 @@ mod tests {
     }
 
     #[test]
-    fn a_small_list_gives_a_readable_regex() {
-        let re = complement_regex(&["root", "ro"]);
-        let re = regex::Regex::new(&re).unwrap();
-        for (n, ok) in [
-            ("root", false),
-            ("ro", false),
-            ("r", true),
-            ("roo", true),
-            ("roots", true),
-            ("rooz", true),
-            ("x", true),
-        ] {
-            assert_eq!(re.is_match(n), ok, "{n}");
-        }
-    }
-
-    #[test]
     fn check_names_each_place_that_disagrees() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path();
         std::fs::create_dir_all(root.join("templates/modules/bootstrap")).unwrap();
         std::fs::write(
             root.join("templates/parameters.tf"),
-            "data \"coder_parameter\" \"agent_user\" {\n  validation {\n    regex = \"^[a-z_][a-z0-9_-]{0,31}$\"\n    error = \"x\"\n  }\n}\n",
+            "data \"coder_parameter\" \"agent_user\" {\n  validation {\n    regex = \"^(?:[a-qs-z_][a-z0-9_-]{0,31}|r[a-np-z0-9_-]{0,30})$\"\n    error = \"x\"\n  }\n}\n",
         )
         .unwrap();
         std::fs::write(
@@ -770,6 +575,37 @@ mod tests {
             bootstrap_findings("can(regex(\"^[a-z]+$\", var.agent_user))"),
             ["variable.agent_user.validation"]
         );
+    }
+
+    /// The parameter's regex: exactly the plain pattern; the old file()
+    /// of a generated complement, or any longer regex, is refused.
+    #[test]
+    fn the_parameter_regex_is_the_plain_pattern() {
+        let findings = |regex: &str| {
+            let t = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(t.path().join("templates/modules/bootstrap")).unwrap();
+            std::fs::write(
+                t.path().join("templates/parameters.tf"),
+                format!("data \"coder_parameter\" \"agent_user\" {{\n  validation {{\n    regex = {regex}\n    error = \"x\"\n  }}\n}}\n"),
+            )
+            .unwrap();
+            check(t.path())
+                .into_iter()
+                .filter(|f| f.key.as_deref() == Some("coder_parameter.agent_user.validation.regex"))
+                .map(|f| f.message)
+                .collect::<Vec<_>>()
+        };
+        assert!(findings(&format!("{NAME_PATTERN:?}")).is_empty());
+        let old = findings("trimspace(file(\"${path.module}/agent-user.regex\"))");
+        assert!(old[0].contains("not a literal string"), "{old:?}");
+        let long = format!(
+            "\"^(?:{})$\"",
+            (0..50)
+                .map(|n| format!("u{n}"))
+                .collect::<Vec<_>>()
+                .join("|")
+        );
+        assert!(findings(&long)[0].contains("a regex of"), "{long}");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //!   without duplicates, and the region parameter's default is one of them;
 //! - literal `option` blocks of the region parameter (if any) are exactly
 //!   that list;
-//! - `nixos_release` pins a release (`YY.MM`) in `templates/variables.tf`;
+//! - `nixos_release` pins a release (`YY.05` or `YY.11`) in
+//!   `templates/variables.tf` (whether NixOS still supports it, and so
+//!   still publishes its AMIs, is the `nixos-release` row: `lint::release`);
 //! - `modules/ec2-instance` looks the image up with `data "aws_ami"`: owner
 //!   427812963091, `most_recent = true`, a name filter on the release
 //!   variable and an architecture filter;

@@ -250,9 +250,7 @@ pub fn defaults_check(root: &Path, variants: &[crate::template::variant::Variant
                     .body()
                     .blocks()
                     .filter(|x| x.identifier() == "validation")
-                    .find_map(|x| {
-                        attr(x, "regex").and_then(|e| super::agent_user::regex_value(root, e))
-                    })
+                    .find_map(|x| attr(x, "regex").and_then(super::agent_user::regex_value))
                 else {
                     continue;
                 };

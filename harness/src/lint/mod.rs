@@ -1,4 +1,4 @@
-//! `harness lint`: values vs `templates/variables.tf`, AMI coverage, agent user rules, Coder resources, user-data size, fmt, nix parse, shellcheck.
+//! `harness lint`: values vs `templates/variables.tf`, AMI coverage, the NixOS release's support calendar, provider pins, the home disk's declaration, the provisioner's IAM policy, agent user rules, Coder resources, user-data size, fmt, nix parse, shellcheck.
 //!
 //! Each check lives in its own file and returns [`Finding`]s; any finding
 //! is an error.  A missing tool is a finding naming the tool and its
@@ -10,8 +10,12 @@ pub mod ami;
 pub mod checkov;
 pub mod coder_resources;
 pub mod fmt;
+pub mod home_disk;
+pub mod iam_policy;
 pub mod instance_type;
 pub mod nix;
+pub mod provider_pins;
+pub mod release;
 pub mod shellcheck;
 pub mod user_data;
 pub mod values;
@@ -167,6 +171,27 @@ pub async fn run_all(root: &Path) -> Vec<CheckResult> {
 
     let t = std::time::Instant::now();
     results.push(CheckResult {
+        name: home_disk::CHECK,
+        findings: home_disk::check(root),
+        elapsed: t.elapsed(),
+        per_variant: BTreeMap::new(),
+    });
+    let t = std::time::Instant::now();
+    results.push(CheckResult {
+        name: iam_policy::CHECK,
+        findings: iam_policy::check(root),
+        elapsed: t.elapsed(),
+        per_variant: BTreeMap::new(),
+    });
+    let t = std::time::Instant::now();
+    results.push(CheckResult {
+        name: provider_pins::CHECK,
+        findings: provider_pins::check(root),
+        elapsed: t.elapsed(),
+        per_variant: BTreeMap::new(),
+    });
+    let t = std::time::Instant::now();
+    results.push(CheckResult {
         name: "agent-user",
         findings: agent_user::check(root),
         elapsed: t.elapsed(),
@@ -195,7 +220,7 @@ pub async fn run_all(root: &Path) -> Vec<CheckResult> {
     let t = std::time::Instant::now();
     results.push(CheckResult {
         name: "user-data-size",
-        findings: user_data::check(root, &rendered),
+        findings: user_data::check(root, &variants, &rendered).await,
         elapsed: t.elapsed(),
         per_variant: BTreeMap::new(),
     });

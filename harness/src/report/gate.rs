@@ -85,6 +85,17 @@ pub async fn run_static(root: &Path, report: &mut Report) {
             report.push("*", r.name, status, Tier::Static, r.elapsed);
         }
     }
+    // The NixOS release against its support calendar, today: a warning
+    // from 30 days before its end of life, a failure after it.
+    let t = Instant::now();
+    let release = lint::release::check_today(root);
+    report.push(
+        "*",
+        lint::release::CHECK,
+        release.status(),
+        Tier::Static,
+        t.elapsed(),
+    );
     eprintln!("gate: terraform test…");
     for (dir, why_not) in test_modules(root) {
         let name = format!(
@@ -356,9 +367,28 @@ mod tests {
             "aws-nixos-graviton-spot",
             "aws-nixos-spot",
         ];
-        for check in ["values", "ami-coverage", "terraform-fmt", "nix-parse"] {
+        for check in [
+            "values",
+            "ami-coverage",
+            "home-disk",
+            "iam-policy",
+            "provider-pins",
+            "terraform-fmt",
+            "nix-parse",
+        ] {
             r.push("*", check, Status::Passed, Tier::Static, Duration::ZERO);
         }
+        r.push(
+            "*",
+            crate::lint::release::CHECK,
+            crate::lint::release::verdict(
+                "26.05",
+                crate::lint::release::parse_date("2026-12-06").unwrap(),
+            )
+            .status(),
+            Tier::Static,
+            Duration::ZERO,
+        );
         for check in ["instance-type", "render", "user-data-size", "shellcheck"] {
             for v in variants {
                 r.push(v, check, Status::Passed, Tier::Static, Duration::ZERO);
@@ -412,17 +442,19 @@ mod tests {
         assert!(r.rows.len() > 60, "{} rows", r.rows.len());
         let m = r.matrix();
         let out = format!(
-            "{}{}{}\n",
+            "{}{}{}{}\n",
             m.table_text(),
             m.reasons.text(),
+            m.warnings_text(),
             m.tally().line()
         );
         let lines: Vec<&str> = out.lines().collect();
-        assert!(lines.len() <= 40, "{} lines:\n{out}", lines.len());
+        // 43 lines of table and reasons, plus one warning (4 lines).
+        assert!(lines.len() <= 47, "{} lines:\n{out}", lines.len());
         assert!(lines.iter().all(|l| l.chars().count() <= 120), "{out}");
         // Every tier named on every row and in the last line; each reason once.
         for l in &lines[2..lines.len() - 1] {
-            if l.starts_with("skipped, why") {
+            if l.starts_with("skipped, why") || l.starts_with("WARNING") {
                 break;
             }
             assert!(
@@ -432,7 +464,7 @@ mod tests {
         }
         assert_eq!(
             lines.last().copied(),
-            Some("static 27 passed (1 skipped) · fixture 9 passed, 1 FAILED · contract, twin 0 · nixos 0 (30 skipped) · ec2 0 (5 skipped)")
+            Some("static 31 passed (1 skipped) · fixture 9 passed, 1 FAILED · contract, twin 0 · nixos 0 (30 skipped) · ec2 0 (5 skipped)")
         );
         assert_eq!(
             out.matches("no NixOS image + no Docker daemon").count(),
@@ -441,6 +473,10 @@ mod tests {
         );
         assert!(!out.contains("Attempted"), "{out}");
         assert!(out.contains("static   coder-import"), "{out}");
+        assert!(
+            out.contains("WARNING repo / nixos-release (static):\n    NixOS 26.05 reaches its end of life on 2026-12-31, in 25 days"),
+            "{out}"
+        );
         assert!(out.contains("ec2      e2e (ec2)"), "{out}");
         println!("{out}");
     }

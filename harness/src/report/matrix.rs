@@ -23,6 +23,8 @@ pub struct Item {
     pub verdict: Verdict,
     /// Why it failed or was skipped (full text).
     pub message: Option<String>,
+    /// A passed item's warning (something to act on soon).
+    pub warning: Option<String>,
     pub seconds: f64,
     pub time_to_agent_s: Option<f64>,
     pub time_to_ready_s: Option<f64>,
@@ -80,6 +82,7 @@ impl Matrix {
         }
         for i in &mut items {
             i.message = i.message.as_deref().map(super::reasons::scrub);
+            i.warning = i.warning.as_deref().map(super::reasons::scrub);
         }
         let mut reasons = Reasons::default();
         let keys = items
@@ -162,9 +165,17 @@ impl Matrix {
         k
     }
 
-    /// Terminal cell: `pass`, `pass×3`, `FAIL`, `FAIL×2 pass`, `skip[1]`.
+    /// Terminal cell: `pass`, `pass×3`, `FAIL`, `FAIL×2 pass`, `skip[1]`,
+    /// `WARN` (a pass with a warning, listed under the table).
     fn text_cell(&self, idx: &[usize]) -> String {
-        let c = self.counts(idx);
+        let mut c = self.counts(idx);
+        let warned = idx
+            .iter()
+            .filter(|&&n| {
+                self.items[n].verdict == Verdict::Passed && self.items[n].warning.is_some()
+            })
+            .count();
+        c.passed -= warned;
         let n = |w: &str, k: usize| {
             if k > 1 {
                 format!("{w}×{k}")
@@ -175,6 +186,9 @@ impl Matrix {
         let mut parts = Vec::new();
         if c.failed > 0 {
             parts.push(n("FAIL", c.failed));
+        }
+        if warned > 0 {
+            parts.push(n("WARN", warned));
         }
         if c.passed > 0 {
             parts.push(n("pass", c.passed));
@@ -270,13 +284,31 @@ impl Matrix {
         s
     }
 
-    /// Table, distinct skip reasons, failures, and the per-tier tally last.
+    /// Each warning: `WARNING <variant> / <check> (<tier>):`, then the
+    /// text wrapped and indented.
+    pub fn warnings_text(&self) -> String {
+        let mut s = String::new();
+        for i in &self.items {
+            if let Some(w) = &i.warning {
+                let what = i.scenario.as_deref().unwrap_or(&i.check);
+                let _ = writeln!(s, "WARNING {} / {} ({}):", i.variant, what, i.tier);
+                for line in super::reasons::wrap(w, super::reasons::WIDTH - 4) {
+                    let _ = writeln!(s, "    {line}");
+                }
+            }
+        }
+        s
+    }
+
+    /// Table, distinct skip reasons, warnings, failures, and the per-tier
+    /// tally last.
     pub fn text(&self) -> String {
         let mut s = self.table_text();
         let r = self.reasons.text();
         if !r.is_empty() {
             s.push_str(&r);
         }
+        s.push_str(&self.warnings_text());
         s.push_str(&self.failures_text());
         let _ = writeln!(s, "{}", self.tally().line());
         s
@@ -334,6 +366,20 @@ impl Matrix {
             out.push('\n');
         }
         out.push_str(&self.reasons.markdown());
+        let warned: Vec<&Item> = self.items.iter().filter(|i| i.warning.is_some()).collect();
+        if !warned.is_empty() {
+            out.push_str("\n**Warnings**\n\n");
+            for i in warned {
+                let _ = writeln!(
+                    out,
+                    "- {} / {} ({}): {}",
+                    md(&i.variant),
+                    md(i.scenario.as_deref().unwrap_or(&i.check)),
+                    i.tier,
+                    md(i.warning.as_deref().unwrap_or(""))
+                );
+            }
+        }
         let failed: Vec<&Item> = self
             .items
             .iter()
@@ -444,6 +490,7 @@ mod tests {
             tier,
             verdict,
             message: msg.map(str::to_string),
+            warning: None,
             seconds: 0.0,
             time_to_agent_s: None,
             time_to_ready_s: None,
@@ -482,5 +529,25 @@ mod tests {
         );
         assert_eq!(column_letter(0), "A");
         assert_eq!(column_letter(26), "AA");
+    }
+
+    #[test]
+    fn a_warning_shows_in_its_cell_and_under_the_table() {
+        let mut warned = item("*", "nixos-release", Tier::Static, Verdict::Passed, None);
+        warned.warning = Some("NixOS 26.05 reaches its end of life in 25 days".into());
+        let m = Matrix::new(vec![
+            item("a", "render", Tier::Static, Verdict::Passed, None),
+            warned,
+        ]);
+        let t = m.table_text();
+        let line = t.lines().find(|l| l.contains("nixos-release")).unwrap();
+        assert!(line.ends_with(" WARN") && !line.contains("pass"), "{t}");
+        let all = m.text();
+        assert!(
+            all.contains("WARNING repo / nixos-release (static):\n    NixOS 26.05 reaches its end of life in 25 days\n"),
+            "{all}"
+        );
+        // A warning is a pass in the tally.
+        assert_eq!(m.tally().0[&Tier::Static].passed, 2);
     }
 }

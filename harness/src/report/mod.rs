@@ -33,6 +33,9 @@ pub enum Status {
     Passed,
     Failed(String),
     Skipped(String),
+    /// Passed, with something to act on soon (e.g. the NixOS release's end
+    /// of life is near): counts as a pass, and the warning is printed.
+    Warned(String),
 }
 
 impl Status {
@@ -41,12 +44,13 @@ impl Status {
             Status::Passed => "passed",
             Status::Failed(_) => "FAILED",
             Status::Skipped(_) => "skipped",
+            Status::Warned(_) => "passed with a warning",
         }
     }
     pub fn reason(&self) -> &str {
         match self {
             Status::Passed => "",
-            Status::Failed(r) | Status::Skipped(r) => r,
+            Status::Failed(r) | Status::Skipped(r) | Status::Warned(r) => r,
         }
     }
 }
@@ -131,13 +135,17 @@ impl Report {
                     scenario: None,
                     tier: r.tier,
                     verdict: match r.status {
-                        Status::Passed => tier::Verdict::Passed,
+                        Status::Passed | Status::Warned(_) => tier::Verdict::Passed,
                         Status::Failed(_) => tier::Verdict::Failed,
                         Status::Skipped(_) => tier::Verdict::Skipped,
                     },
                     message: match &r.status {
-                        Status::Passed => None,
+                        Status::Passed | Status::Warned(_) => None,
                         Status::Failed(m) | Status::Skipped(m) => Some(m.clone()),
+                    },
+                    warning: match &r.status {
+                        Status::Warned(m) => Some(m.clone()),
+                        _ => None,
                     },
                     seconds: r.elapsed.as_secs_f64(),
                     time_to_agent_s: None,

@@ -286,10 +286,10 @@ impl Reasons {
 }
 
 /// Width the terminal text is wrapped to.
-const WIDTH: usize = 100;
+pub(crate) const WIDTH: usize = 100;
 
 /// Greedy word wrap to `width` characters.
-fn wrap(text: &str, width: usize) -> Vec<String> {
+pub(crate) fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines = vec![String::new()];
     for word in text.split_whitespace() {
         let last = lines.last_mut().expect("one line");

@@ -118,6 +118,7 @@ impl Summary {
                         Outcome::Skipped => Verdict::Skipped,
                     },
                     message: r.reason.clone(),
+                    warning: None,
                     seconds: r.seconds,
                     time_to_agent_s: r.time_to_agent_s,
                     time_to_ready_s: r.time_to_ready_s,

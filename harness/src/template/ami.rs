@@ -28,7 +28,7 @@ pub fn ec2_arch(arch: Arch) -> &'static str {
 
 /// `nixos/<release>.*`: official images are named
 /// `nixos/<release>.<revision>-<system>` (e.g.
-/// `nixos/25.05.802216.55d1f923c480-x86_64-linux`).
+/// `nixos/26.05.10057.cf9d2fb3e50f-x86_64-linux`).
 pub fn name_pattern(release: &str) -> String {
     format!("nixos/{release}.*")
 }
@@ -75,7 +75,7 @@ pub fn release(root: &Path) -> anyhow::Result<String> {
     match default {
         Some(hcl::Expression::String(s)) if is_release(&s) => Ok(s),
         Some(other) => anyhow::bail!(
-            "{}: expected variable \"{RELEASE_VAR}\" to default to a release like \"25.05\", seen {other:?}",
+            "{}: expected variable \"{RELEASE_VAR}\" to default to a NixOS release like \"26.05\" (YY.05 or YY.11), seen {other:?}",
             file.display()
         ),
         None => anyhow::bail!(
@@ -85,10 +85,14 @@ pub fn release(root: &Path) -> anyhow::Result<String> {
     }
 }
 
-/// `YY.MM`.
+/// `YY.05` or `YY.11`: NixOS releases twice a year, at the end of May and
+/// November (its support calendar: `lint::release`).
 pub fn is_release(s: &str) -> bool {
     let b = s.as_bytes();
-    b.len() == 5 && b[2] == b'.' && [0, 1, 3, 4].iter().all(|&i| b[i].is_ascii_digit())
+    b.len() == 5
+        && b[2] == b'.'
+        && [0, 1].iter().all(|&i| b[i].is_ascii_digit())
+        && (&s[3..] == "05" || &s[3..] == "11")
 }
 
 /// The offered regions (`templates/regions.json`, a JSON list).
@@ -195,6 +199,7 @@ mod tests {
         .unwrap();
         let e = release(d.path()).unwrap_err().to_string();
         assert!(e.contains("nixos_release") && e.contains("latest"), "{e}");
-        assert!(!is_release("25.5") && is_release("24.11"));
+        assert!(!is_release("25.5") && is_release("24.11") && is_release("26.05"));
+        assert!(!is_release("26.06") && !is_release("26.1x"));
     }
 }

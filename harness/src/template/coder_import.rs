@@ -32,6 +32,9 @@
 //! init script (the init script is the provider's expansion of our
 //! stand-in `CODER_AGENT_SCRIPT_*`, the token is empty with
 //! `aws-instance-identity`, so nothing is left out of the comparison).
+//! Then builds with a reserved and a malformed `agent_user` must be
+//! refused with an error under 1 KB that names the rule
+//! ([`AGENT_USER_REFUSALS`]).
 //!
 //! The REAL template, with `hashicorp/aws` from a filesystem mirror or else
 //! the registry (skipped with the reason when neither has it), is also
@@ -690,7 +693,63 @@ async fn build_runs(root: &Path, variant: &Variant, s: &Session) -> Result<Strin
     ))
 }
 
-/// `coder-import <variant>` on the test build: import plans, then the builds.
+/// `agent_user` values a user may enter that the workspace build must
+/// refuse, each with words its error must contain: `root` (a reserved name:
+/// the bootstrap module's validation names the rule) and a name that is no
+/// Linux user name (the parameter's regex, checked by the coder provider).
+pub const AGENT_USER_REFUSALS: &[(&str, &[&str])] = &[
+    ("root", &["reserved", "root"]),
+    ("Not A Name", &["Linux user name", "Not A Name"]),
+];
+
+/// The most a refused `agent_user` may print. terraform-provider-coder
+/// appends the whole validation regex to the parameter's error
+/// (`provider/parameter.go`, `fmt.Errorf("%s (value %q does not match %q)",
+/// …)`), so a long regex (the 42 KB complement of the reserved names this
+/// template once used: a 43,227-byte error for `root`) floods the build log.
+pub const MAX_ERROR_BYTES: usize = 1024;
+
+/// A workspace build with each of [`AGENT_USER_REFUSALS`] as `agent_user`:
+/// its plan must fail, with a short error naming the rule.
+async fn refused_agent_users(root: &Path, variant: &Variant, s: &Session) -> Result<(), String> {
+    let params = build_parameters(root, variant).map_err(|e| format!("{e:#}"))?;
+    for (value, words) in AGENT_USER_REFUSALS {
+        let mut p = params.clone();
+        p.insert("agent_user".into(), value.to_string());
+        let e = match s
+            .run(
+                &["plan", "-input=false", "-no-color", "-lock=false"],
+                &coder_env("start", Some(&p)),
+            )
+            .await
+        {
+            Ok(_) => {
+                return Err(format!(
+                "a workspace build with agent_user = {value:?} planned; expected it to be refused"
+            ))
+            }
+            Err(e) => e,
+        };
+        let err = e.stderr.trim();
+        if err.len() > MAX_ERROR_BYTES {
+            let head: String = err.chars().take(300).collect();
+            return Err(format!(
+                "agent_user = {value:?}: the build's error is {} bytes, expected at most {MAX_ERROR_BYTES} (a long validation regex is printed whole by the coder provider); it starts: {head}",
+                err.len()
+            ));
+        }
+        let missing: Vec<&str> = words.iter().copied().filter(|w| !err.contains(w)).collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "agent_user = {value:?}: expected the error to name the rule ({missing:?}), seen: {err}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `coder-import <variant>` on the test build: import plans, the builds,
+/// and the refusal of bad `agent_user` values.
 pub async fn check_test_build(root: &Path, variant: &Variant) -> Status {
     let s = match session(root, variant, false).await {
         Ok(s) => s,
@@ -699,8 +758,11 @@ pub async fn check_test_build(root: &Path, variant: &Variant) -> Status {
     if let Err(st) = import_plans(&s, "template test build").await {
         return st;
     }
-    match build_runs(root, variant, &s).await {
-        Ok(_) => Status::Passed,
+    if let Err(e) = build_runs(root, variant, &s).await {
+        return Status::Failed(e);
+    }
+    match refused_agent_users(root, variant, &s).await {
+        Ok(()) => Status::Passed,
         Err(e) => Status::Failed(e),
     }
 }
@@ -848,7 +910,7 @@ impl CachedStatus {
         match s {
             Status::Passed => Some(CachedStatus::Passed),
             Status::Failed(r) => Some(CachedStatus::Failed(r.clone())),
-            Status::Skipped(_) => None,
+            Status::Skipped(_) | Status::Warned(_) => None,
         }
     }
 }

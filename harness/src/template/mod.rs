@@ -4,10 +4,12 @@
 //! template as Coder sees it: the real `coder/coder`
 //! Terraform provider (built from the Go module proxy into a filesystem
 //! mirror, see `ci/build-coder-provider.sh`) and the `coder-import
-//! <variant>` check.
+//! <variant>` check; and the IAM policy Coder's provisioner needs for the
+//! template's resources ([`iam`]).
 
 pub mod ami;
 pub mod coder_import;
+pub mod iam;
 pub mod provider_mirror;
 pub mod render;
 pub mod terraform;

@@ -259,6 +259,31 @@ pub fn module_inputs(
     Ok(inputs)
 }
 
+/// Every single-quoted base64 word in a rendered user-data, decoded, and
+/// gunzipped when it is gzip (the module's `base64gzip` payloads): the
+/// values the script writes to disk, for tests and inspection.
+pub fn payloads(user_data: &str) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    user_data
+        .split('\'')
+        .filter(|w| w.len() >= 4)
+        .filter_map(|w| b64.decode(w).ok())
+        .map(|raw| {
+            if raw.starts_with(&[0x1f, 0x8b]) {
+                let mut out = vec![];
+                match flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out) {
+                    Ok(_) => out,
+                    Err(_) => raw,
+                }
+            } else {
+                raw
+            }
+        })
+        .collect()
+}
+
 /// Parse `name=value` (from `--var`).
 pub fn parse_var(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
@@ -343,6 +368,26 @@ mod tests {
             e.contains("`nope`") && e.contains("agent_user, disk"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn payloads_are_decoded_and_gunzipped() {
+        use base64::Engine as _;
+        use std::io::Write as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(b"CODER_AGENT_TOKEN=t\n").unwrap();
+        let ud = format!(
+            "#!/bin/sh\nlog() {{ printf 'x: %s' \"$*\"; }}\nunpack '{}' a\nu=$(printf '%s' '{}' | base64 -d)\n",
+            b64.encode(gz.finish().unwrap()),
+            b64.encode("alice")
+        );
+        let p: Vec<String> = payloads(&ud)
+            .into_iter()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect();
+        assert!(p.contains(&"CODER_AGENT_TOKEN=t\n".to_string()), "{p:?}");
+        assert!(p.contains(&"alice".to_string()), "{p:?}");
     }
 
     #[test]

@@ -84,10 +84,15 @@ in
     # instances (every Graviton type) EBS is NVMe, and /dev/xvdb exists only
     # because amazon-image.nix ships amazon-ec2-utils' udev rules, which
     # name NVMe EBS devices after their block-device mapping.
+    # autoResize: raising home_disk_size grows the EBS volume, not ext4;
+    # nixpkgs (nixos/modules/tasks/filesystems.nix) turns autoResize into the
+    # fstab option x-systemd.growfs, so systemd-growfs grows the file system
+    # to the volume each time /home is mounted (the next start).
     fileSystems."/home" = {
       device = "/dev/xvdb";
       fsType = "ext4";
       autoFormat = true;
+      autoResize = true;
     };
   };
 }

@@ -15,10 +15,12 @@ variable "agent_user" {
     error_message = "agent_user must be a plain Linux user name matching ^[a-z_][a-z0-9_-]{0,31}$."
   }
   # Not root nor a user NixOS defines itself: local.reserved_users (a
-  # validation may name a local since Terraform 1.9).
+  # validation may name a local since Terraform 1.9). This is where a
+  # workspace build refuses those names, with this message (the
+  # coder_parameter's regex stays a plain user-name pattern).
   validation {
     condition     = !contains(local.reserved_users, var.agent_user)
-    error_message = "agent_user must not be root or a user NixOS defines itself (such as nobody, sshd, messagebus, nixbld1 or a service user from nixos/modules/misc/ids.nix): pick another name."
+    error_message = "agent_user \"${var.agent_user}\" is reserved: root and the users NixOS defines itself (nobody, sshd, messagebus, nixbld1..32, service users of nixos/modules/misc/ids.nix) cannot run the agent; pick another name."
   }
 }
 
@@ -62,9 +64,9 @@ locals {
   # root and the users NixOS defines itself (nixpkgs nixos/modules/misc/ids.nix
   # and a default system's system users): root would run the agent as uid 0,
   # a system user fails NixOS's isNormalUser/isSystemUser assertion. The one
-  # list in Terraform: the agent_user validation refuses these names and the
-  # user-data checks them again on the machine. bootstrap.nix and the
-  # coder_parameter regex carry the same list
+  # list in Terraform: the agent_user validation refuses these names (the
+  # user-data does not carry it: 2 KB of EC2's 16 KiB). bootstrap.nix
+  # asserts the same list on the machine
   # (harness::lint::agent_user::RESERVED; `harness lint` checks they agree).
   reserved_users = [
     "root", "messagebus", "haldaemon", "ftp", "nagios", "atd", "postfix", "dovecot",
@@ -116,15 +118,20 @@ locals {
 
   agent_env = var.agent_auth == "token" ? "CODER_AGENT_TOKEN=${var.agent_token}\n" : ""
 
-  user_data = templatefile("${path.module}/user-data.sh.tftpl", {
-    params_json_b64       = base64encode(local.params_json)
-    bootstrap_nix_b64gz   = base64gzip(local.bootstrap_nix)
-    configuration_nix_b64 = base64encode(local.configuration_nix)
-    agent_env_b64         = base64encode(local.agent_env)
-    init_script_b64       = base64encode(var.init_script)
-    agent_user_b64        = base64encode(var.agent_user)
-    reserved_users        = join(" ", local.reserved_users)
-  })
+  # Every payload gzip-compressed (base64gzip; the script decodes with
+  # `base64 -d | gzip -dc`), and the template's own `#` comment lines
+  # stripped (the shebang and `##` lines stay): EC2 allows 16,384 bytes of
+  # user-data and the worst case must leave 4 KiB of it free (harness lint,
+  # user-data-size). agent_user also travels plain base64: the script reads
+  # it into a variable.
+  user_data = replace(templatefile("${path.module}/user-data.sh.tftpl", {
+    params_json       = base64gzip(local.params_json)
+    bootstrap_nix     = base64gzip(local.bootstrap_nix)
+    configuration_nix = base64gzip(local.configuration_nix)
+    agent_env         = base64gzip(local.agent_env)
+    init_script       = base64gzip(var.init_script)
+    agent_user_b64    = base64encode(var.agent_user)
+  }), "/(?m)^[ \\t]*#(?: [^\\n]*)?\\n/", "")
 }
 
 output "user_data" {

@@ -18,11 +18,11 @@ variable "name" {
 }
 
 variable "nixos_release" {
-  description = "NixOS release whose official AMI is used, e.g. 25.05."
+  description = "NixOS release whose official AMI is used, e.g. 26.05 (NixOS releases YY.05 and YY.11)."
   type        = string
   validation {
-    condition     = can(regex("^[0-9]{2}\\.[0-9]{2}$", var.nixos_release))
-    error_message = "nixos_release must be a NixOS release like 25.05."
+    condition     = can(regex("^[0-9]{2}\\.(05|11)$", var.nixos_release))
+    error_message = "nixos_release must be a NixOS release like 26.05 (YY.05 or YY.11)."
   }
 }
 
@@ -96,7 +96,7 @@ locals {
   spot    = local.is_spot ? var.market_options[0].spot_options : null
   # Official NixOS AMIs (published by the NixOS project's AWS account) are
   # named nixos/<release>.<revision>-<system>, e.g.
-  # nixos/25.05.802216.55d1f923c480-x86_64-linux; EC2 calls aarch64 arm64.
+  # nixos/26.05.10057.cf9d2fb3e50f-x86_64-linux; EC2 calls aarch64 arm64.
   nixos_owner   = "427812963091"
   ami_name      = "nixos/${var.nixos_release}.*"
   ami_arch      = var.arch == "aarch64" ? "arm64" : "x86_64"

@@ -199,7 +199,6 @@ pub fn check_wiring(root: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::Engine as _;
 
     fn root() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -297,13 +296,10 @@ mod tests {
             "path:/var/lib/harness/fixtures#good"
         );
         assert!(r.startup_script.contains("nixos-rebuild"));
-        // The values travel base64-encoded (see the module); decode every
-        // single-quoted base64 word and look for them.
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let decoded: Vec<String> = r
-            .user_data
-            .split('\'')
-            .filter_map(|w| b64.decode(w).ok())
+        // The values travel gzip-compressed and base64-encoded (see the
+        // module); decode every single-quoted payload and look for them.
+        let decoded: Vec<String> = crate::template::render::payloads(&r.user_data)
+            .into_iter()
             .map(|b| String::from_utf8_lossy(&b).to_string())
             .collect();
         let all = decoded.join("\n");
@@ -344,11 +340,8 @@ mod tests {
         )
         .await
         .unwrap();
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let decoded: Vec<String> = r
-            .user_data
-            .split('\'')
-            .filter_map(|w| b64.decode(w).ok())
+        let decoded: Vec<String> = crate::template::render::payloads(&r.user_data)
+            .into_iter()
             .map(|b| String::from_utf8_lossy(&b).to_string())
             .collect();
         let all = decoded.join("\n");

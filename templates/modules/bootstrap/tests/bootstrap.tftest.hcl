@@ -45,8 +45,20 @@ run "renders_a_root_script_that_bootstraps_and_starts_the_agent" {
     error_message = "the flake URI reaches the agent as an environment variable"
   }
   assert {
-    condition     = strcontains(output.user_data, base64encode(jsonencode({ agent_user = "alice", flake_uri = "github:example/dotfiles#workspace" })))
-    error_message = "parameters travel as base64-encoded JSON"
+    condition     = strcontains(output.user_data, base64gzip(jsonencode({ agent_user = "alice", flake_uri = "github:example/dotfiles#workspace" })))
+    error_message = "parameters travel as gzip-compressed, base64-encoded JSON"
+  }
+  assert {
+    condition     = strcontains(output.user_data, "unpack '${base64gzip(var.init_script)}' \"$agent_dir/init.sh\"")
+    error_message = "the agent init script travels gzip-compressed"
+  }
+  assert {
+    condition     = !strcontains(output.user_data, "nixbld32") && !strcontains(output.user_data, "messagebus")
+    error_message = "the reserved-user list stays out of the user-data (the module's validation and bootstrap.nix carry it)"
+  }
+  assert {
+    condition     = length(regexall("(?m)^[ \t]*# ", output.user_data)) == 0 && strcontains(output.user_data, "\n## Coder workspace bootstrap")
+    error_message = "the template's # comments are stripped from the user-data; the shebang and ## lines stay"
   }
 }
 
@@ -77,7 +89,7 @@ run "token_auth_writes_the_token_to_the_env_file_only" {
     error_message = "the token must not appear raw"
   }
   assert {
-    condition     = strcontains(output.user_data, base64encode("CODER_AGENT_TOKEN=tok-canary-123\n"))
+    condition     = strcontains(output.user_data, base64gzip("CODER_AGENT_TOKEN=tok-canary-123\n"))
     error_message = "the token goes to the agent EnvironmentFile"
   }
 }
@@ -85,7 +97,7 @@ run "token_auth_writes_the_token_to_the_env_file_only" {
 run "instance_identity_auth_has_no_token" {
   command = apply
   assert {
-    condition     = strcontains(output.user_data, "unpack '' \"$state/agent.env\"")
+    condition     = strcontains(output.user_data, "unpack '${base64gzip("")}' \"$state/agent.env\"")
     error_message = "aws-instance-identity needs no token"
   }
 }
