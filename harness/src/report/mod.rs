@@ -214,7 +214,7 @@ mod tests {
         assert_eq!(
             t.lines().last(),
             Some(
-                "static 1 passed, 1 FAILED · fixture 0 · contract 0 · nixos 0 (1 skipped) · ec2 0"
+                "static 1 passed, 1 FAILED · fixture 0 · contract 0 · twin 0 · nixos 0 (1 skipped) · ec2 0"
             ),
             "{t}"
         );

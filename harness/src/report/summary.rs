@@ -173,7 +173,7 @@ mod tests {
         let md = s.markdown();
         assert!(
             md.contains(
-                "static 0 · fixture 0 · contract 0 · nixos 1 passed, 1 FAILED (1 skipped) · ec2 0"
+                "static 0 · fixture 0 · contract 0 · twin 0 · nixos 1 passed, 1 FAILED (1 skipped) · ec2 0"
             ),
             "{md}"
         );

@@ -2,8 +2,9 @@
 //!
 //! A pass in one tier never stands for another: the fixture guest is a
 //! double of the NixOS image, the contract guest a double of the NixOS AMI
-//! that keeps NixOS's contract, and only `nixos` and `ec2` run the real
-//! image.  [`Tier::derive`] is the one place a tier is decided from what a
+//! that keeps NixOS's contract, `twin` applies the real template with its
+//! real providers against moto (a double of AWS), and only `nixos` and
+//! `ec2` run the real image.  [`Tier::derive`] is the one place a tier is decided from what a
 //! row ran against; static gate rows (lint, render, `terraform test`,
 //! `coder-import`, checkov) are [`Tier::Static`].
 
@@ -25,6 +26,9 @@ pub enum Tier {
     /// The template's real user-data on the systemd guest that keeps NixOS's
     /// contract (a double of the NixOS AMI).
     Contract,
+    /// Real Terraform with the real hashicorp/aws and coder providers,
+    /// applied against moto (the AWS peer: a double of AWS).
+    Twin,
     /// A real NixOS image and a real Coder, on QEMU.
     Nixos,
     /// The real NixOS AMI on EC2.
@@ -32,10 +36,11 @@ pub enum Tier {
 }
 
 impl Tier {
-    pub const ALL: [Tier; 5] = [
+    pub const ALL: [Tier; 6] = [
         Tier::Static,
         Tier::Fixture,
         Tier::Contract,
+        Tier::Twin,
         Tier::Nixos,
         Tier::Ec2,
     ];
@@ -45,6 +50,7 @@ impl Tier {
             Tier::Static => "static",
             Tier::Fixture => "fixture",
             Tier::Contract => "contract",
+            Tier::Twin => "twin",
             Tier::Nixos => "nixos",
             Tier::Ec2 => "ec2",
         }
@@ -56,6 +62,7 @@ impl Tier {
             Tier::Static => "files and real Terraform, no guest",
             Tier::Fixture => "harness checks on the fixture guest (a double of NixOS): proves the machinery, not the template",
             Tier::Contract => "the template's user-data on the NixOS-contract guest (a double of the NixOS AMI)",
+            Tier::Twin => "real Terraform and the real aws and coder providers applied against moto (a double of AWS)",
             Tier::Nixos => "a real NixOS image and a real Coder on QEMU",
             Tier::Ec2 => "the real NixOS AMI on EC2",
         }
@@ -127,7 +134,7 @@ impl Tally {
         Tally(m)
     }
 
-    /// `static 40 passed · fixture 24 passed, 1 failed · contract 0 · nixos 0 (30 skipped) · ec2 0 (1 skipped)`:
+    /// `static 40 passed · fixture 24 passed, 1 failed · contract 0 · twin 0 · nixos 0 (30 skipped) · ec2 0 (1 skipped)`:
     /// every tier named, so a count of passes can never be read as another tier's.
     pub fn line(&self) -> String {
         self.0
@@ -176,6 +183,17 @@ mod tests {
     }
 
     #[test]
+    fn tiers_are_ordered_by_the_strength_of_their_evidence() {
+        let mut sorted = Tier::ALL.to_vec();
+        sorted.sort();
+        assert_eq!(sorted, Tier::ALL);
+        assert_eq!(
+            Tier::ALL.map(Tier::as_str),
+            ["static", "fixture", "contract", "twin", "nixos", "ec2"]
+        );
+    }
+
+    #[test]
     fn serde_uses_the_lowercase_names() {
         for t in Tier::ALL {
             let j = serde_json::to_string(&t).unwrap();
@@ -196,7 +214,7 @@ mod tests {
         ]);
         assert_eq!(
             t.line(),
-            "static 2 passed · fixture 1 passed, 1 FAILED · contract 0 · nixos 0 (1 skipped) · ec2 0"
+            "static 2 passed · fixture 1 passed, 1 FAILED · contract 0 · twin 0 · nixos 0 (1 skipped) · ec2 0"
         );
     }
 }
