@@ -17,7 +17,6 @@
 //! guest-initiated shutdown of a persistent Spot Instance, and encryption by
 //! a real KMS key.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -340,6 +339,7 @@ impl Drop for MotoDouble {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn the_newest_official_image_is_neither_the_older_nor_the_impostor() {

@@ -24,6 +24,7 @@ mod progress;
 mod rows;
 mod skip;
 mod steps;
+mod twin;
 mod world;
 
 use std::collections::HashMap;
@@ -287,6 +288,13 @@ async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> 
                         )
                         .await;
                     }
+                    // The twin: its builds, one line each; its moto double dies here.
+                    if let Some(t) = w.twin.take() {
+                        let _ = std::fs::write(
+                            w.artifacts.join("twin-builds.txt"),
+                            twin::build_lines(&t).join("\n") + "\n",
+                        );
+                    }
                     // A pooled contract VM goes back to its pool instead.
                     contract::after(w, outcome == Outcome::Failed, keep_failed).await;
                     let machine = w
@@ -359,6 +367,18 @@ async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> 
                     crate::template::variant::Arch::X86_64
                 };
                 if let Some(reason) = contract::skip_reason(arch) {
+                    skipped_rows.lock().unwrap().push(rows::row(
+                        feature,
+                        scenario,
+                        Outcome::Skipped,
+                        Some(reason),
+                        0.0,
+                    ));
+                    return false;
+                }
+            }
+            if tags.iter().any(|t| t == "twin") {
+                if let Some(reason) = twin::skip_reason() {
                     skipped_rows.lock().unwrap().push(rows::row(
                         feature,
                         scenario,

@@ -92,6 +92,9 @@ pub struct E2e {
     pub(crate) time_to_ready: Option<Duration>,
     /// Set by the `a contract workspace …` steps (`features/template.feature`).
     pub(crate) contract: Option<contract::ContractState>,
+    /// Set by the `a twin workspace …` steps (`features/twin.feature`); its
+    /// moto double dies with it.
+    pub(crate) twin: Option<super::twin::TwinState>,
 }
 
 impl fmt::Debug for E2e {

@@ -4,9 +4,12 @@
 //! guest, a double of the NixOS AMI, with Coder's init script and agent
 //! played by named stand-ins) and [`fixture`] (the fixture workspace
 //! double on the Debian fixture guest, defined in
-//! [`crate::doubles::fixture_workspace`]).
+//! [`crate::doubles::fixture_workspace`]); and [`twin`], the whole template
+//! applied by real Terraform and the real providers against the moto double
+//! of AWS (no guest).
 
 pub mod contract;
 pub mod real;
+pub mod twin;
 
 pub use crate::doubles::fixture_workspace as fixture;

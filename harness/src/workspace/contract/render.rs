@@ -69,9 +69,29 @@ pub async fn render(
     token: &str,
 ) -> anyhow::Result<ContractRender> {
     let flake_uri = fixture_flake_uri(fixture)?;
-    let init = init_script::render(access_url, variant.arch, "token")?;
+    render_with(
+        root, variant, &flake_uri, agent_user, access_url, "token", token,
+    )
+    .await
+}
+
+/// What the contract tier boots for these parameters: [`render`] with any
+/// flake reference and agent auth (`token` with `token`, or
+/// `aws-instance-identity` with an empty token, as on EC2).  The twin
+/// compares the user-data the real providers hand EC2 with this.
+pub async fn render_with(
+    root: &Path,
+    variant: &Variant,
+    flake_uri: &str,
+    agent_user: &str,
+    access_url: &str,
+    auth: &str,
+    token: &str,
+) -> anyhow::Result<ContractRender> {
+    let flake_uri = flake_uri.to_string();
+    let init = init_script::render(access_url, variant.arch, auth)?;
     let vars: BTreeMap<String, String> = [
-        ("agent_auth", "token"),
+        ("agent_auth", auth),
         ("agent_token", token),
         ("init_script", init.as_str()),
         ("flake_uri", flake_uri.as_str()),
