@@ -106,10 +106,11 @@ class RunInstancesSpotRequest(SpotInstanceRequest):
         until = options.get("ValidUntil")
         if until:
             self.valid_until = datetime.datetime.fromisoformat(str(until).replace("Z", "+00:00"))
-        elif self.type == "persistent":
-            # EC2's default end of a persistent request: 7 days.
-            self.valid_until = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=7)
         else:
+            # "For a persistent request, the request remains active until the
+            # ValidUntil date and time is reached. Otherwise, the request
+            # remains active until you cancel it." (EC2 API reference,
+            # SpotMarketOptions)
             self.valid_until = None
         self.launch_group = None
         self.availability_zone_group = None

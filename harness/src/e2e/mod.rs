@@ -197,8 +197,128 @@ pub async fn run(opts: Options) -> i32 {
     code
 }
 
+/// The two passes of a run: every scenario but the twin's (at most two at a
+/// time: guests), then the twin's (`@twin`: no guest, mostly waiting on the
+/// AWS provider's 10-second waiters, so `HARNESS_TWIN_CONCURRENCY` at a
+/// time, default 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Guests,
+    Twin,
+}
+
+impl Pass {
+    fn concurrency(self) -> usize {
+        match self {
+            Pass::Guests => 2,
+            Pass::Twin => std::env::var("HARNESS_TWIN_CONCURRENCY")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(4),
+        }
+    }
+    /// junit.xml / cucumber.json of this pass.
+    fn files(self) -> (&'static str, &'static str) {
+        match self {
+            Pass::Guests => ("junit.xml", "cucumber.json"),
+            Pass::Twin => ("junit-twin.xml", "cucumber-twin.json"),
+        }
+    }
+}
+
 async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> i32 {
     let out = out_dir();
+    let mut skips = vec![];
+    let mut failed = false;
+    for pass in [Pass::Guests, Pass::Twin] {
+        match run_pass(run, opts, features.clone(), pass, &mut skips).await {
+            Ok(f) => failed |= f,
+            Err(code) => return code,
+        }
+    }
+
+    let mut all = std::mem::take(&mut *run.rows.lock().unwrap());
+    all.extend(skips.iter().cloned());
+    let summary = Summary { rows: all };
+    let path = match summary.save(&out) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("e2e: cannot write summary.json: {e:#}");
+            return 1;
+        }
+    };
+    std::fs::write(out.join("junit-skipped.xml"), rows::junit_skipped(&skips)).ok();
+
+    println!();
+    println!(
+        "e2e summary: {} passed, {} failed, {} skipped (summary: {})",
+        summary.count(Outcome::Passed),
+        summary.count(Outcome::Failed) + usize::from(failed && summary.count(Outcome::Failed) == 0),
+        summary.count(Outcome::Skipped),
+        path.display()
+    );
+    // Each distinct reason once, shortened, with what to do about it.
+    let mut keyed = crate::report::reasons::Reasons::default();
+    for r in skips.iter().filter_map(|s| s.reason.as_deref()) {
+        keyed.key(r);
+    }
+    for e in keyed.entries() {
+        println!(
+            "  SKIPPED [{}] {} ({} scenario row(s))",
+            e.key, e.title, e.rows
+        );
+        if let Some(a) = &e.action {
+            println!("      → {a}");
+        }
+    }
+    println!("by tier: {}", summary.matrix().tally().line());
+    let kept_vms = std::mem::take(&mut *run.kept.lock().unwrap());
+    if !kept_vms.is_empty() {
+        println!(
+            "HARNESS_KEEP=failed: {} failed VM(s) kept running:",
+            kept_vms.len()
+        );
+        for k in &kept_vms {
+            if let Some(t) = k.get().ssh() {
+                println!(
+                    "  {}: ssh -i {} -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@{}",
+                    k.get().id(),
+                    t.identity.display(),
+                    t.port,
+                    t.host
+                );
+            }
+        }
+        println!("press Enter to stop them");
+        let mut s = String::new();
+        let _ = std::io::stdin().read_line(&mut s);
+    }
+    for mut k in kept_vms {
+        let _ = k.get_mut().terminate().await;
+    }
+    contract::shutdown().await;
+    run.resources.shutdown().await;
+    if failed || summary.count(Outcome::Failed) > 0 {
+        1
+    } else if opts.strict && !skips.is_empty() {
+        println!("HARNESS_STRICT=1: skips count as failures");
+        1
+    } else {
+        0
+    }
+}
+
+/// One pass of the run (see [`Pass`]): its skipped rows go to
+/// `skips_out`, its scenario rows to `run.rows`; `Ok(failed)`, or the exit
+/// code on bad input.
+async fn run_pass(
+    run: &'static Run,
+    opts: &Options,
+    features: PathBuf,
+    pass: Pass,
+    skips_out: &mut Vec<Row>,
+) -> Result<bool, i32> {
     // cucumber's own options (`--name`, `--tags`, `-v`, …); the types are
     // inferred from `with_cli` below.
     let mut cli =
@@ -208,22 +328,24 @@ async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> 
             Ok(c) => c,
             Err(e) => {
                 eprintln!("e2e: {e}");
-                return 2;
+                return Err(2);
             }
         };
     let backend = run.backend;
-    let junit = match std::fs::File::create(out.join("junit.xml")) {
+    let out = out_dir();
+    let (junit_name, json_name) = pass.files();
+    let junit = match std::fs::File::create(out.join(junit_name)) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("e2e: cannot write junit.xml: {e}");
-            return 2;
+            eprintln!("e2e: cannot write {junit_name}: {e}");
+            return Err(2);
         }
     };
-    let json = match std::fs::File::create(out.join("cucumber.json")) {
+    let json = match std::fs::File::create(out.join(json_name)) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("e2e: cannot write cucumber.json: {e}");
-            return 2;
+            eprintln!("e2e: cannot write {json_name}: {e}");
+            return Err(2);
         }
     };
     let skipped_rows: &'static Mutex<Vec<Row>> = Box::leak(Box::default());
@@ -239,7 +361,7 @@ async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> 
     let tags_filter = cli.tags_filter.take();
     let name_filter = cli.re_filter.take();
     let writer = E2e::cucumber()
-        .max_concurrent_scenarios(2)
+        .max_concurrent_scenarios(pass.concurrency())
         .before(move |_f, _r, sc, w| {
             async move {
                 w.artifacts = out_dir().join("scenarios").join(slug(&sc.name));
@@ -335,6 +457,9 @@ async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> 
         .with_cli(cli)
         .filter_run(features, move |feature, _rule, scenario| {
             let tags = skip::scenario_tags(feature, scenario);
+            if tags.iter().any(|t| t == "twin") != (pass == Pass::Twin) {
+                return false;
+            }
             if name_filter
                 .as_ref()
                 .is_some_and(|re| !re.is_match(&scenario.name))
@@ -409,76 +534,7 @@ async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> 
 
     // Outline scenarios are reported once per Examples row by cucumber;
     // the filter sees each outline once per Examples block.
-    let skips = std::mem::take(&mut *skipped_rows.lock().unwrap());
-    let mut all = std::mem::take(&mut *run.rows.lock().unwrap());
-    all.extend(skips.iter().cloned());
-    let summary = Summary { rows: all };
-    let path = match summary.save(&out) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("e2e: cannot write summary.json: {e:#}");
-            return 1;
-        }
-    };
-    std::fs::write(out.join("junit-skipped.xml"), rows::junit_skipped(&skips)).ok();
-
+    skips_out.extend(std::mem::take(&mut *skipped_rows.lock().unwrap()));
     use cucumber::writer::Stats as _;
-    let failed = writer.execution_has_failed();
-    println!();
-    println!(
-        "e2e summary: {} passed, {} failed, {} skipped (summary: {})",
-        summary.count(Outcome::Passed),
-        summary.count(Outcome::Failed) + usize::from(failed && summary.count(Outcome::Failed) == 0),
-        summary.count(Outcome::Skipped),
-        path.display()
-    );
-    // Each distinct reason once, shortened, with what to do about it.
-    let mut keyed = crate::report::reasons::Reasons::default();
-    for r in skips.iter().filter_map(|s| s.reason.as_deref()) {
-        keyed.key(r);
-    }
-    for e in keyed.entries() {
-        println!(
-            "  SKIPPED [{}] {} ({} scenario row(s))",
-            e.key, e.title, e.rows
-        );
-        if let Some(a) = &e.action {
-            println!("      → {a}");
-        }
-    }
-    println!("by tier: {}", summary.matrix().tally().line());
-    let kept_vms = std::mem::take(&mut *run.kept.lock().unwrap());
-    if !kept_vms.is_empty() {
-        println!(
-            "HARNESS_KEEP=failed: {} failed VM(s) kept running:",
-            kept_vms.len()
-        );
-        for k in &kept_vms {
-            if let Some(t) = k.get().ssh() {
-                println!(
-                    "  {}: ssh -i {} -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@{}",
-                    k.get().id(),
-                    t.identity.display(),
-                    t.port,
-                    t.host
-                );
-            }
-        }
-        println!("press Enter to stop them");
-        let mut s = String::new();
-        let _ = std::io::stdin().read_line(&mut s);
-    }
-    for mut k in kept_vms {
-        let _ = k.get_mut().terminate().await;
-    }
-    contract::shutdown().await;
-    run.resources.shutdown().await;
-    if failed || summary.count(Outcome::Failed) > 0 {
-        1
-    } else if opts.strict && !skips.is_empty() {
-        println!("HARNESS_STRICT=1: skips count as failures");
-        1
-    } else {
-        0
-    }
+    Ok(writer.execution_has_failed())
 }

@@ -316,7 +316,22 @@ fn converged(s: &TwinState, rec: &BuildRecord) -> anyhow::Result<()> {
 async fn change_each_parameter(s: &mut TwinState) -> anyhow::Result<Vec<String>> {
     let root = s.ws_root().to_path_buf();
     let mut done = vec![];
-    for p in twin_ws::mutable_parameters(&root)? {
+    let mut params = twin_ws::mutable_parameters(&root)?;
+    // What can replace the instance first: the riskiest changes run first.
+    let rank = |n: &str| {
+        [
+            "instance_type",
+            "spot_price",
+            "home_disk_size",
+            "root_disk_size",
+            "iam_role_name",
+        ]
+        .iter()
+        .position(|x| *x == n)
+        .unwrap_or(9)
+    };
+    params.sort_by_key(|p| rank(&p.name));
+    for p in params {
         if p.spot_only && !s.variant.is_spot {
             continue;
         }

@@ -131,7 +131,9 @@ pub fn parse_ui(stdout: &str) -> (Vec<PlannedChange>, Vec<String>) {
 /// The agent init script the twin hands the coder provider as
 /// `CODER_AGENT_SCRIPT_<os>_<arch>`: the contract tier's stand-in
 /// ([`crate::doubles::init_script`]) with the provider's own placeholders,
-/// so the provider's expansion is exactly what the contract tier renders.
+/// so the provider's expansion is exactly what the contract tier renders
+/// (the provider replaces every `${ACCESS_URL}` and `${AUTH_TYPE}`, so the
+/// stand-in must not hold those texts elsewhere: a test checks it).
 pub fn agent_script(_os: &str, arch: &str) -> String {
     crate::doubles::init_script::TEMPLATE
         .replace("@ACCESS_URL@", "${ACCESS_URL}")
@@ -517,13 +519,18 @@ pub fn change_for(
 }
 
 /// The replacements a build made that `allowed` resource types do not
-/// cover (empty: only what the change means was replaced).
+/// cover (empty: only what the change means was replaced).  Coder's own
+/// resources (`coder_*`) are not judged: most of `coder_agent`'s arguments
+/// (its `env` with the flake, say) force a new agent in
+/// terraform-provider-coder, and Coder records an agent per build anyway;
+/// what a user can lose lives in the AWS resources.
 pub fn unexpected_replacements<'a>(
     rec: &'a BuildRecord,
     allowed: &[&str],
 ) -> Vec<&'a PlannedChange> {
     rec.replaced()
         .into_iter()
+        .filter(|c| !c.address.starts_with("coder_") && !c.address.contains(".coder_"))
         .filter(|c| {
             let ty = c
                 .address
@@ -580,6 +587,24 @@ not json
         };
         assert!(unexpected_replacements(&rec, &INSTANCE_AND_DEPENDENTS).is_empty());
         assert_eq!(unexpected_replacements(&rec, &[]).len(), 1);
+        let coder = BuildRecord {
+            changes: vec![PlannedChange {
+                address: "coder_agent.main".into(),
+                action: "replace".into(),
+                reason: None,
+            }],
+            ..rec.clone()
+        };
+        assert!(unexpected_replacements(&coder, &[]).is_empty());
+        let coder = BuildRecord {
+            changes: vec![PlannedChange {
+                address: "coder_agent.main".into(),
+                action: "replace".into(),
+                reason: None,
+            }],
+            ..rec.clone()
+        };
+        assert!(unexpected_replacements(&coder, &[]).is_empty());
     }
 
     #[test]
@@ -639,5 +664,9 @@ not json
             .unwrap()
         );
         assert!(provider_override("http://127.0.0.1:9").contains("ec2 = \"http://127.0.0.1:9\""));
+        // Nothing else in the stand-in looks like the provider's placeholders.
+        for p in ["${ACCESS_URL}", "${AUTH_TYPE}"] {
+            assert!(!crate::doubles::init_script::TEMPLATE.contains(p), "{p}");
+        }
     }
 }
