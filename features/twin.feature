@@ -43,8 +43,8 @@ Feature: The AWS twin: the whole template applied by real Terraform with the rea
     Then the twin's failure names "<cause>"
 
     Examples:
-      | mutation                        | cause                               |
-      | zone-from-spot-request          | "availability_zone" is required     |
-      | mutable-parameter-replaces-home | the home volume was replaced        |
-      | volume-tags-beside-home-tags    | expected its own Name               |
-      | root-tag-on-empty-id            | InvalidID: The ID '' is not valid   |
+      | mutation                        | cause                                               |
+      | zone-from-spot-request          | aws_ebs_volume.home: Missing required argument      |
+      | mutable-parameter-replaces-home | replace module.instance.aws_ebs_volume.home         |
+      | volume-tags-beside-home-tags    | expected its own Name                               |
+      | root-tag-on-empty-id            | InvalidID: The ID '' is not valid                   |

@@ -32,6 +32,13 @@ Extensions (each one named in the double's call log as `double: ...`):
   ("While a Spot Instance is stopped, you can modify some of its instance
   attributes, but not the instance type", EC2 user guide,
   interruption-behavior.html).  The error CODE is the double's guess.
+- DescribeTags answers the tags of instances' root volumes before those of
+  other volumes.  AWS documents no order; the provider merges the tags of
+  every attached volume into one map (aws_instance volume_tags,
+  readVolumeTags), so which volume's Name wins depends on it.  moto's order
+  follows creation, which races in a Terraform apply; a fixed order makes
+  that merge, and a template that relies on it, fail the same way every
+  run.
 - POST /_harness/spot/interrupt?instance=<id>&region=<r>: what EC2 does on a
   capacity interruption with behaviour `stop` (instance stopped, state reason
   Server.SpotInstanceShutdown, request `disabled` /
@@ -53,6 +60,7 @@ from werkzeug.wrappers import Request, Response
 from moto.backends import get_backend
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models.instances import InstanceBackend, StateReason
+from moto.ec2.models.tags import TagBackend
 from moto.ec2.models.spot_requests import (
     LaunchSpecification,
     SpotInstanceRequest,
@@ -225,6 +233,22 @@ def modify_instance_attribute(self, instance_id, key, value):
         )
     return _modify(self, instance_id, key, value)
 
+
+_describe_tags = TagBackend.describe_tags
+
+
+def describe_tags(self, filters=None):
+    out = _describe_tags(self, filters)
+    roots = set()
+    for instance in self.all_instances():
+        dev = instance.block_device_mapping.get(instance.root_device_name)
+        if dev is not None and getattr(dev, "volume_id", None):
+            roots.add(dev.volume_id)
+    # Stable: within each group moto's order stays.
+    return sorted(out, key=lambda t: 1 if str(t.get("resource_id", "")).startswith("vol-") and t.get("resource_id") not in roots else 0)
+
+
+TagBackend.describe_tags = describe_tags
 
 InstanceBackend.stop_instances = stop_instances
 InstanceBackend.start_instances = start_instances

@@ -261,11 +261,19 @@ async fn stop(s: &mut TwinState) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
     converged(s, &rec)?;
     let v = view(s).await?;
-    problems(
-        "after the stop build",
-        v.check_stopped(s.home_volume.as_deref().unwrap_or("?")),
-        s,
-    )
+    let mut p = v.check_stopped(s.home_volume.as_deref().unwrap_or("?"));
+    p.extend(v.check_disks(&tags_only(s)));
+    problems("after the stop build", p, s)
+}
+
+/// What every build must keep: the owner tags on everything, each volume
+/// its own Name.
+fn tags_only(s: &TwinState) -> Expect {
+    Expect {
+        owner_tags: s.ws.owner_tags(),
+        spot: s.variant.is_spot,
+        ..Default::default()
+    }
 }
 
 async fn start(s: &mut TwinState) -> anyhow::Result<()> {
@@ -275,11 +283,9 @@ async fn start(s: &mut TwinState) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
     converged(s, &rec)?;
     let v = view(s).await?;
-    problems(
-        "after the start build",
-        v.check_started(s.home_volume.as_deref().unwrap_or("?")),
-        s,
-    )
+    let mut p = v.check_started(s.home_volume.as_deref().unwrap_or("?"));
+    p.extend(v.check_disks(&tags_only(s)));
+    problems("after the start build", p, s)
 }
 
 /// A stop or start build changes only the instance (its transition tag)
@@ -530,11 +536,9 @@ async fn is_stopped(w: &mut E2e) {
     let s = st(w);
     bounded_for("observe the stopped workspace", bound(), async {
         let v = view(s).await?;
-        problems(
-            "after the stop build",
-            v.check_stopped(s.home_volume.as_deref().unwrap_or("?")),
-            s,
-        )
+        let mut p = v.check_stopped(s.home_volume.as_deref().unwrap_or("?"));
+        p.extend(v.check_disks(&tags_only(s)));
+        problems("after the stop build", p, s)
     })
     .await;
 }
@@ -550,11 +554,9 @@ async fn runs_again(w: &mut E2e) {
     let s = st(w);
     bounded_for("observe the started workspace", bound(), async {
         let v = view(s).await?;
-        problems(
-            "after the start build",
-            v.check_started(s.home_volume.as_deref().unwrap_or("?")),
-            s,
-        )
+        let mut p = v.check_started(s.home_volume.as_deref().unwrap_or("?"));
+        p.extend(v.check_disks(&tags_only(s)));
+        problems("after the start build", p, s)
     })
     .await;
 }
