@@ -240,11 +240,12 @@ resource "aws_instance" "this" {
   # checkov:skip=CKV_AWS_135: every type offered (instance-types.json: t3, t4g, m6i, m7g, c6i, c7g) is Nitro and EBS-optimized by default
   # checkov:skip=CKV_AWS_126: detailed (1-minute) monitoring is billed per instance; the agent reports CPU/memory/disk to Coder
   # checkov:skip=CKV2_AWS_41: an instance profile is optional by design (iam_role_name parameter, empty = none)
-  ami           = data.aws_ami.nixos.id
-  instance_type = var.instance_type
-  user_data     = var.user_data
-  # aws_iam_instance_profile: name (iam_instance_profile.go);
-  # data.aws_subnet: id (ec2_subnet_data_source.go).
+  # data.aws_ami: id (ec2_ami_data_source.go); aws_iam_instance_profile:
+  # name (iam/instance_profile.go); data.aws_subnet: id
+  # (vpc_subnet_data_source.go).
+  ami                  = data.aws_ami.nixos.id
+  instance_type        = var.instance_type
+  user_data            = var.user_data
   iam_instance_profile = var.iam_role_name == "" ? null : aws_iam_instance_profile.this[0].name
   subnet_id            = data.aws_subnet.zone.id
 
