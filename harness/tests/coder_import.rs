@@ -191,7 +191,9 @@ async fn checkov_passes_the_template_and_fails_imdsv1_and_unencrypted_volumes() 
     );
     std::fs::write(
         &ec2,
-        tokens.replace_all(&good, r#"http_tokens$1= "optional""#).as_ref(),
+        tokens
+            .replace_all(&good, r#"http_tokens$1= "optional""#)
+            .as_ref(),
     )
     .unwrap();
     let r = failure(

@@ -848,7 +848,8 @@ mod tests {
     /// Every check can fail, and says what it expected and saw.
     #[test]
     fn each_defect_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut WorkspaceView)>)> = vec![
+        type Break = Box<dyn Fn(&mut WorkspaceView)>;
+        let cases: Vec<(&str, Break)> = vec![
             (
                 "expected IMDSv2 required",
                 Box::new(|v| v.instances[0].http_tokens = "optional".into()),

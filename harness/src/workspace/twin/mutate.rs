@@ -250,7 +250,7 @@ mod tests {
         let real = module();
         for m in Mutation::ALL {
             let t = m.apply(&real).unwrap_or_else(|e| panic!("{m}: {e:#}"));
-            assert!(t.contains(&format!("MUTATION")), "{m}");
+            assert!(t.contains("MUTATION"), "{m}");
             assert_ne!(t, real, "{m}");
             // The result is still HCL.
             hcl::parse(&t).unwrap_or_else(|e| panic!("{m}: {e}\n{t}"));
