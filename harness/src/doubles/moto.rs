@@ -120,7 +120,7 @@ fn amis_json(images: &[Ami]) -> String {
 pub fn python() -> Result<PathBuf, String> {
     let mut candidates: Vec<PathBuf> = vec![];
     if let Some(p) = std::env::var_os("HARNESS_MOTO_PYTHON") {
-        candidates.push(p.into());
+        return first_with_moto(&[p.into()]);
     }
     if let Ok(server) = crate::tools::find("moto_server") {
         if let Ok(text) = std::fs::read_to_string(&server) {
@@ -138,16 +138,22 @@ pub fn python() -> Result<PathBuf, String> {
     if let Ok(p) = crate::tools::find("python3") {
         candidates.push(p);
     }
+    first_with_moto(&candidates)
+}
+
+/// The first of `candidates` that imports moto, werkzeug and boto3; the
+/// error names every one tried and how to install moto.
+pub fn first_with_moto(candidates: &[PathBuf]) -> Result<PathBuf, String> {
     let mut tried = vec![];
     for c in candidates {
-        let ok = std::process::Command::new(&c)
+        let ok = std::process::Command::new(c)
             .args(["-c", "import moto.server, werkzeug, boto3"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
         if ok {
-            return Ok(c);
+            return Ok(c.clone());
         }
         tried.push(c.display().to_string());
     }

@@ -77,14 +77,8 @@ pub fn skip_reason() -> Option<String> {
                 .ok()?;
             rt.block_on(async {
                 let v = super::world::all_variants().first()?.clone();
-                match TwinWorkspace::prepare(
-                    &root(),
-                    &v,
-                    "http://127.0.0.1:9",
-                    &std::env::temp_dir().join("harness-twin-probe"),
-                )
-                .await
-                {
+                let logs = tempfile::tempdir().ok()?;
+                match TwinWorkspace::prepare(&root(), &v, "http://127.0.0.1:9", logs.path()).await {
                     Ok(_) => None,
                     Err(Prepare::Skip(why)) => Some(format!(
                         "the twin needs hashicorp/aws and coder/coder: {why}"
