@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, every Rust test (unit, integration,
-# real QEMU boots of the fixture guest on both arches, moto, real Terraform)
+# real QEMU boots of the fixture guest on both arches, moto, real Terraform,
+# the AWS twin: the whole template with the real providers against moto)
 # and the cucumber scenarios (`--features e2e`), then the release gate's
 # table (lint, render, terraform test, coder-import with the real coder
 # provider, checkov, plus the e2e results just produced).
@@ -15,6 +16,8 @@ step "terraform fmt -check"
 terraform fmt -check -recursive templates
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --features e2e -- -D warnings
+step "terraform-provider-coder in the harness's Terraform mirror (no-op when this version is cached; the twin and coder-import need it)"
+bash ci/build-coder-provider.sh || echo "coder provider not built (reason above): the coder-import rows and the twin will be skipped" >&2
 step "cargo test --features e2e (contract tier: every x86_64 scenario, the @smoke scenario on aarch64; the nightly runs the full matrix)"
 # The aarch64 contract guest under TCG costs several times the x86_64 one:
 # CI runs its @smoke scenario (good flake, the four checks) on the first
@@ -38,8 +41,21 @@ arches = {r.get("arch") for r in passed}
 if not want <= arches:
     sys.exit(f"expected passed contract rows on {sorted(want)} (HARNESS_CONTRACT_ARCHS={selected}), seen {sorted(a for a in arches if a)}")
 PY
-step "terraform-provider-coder in the harness's Terraform mirror (no-op when this version is cached)"
-bash ci/build-coder-provider.sh || echo "coder provider not built (reason above): the coder-import rows will be skipped" >&2
+step "the twin tier really ran: every @twin row passed (lives, the spot stop guard, each mutation failing for its cause)"
+python3 - <<'PY'
+import json, sys
+rows = json.load(open("target/e2e/summary.json"))["rows"]
+twin = [r for r in rows if r.get("tier") == "twin"]
+by = {o: [r for r in twin if r["outcome"] == o] for o in ("passed", "failed", "skipped")}
+secs = sum(r["seconds"] for r in twin)
+print(f"twin tier: {len(by['passed'])} passed, {len(by['failed'])} failed, {len(by['skipped'])} skipped ({secs:.0f} scenario-seconds)")
+for r in by["failed"] + by["skipped"]:
+    print(f"  {r['outcome']}: {r['scenario']}: {r.get('reason')}")
+if not by["passed"] or by["failed"] or by["skipped"]:
+    sys.exit("expected every @twin scenario to pass here (moto, terraform and both providers are on this machine)")
+if not any(r["check"] == "twin mutation" for r in by["passed"]):
+    sys.exit("expected passed @twin @mutation rows (each mutated template failing the twin for its cause)")
+PY
 step "harness gate --allow-skips (lint, render, terraform test, and the e2e results above)"
 # The binary `cargo test` just built (`cargo run -p harness` resolves the
 # same features, so either way nothing compiles twice).

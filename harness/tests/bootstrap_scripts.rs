@@ -626,3 +626,120 @@ fn startup_refuses_a_flake_that_would_unmount_home() {
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(r.called("nixos-rebuild").len(), 2, "options only: switched");
 }
+
+/// A metadata double for the user-data's stop guard: IMDSv2 (a PUT for the
+/// token, then the token on every GET), `coder_transition` from `tag`
+/// (`None`: 404, as when instance tags are not in IMDS). Returns its
+/// `host:port` and what it was asked.
+fn imds_double(
+    tag: Option<&'static str>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut head = vec![];
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push(line.trim_end().to_string());
+            }
+            let first = head.first().cloned().unwrap_or_default();
+            log.lock().unwrap().push(first.clone());
+            let has = |h: &str| head.iter().any(|l| l.eq_ignore_ascii_case(h));
+            let (status, body) = if first.starts_with("PUT /latest/api/token ") {
+                ("200 OK", "tok-123".to_string())
+            } else if !has("X-aws-ec2-metadata-token: tok-123") {
+                ("401 Unauthorized", String::new())
+            } else if first.starts_with("GET /latest/meta-data/tags/instance/coder_transition ") {
+                match tag {
+                    Some(t) => ("200 OK", t.to_string()),
+                    None => ("404 Not Found", "<html>not found</html>".to_string()),
+                }
+            } else {
+                ("404 Not Found", String::new())
+            };
+            let mut w = conn;
+            let _ = write!(
+                w,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, seen)
+}
+
+/// Item 5 (issue 20): an instance that boots while its workspace is stopped
+/// in Coder (EC2 restarting an interrupted persistent Spot Instance) powers
+/// off before the bootstrap switch and the agent; any other answer, or no
+/// metadata service at all, boots on, within the guard's 5 s bound.
+#[tokio::test]
+async fn user_data_powers_off_when_the_workspace_is_stopped_in_coder() {
+    let ud = user_data(&[("agent_user", "alice")]).await;
+    // Stopped in Coder: poweroff, nothing else, IMDSv2 token used.
+    let s = Sandbox::new();
+    let (addr, seen) = imds_double(Some("stop"));
+    let r = s.exec(&ud, &[("CODER_BOOTSTRAP_IMDS", &addr)]);
+    no_missing_tool(&r);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.called("systemctl"),
+        vec![&vec!["systemctl".to_string(), "poweroff".to_string()]],
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.called("nixos-rebuild").is_empty() && r.called("systemd-run").is_empty(),
+        "{:?}",
+        r.calls
+    );
+    assert!(r.stderr.contains("coder_transition=stop"), "{}", r.stderr);
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        vec![
+            "PUT /latest/api/token HTTP/1.0".to_string(),
+            "GET /latest/meta-data/tags/instance/coder_transition HTTP/1.0".to_string()
+        ]
+    );
+    // Started in Coder, tags not in IMDS (404), no metadata service: the
+    // agent starts.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    for (what, addr) in [
+        ("tag start", imds_double(Some("start")).0),
+        ("no tag", imds_double(None).0),
+        ("no metadata service", closed),
+    ] {
+        let s = Sandbox::new();
+        let t = std::time::Instant::now();
+        let r = s.exec(&ud, &[("CODER_BOOTSTRAP_IMDS", &addr)]);
+        no_missing_tool(&r);
+        assert_eq!(r.code, 0, "{what}: {}", r.stderr);
+        assert_eq!(
+            r.called("systemd-run").len(),
+            1,
+            "{what}: {:?}\n{}",
+            r.calls,
+            r.stderr
+        );
+        assert!(
+            !r.calls.iter().any(|c| c.iter().any(|a| a == "poweroff")),
+            "{what}: {:?}",
+            r.calls
+        );
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "{what}: {:?}",
+            t.elapsed()
+        );
+    }
+}

@@ -86,18 +86,49 @@ async fn detaching_without_stopping_fails_the_tests() {
 }
 
 #[tokio::test]
-async fn a_spot_request_ending_after_seven_days_fails_the_tests() {
+async fn instance_tags_hidden_from_imds_fail_the_tests() {
     let Some(m) = mirror() else { return };
+    // Without tags in IMDS the guest cannot read coder_transition.
     let e = run(&m, |t| {
         replace_once(
             t,
-            "  valid_until                    = var.spot_valid_until\n",
-            "",
+            "    instance_metadata_tags = \"enabled\"\n",
+            "    instance_metadata_tags = \"disabled\"\n",
         )
     })
     .await
     .unwrap_err();
-    assert!(e.contains("7 days"), "{e}");
+    assert!(e.contains("coder_transition"), "{e}");
+}
+
+#[tokio::test]
+async fn a_zone_that_moves_fails_the_tests() {
+    let Some(m) = mirror() else { return };
+    // The zone re-decided on every build instead of pinned once.
+    let e = run(&m, |t| {
+        replace_once(t, "    ignore_changes = [input]\n", "")
+    })
+    .await
+    .unwrap_err();
+    assert!(e.contains("never moves"), "{e}");
+}
+
+#[tokio::test]
+async fn a_spot_type_change_in_place_fails_the_tests() {
+    let Some(m) = mirror() else { return };
+    let e = run(&m, |t| {
+        replace_once(
+            t,
+            "  input = local.is_spot ? var.instance_type : \"on-demand\"\n",
+            "  input = \"on-demand\"\n",
+        )
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        e.contains("a spot instance's type change replaces it"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -106,8 +137,8 @@ async fn an_ami_from_another_account_fails_the_tests() {
     let e = run(&m, |t| {
         replace_once(
             t,
-            "nixos_owner   = \"427812963091\"",
-            "nixos_owner   = \"123456789012\"",
+            "nixos_owner = \"427812963091\"",
+            "nixos_owner = \"123456789012\"",
         )
     })
     .await

@@ -3,7 +3,7 @@
 # in `coder_agent.init_script`. It keeps the contract of coder/coder
 # provisionersdk/scripts/bootstrap_linux.sh (written from that contract,
 # not copied): `#!/usr/bin/env sh`; needs `mktemp` and `curl` or `wget` (or
-# busybox wget) on PATH; downloads `${ACCESS_URL}bin/coder-linux-${ARCH}`
+# busybox wget) on PATH; downloads `<ACCESS_URL>bin/coder-linux-<ARCH>`
 # into a fresh temp dir, retrying while the download fails; makes it
 # executable; execs `coder agent` with CODER_AGENT_AUTH and CODER_AGENT_URL
 # set, and the token from CODER_AGENT_TOKEN in the environment it was given.

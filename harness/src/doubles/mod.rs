@@ -6,6 +6,9 @@
 //!   workspace's agent stand-in reports to;
 //! - `coder_api` (tests only): a Coder REST API replay server for the
 //!   client in `control::coder`;
+//! - [`moto`]: the AWS double of the twin tier (moto plus the EC2 spot
+//!   behaviours moto lacks, from AWS's documentation); a twin pass proves
+//!   what the real Terraform providers send and keep, never what AWS does;
 //! - [`http`]: the loopback server and token header they all share;
 //! - [`init_script`]: the stand-in for `coder_agent.init_script`;
 //! - [`agent_api`]: the Coder agent API double, which serves the agent
@@ -24,6 +27,7 @@ pub mod coder_api;
 pub mod fixture_workspace;
 pub mod http;
 pub mod init_script;
+pub mod moto;
 
 #[cfg(test)]
 mod tests;

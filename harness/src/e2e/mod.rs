@@ -24,6 +24,7 @@ mod progress;
 mod rows;
 mod skip;
 mod steps;
+mod twin;
 mod world;
 
 use std::collections::HashMap;
@@ -197,211 +198,49 @@ pub async fn run(opts: Options) -> i32 {
     code
 }
 
+/// The two passes of a run: every scenario but the twin's (two at a time:
+/// while one waits on its guest, the other's host-side work proceeds; the
+/// guests themselves are limited to the cores by the guest slots,
+/// `machine::qemu::slots`, and a scenario waiting for one says so), then the twin's (`@twin`: no guest, mostly waiting on the
+/// AWS provider's 10-second waiters, so `HARNESS_TWIN_CONCURRENCY` at a
+/// time, default 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Guests,
+    Twin,
+}
+
+impl Pass {
+    fn concurrency(self) -> usize {
+        match self {
+            Pass::Guests => 2,
+            Pass::Twin => std::env::var("HARNESS_TWIN_CONCURRENCY")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(4),
+        }
+    }
+    /// junit.xml / cucumber.json of this pass.
+    fn files(self) -> (&'static str, &'static str) {
+        match self {
+            Pass::Guests => ("junit.xml", "cucumber.json"),
+            Pass::Twin => ("junit-twin.xml", "cucumber-twin.json"),
+        }
+    }
+}
+
 async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> i32 {
     let out = out_dir();
-    // cucumber's own options (`--name`, `--tags`, `-v`, …); the types are
-    // inferred from `with_cli` below.
-    let mut cli =
-        match <cucumber::cli::Opts<_, _, _, cucumber::cli::Empty> as clap::Parser>::try_parse_from(
-            &opts.cucumber_args,
-        ) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("e2e: {e}");
-                return 2;
-            }
-        };
-    let backend = run.backend;
-    let junit = match std::fs::File::create(out.join("junit.xml")) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("e2e: cannot write junit.xml: {e}");
-            return 2;
+    let mut skips = vec![];
+    let mut failed = false;
+    for pass in [Pass::Guests, Pass::Twin] {
+        match run_pass(run, opts, features.clone(), pass, &mut skips).await {
+            Ok(f) => failed |= f,
+            Err(code) => return code,
         }
-    };
-    let json = match std::fs::File::create(out.join("cucumber.json")) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("e2e: cannot write cucumber.json: {e}");
-            return 2;
-        }
-    };
-    let skipped_rows: &'static Mutex<Vec<Row>> = Box::leak(Box::default());
-    let keep_failed = std::env::var("HARNESS_KEEP").is_ok_and(|v| v == "failed");
-    let started: &'static Mutex<HashMap<String, Instant>> = Box::leak(Box::default());
-    let progress: &'static progress::Progress = Box::leak(Box::new(progress::Progress::new()));
-    let only = opts.only.clone();
+    }
 
-    // cucumber ignores `filter_run`'s closure when `--tags`/`--name` is
-    // given, which would bypass the skip rules below (a scenario this
-    // machine cannot run would fail instead of being reported skipped).
-    // Take both filters out of the CLI and apply them in the closure.
-    let tags_filter = cli.tags_filter.take();
-    let name_filter = cli.re_filter.take();
-    // Two scenarios at once: while one waits on its guest, the other's
-    // host-side work (rendering, checks) proceeds; the guests themselves
-    // are limited to the cores by the guest slots (machine::qemu::slots),
-    // and a scenario waiting for one says so.
-    let writer = E2e::cucumber()
-        .max_concurrent_scenarios(2)
-        .before(move |_f, _r, sc, w| {
-            async move {
-                w.scenario = sc.name.clone();
-                w.timeline
-                    .milestone(crate::report::timeline::Milestone::Start, "scenario start");
-                w.artifacts = out_dir().join("scenarios").join(slug(&sc.name));
-                let _ = std::fs::remove_dir_all(&w.artifacts);
-                std::fs::create_dir_all(&w.artifacts).ok();
-                started
-                    .lock()
-                    .unwrap()
-                    .insert(sc.name.clone(), Instant::now());
-                progress.started(&sc.name);
-            }
-            .boxed_local()
-        })
-        .after(move |f, _r, sc, ev, w| {
-            async move {
-                let secs = started
-                    .lock()
-                    .unwrap()
-                    .get(&sc.name)
-                    .map(|t| t.elapsed().as_secs_f64())
-                    .unwrap_or(0.0);
-                let (outcome, reason) = match ev {
-                    event::ScenarioFinished::StepPassed => (Outcome::Passed, None),
-                    event::ScenarioFinished::StepSkipped => (
-                        Outcome::Failed,
-                        Some("a step has no definition (write it in harness/src/e2e/)".into()),
-                    ),
-                    event::ScenarioFinished::StepFailed(_, _, e) => (
-                        Outcome::Failed,
-                        Some(e.to_string().lines().next().unwrap_or("").to_string()),
-                    ),
-                    event::ScenarioFinished::BeforeHookFailed(_) => {
-                        (Outcome::Failed, Some("before hook failed".into()))
-                    }
-                };
-                let mut r = rows::row(f, sc, outcome, reason, secs);
-                if let Some(w) = w {
-                    w.timeline.mark(format!("scenario end ({outcome:?})"));
-                    if w.contract.is_some() {
-                        let _ = w.timeline.save(&w.artifacts, &sc.name);
-                    }
-                    r.time_to_agent_s = w.time_to_agent.map(|d| d.as_secs_f64());
-                    r.time_to_ready_s = w.time_to_ready.map(|d| d.as_secs_f64());
-                    r.artifacts = Some(w.artifacts.clone());
-                    if let Some(cp) = w.api.as_deref() {
-                        // The rebuild log (agent logs as the control plane received them).
-                        let _ = real_workspace::save_agent_logs(
-                            cp,
-                            &w.artifacts.join("agent-logs.txt"),
-                        )
-                        .await;
-                    }
-                    // A pooled contract VM goes back to its pool instead.
-                    contract::after(w, outcome == Outcome::Failed, keep_failed).await;
-                    let machine = w
-                        .workspace
-                        .take()
-                        .map(|ws| ws.machine)
-                        .or_else(|| w.instance.take());
-                    if let Some(mut inst) = machine {
-                        if outcome == Outcome::Failed && keep_failed {
-                            run.kept.lock().unwrap().push(inst);
-                        } else {
-                            let _ = inst.get_mut().terminate().await;
-                        }
-                    }
-                }
-                progress.finished(
-                    &sc.name,
-                    outcome,
-                    Duration::from_secs_f64(secs),
-                    r.artifacts.as_deref(),
-                );
-                run.rows.lock().unwrap().push(r);
-            }
-            .boxed_local()
-        })
-        .with_writer(
-            writer::Basic::new(
-                progress.writer(),
-                writer::Coloring::Auto,
-                writer::Verbosity::Default,
-            )
-            .summarized()
-            .tee::<E2e, _>(writer::JUnit::for_tee(junit, 0))
-            .tee::<E2e, _>(writer::Json::for_tee(json))
-            .normalized(),
-        )
-        // After with_writer: changing the writer drops an earlier CLI.
-        .with_cli(cli)
-        .filter_run(features, move |feature, _rule, scenario| {
-            let tags = skip::scenario_tags(feature, scenario);
-            if name_filter
-                .as_ref()
-                .is_some_and(|re| !re.is_match(&scenario.name))
-            {
-                return false;
-            }
-            if tags_filter.as_ref().is_some_and(|op| {
-                use cucumber::tag::Ext as _;
-                !op.eval(tags.iter())
-            }) {
-                return false;
-            }
-            if backend == Backend::Ec2 && !tags.iter().any(|t| t == "nixos") {
-                return false;
-            }
-            if let Some(only) = &only {
-                // Expanded outlines carry @variant-<name> on each Examples block.
-                let names: Vec<String> = tags
-                    .iter()
-                    .filter_map(|t| t.strip_prefix("variant-").map(str::to_string))
-                    .collect();
-                if !names.is_empty() && !names.iter().any(|n| only.contains(n)) {
-                    return false;
-                }
-            }
-            if tags.iter().any(|t| t == "contract") {
-                let arch = if tags.iter().any(|t| t == "aarch64") {
-                    crate::template::variant::Arch::Aarch64
-                } else {
-                    crate::template::variant::Arch::X86_64
-                };
-                if let Some(reason) = contract::skip_reason(arch, &tags) {
-                    skipped_rows.lock().unwrap().push(rows::row(
-                        feature,
-                        scenario,
-                        Outcome::Skipped,
-                        Some(reason),
-                        0.0,
-                    ));
-                    return false;
-                }
-            }
-            for t in &tags {
-                if let Some(reason) = skip::skip_reason(t) {
-                    skipped_rows.lock().unwrap().push(rows::row(
-                        feature,
-                        scenario,
-                        Outcome::Skipped,
-                        Some(reason),
-                        0.0,
-                    ));
-                    return false;
-                }
-            }
-            progress.planned(progress::runs_of(scenario));
-            true
-        })
-        .await;
-    progress.finish();
-
-    // Outline scenarios are reported once per Examples row by cucumber;
-    // the filter sees each outline once per Examples block.
-    let skips = std::mem::take(&mut *skipped_rows.lock().unwrap());
     let mut all = std::mem::take(&mut *run.rows.lock().unwrap());
     all.extend(skips.iter().cloned());
     let summary = Summary { rows: all };
@@ -414,8 +253,6 @@ async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> 
     };
     std::fs::write(out.join("junit-skipped.xml"), rows::junit_skipped(&skips)).ok();
 
-    use cucumber::writer::Stats as _;
-    let failed = writer.execution_has_failed();
     println!();
     println!(
         "e2e summary: {} passed, {} failed, {} skipped (summary: {})",
@@ -473,4 +310,241 @@ async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> 
     } else {
         0
     }
+}
+
+/// One pass of the run (see [`Pass`]): its skipped rows go to
+/// `skips_out`, its scenario rows to `run.rows`; `Ok(failed)`, or the exit
+/// code on bad input.
+async fn run_pass(
+    run: &'static Run,
+    opts: &Options,
+    features: PathBuf,
+    pass: Pass,
+    skips_out: &mut Vec<Row>,
+) -> Result<bool, i32> {
+    // cucumber's own options (`--name`, `--tags`, `-v`, …); the types are
+    // inferred from `with_cli` below.
+    let mut cli =
+        match <cucumber::cli::Opts<_, _, _, cucumber::cli::Empty> as clap::Parser>::try_parse_from(
+            &opts.cucumber_args,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("e2e: {e}");
+                return Err(2);
+            }
+        };
+    let backend = run.backend;
+    let out = out_dir();
+    let (junit_name, json_name) = pass.files();
+    let junit = match std::fs::File::create(out.join(junit_name)) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("e2e: cannot write {junit_name}: {e}");
+            return Err(2);
+        }
+    };
+    let json = match std::fs::File::create(out.join(json_name)) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("e2e: cannot write {json_name}: {e}");
+            return Err(2);
+        }
+    };
+    let skipped_rows: &'static Mutex<Vec<Row>> = Box::leak(Box::default());
+    let keep_failed = std::env::var("HARNESS_KEEP").is_ok_and(|v| v == "failed");
+    let started: &'static Mutex<HashMap<String, Instant>> = Box::leak(Box::default());
+    let progress: &'static progress::Progress = Box::leak(Box::new(progress::Progress::new()));
+    let only = opts.only.clone();
+
+    // cucumber ignores `filter_run`'s closure when `--tags`/`--name` is
+    // given, which would bypass the skip rules below (a scenario this
+    // machine cannot run would fail instead of being reported skipped).
+    // Take both filters out of the CLI and apply them in the closure.
+    let tags_filter = cli.tags_filter.take();
+    let name_filter = cli.re_filter.take();
+    let writer = E2e::cucumber()
+        .max_concurrent_scenarios(pass.concurrency())
+        .before(move |_f, _r, sc, w| {
+            async move {
+                w.scenario = sc.name.clone();
+                w.timeline
+                    .milestone(crate::report::timeline::Milestone::Start, "scenario start");
+                w.artifacts = out_dir().join("scenarios").join(slug(&sc.name));
+                let _ = std::fs::remove_dir_all(&w.artifacts);
+                std::fs::create_dir_all(&w.artifacts).ok();
+                started
+                    .lock()
+                    .unwrap()
+                    .insert(sc.name.clone(), Instant::now());
+                progress.started(&sc.name);
+            }
+            .boxed_local()
+        })
+        .after(move |f, _r, sc, ev, w| {
+            async move {
+                let secs = started
+                    .lock()
+                    .unwrap()
+                    .get(&sc.name)
+                    .map(|t| t.elapsed().as_secs_f64())
+                    .unwrap_or(0.0);
+                let (outcome, reason) = match ev {
+                    event::ScenarioFinished::StepPassed => (Outcome::Passed, None),
+                    event::ScenarioFinished::StepSkipped => (
+                        Outcome::Failed,
+                        Some("a step has no definition (write it in harness/src/e2e/)".into()),
+                    ),
+                    event::ScenarioFinished::StepFailed(_, _, e) => (
+                        Outcome::Failed,
+                        Some(e.to_string().lines().next().unwrap_or("").to_string()),
+                    ),
+                    event::ScenarioFinished::BeforeHookFailed(_) => {
+                        (Outcome::Failed, Some("before hook failed".into()))
+                    }
+                };
+                let mut r = rows::row(f, sc, outcome, reason, secs);
+                if let Some(w) = w {
+                    w.timeline.mark(format!("scenario end ({outcome:?})"));
+                    if w.contract.is_some() {
+                        let _ = w.timeline.save(&w.artifacts, &sc.name);
+                    }
+                    r.time_to_agent_s = w.time_to_agent.map(|d| d.as_secs_f64());
+                    r.time_to_ready_s = w.time_to_ready.map(|d| d.as_secs_f64());
+                    r.artifacts = Some(w.artifacts.clone());
+                    if let Some(cp) = w.api.as_deref() {
+                        // The rebuild log (agent logs as the control plane received them).
+                        let _ = real_workspace::save_agent_logs(
+                            cp,
+                            &w.artifacts.join("agent-logs.txt"),
+                        )
+                        .await;
+                    }
+                    // The twin: its builds, one line each; its moto double dies here.
+                    if let Some(t) = w.twin.take() {
+                        let _ = std::fs::write(
+                            w.artifacts.join("twin-builds.txt"),
+                            twin::build_lines(&t).join("\n") + "\n",
+                        );
+                    }
+                    // A pooled contract VM goes back to its pool instead.
+                    contract::after(w, outcome == Outcome::Failed, keep_failed).await;
+                    let machine = w
+                        .workspace
+                        .take()
+                        .map(|ws| ws.machine)
+                        .or_else(|| w.instance.take());
+                    if let Some(mut inst) = machine {
+                        if outcome == Outcome::Failed && keep_failed {
+                            run.kept.lock().unwrap().push(inst);
+                        } else {
+                            let _ = inst.get_mut().terminate().await;
+                        }
+                    }
+                }
+                progress.finished(
+                    &sc.name,
+                    outcome,
+                    Duration::from_secs_f64(secs),
+                    r.artifacts.as_deref(),
+                );
+                run.rows.lock().unwrap().push(r);
+            }
+            .boxed_local()
+        })
+        .with_writer(
+            writer::Basic::new(
+                progress.writer(),
+                writer::Coloring::Auto,
+                writer::Verbosity::Default,
+            )
+            .summarized()
+            .tee::<E2e, _>(writer::JUnit::for_tee(junit, 0))
+            .tee::<E2e, _>(writer::Json::for_tee(json))
+            .normalized(),
+        )
+        // After with_writer: changing the writer drops an earlier CLI.
+        .with_cli(cli)
+        .filter_run(features, move |feature, _rule, scenario| {
+            let tags = skip::scenario_tags(feature, scenario);
+            if tags.iter().any(|t| t == "twin") != (pass == Pass::Twin) {
+                return false;
+            }
+            if name_filter
+                .as_ref()
+                .is_some_and(|re| !re.is_match(&scenario.name))
+            {
+                return false;
+            }
+            if tags_filter.as_ref().is_some_and(|op| {
+                use cucumber::tag::Ext as _;
+                !op.eval(tags.iter())
+            }) {
+                return false;
+            }
+            if backend == Backend::Ec2 && !tags.iter().any(|t| t == "nixos") {
+                return false;
+            }
+            if let Some(only) = &only {
+                // Expanded outlines carry @variant-<name> on each Examples block.
+                let names: Vec<String> = tags
+                    .iter()
+                    .filter_map(|t| t.strip_prefix("variant-").map(str::to_string))
+                    .collect();
+                if !names.is_empty() && !names.iter().any(|n| only.contains(n)) {
+                    return false;
+                }
+            }
+            if tags.iter().any(|t| t == "contract") {
+                let arch = if tags.iter().any(|t| t == "aarch64") {
+                    crate::template::variant::Arch::Aarch64
+                } else {
+                    crate::template::variant::Arch::X86_64
+                };
+                if let Some(reason) = contract::skip_reason(arch, &tags) {
+                    skipped_rows.lock().unwrap().push(rows::row(
+                        feature,
+                        scenario,
+                        Outcome::Skipped,
+                        Some(reason),
+                        0.0,
+                    ));
+                    return false;
+                }
+            }
+            if tags.iter().any(|t| t == "twin") {
+                if let Some(reason) = twin::skip_reason() {
+                    skipped_rows.lock().unwrap().push(rows::row(
+                        feature,
+                        scenario,
+                        Outcome::Skipped,
+                        Some(reason),
+                        0.0,
+                    ));
+                    return false;
+                }
+            }
+            for t in &tags {
+                if let Some(reason) = skip::skip_reason(t) {
+                    skipped_rows.lock().unwrap().push(rows::row(
+                        feature,
+                        scenario,
+                        Outcome::Skipped,
+                        Some(reason),
+                        0.0,
+                    ));
+                    return false;
+                }
+            }
+            progress.planned(progress::runs_of(scenario));
+            true
+        })
+        .await;
+    progress.finish();
+
+    // Outline scenarios are reported once per Examples row by cucumber;
+    // the filter sees each outline once per Examples block.
+    skips_out.extend(std::mem::take(&mut *skipped_rows.lock().unwrap()));
+    use cucumber::writer::Stats as _;
+    Ok(writer.execution_has_failed())
 }

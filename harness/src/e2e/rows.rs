@@ -18,7 +18,9 @@ pub(crate) fn check_of(scenario: &str) -> String {
         _ => scenario,
     }
     .to_lowercase();
-    let table: [(&[&str], &str); 7] = [
+    let table: [(&[&str], &str); 9] = [
+        (&["fails the twin"], "twin mutation"),
+        (&["workspace's life"], "aws lifecycle"),
         (&["four checks"], "all four checks"),
         (&["home mount", "/home is the home disk"], "home mount"),
         (&["agent user", "agent runs as"], "agent user"),
@@ -56,18 +58,27 @@ pub(crate) fn row(
         Backend::Qemu
     };
     let contract = tags.iter().any(|t| t == "contract");
-    let image = match (real, backend) {
+    let twin = tags.iter().any(|t| t == "twin");
+    let backend = if twin {
+        "moto".to_string()
+    } else {
+        backend.as_str().to_string()
+    };
+    let image = match (real, backend.as_str()) {
+        // The whole template with the real providers against the moto
+        // double of AWS: no guest at all.
+        (false, _) if twin => "twin (moto)",
         // The template's real user-data on the contract guest (a double of
         // the NixOS AMI): its own tier, never counted as NixOS.
         (false, _) if contract => "contract",
-        (true, Backend::Qemu) => "nixos",
-        (true, Backend::Ec2) => "nixos AMI",
+        (true, "ec2") => "nixos AMI",
+        (true, _) => "nixos",
         (false, _) => "fixture (double)",
     };
     Row {
         variant,
         arch: arch.into(),
-        backend: backend.as_str().into(),
+        backend,
         image: image.into(),
         tier: None, // derived from image and backend by Summary::save
         check: check_of(&scenario.name),

@@ -103,6 +103,9 @@ pub struct E2e {
     pub(crate) contract: Option<contract::ContractState>,
     /// Where the scenario's time went (saved as timeline.txt/json).
     pub(crate) timeline: crate::report::timeline::Timeline,
+    /// Set by the `a twin workspace …` steps (`features/twin.feature`); its
+    /// moto double dies with it.
+    pub(crate) twin: Option<super::twin::TwinState>,
 }
 
 impl fmt::Debug for E2e {

@@ -1,4 +1,4 @@
-//! `harness lint`: values vs `templates/variables.tf`, AMI coverage, the NixOS release's support calendar, provider pins, the home disk's declaration, the provisioner's IAM policy, agent user rules, Coder resources, user-data size, fmt, nix parse, shellcheck.
+//! `harness lint`: values vs `templates/variables.tf`, AMI coverage, the NixOS release's support calendar, provider pins, the home disk's declaration, the provisioner's IAM policy, agent user rules, Coder resources, attributes read from the AWS provider's resources, user-data size, fmt, nix parse, shellcheck.
 //!
 //! Each check lives in its own file and returns [`Finding`]s; any finding
 //! is an error.  A missing tool is a finding naming the tool and its
@@ -15,6 +15,7 @@ pub mod iam_policy;
 pub mod instance_type;
 pub mod nix;
 pub mod provider_pins;
+pub mod provider_reads;
 pub mod release;
 pub mod shellcheck;
 pub mod user_data;
@@ -209,6 +210,13 @@ pub async fn run_all(root: &Path) -> Vec<CheckResult> {
         per_variant: BTreeMap::new(),
     });
 
+    let t = std::time::Instant::now();
+    results.push(CheckResult {
+        name: provider_reads::CHECK,
+        findings: provider_reads::check(root),
+        elapsed: t.elapsed(),
+        per_variant: BTreeMap::new(),
+    });
     let t = std::time::Instant::now();
     let (rendered, render_findings, render_times) = render_variants_timed(root, &variants).await;
     results.push(CheckResult {

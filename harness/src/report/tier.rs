@@ -87,6 +87,7 @@ impl Tier {
         match first.as_str() {
             "" | "static" => Tier::Static,
             "contract" => Tier::Contract,
+            "twin" => Tier::Twin,
             "nixos" | "path" => Tier::Nixos,
             _ => Tier::Fixture,
         }
@@ -179,6 +180,7 @@ mod tests {
             ("fixture", "qemu", Tier::Fixture),
             ("fixture (double)", "qemu", Tier::Fixture),
             ("contract", "qemu", Tier::Contract),
+            ("twin (moto)", "moto", Tier::Twin),
             ("nixos", "qemu", Tier::Nixos),
             ("path", "qemu", Tier::Nixos),
             ("nixos AMI", "ec2", Tier::Ec2),

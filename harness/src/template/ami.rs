@@ -175,9 +175,12 @@ mod tests {
         let root = crate::repo::root().unwrap();
         let tf =
             std::fs::read_to_string(root.join("templates/modules/ec2-instance/main.tf")).unwrap();
+        // Whitespace-insensitive: `terraform fmt` aligns `=` per block.
+        let squash = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+        let tf = squash(&tf);
         for want in [
-            format!("nixos_owner   = \"{NIXOS_OWNER}\""),
-            "ami_name      = \"nixos/${var.nixos_release}.*\"".to_string(),
+            format!("nixos_owner = \"{NIXOS_OWNER}\""),
+            "ami_name = \"nixos/${var.nixos_release}.*\"".to_string(),
             "var.arch == \"aarch64\" ? \"arm64\" : \"x86_64\"".to_string(),
             "most_recent = true".to_string(),
         ] {

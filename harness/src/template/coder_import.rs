@@ -88,6 +88,31 @@ pub fn expected_init_script(auth: &str) -> String {
         .replace("${AUTH_TYPE}", auth)
 }
 
+/// Who a workspace build is for: the `CODER_WORKSPACE_*` metadata Coder
+/// passes, and the access URL.
+#[derive(Debug, Clone)]
+pub struct BuildMeta {
+    pub access_url: String,
+    pub owner: String,
+    pub workspace: String,
+    pub workspace_id: String,
+    pub owner_id: String,
+    pub build_id: String,
+}
+
+impl Default for BuildMeta {
+    fn default() -> Self {
+        BuildMeta {
+            access_url: ACCESS_URL.into(),
+            owner: OWNER.into(),
+            workspace: WORKSPACE.into(),
+            workspace_id: "6f7e1c0a-0000-4000-8000-00000000a001".into(),
+            owner_id: "6f7e1c0a-0000-4000-8000-00000000a002".into(),
+            build_id: "6f7e1c0a-0000-4000-8000-00000000a004".into(),
+        }
+    }
+}
+
 /// `CODER_*` environment of one run. `build` = a workspace build (owner,
 /// workspace, template and build ids, parameter values); otherwise a
 /// template import (only the access URL and the transition).
@@ -95,8 +120,21 @@ pub fn coder_env(
     transition: &str,
     build: Option<&BTreeMap<String, String>>,
 ) -> Vec<(String, String)> {
+    build_env(transition, &BuildMeta::default(), build, &|_, _| {
+        AGENT_SCRIPT.to_string()
+    })
+}
+
+/// [`coder_env`] for the workspace `meta`, with `agent_script(os, arch)` as
+/// each `CODER_AGENT_SCRIPT_<os>_<arch>` (Coder's are per architecture).
+pub fn build_env(
+    transition: &str,
+    meta: &BuildMeta,
+    build: Option<&BTreeMap<String, String>>,
+    agent_script: &dyn Fn(&str, &str) -> String,
+) -> Vec<(String, String)> {
     let mut env = vec![
-        ("CODER_AGENT_URL".to_string(), ACCESS_URL.to_string()),
+        ("CODER_AGENT_URL".to_string(), meta.access_url.clone()),
         (
             "CODER_WORKSPACE_TRANSITION".to_string(),
             transition.to_string(),
@@ -106,39 +144,39 @@ pub fn coder_env(
         for arch in ["amd64", "arm64", "armv7"] {
             env.push((
                 format!("CODER_AGENT_SCRIPT_{os}_{arch}"),
-                AGENT_SCRIPT.into(),
+                agent_script(os, arch),
             ));
         }
     }
-    let meta: [(&str, &str); 11] = [
-        ("CODER_WORKSPACE_NAME", WORKSPACE),
-        ("CODER_WORKSPACE_ID", "6f7e1c0a-0000-4000-8000-00000000a001"),
-        ("CODER_WORKSPACE_OWNER", OWNER),
-        ("CODER_WORKSPACE_OWNER_NAME", "Harness Import Check"),
-        ("CODER_WORKSPACE_OWNER_EMAIL", "harness@example.invalid"),
-        (
-            "CODER_WORKSPACE_OWNER_ID",
-            "6f7e1c0a-0000-4000-8000-00000000a002",
-        ),
+    let owner_name = if meta.owner == OWNER {
+        "Harness Import Check".to_string()
+    } else {
+        meta.owner.clone()
+    };
+    let owner_email = format!("{}@example.invalid", meta.owner);
+    let fields: [(&str, &str); 11] = [
+        ("CODER_WORKSPACE_NAME", &meta.workspace),
+        ("CODER_WORKSPACE_ID", &meta.workspace_id),
+        ("CODER_WORKSPACE_OWNER", &meta.owner),
+        ("CODER_WORKSPACE_OWNER_NAME", &owner_name),
+        ("CODER_WORKSPACE_OWNER_EMAIL", &owner_email),
+        ("CODER_WORKSPACE_OWNER_ID", &meta.owner_id),
         (
             "CODER_WORKSPACE_TEMPLATE_ID",
             "6f7e1c0a-0000-4000-8000-00000000a003",
         ),
         ("CODER_WORKSPACE_TEMPLATE_NAME", "harness"),
         ("CODER_WORKSPACE_TEMPLATE_VERSION", "import-check"),
-        (
-            "CODER_WORKSPACE_BUILD_ID",
-            "6f7e1c0a-0000-4000-8000-00000000a004",
-        ),
+        ("CODER_WORKSPACE_BUILD_ID", &meta.build_id),
         ("CODER_WORKSPACE_OWNER_LOGIN_TYPE", "password"),
     ];
     match build {
         Some(params) => {
-            env.extend(meta.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            env.extend(fields.iter().map(|(k, v)| (k.to_string(), v.to_string())));
             env.extend(params.iter().map(|(k, v)| (parameter_env(k), v.clone())));
         }
         // Import: Coder still sets these, empty.
-        None => env.extend(meta.iter().map(|(k, _)| (k.to_string(), String::new()))),
+        None => env.extend(fields.iter().map(|(k, _)| (k.to_string(), String::new()))),
     }
     env
 }
@@ -192,7 +230,9 @@ pub fn summarize(stderr: &str) -> String {
     out.join("\n")
 }
 
-fn tf_error(what: &str, e: &TerraformError) -> String {
+/// A failed terraform run as one message: the summarized errors, then the
+/// whole output.
+pub fn tf_error(what: &str, e: &TerraformError) -> String {
     let s = summarize(&e.stderr);
     format!(
         "{what} failed: {}\n--- terraform {} in {} ({}):\n{}{}",
@@ -417,10 +457,11 @@ pub fn build_parameters(
 }
 
 /// A prepared session: terraform + CLI config + a copy of the template.
-struct Session {
-    tf: Terraform,
-    cfg: CliConfig,
-    dir: PathBuf,
+pub struct Session {
+    pub tf: Terraform,
+    pub cfg: CliConfig,
+    /// The copy of the template (root module) Terraform runs in.
+    pub dir: PathBuf,
     /// Terraform's plugin cache and its lock, held for the whole session,
     /// when a provider comes from the registry (see [`plugin_cache`]).
     plugin_cache: Option<(PathBuf, std::fs::File)>,
@@ -463,7 +504,9 @@ async fn plugin_cache(
 }
 
 impl Session {
-    async fn run(
+    /// `terraform <args>` in the copy, with the CLI config, the plugin cache
+    /// when one is used, and `coder` (every inherited `CODER_*` cleared).
+    pub async fn run(
         &self,
         args: &[&str],
         coder: &[(String, String)],
@@ -479,7 +522,7 @@ impl Session {
 
 /// The reason `terraform init` could not get the coder provider, when that
 /// is a skip (no mirror holds it) rather than a failure.
-fn init_skip_reason(cfg: &CliConfig, e: &TerraformError) -> Option<String> {
+pub fn init_skip_reason(cfg: &CliConfig, e: &TerraformError) -> Option<String> {
     let missing: Vec<&str> = [CODER, AWS]
         .into_iter()
         .filter(|s| !cfg.mirrored.contains_key(*s))
@@ -515,7 +558,10 @@ fn init_skip_reason(cfg: &CliConfig, e: &TerraformError) -> Option<String> {
     })
 }
 
-async fn session(root: &Path, variant: &Variant, real: bool) -> anyhow::Result<Session> {
+/// A session on a copy of `root`'s template: the REAL template (`real`,
+/// needs `hashicorp/aws`) or the test build, with the variant's values as
+/// Coder passes them.
+pub async fn session(root: &Path, variant: &Variant, real: bool) -> anyhow::Result<Session> {
     let tf = Terraform::new()?;
     let sources: &[&str] = if real { &[CODER, AWS] } else { &[CODER] };
     let cfg = provider_mirror::write_cli_config(&tf.tmp_dir().join("cli"), sources)?;

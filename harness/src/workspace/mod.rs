@@ -4,11 +4,14 @@
 //! guest, a double of the NixOS AMI, with Coder's init script and agent
 //! played by named stand-ins) and [`fixture`] (the fixture workspace
 //! double on the Debian fixture guest, defined in
-//! [`crate::doubles::fixture_workspace`]). [`fixture_flake`]: the test
-//! flake a real workspace switches to, per backend.
+//! [`crate::doubles::fixture_workspace`]); and [`twin`], the whole template
+//! applied by real Terraform and the real providers against the moto double
+//! of AWS (no guest). [`fixture_flake`]: the test flake a real workspace
+//! switches to, per backend.
 
 pub mod contract;
 pub mod fixture_flake;
 pub mod real;
+pub mod twin;
 
 pub use crate::doubles::fixture_workspace as fixture;

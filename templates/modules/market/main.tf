@@ -1,7 +1,7 @@
 # Provider-free module: where spot and on-demand differ. Turns is_spot and
-# spot_price into the market settings modules/ec2-instance applies (empty:
-# an aws_instance; one object: an aws_spot_instance_request with these
-# settings), so `terraform test` can prove the difference offline.
+# spot_price into the market settings modules/ec2-instance applies to its
+# aws_instance (empty: on-demand; one object: its instance_market_options),
+# so `terraform test` can prove the difference offline.
 
 variable "is_spot" {
   description = "Whether the variant runs on spot instances."

@@ -41,6 +41,10 @@ pub const ACTIONS: &[(&str, Need)] = &[
     ),
     ("ec2:DescribeImages", Need::Call("describe_images")),
     (
+        "ec2:DescribeInstanceAttribute",
+        Need::Call("describe_instance_attribute"),
+    ),
+    (
         "ec2:DescribeInstanceTypeOfferings",
         Need::Call("describe_instance_type_offerings"),
     ),

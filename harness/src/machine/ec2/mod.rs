@@ -7,6 +7,7 @@
 //! - [`lifecycle`]: stop / start / terminate with waiters, console output;
 //! - [`names`]: every name, description and tag checked against AWS's character sets;
 //! - [`retry`]: bounded backoff over EC2's eventual consistency (NotFound right after create);
+//! - [`observe`]: one way to observe a workspace (instance, volumes, spot request, user-data) by its tags, whatever built it, and the pure checks over what was seen;
 //! - [`interrupt`]: a real spot interruption through AWS FIS (or the precise reason it cannot run) and EC2's own restart;
 //! - [`instance`]: `Ec2Instance`, the `Instance` trait over a launch (probes over SSH as root);
 //! - [`sweep`]: delete everything tagged `harness:run-id` (instances, spot requests, volumes, keys, groups, FIS templates);
@@ -20,6 +21,7 @@ pub mod interrupt;
 pub mod launch;
 pub mod lifecycle;
 pub mod names;
+pub mod observe;
 pub mod plan;
 pub mod retry;
 pub mod stop;

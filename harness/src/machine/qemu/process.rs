@@ -1,5 +1,7 @@
-//! Process hygiene for QEMU: no VM and no temp directory outlives the
-//! harness, whether it returns, panics, times out, gets Ctrl-C or SIGKILL.
+//! Process hygiene for QEMU (and the other long-lived children the harness
+//! starts, such as the moto double, through [`spawn_guarded`]): no VM, no
+//! double and no temp directory outlives the harness, whether it returns,
+//! panics, times out, gets Ctrl-C or SIGKILL.
 //!
 //! - every QEMU gets `PR_SET_PDEATHSIG(SIGKILL)` and its own process group,
 //!   and `kill_on_drop`;
@@ -168,9 +170,16 @@ pub fn spawn(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
     cmd.args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .process_group(0);
+        .stderr(stderr);
+    spawn_guarded(cmd)
+}
+
+/// Spawn any child the way QEMU is spawned: its own process group (so
+/// [`kill_group`] takes its children too), `PR_SET_PDEATHSIG(SIGKILL)` (it
+/// dies with the harness, even on SIGKILL) and `kill_on_drop`. Doubles
+/// such as `moto_server` use it too.
+pub fn spawn_guarded(mut cmd: Command) -> anyhow::Result<Child> {
+    cmd.kill_on_drop(true).process_group(0);
     // SAFETY: prctl is async-signal-safe; runs in the child before exec.
     unsafe {
         cmd.pre_exec(|| {

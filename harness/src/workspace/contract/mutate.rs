@@ -157,6 +157,21 @@ pub const USER_DATA_TEMPLATE: &str = "modules/bootstrap/user-data.sh.tftpl";
 /// Copy `<repo>/templates` to `<dest>/templates` with `m` applied; returns
 /// `dest`, usable as the root for [`super::render::render`].
 pub fn mutated_copy(repo: &Path, dest: &Path, m: Mutation) -> anyhow::Result<PathBuf> {
+    edited_copy(
+        repo,
+        dest,
+        &[(USER_DATA_TEMPLATE, &|text: &str| m.apply(text))],
+    )
+    .with_context(|| format!("mutation {m} no longer applies"))
+}
+
+/// An edit of one file of the templates tree (path relative to it).
+pub type Edit<'a> = (&'a str, &'a dyn Fn(&str) -> anyhow::Result<String>);
+
+/// Copy `<repo>/templates` to `<dest>/templates` (never onto the real one)
+/// and apply `edits` to the copy; an edit that cannot apply names its file.
+/// Shared by every tier's mutations (contract, twin).
+pub fn edited_copy(repo: &Path, dest: &Path, edits: &[Edit]) -> anyhow::Result<PathBuf> {
     let src = repo.join("templates");
     let dst = dest.join("templates");
     anyhow::ensure!(
@@ -168,15 +183,14 @@ pub fn mutated_copy(repo: &Path, dest: &Path, m: Mutation) -> anyhow::Result<Pat
     }
     crate::template::terraform::copy_tree(&src, &dst)
         .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
-    let f = dst.join(USER_DATA_TEMPLATE);
-    let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
-    let mutated = m.apply(&text).with_context(|| {
-        format!(
-            "mutation {m} no longer applies to {}",
-            src.join(USER_DATA_TEMPLATE).display()
-        )
-    })?;
-    std::fs::write(&f, mutated)?;
+    for (file, edit) in edits {
+        let f = dst.join(file);
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        let mutated =
+            edit(&text).with_context(|| format!("editing {}", src.join(file).display()))?;
+        std::fs::write(&f, mutated)?;
+    }
     Ok(dest.to_path_buf())
 }
 

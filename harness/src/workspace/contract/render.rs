@@ -112,6 +112,26 @@ pub async fn render(
     auth: AgentAuth,
 ) -> anyhow::Result<ContractRender> {
     let flake_uri = fixture_flake_uri(fixture)?;
+    render_with(
+        root, variant, &flake_uri, agent_user, access_url, auth, token,
+    )
+    .await
+}
+
+/// What the contract tier boots for these parameters: [`render`] with any
+/// flake reference and agent auth (`token` with `token`, or
+/// `aws-instance-identity` with no token in the user-data, as on EC2).  The
+/// twin compares the user-data the real providers hand EC2 with this.
+pub async fn render_with(
+    root: &Path,
+    variant: &Variant,
+    flake_uri: &str,
+    agent_user: &str,
+    access_url: &str,
+    auth: AgentAuth,
+    token: &str,
+) -> anyhow::Result<ContractRender> {
+    let flake_uri = flake_uri.to_string();
     let init = init_script::render(access_url, variant.arch, auth.as_str())?;
     let user_data_token = match auth {
         AgentAuth::Token => token,
