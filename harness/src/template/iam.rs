@@ -491,9 +491,12 @@ mod tests {
             .iter()
             .map(|a| a.as_str().unwrap())
             .collect();
+        // Spot is an aws_instance with instance_market_options (RunInstances),
+        // not aws_spot_instance_request (RequestSpotInstances), since issue 20.
+        assert!(!ec2_actions.contains(&"ec2:RequestSpotInstances"));
         for want in [
             "ec2:RunInstances",
-            "ec2:RequestSpotInstances",
+            "ec2:DescribeInstanceTypeOfferings",
             "ec2:CreateVolume",
             "ec2:AttachVolume",
             "ec2:ModifyVolume",
