@@ -22,12 +22,15 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A throwaway copy of the repository's `values/` and `templates/`.
+/// A throwaway copy of the repository's `values/`, `templates/` and the
+/// docs the static rows read (`home-disk`: the `/home` snippet users copy;
+/// `iam-policy`: the provisioner policy in docs/aws-setup.md).
 fn copy_repo() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
-    for sub in ["values", "templates"] {
+    for sub in ["values", "templates", "docs"] {
         harness::template::terraform::copy_tree(&repo().join(sub), &d.path().join(sub)).unwrap();
     }
+    std::fs::copy(repo().join("README.md"), d.path().join("README.md")).unwrap();
     d
 }
 

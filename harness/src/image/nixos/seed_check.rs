@@ -30,18 +30,23 @@ use crate::template::variant::Arch;
 pub const SEEDED_USERS: [&str; 2] = ["coder", "dev"];
 
 /// The files the user-data writes to `/etc/coder-bootstrap` (`$conf`),
-/// by name, decoded as the script decodes them (`unpack`: base64;
-/// `unpack_gz`: base64 then gzip).
+/// by name, decoded as the script decodes them: base64, then gzip when the
+/// script's own `unpack()` pipes through `gzip -dc` (the template gzips
+/// every payload since issue 20; `unpack_gz` always does).
 pub fn guest_files(user_data: &str) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
     let re =
         regex::Regex::new(r#"(?m)^unpack(_gz)? '([A-Za-z0-9+/=]*)' "\$conf/([A-Za-z0-9._-]+)"$"#)
             .expect("regex");
+    let unpack_gunzips = regex::Regex::new(r"(?m)^unpack\(\) *\{(.*)\}")
+        .expect("regex")
+        .captures(user_data)
+        .is_some_and(|c| c[1].contains("gzip -dc"));
     let mut out = BTreeMap::new();
     for c in re.captures_iter(user_data) {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(&c[2])
             .map_err(|e| anyhow::anyhow!("user-data: {} is not base64: {e}", &c[3]))?;
-        let bytes = if c.get(1).is_some() {
+        let bytes = if c.get(1).is_some() || unpack_gunzips {
             gunzip(&raw)?
         } else {
             raw
@@ -268,6 +273,42 @@ mod tests {
         assert!(argv
             .contains(&"/r/nixos-vm#legacyPackages.x86_64-linux.bootstrapSeedCheck".to_string()));
         assert_eq!(argv.last().unwrap(), "--offline");
+    }
+
+    /// The template's `unpack()` gunzips: the files come out as text (the
+    /// merge of issue 20's gzip payloads broke exactly this).
+    #[test]
+    fn guest_files_follow_the_scripts_unpack() {
+        use std::io::Write as _;
+        let gz = |t: &str| {
+            let mut c = Command::new("gzip")
+                .arg("-c")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            c.stdin.take().unwrap().write_all(t.as_bytes()).unwrap();
+            let o = c.wait_with_output().unwrap();
+            base64::engine::general_purpose::STANDARD.encode(o.stdout)
+        };
+        let ud = format!(
+            "unpack() {{ printf '%s' \"$1\" | base64 -d | gzip -dc > \"$2\"; }}\n\
+             unpack '{}' \"$conf/params.json\"\n\
+             unpack '{}' \"$conf/bootstrap.nix\"\n\
+             unpack '{}' \"$conf/configuration.nix\"\n",
+            gz("{}"),
+            gz("{ }"),
+            gz("{ imports = [ ./bootstrap.nix ]; }")
+        );
+        let f = guest_files(&ud).unwrap();
+        assert_eq!(
+            f["configuration.nix"],
+            b"{ imports = [ ./bootstrap.nix ]; }"
+        );
+        // Without the gunzip in unpack(), the same payloads stay gzip bytes.
+        let plain = ud.replace(" | gzip -dc", "");
+        let f = guest_files(&plain).unwrap();
+        assert_eq!(&f["params.json"][..2], &[0x1f, 0x8b]);
     }
 
     #[test]
