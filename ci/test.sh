@@ -20,7 +20,8 @@ step "terraform-provider-coder in the harness's Terraform mirror (no-op when thi
 bash ci/build-coder-provider.sh || echo "coder provider not built (reason above): the coder-import rows and the twin will be skipped" >&2
 step "cargo test --features e2e (contract tier: every x86_64 scenario, the @smoke scenario on aarch64; the nightly runs the full matrix)"
 # The aarch64 contract guest under TCG costs several times the x86_64 one:
-# CI runs its @smoke scenario (good flake, the four checks) on the first
+# CI runs its @smoke scenarios (good flake with the four checks; one
+# self-test row, /home on a tmpfs failing the home-mount check) on the first
 # aarch64 variant; its other scenarios are reported as skipped with the
 # reason, never as passed.
 contract_archs=${HARNESS_CONTRACT_ARCHS-x86_64,aarch64=smoke}
@@ -40,6 +41,11 @@ want = {a.split("=")[0].strip() for a in selected.split(",") if a.strip()} or {"
 arches = {r.get("arch") for r in passed}
 if not want <= arches:
     sys.exit(f"expected passed contract rows on {sorted(want)} (HARNESS_CONTRACT_ARCHS={selected}), seen {sorted(a for a in arches if a)}")
+# features/contract-selftest.feature: every check failing, naming the cause.
+selftest = [r for r in contract if "on a contract workspace with the defect" in r["scenario"] and r.get("arch") == "x86_64"]
+if "x86_64" in want and (not selftest or any(r["outcome"] != "passed" for r in selftest)):
+    sys.exit(f"expected every x86_64 contract self-test row to pass (each check failing for its named cause), seen {[(r['scenario'], r['outcome']) for r in selftest]}")
+print(f"contract self-test: {len(selftest)} x86_64 rows passed")
 PY
 step "the twin tier really ran: every @twin row passed (lives, the spot stop guard, each mutation failing for its cause)"
 python3 - <<'PY'
