@@ -20,8 +20,7 @@ step "terraform-provider-coder in the harness's Terraform mirror (no-op when thi
 bash ci/build-coder-provider.sh || echo "coder provider not built (reason above): the coder-import rows and the twin will be skipped" >&2
 step "cargo test --features e2e (contract tier: every x86_64 scenario, the @smoke scenario on aarch64; the nightly runs the full matrix)"
 # The aarch64 contract guest under TCG costs several times the x86_64 one:
-# CI runs its @smoke scenarios (good flake with the four checks; one
-# self-test row, /home on a tmpfs failing the home-mount check) on the first
+# CI runs its @smoke scenario (good flake, the four checks) on the first
 # aarch64 variant; its other scenarios are reported as skipped with the
 # reason, never as passed.
 contract_archs=${HARNESS_CONTRACT_ARCHS-x86_64,aarch64=smoke}
