@@ -1,5 +1,7 @@
-//! Steps of `features/template.feature` (`@contract`): the template's real
-//! user-data on the contract guest, through `crate::workspace::contract`.
+//! Steps of `features/template.feature` and `features/contract-selftest.feature`
+//! (`@contract`): the template's real user-data on the contract guest,
+//! through `crate::workspace::contract` (self-test defects:
+//! `crate::workspace::contract::defect`).
 //! Each architecture's guest is booted once per run and restored from its
 //! clean snapshot per scenario (`HARNESS_CONTRACT_REUSE=0`: a fresh boot
 //! per scenario instead).
