@@ -40,6 +40,11 @@ want = {a.split("=")[0].strip() for a in selected.split(",") if a.strip()} or {"
 arches = {r.get("arch") for r in passed}
 if not want <= arches:
     sys.exit(f"expected passed contract rows on {sorted(want)} (HARNESS_CONTRACT_ARCHS={selected}), seen {sorted(a for a in arches if a)}")
+# features/contract-selftest.feature: every check failing, naming the cause.
+selftest = [r for r in contract if "on a contract workspace with the defect" in r["scenario"] and r.get("arch") == "x86_64"]
+if "x86_64" in want and (not selftest or any(r["outcome"] != "passed" for r in selftest)):
+    sys.exit(f"expected every x86_64 contract self-test row to pass (each check failing for its named cause), seen {[(r['scenario'], r['outcome']) for r in selftest]}")
+print(f"contract self-test: {len(selftest)} x86_64 rows passed")
 PY
 step "the twin tier really ran: every @twin row passed (lives, the spot stop guard, each mutation failing for its cause)"
 python3 - <<'PY'

@@ -13,6 +13,29 @@ pub const EARLY: Duration = Duration::from_secs(2);
 
 const FINAL: [&str; 4] = ["ready", "start_error", "start_timeout", "shutdown_error"];
 
+/// A startup that streams sends its first line (the script's first `echo`)
+/// right after `starting`; one that buffers sends it only when the script
+/// is over, however long delivering the burst then takes (17 lines, one
+/// request each, can take longer than [`EARLY`] on an emulated guest).
+/// `Some(why)` when the first line came in the second half of the
+/// `starting` → final window (of at least 2 × [`EARLY`]).
+fn late_first_line(
+    lc: &[crate::control::LifecycleReport],
+    first: SystemTime,
+    end: SystemTime,
+) -> Option<String> {
+    let start = lc.iter().find(|r| r.state == "starting")?.received;
+    let window = end.duration_since(start).ok()?;
+    let at = first.duration_since(start).unwrap_or_default();
+    (window >= 2 * EARLY && at > window / 2).then(|| {
+        format!(
+            "{:.1}s into a {:.1}s startup (after its middle)",
+            at.as_secs_f32(),
+            window.as_secs_f32()
+        )
+    })
+}
+
 /// Wait (up to `within`) for a final lifecycle state, then judge.
 pub async fn check(
     cp: &dyn ControlPlane,
@@ -66,6 +89,12 @@ pub async fn check(
         .min()
         .unwrap_or(SystemTime::now());
     let lead = end.received.duration_since(first).unwrap_or_default();
+    if let Some(late) = late_first_line(&lc, first, end.received) {
+        return Ok(v.fail(format!(
+            "the first of {} lines arrived {late}: logs were delivered at the end, not streamed",
+            logs.len()
+        )));
+    }
     if lead < EARLY {
         return Ok(v.fail(format!(
             "the first of {} lines arrived only {:.1}s before the rebuild ended: logs were delivered at the end, not streamed",
@@ -85,4 +114,28 @@ pub async fn check(
         lead.as_secs_f32(),
         end.state
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::LifecycleReport;
+
+    #[test]
+    fn a_first_line_after_the_middle_of_the_startup_is_late() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let s = |secs: f64| t0 + Duration::from_secs_f64(secs);
+        let lc = vec![LifecycleReport {
+            state: "starting".into(),
+            received: s(0.0),
+        }];
+        // Streamed: the first line right after `starting`.
+        assert_eq!(late_first_line(&lc, s(1.2), s(10.0)), None);
+        // Buffered: the burst starts when the script is over.
+        let why = late_first_line(&lc, s(9.0), s(12.0)).unwrap();
+        assert!(why.contains("9.0s into a 12.0s startup"), "{why}");
+        // Too short a startup to judge, or no `starting` report: no verdict.
+        assert_eq!(late_first_line(&lc, s(3.0), s(3.5)), None);
+        assert_eq!(late_first_line(&[], s(9.0), s(12.0)), None);
+    }
 }

@@ -26,7 +26,9 @@ pub async fn check(
         output: format!("agent connected: {connected}"),
     });
     if !connected {
-        return Ok(v.fail("the agent is not connected after the failed rebuild"));
+        return Ok(
+            v.fail("the agent is not connected after the rebuild (Coder's SSH goes through it)")
+        );
     }
     if let Some(out) = cp.agent_ssh("id -un", Duration::from_secs(60)).await {
         return Ok(judge(v, user, "through the agent", out));

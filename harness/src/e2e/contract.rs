@@ -1,5 +1,7 @@
-//! Steps of `features/template.feature` (`@contract`): the template's real
-//! user-data on the contract guest, through `crate::workspace::contract`.
+//! Steps of `features/template.feature` and `features/contract-selftest.feature`
+//! (`@contract`): the template's real user-data on the contract guest,
+//! through `crate::workspace::contract` (self-test defects:
+//! `crate::workspace::contract::defect`).
 //! Each architecture's guest is booted once per run and restored from its
 //! clean snapshot per scenario (`HARNESS_CONTRACT_REUSE=0`: a fresh boot
 //! per scenario instead).
@@ -9,11 +11,13 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::image::BootImage;
+use crate::machine::instance::Instance as _;
 use crate::machine::qemu::accel::AccelRequest;
 use crate::machine::qemu::slots;
 use crate::machine::qemu::{BootOptions, QemuInstance};
 use crate::report::timeline::{Milestone, Source};
 use crate::template::variant::{Arch, Variant};
+use crate::workspace::contract::defect::{Defect, Injection};
 use crate::workspace::contract::mutate::{self, Mutation};
 use crate::workspace::contract::pool::{Pool, PooledVm};
 use crate::workspace::contract::{self, AgentAuth, ContractAgent, ContractSpec};
@@ -55,6 +59,11 @@ pub struct ContractState {
     /// (faults the double injects: an unrelated failing unit, a boot loader
     /// installation that fails).
     pub before: Vec<String>,
+    /// Commands run on the guest once the agent's startup ended (a
+    /// self-test defect's fault, `features/contract-selftest.feature`).
+    pub after_start: Vec<String>,
+    /// The self-test defect this workspace carries, if any.
+    pub defect: Option<Defect>,
 }
 
 fn images() -> &'static std::sync::Mutex<HashMap<Arch, Result<BootImage, String>>> {
@@ -203,6 +212,8 @@ fn given_contract(
         mutated: None,
         auth: AgentAuth::Token,
         before: Vec::new(),
+        after_start: Vec::new(),
+        defect: None,
     });
 }
 
@@ -255,6 +266,42 @@ async fn bootloader_fails_once(w: &mut E2e) {
 async fn contract_workspace_mutated(w: &mut E2e, name: String, m: String) {
     let m = Mutation::from_slug(&m).expect("mutation");
     given_contract(w, &name, "good", None, Some(m));
+}
+
+/// A self-test workspace (`features/contract-selftest.feature`): the good
+/// flake with one deliberate defect, through a mutated template copy or a
+/// fault run after the start (`workspace::contract::defect`).
+#[given(expr = "a contract workspace from template {string} with the defect {string}")]
+async fn contract_workspace_defect(w: &mut E2e, name: String, defect: String) {
+    let d = Defect::from_slug(&defect).expect("defect");
+    given_contract(w, &name, "good", None, None);
+    let st = w.contract.as_mut().unwrap();
+    st.defect = Some(d);
+    match d.injection(&st.user) {
+        Injection::Mutation(m) => st.mutation = Some(m),
+        Injection::AfterStart(cmd) => st.after_start.push(cmd),
+    }
+}
+
+/// Run the scenario's after-start faults on its guest (probe, root).
+async fn inject_after_start(w: &mut E2e) -> anyhow::Result<()> {
+    let cmds = w.contract.as_ref().unwrap().after_start.clone();
+    for cmd in cmds {
+        w.timeline.mark(format!("fault after the start: {cmd}"));
+        let out = w
+            .qemu()
+            .probe()
+            .exec(&cmd, Duration::from_secs(120))
+            .await?;
+        anyhow::ensure!(
+            out.status == 0,
+            "expected the fault `{cmd}` to apply on the contract guest, exit {}: {}{}",
+            out.status,
+            out.stdout.trim(),
+            out.stderr.trim()
+        );
+    }
+    Ok(())
 }
 
 /// Start the scenario's contract workspace: its machine goes to
@@ -398,6 +445,9 @@ pub async fn it_starts(w: &mut E2e) {
     };
     if let Err(e) = start(w).await {
         panic!("{what}: {e:#}\n{}", w.where_logs());
+    }
+    if let Err(e) = inject_after_start(w).await {
+        panic!("{what}, then its defect: {e:#}\n{}", w.where_logs());
     }
 }
 

@@ -192,6 +192,31 @@ pub(crate) async fn check_fails(w: &mut E2e, check: String) {
     eprintln!("  (failed as it should: {})", v.seen);
 }
 
+/// A self-test row: the check fails, and its verdict names the cause (so
+/// it failed for the planted defect, not for another reason).
+#[then(expr = "the {string} check fails naming {string}")]
+pub(crate) async fn check_fails_naming(w: &mut E2e, check: String, cause: String) {
+    if let Some(d) = w.contract.as_ref().and_then(|c| c.defect) {
+        assert_eq!(
+            (d.check(), d.cause()),
+            (check.as_str(), cause.as_str()),
+            "the feature's row and workspace::contract::defect disagree for {d}"
+        );
+    }
+    let v = run_check(w, &check).await;
+    assert!(
+        !v.passed && v.seen.contains(&cause),
+        "expected the {check} check to FAIL naming {cause:?}; it {}.\n{v}\n{}",
+        if v.passed {
+            "passed"
+        } else {
+            "failed for another reason"
+        },
+        w.where_logs()
+    );
+    eprintln!("  (failed as it should: {})", v.seen);
+}
+
 /// The rebuild failed for the reason the fixture planted (its marker line
 /// is in the startup log), not for another one.
 #[then(expr = "the startup log names {string}")]

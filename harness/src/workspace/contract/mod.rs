@@ -10,6 +10,7 @@
 //! Waiting for the agent fails with what the guest's journal says
 //! ([`diagnose`]), so a defect in the template is named, not timed out.
 
+pub mod defect;
 pub mod mutate;
 pub mod pool;
 pub mod render;
