@@ -140,7 +140,7 @@ pub fn plan(root: &Path, variants: &[Variant], scenarios: &[PlannedScenario]) ->
     // Ports are picked at run time; the plan shows placeholders.
     let containers = [
         container::postgres_spec(0),
-        container::coder_spec(0, 0, Some(&shared), &container::AccessUrl::QemuGuest),
+        container::coder_spec(0, 0, Some(&shared), &container::AccessUrl::QemuGuest, None),
     ];
     let templates: Vec<Value> = variants
         .iter()
