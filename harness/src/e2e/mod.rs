@@ -276,6 +276,17 @@ async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> 
         }
     }
     println!("by tier: {}", summary.matrix().tally().line());
+    if run.backend == Backend::Ec2 {
+        let usage = crate::report::cost::usage_from_rows(&summary.rows, |v| {
+            crate::template::values::find(&root(), v)
+                .ok()
+                .and_then(|v| v.value_str("default_instance_type").map(str::to_string))
+        });
+        match usage.and_then(|u| crate::report::cost::estimate(&u)) {
+            Ok(e) => println!("{e}"),
+            Err(e) => println!("estimated AWS cost: not computed: {e:#}"),
+        }
+    }
     let kept_vms = std::mem::take(&mut *run.kept.lock().unwrap());
     if !kept_vms.is_empty() {
         println!(
