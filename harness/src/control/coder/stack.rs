@@ -211,6 +211,12 @@ impl CoderStack {
         })
     }
 
+    /// The Coder user the workspaces belong to (`coder_owner` in the
+    /// template's tags).
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
     pub fn client(&self) -> &CoderClient {
         &self.client
     }
