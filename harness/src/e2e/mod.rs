@@ -440,11 +440,24 @@ async fn run_pass(
                     }
                     // A pooled contract VM goes back to its pool instead.
                     contract::after(w, outcome == Outcome::Failed, keep_failed).await;
-                    let machine = w
-                        .workspace
-                        .take()
-                        .map(|ws| ws.machine)
-                        .or_else(|| w.instance.take());
+                    let mut ws = w.workspace.take();
+                    if let Some(ws) = ws.as_mut() {
+                        // ec2: the workspace Coder built goes through Coder,
+                        // whatever the outcome (billed resources are never kept).
+                        let limit = crate::control::coder::stack::BUILD_TIMEOUT;
+                        match tokio::time::timeout(limit, ws.delete_built()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => eprintln!(
+                                "e2e: {}: deleting the workspace: {e:#}; run `harness sweep` and look for Coder_Provisioned=true",
+                                sc.name
+                            ),
+                            Err(_) => eprintln!(
+                                "e2e: {}: the delete build did not end within {limit:?}; run `harness sweep`",
+                                sc.name
+                            ),
+                        }
+                    }
+                    let machine = ws.map(|ws| ws.machine).or_else(|| w.instance.take());
                     if let Some(mut inst) = machine {
                         if outcome == Outcome::Failed && keep_failed {
                             run.kept.lock().unwrap().push(inst);

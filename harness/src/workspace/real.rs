@@ -552,6 +552,28 @@ impl RealWorkspace {
         self.restart(timeout, artifacts).await
     }
 
+    /// The end of a scenario on the `ec2` tier: a Coder `delete` build (the
+    /// template destroys instance, volumes and spot request), then nothing
+    /// with the template's tags may be left. A no-op for other machines
+    /// (their `terminate` removes them).
+    pub async fn delete_built(&mut self) -> anyhow::Result<()> {
+        let Machine::CoderEc2(m) = &self.machine else {
+            return Ok(());
+        };
+        let tags = m.tags.clone();
+        self.workspace.build("delete", vec![]).await?;
+        let ctx = crate::machine::backend::shared_ctx().await?;
+        let view = crate::machine::ec2::observe::observe(&ctx.client, &tags).await?;
+        let p = view.check_gone();
+        anyhow::ensure!(
+            p.is_empty(),
+            "after the delete build of {}, with the template's tags:\n  - {}",
+            self.workspace.name,
+            p.join("\n  - ")
+        );
+        Ok(())
+    }
+
     /// Start the (stopped) machine again and wait for a fresh agent.
     pub async fn restart(&mut self, timeout: Duration, artifacts: &Path) -> anyhow::Result<()> {
         self.come_back(timeout, artifacts, Comeback::Start).await
