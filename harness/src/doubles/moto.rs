@@ -158,7 +158,7 @@ pub fn first_with_moto(candidates: &[PathBuf]) -> Result<PathBuf, String> {
         tried.push(c.display().to_string());
     }
     Err(format!(
-        "no Python with moto (the AWS double) here: tried {}; install it with `pip install 'moto[server]>=5'` (ci/setup-debian.sh does)",
+        "no Python with moto (the AWS double) here: tried {}; install it with `/opt/harness-venv/bin/pip install 'moto[server]>=5'` (ci/setup-debian.sh does; HARNESS_MOTO_PYTHON names another Python)",
         if tried.is_empty() {
             "nothing (no moto_server, no python3 on PATH)".to_string()
         } else {
@@ -384,7 +384,7 @@ mod tests {
         let logs = tempfile::tempdir().unwrap();
         let moto = MotoDouble::start(logs.path(), nixos_images("26.05"), &["twin-role"])
             .await
-            .expect("the moto double starts (pip install 'moto[server]>=5')");
+            .expect("the moto double starts (ci/setup-debian.sh installs moto in /opt/harness-venv)");
         let ctx = crate::machine::ec2::config::Ec2Ctx::load_with(
             crate::machine::ec2::config::LoadOptions {
                 region: Some("us-east-1".into()),

@@ -103,7 +103,7 @@ locals {
   # (start/stop), written by every build and read by the guest from IMDS
   # at boot: an instance EC2 starts while Coder shows the workspace stopped
   # (a persistent Spot request restarting it after an interruption) powers
-  # itself off before the agent starts (modules/bootstrap, README "Spot").
+  # itself off before the agent starts (modules/bootstrap; docs/ec2.md, "The template's AWS resources").
   instance_tags = merge(var.tags, { Name = var.name, coder_transition = var.running ? "start" : "stop" })
   request_tags  = merge(var.tags, { Name = var.name })
   root_tags     = merge(var.tags, { Name = "${var.name}-root" })
