@@ -384,7 +384,9 @@ mod tests {
         let logs = tempfile::tempdir().unwrap();
         let moto = MotoDouble::start(logs.path(), nixos_images("26.05"), &["twin-role"])
             .await
-            .expect("the moto double starts (ci/setup-debian.sh installs moto in /opt/harness-venv)");
+            .expect(
+                "the moto double starts (ci/setup-debian.sh installs moto in /opt/harness-venv)",
+            );
         let ctx = crate::machine::ec2::config::Ec2Ctx::load_with(
             crate::machine::ec2::config::LoadOptions {
                 region: Some("us-east-1".into()),

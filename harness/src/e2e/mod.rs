@@ -448,11 +448,11 @@ async fn run_pass(
                         match tokio::time::timeout(limit, ws.delete_built()).await {
                             Ok(Ok(())) => {}
                             Ok(Err(e)) => eprintln!(
-                                "e2e: {}: deleting the workspace: {e:#}; run `harness sweep` and look for Coder_Provisioned=true",
+                                "e2e: {}: deleting the workspace: {e:#}; run `harness sweep --older-than 0s` (it finds the template's resources by this owner's coder_owner tag)",
                                 sc.name
                             ),
                             Err(_) => eprintln!(
-                                "e2e: {}: the delete build did not end within {limit:?}; run `harness sweep`",
+                                "e2e: {}: the delete build did not end within {limit:?}; run `harness sweep --older-than 0s`",
                                 sc.name
                             ),
                         }

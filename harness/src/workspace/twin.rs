@@ -235,6 +235,12 @@ impl TwinWorkspace {
         })
     }
 
+    /// Build as Coder user `owner` (default [`OWNER`]): what the template
+    /// tags `coder_owner`.
+    pub fn owned_by(&mut self, owner: &str) {
+        self.meta.owner = owner.to_string();
+    }
+
     /// Where each provider came from (mirror or registry).
     pub fn providers(&self) -> String {
         self.session.cfg.describe(&[
@@ -248,8 +254,8 @@ impl TwinWorkspace {
     pub fn owner_tags(&self) -> BTreeMap<String, String> {
         [
             ("Coder_Provisioned", "true"),
-            ("coder_owner", OWNER),
-            ("coder_workspace", WORKSPACE),
+            ("coder_owner", self.meta.owner.as_str()),
+            ("coder_workspace", self.meta.workspace.as_str()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -239,6 +239,7 @@ pub async fn start(
     shared_dir: Option<&Path>,
     access: &AccessUrl,
     aws: Option<&AwsHandOff>,
+    username: &str,
     timeout: Duration,
 ) -> anyhow::Result<CoderServer> {
     if let Some(reason) = tokio::task::spawn_blocking(docker_available).await? {
@@ -291,7 +292,7 @@ pub async fn start(
     let first = client
         .create_first_user(&CreateFirstUserRequest {
             email: ADMIN_EMAIL.into(),
-            username: ADMIN_USER.into(),
+            username: username.into(),
             name: "Harness Admin".into(),
             password: password.clone(),
         })

@@ -133,8 +133,14 @@ impl CoderStack {
     pub async fn start(out: &Path, access: &AccessUrl) -> anyhow::Result<CoderStack> {
         let shared = out.join("user-data");
         make_shared(&shared)?;
-        let server =
-            container::start(Some(&shared), access, None, Duration::from_secs(300)).await?;
+        let server = container::start(
+            Some(&shared),
+            access,
+            None,
+            container::ADMIN_USER,
+            Duration::from_secs(300),
+        )
+        .await?;
         let mut s = CoderStack::with_client(
             server.client.clone(),
             &server.organization_id,
@@ -156,14 +162,15 @@ impl CoderStack {
         region: &str,
     ) -> anyhow::Result<CoderStack> {
         aws.refresh(BUILD_TIMEOUT).await?;
-        let server = container::start(None, access, Some(&aws), Duration::from_secs(300)).await?;
-        let mut s = CoderStack::with_client(
-            server.client.clone(),
-            &server.organization_id,
-            container::ADMIN_USER,
-            out,
-        )?
-        .pushed(Some(aws), region);
+        // The workspaces' owner, hence the template's `coder_owner` tag, is
+        // the harness owner's Coder user: `harness sweep` finds what a
+        // killed run left by it (machine::ec2::coder_user).
+        let user = crate::machine::ec2::coder_user(&crate::machine::ec2::default_owner());
+        let server =
+            container::start(None, access, Some(&aws), &user, Duration::from_secs(300)).await?;
+        let mut s =
+            CoderStack::with_client(server.client.clone(), &server.organization_id, &user, out)?
+                .pushed(Some(aws), region);
         s._server = Some(server);
         Ok(s)
     }

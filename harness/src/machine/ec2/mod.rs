@@ -108,6 +108,43 @@ pub fn default_owner() -> String {
     names::tag_value(&raw_owner())
 }
 
+/// Prefix of the Coder user every `ec2` run creates ([`coder_user`]).
+pub const CODER_USER_PREFIX: &str = "harness-";
+
+/// The template's tag naming the workspace owner's Coder username
+/// (`local.tags` in templates/main.tf).
+pub const TEMPLATE_OWNER_TAG: &str = "coder_owner";
+/// The template's tag on everything it creates (templates/main.tf).
+pub const TEMPLATE_PROVISIONED_TAG: &str = "Coder_Provisioned";
+/// The template's tag naming the workspace.
+pub const TEMPLATE_WORKSPACE_TAG: &str = "coder_workspace";
+
+/// The Coder username the `ec2` tier's workspaces belong to for harness
+/// owner `owner` ([`default_owner`]): `harness-` and the first 12 hex
+/// digits of SHA-256(owner).  The template tags everything it creates with
+/// `coder_owner` = this name (templates/main.tf, `local.tags`), so
+/// `harness sweep --owner X` finds what a killed run of owner X left
+/// although no `harness:*` tag is on it.  A hash because an owner
+/// (`user@host`, a CI cell) need not be a valid Coder username: at most 32
+/// characters matching `^[a-zA-Z0-9]+(?:-[a-zA-Z0-9]+)*$`
+/// (coder/coder codersdk/name.go, `UsernameValidRegex`, `NameValid`).
+pub fn coder_user(owner: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(owner.as_bytes());
+    format!("{CODER_USER_PREFIX}{}", &hex::encode(h)[..12])
+}
+
+/// Whether `name` has the shape of a [`coder_user`] (the janitor's
+/// `--all-owners` sweep takes only those: a real user's workspace built
+/// from the same template in the same account is never a candidate).
+pub fn is_coder_user(name: &str) -> bool {
+    name.strip_prefix(CODER_USER_PREFIX).is_some_and(|h| {
+        h.len() == 12
+            && h.chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    })
+}
+
 fn raw_owner() -> String {
     if let Ok(o) = std::env::var("HARNESS_OWNER") {
         if !o.is_empty() {
@@ -160,5 +197,28 @@ mod tests {
         let back = parse_rfc3339(&t.created_at).unwrap();
         assert_eq!(rfc3339(back), t.created_at);
         assert!(t.resource_name().starts_with("harness-h"));
+    }
+
+    /// The Coder user of an owner is a valid Coder username (codersdk
+    /// name.go), stable, distinct per owner, and recognisable.
+    #[test]
+    fn coder_user_is_a_valid_username_per_owner() {
+        let a = coder_user("runner@ci-host");
+        assert_eq!(a, coder_user("runner@ci-host"));
+        assert_ne!(a, coder_user("runner@ci-host2"));
+        assert!(a.len() <= 32, "{a}");
+        assert!(a
+            .split('-')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric())));
+        assert!(is_coder_user(&a));
+        for not in [
+            "admin",
+            "harness-",
+            "harness-xyz",
+            "alice",
+            "harness-0123456789abc",
+        ] {
+            assert!(!is_coder_user(not), "{not}");
+        }
     }
 }
