@@ -138,13 +138,22 @@ impl Instance for CoderEc2Machine {
     async fn kill(&mut self) -> anyhow::Result<()> {
         Err(by_coder("kill"))
     }
+    /// The real FIS interruption of the instance the template's tags find
+    /// now (a type change replaces a spot instance, so it is looked up
+    /// again): the template's `aws_instance` with market options
+    /// persistent/stop, its request id as DescribeInstances names it.
     async fn interrupt_spot(&mut self) -> anyhow::Result<()> {
-        anyhow::bail!(
-            "interrupt_spot on {}: the FIS interruption of a Coder-built spot instance is not wired \
-             yet on the ec2 tier (harness::machine::ec2::interrupt needs the instance's spot request, \
-             which the template's aws_instance with market options creates)",
-            self.id
+        let ctx = crate::machine::backend::shared_ctx().await?;
+        let view = crate::machine::ec2::observe::observe(&ctx.client, &self.tags).await?;
+        let i = view.instance().map_err(anyhow::Error::msg)?;
+        crate::machine::ec2::interrupt::interrupt_instance(
+            ctx,
+            &i.id,
+            i.spot_request_id.as_deref(),
+            "ec2-spot-interruption",
         )
+        .await
+        .map(|_| ())
     }
     async fn start_after_interruption(&mut self) -> anyhow::Result<()> {
         Err(by_coder("start after interruption"))
