@@ -609,7 +609,20 @@ async fn nothing_left(w: &mut E2e) {
     let s = st(w);
     bounded_for("observe after delete", bound(), async {
         let v = view(s).await?;
-        problems("after delete, with the workspace's tags", v.check_gone(), s)
+        problems("after delete, with the workspace's tags", v.check_gone(), s)?;
+        // The ec2 tier hands its credentials to Coder's provisioner: every
+        // EC2 action the template's builds sent must be in its IAM policy
+        // (CreateRole: the double's own set-up of the iam_role_name role).
+        let actions = s.moto.actions();
+        let gaps = crate::machine::ec2::iam::not_allowed(
+            &s.templates_root,
+            actions.iter().map(String::as_str).filter(|a| *a != "CreateRole"),
+        )?;
+        problems(
+            "the ec2 tier's IAM policies (harness::machine::ec2::iam, template::iam) lack actions the twin's builds and observation sent",
+            gaps,
+            s,
+        )
     })
     .await;
 }

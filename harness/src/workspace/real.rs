@@ -26,7 +26,6 @@ use crate::control::coder::CoderControlPlane;
 use crate::control::ControlPlane;
 use crate::image::BootImage;
 use crate::machine::backend::Backend;
-use crate::machine::ec2::instance::Ec2Instance;
 use crate::machine::instance::Instance;
 use crate::machine::qemu::accel::AccelRequest;
 use crate::machine::qemu::argv::GuestNet;
@@ -71,7 +70,6 @@ pub fn flake_uri(flake: &str) -> String {
 /// A booted workspace machine on either backend.
 pub enum Machine {
     Qemu(Box<QemuInstance>),
-    Ec2(Box<Ec2Instance>),
     /// Built by Coder with the real template (the `ec2` tier).
     CoderEc2(Box<coder_ec2::CoderEc2Machine>),
 }
@@ -80,7 +78,6 @@ impl Machine {
     pub fn get(&self) -> &dyn Instance {
         match self {
             Machine::Qemu(q) => q.as_ref(),
-            Machine::Ec2(e) => e.as_ref(),
             Machine::CoderEc2(e) => e.as_ref(),
         }
     }
@@ -88,7 +85,6 @@ impl Machine {
     pub fn get_mut(&mut self) -> &mut dyn Instance {
         match self {
             Machine::Qemu(q) => q.as_mut(),
-            Machine::Ec2(e) => e.as_mut(),
             Machine::CoderEc2(e) => e.as_mut(),
         }
     }
@@ -96,14 +92,14 @@ impl Machine {
     pub fn qemu(&self) -> Option<&QemuInstance> {
         match self {
             Machine::Qemu(q) => Some(q),
-            Machine::Ec2(_) | Machine::CoderEc2(_) => None,
+            Machine::CoderEc2(_) => None,
         }
     }
 
     pub fn qemu_mut(&mut self) -> Option<&mut QemuInstance> {
         match self {
             Machine::Qemu(q) => Some(q),
-            Machine::Ec2(_) | Machine::CoderEc2(_) => None,
+            Machine::CoderEc2(_) => None,
         }
     }
 
@@ -119,29 +115,6 @@ impl Machine {
                 m.id,
                 data.len()
             ),
-            Machine::Ec2(e) => {
-                // ModifyInstanceAttribute works on a stopped instance, which
-                // is when a Coder start build hands over new user-data.
-                let ctx = crate::machine::backend::shared_ctx().await?;
-                ctx.client
-                    .modify_instance_attribute()
-                    .instance_id(e.id())
-                    .user_data(
-                        aws_sdk_ec2::types::SecureBlobAttributeValue::builder()
-                            .value(aws_sdk_ec2::primitives::Blob::new(data.to_vec()))
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|err| {
-                        anyhow::anyhow!(
-                            "ModifyInstanceAttribute userData on {}: {}",
-                            e.id(),
-                            crate::machine::ec2::sweep::err(&err)
-                        )
-                    })?;
-                Ok(())
-            }
         }
     }
 }

@@ -1,28 +1,27 @@
-//! Real EC2 backend via aws-sdk-ec2: instances, spot, home volume, tagging and leak-proof cleanup (`harness sweep`).
+//! AWS EC2 for the `ec2` tier: what the harness itself does on AWS around
+//! the workspaces Coder's provisioner builds with the real template
+//! (observation, the spot interruption, tagging and leak-proof cleanup);
+//! the harness launches no instance of its own.
 //!
-//! - [`iam`]: the IAM policy, generated from the list of calls the code makes;
+//! - [`iam`]: the IAM policy, generated from the list of calls the code makes and what the template's provisioner needs;
 //! - [`config`]: credential chain, region and endpoint (`HARNESS_EC2_*`), checked before anything is created;
-//! - [`plan`]: the pure `RunInstances` request for a variant (AMI, type, market, metadata, disks, tags);
-//! - [`launch`]: key pair, security group, instance (next AZ on capacity errors), home volume, drop guard;
-//! - [`lifecycle`]: stop / start / terminate with waiters, console output;
+//! - [`lifecycle`]: instance state, spot request cancel, console output;
 //! - [`names`]: every name, description and tag checked against AWS's character sets;
-//! - [`retry`]: bounded backoff over EC2's eventual consistency (NotFound right after create);
+//! - [`retry`]: bounded backoff over EC2's eventual consistency (NotFound right after create), volume waits;
 //! - [`observe`]: one way to observe a workspace (instance, volumes, spot request, user-data) by its tags, whatever built it, and the pure checks over what was seen;
 //! - [`interrupt`]: a real spot interruption through AWS FIS (or the precise reason it cannot run) and EC2's own restart;
-//! - [`instance`]: `Ec2Instance`, the `Instance` trait over a launch (probes over SSH as root);
-//! - [`sweep`]: delete everything tagged `harness:run-id` (instances, spot requests, volumes, keys, groups, FIS templates);
+//! - [`sweep`]: delete everything tagged `harness:run-id`, and what the template built for the owner's Coder user (instances, spot requests, volumes, keys, groups, FIS templates);
 //! - [`stop`]: the cooperative stop (Ctrl-C) a sweep honours between deletions;
 //! - [`terraform_tests`]: `terraform test` of the AWS modules against a mocked provider (mirror).
 
 pub mod config;
 pub mod iam;
-pub mod instance;
 pub mod interrupt;
-pub mod launch;
 pub mod lifecycle;
+#[cfg(test)]
+pub(crate) mod mock;
 pub mod names;
 pub mod observe;
-pub mod plan;
 pub mod retry;
 pub mod stop;
 pub mod sweep;

@@ -476,6 +476,11 @@ pub fn volume_step(state: Option<&str>, attached: bool) -> VolumeStep {
     }
 }
 
+/// Bound on waiting for a volume to detach.
+pub const VOLUME_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often a volume's state is polled.
+pub const VOLUME_POLL: Duration = Duration::from_secs(5);
+
 /// Poll interval while waiting for instances to terminate.
 pub const POLL: Duration = Duration::from_secs(5);
 
@@ -504,7 +509,7 @@ pub async fn sweep_region_polling(
 }
 
 /// The sweep of `opts`'s tagged resources plus the ids a run `recorded`
-/// (its own cleanup, [`super::launch::RunGuard`]).
+/// (a caller that kept the ids its create calls returned).
 pub async fn sweep_region_recorded(
     ctx: &Ec2Ctx,
     opts: &SweepOptions,
@@ -1139,8 +1144,8 @@ async fn delete_volume(
                 c,
                 id,
                 "available",
-                super::launch::VOLUME_TIMEOUT,
-                super::launch::VOLUME_POLL,
+                VOLUME_TIMEOUT,
+                VOLUME_POLL,
             ))
             .await;
         if let Some(Err(e)) = waited {
@@ -1427,7 +1432,7 @@ mod tests {
         fn ctx_fis(rules: &[&Rule], fis: &[&Rule]) -> Ec2Ctx {
             Ec2Ctx {
                 sdk: aws_config::SdkConfig::builder().build(),
-                client: super::super::super::launch::tests::client_with(rules, RuleMode::MatchAny),
+                client: super::super::super::mock::client_with(rules, RuleMode::MatchAny),
                 fis: super::super::super::interrupt::tests::fis_client_with(fis),
                 region: "us-east-1".into(),
                 endpoint: None,
