@@ -551,14 +551,40 @@ async fn started(w: &mut E2e) {
     bounded_for("start build", bound(), start(s)).await;
 }
 
+/// On the twin, or on the ec2 tier after a Coder build (the same
+/// observation of the instance Coder built, by the template's tags).
 #[then("the instance runs again with the same home volume")]
 async fn runs_again(w: &mut E2e) {
+    if w.twin.is_none() {
+        return real_runs_again(w).await;
+    }
     let s = st(w);
     bounded_for("observe the started workspace", bound(), async {
         let v = view(s).await?;
         let mut p = v.check_started(s.home_volume.as_deref().unwrap_or("?"));
         p.extend(v.check_disks(&tags_only(s)));
         problems("after the start build", p, s)
+    })
+    .await;
+}
+
+async fn real_runs_again(w: &mut E2e) {
+    let Some(crate::workspace::real::Machine::CoderEc2(m)) =
+        w.workspace.as_ref().map(|ws| &ws.machine)
+    else {
+        panic!("`the instance runs again with the same home volume`: expected a twin workspace or one Coder built on the ec2 tier");
+    };
+    let (tags, home) = (m.tags.clone(), m.home_volume.clone());
+    bounded_for("observe the started workspace (ec2)", bound(), async {
+        let ctx = crate::machine::backend::shared_ctx().await?;
+        let v = observe::observe(&ctx.client, &tags).await?;
+        let p = v.check_started(&home);
+        anyhow::ensure!(
+            p.is_empty(),
+            "after the start build, by the template's tags:\n  - {}",
+            p.join("\n  - ")
+        );
+        Ok(())
     })
     .await;
 }

@@ -525,6 +525,63 @@ impl RealWorkspace {
         self.restart(timeout, artifacts).await
     }
 
+    /// Change the instance type as a user does: a Coder `start` build with
+    /// the `instance_type` parameter set to another type the template
+    /// offers (the twin's parameter change, against real AWS). Checked by
+    /// observation (the new type, running, the same home volume attached
+    /// as /dev/xvdb), then the agent is waited for again. Returns
+    /// "old -> new". The `ec2` tier only: a QEMU guest has no type.
+    pub async fn change_instance_type(
+        &mut self,
+        root: &Path,
+        timeout: Duration,
+        artifacts: &Path,
+    ) -> anyhow::Result<String> {
+        let Machine::CoderEc2(m) = &mut self.machine else {
+            anyhow::bail!(
+                "workspace {}: an instance type exists only on the ec2 tier (the twin changes it against moto)",
+                self.workspace.name
+            );
+        };
+        let (tags, home) = (m.tags.clone(), m.home_volume.clone());
+        let ctx = crate::machine::backend::shared_ctx().await?;
+        let view = crate::machine::ec2::observe::observe(&ctx.client, &tags).await?;
+        let old = view
+            .instance()
+            .map_err(anyhow::Error::msg)?
+            .instance_type
+            .clone();
+        let new = crate::workspace::twin::other_instance_type(root, m.arch, &old)?;
+        self.workspace
+            .build(
+                "start",
+                vec![crate::control::coder::types::WorkspaceBuildParameter {
+                    name: "instance_type".into(),
+                    value: new.clone(),
+                }],
+            )
+            .await?;
+        let view = crate::machine::ec2::observe::observe(&ctx.client, &tags).await?;
+        let mut p = view.check_started(&home);
+        if let Ok(i) = view.instance() {
+            if i.instance_type != new {
+                p.push(format!(
+                    "expected instance type {new}, seen {}",
+                    i.instance_type
+                ));
+            }
+        }
+        anyhow::ensure!(
+            p.is_empty(),
+            "after the instance type change ({old} -> {new}) of {}:\n  - {}",
+            self.workspace.name,
+            p.join("\n  - ")
+        );
+        m.follow(&view)?;
+        self.come_back(timeout, artifacts, Comeback::Built).await?;
+        Ok(format!("{old} -> {new}"))
+    }
+
     /// The end of a scenario on the `ec2` tier: a Coder `delete` build (the
     /// template destroys instance, volumes and spot request), then nothing
     /// with the template's tags may be left. A no-op for other machines

@@ -102,6 +102,25 @@ impl CoderEc2Machine {
     }
 }
 
+impl CoderEc2Machine {
+    /// Follow the instance a build replaced (a spot type change): the
+    /// instance the template's tags find now, with the same home volume.
+    pub fn follow(&mut self, view: &WorkspaceView) -> anyhow::Result<()> {
+        let i = view.instance().map_err(anyhow::Error::msg)?;
+        let home = view.home_volume().map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            home.id == self.home_volume,
+            "workspace {}: expected the home volume {} kept, seen {}",
+            self.probe.ssh.workspace,
+            self.home_volume,
+            home.id
+        );
+        self.id = i.id.clone();
+        self.artifacts.serial_log = self.artifacts.dir.join(format!("console-{}.log", i.id));
+        Ok(())
+    }
+}
+
 fn by_coder(what: &str) -> anyhow::Error {
     anyhow::anyhow!(
         "{what}: on the ec2 tier the instance follows Coder builds (stop/start/delete through the \
