@@ -36,6 +36,14 @@ Feature: The AWS twin: the whole template applied by real Terraform with the rea
     When EC2 restarts the spot instance once capacity returns (simulated by the double)
     Then the instance tells its guest to power off at boot (coder_transition=stop in its IMDS tags)
 
+  Scenario Outline: what a killed ec2 run left is found by `harness sweep` through the template's own tags, and only its owner's (<spot-variant>)
+    Given a twin workspace from template "<spot-variant>" owned by the ec2 tier's Coder user of harness owner "ci-cell-1"
+    When the workspace is created (moto fulfils spot requests at once: no capacity, no quotas)
+    Then the instance, both volumes and the spot request carry the owner's tags
+    When the run is killed and `harness sweep --owner ci-cell-2` runs, which must touch nothing
+    And `harness sweep --owner ci-cell-1` runs against the double
+    Then nothing with the workspace's tags is left and any spot request is cancelled
+
   @mutation
   Scenario Outline: a template copy with the defect "<mutation>" fails the twin, naming the cause (<spot-variant>)
     Given a twin workspace from a copy of template "<spot-variant>" mutated with "<mutation>"

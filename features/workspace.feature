@@ -37,6 +37,15 @@ Feature: A workspace from each template really works
     And the workspace is stopped and started
     Then the file is still in the user's home
 
+  @ec2
+  Scenario Outline: an instance type change keeps the home volume and its data (<variant>)
+    Given a workspace from template "<variant>" with the good test flake
+    When it starts
+    And a file is written to the user's home
+    And the workspace's instance type is changed, one start build
+    Then the instance runs again with the same home volume
+    And the file is still in the user's home
+
   Scenario Outline: a flake that fails to build still gives an SSH shell (<variant>)
     Given a workspace from template "<variant>" with the broken-build test flake
     When it starts

@@ -45,9 +45,6 @@ pub enum Command {
     /// Byte relay used by QEMU's guestfwd `cmd:` (internal).
     #[command(hide = true)]
     Relay(cmd::relay::Args),
-    /// Launch one variant on EC2; `--hold` keeps it until Ctrl-C (internal, for tests).
-    #[command(hide = true, name = "ec2-launch")]
-    Ec2Launch(cmd::ec2_launch::Args),
 }
 
 /// Parse argv and run; returns the process exit code.
@@ -67,6 +64,5 @@ pub async fn main() -> anyhow::Result<i32> {
         Command::Sweep(a) => cmd::sweep::run(a).await,
         Command::Bench(a) => cmd::bench::run(a).await,
         Command::Relay(a) => cmd::relay::run(a).await,
-        Command::Ec2Launch(a) => cmd::ec2_launch::run(a).await,
     }
 }

@@ -313,7 +313,7 @@ fn every_harness_path_in_the_docs_resolves() {
 fn the_path_resolver_rejects_the_stale_paths_and_accepts_real_ones() {
     let src = repo().join("harness/src");
     for good in [
-        "harness::machine::backend::launch_ec2",
+        "harness::machine::backend::shared_ctx",
         "harness::machine::ec2::interrupt::tests",
         "harness::machine::ec2::iam::policy_json()",
         "harness::report::Tier",
@@ -334,7 +334,7 @@ fn the_path_resolver_rejects_the_stale_paths_and_accepts_real_ones() {
         "harness::ec2::interrupt::tests",
         "harness::machine::backend::launch_ec3",
         "harness::report::Tier::Silver",
-        "harness::machine::backend::launch_ec2::more",
+        "harness::machine::backend::shared_ctx::more",
     ] {
         assert!(resolve(&src, stale).is_err(), "{stale} resolved");
     }

@@ -41,6 +41,8 @@ pub struct PlannedScenario {
     pub agent_user: Option<String>,
     /// The outline expands over `<spot-variant>` (spot variants only).
     pub spot_only: bool,
+    /// Tagged `@ec2`: runs on the ec2 tier only (an instance type change).
+    pub ec2_only: bool,
 }
 
 /// Scan feature text for `@nixos` scenario outlines (feature- or
@@ -72,6 +74,7 @@ pub fn nixos_scenarios(file: &str, text: &str) -> Vec<PlannedScenario> {
         {
             flush(&mut current, &mut out);
             let nixos = feature_nixos || pending_tags.iter().any(|x| x == "@nixos");
+            let ec2_only = pending_tags.iter().any(|x| x == "@ec2");
             pending_tags.clear();
             let name = name.trim();
             let spot_only = name.contains("<spot-variant>");
@@ -87,6 +90,7 @@ pub fn nixos_scenarios(file: &str, text: &str) -> Vec<PlannedScenario> {
                     flake: "good".into(),
                     agent_user: None,
                     spot_only,
+                    ec2_only,
                 },
                 nixos,
             ));
@@ -140,7 +144,7 @@ pub fn plan(root: &Path, variants: &[Variant], scenarios: &[PlannedScenario]) ->
     // Ports are picked at run time; the plan shows placeholders.
     let containers = [
         container::postgres_spec(0),
-        container::coder_spec(0, 0, Some(&shared), &container::AccessUrl::QemuGuest),
+        container::coder_spec(0, 0, Some(&shared), &container::AccessUrl::QemuGuest, None),
     ];
     let templates: Vec<Value> = variants
         .iter()
@@ -281,6 +285,9 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
             .to_string();
         scenarios.extend(nixos_scenarios(&name, &text));
     }
+    // The plan is the QEMU tier's (NixOS images): `@ec2` scenarios run on
+    // the ec2 tier only (the runner leaves them out on QEMU alike).
+    scenarios.retain(|s| !s.ec2_only);
     let p = plan(&root, &variants, &scenarios);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&p)?);
@@ -325,10 +332,15 @@ Feature: A workspace
 
   Scenario Outline: spot comes back (<spot-variant>)
     Given a workspace from template "<spot-variant>" with the good test flake
+
+  @ec2
+  Scenario Outline: type change (<variant>)
+    Given a workspace from template "<variant>" with the good test flake
 "#;
         let s = nixos_scenarios("w.feature", text);
-        assert_eq!(s.len(), 4);
+        assert_eq!(s.len(), 5);
         assert!(s[3].spot_only && !s[0].spot_only);
+        assert!(s[4].ec2_only && !s[3].ec2_only);
         assert_eq!(s[0].name, "the agent runs as the workspace user");
         assert_eq!(s[1].agent_user.as_deref(), Some("dev"));
         assert_eq!(s[2].flake, "broken");

@@ -4,7 +4,6 @@ pub mod bench;
 pub mod boot;
 pub mod check;
 pub mod e2e;
-pub mod ec2_launch;
 pub mod gate;
 pub mod image;
 pub mod lint;

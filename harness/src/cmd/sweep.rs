@@ -1,4 +1,6 @@
-//! `harness sweep`: delete EC2 resources tagged `harness:run-id` (logic in `ec2::sweep`).
+//! `harness sweep`: delete EC2 resources tagged `harness:run-id`, and what
+//! the template built through Coder for the owner's Coder user
+//! (`Coder_Provisioned=true`, `coder_owner`; logic in `ec2::sweep`).
 //! Ctrl-C lets the deletion in flight finish, prints what is left, exits 130.
 
 use crate::machine::ec2::config::Ec2Ctx;
@@ -8,7 +10,7 @@ use crate::machine::ec2::sweep::{self, SweepOptions};
 /// Arguments of `harness sweep`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Only resources whose `harness:created-at` tag is at least this old (`0s`, `30m`, `2h`, `1d`).
+    /// Only resources whose `harness:created-at` tag (template-built: EC2's launch or create time) is at least this old (`0s`, `30m`, `2h`, `1d`).
     #[arg(long, default_value = "2h", value_parser = sweep::parse_duration)]
     pub older_than: std::time::Duration,
     /// Print what would be deleted; change nothing.
@@ -20,10 +22,12 @@ pub struct Args {
     /// Sweep every region enabled for the account.
     #[arg(long)]
     pub all_regions: bool,
-    /// Only the resources of this run id.
+    /// Only the resources of this run id (`harness:run-id`; the template's
+    /// resources carry none, so this skips them).
     #[arg(long)]
     pub run_id: Option<String>,
-    /// Only resources tagged `harness:owner` = this (default: HARNESS_OWNER,
+    /// Only resources tagged `harness:owner` = this, or built by the template
+    /// for this owner's Coder user (`coder_owner`; default: HARNESS_OWNER,
     /// else $USER@hostname, the owner this machine's runs are tagged with).
     #[arg(long, conflicts_with = "all_owners")]
     pub owner: Option<String>,

@@ -35,6 +35,8 @@ pub const SRC_STARTUP: &str = "0ab0c0d0-0000-4000-8000-00000startup";
 pub struct Seen {
     pub requests: Vec<(String, Option<String>, Value)>,
     pub tar_len: usize,
+    /// The last template archive uploaded.
+    pub tar: Vec<u8>,
     pub lifecycle: String,
 }
 
@@ -114,7 +116,9 @@ async fn files(State(st): State<St>, h: HeaderMap, body: Bytes) -> impl IntoResp
         &h,
         json!(h.get("content-type").and_then(|v| v.to_str().ok())),
     );
-    st.lock().unwrap().tar_len = body.len();
+    let mut g = st.lock().unwrap();
+    g.tar_len = body.len();
+    g.tar = body.to_vec();
     (StatusCode::CREATED, Json(json!({"hash": "file-hash-1"})))
 }
 

@@ -276,6 +276,17 @@ async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> 
         }
     }
     println!("by tier: {}", summary.matrix().tally().line());
+    if run.backend == Backend::Ec2 {
+        let usage = crate::report::cost::usage_from_rows(&summary.rows, |v| {
+            crate::template::values::find(&root(), v)
+                .ok()
+                .and_then(|v| v.value_str("default_instance_type").map(str::to_string))
+        });
+        match usage.and_then(|u| crate::report::cost::estimate(&u)) {
+            Ok(e) => println!("{e}"),
+            Err(e) => println!("estimated AWS cost: not computed: {e:#}"),
+        }
+    }
     let kept_vms = std::mem::take(&mut *run.kept.lock().unwrap());
     if !kept_vms.is_empty() {
         println!(
@@ -429,11 +440,24 @@ async fn run_pass(
                     }
                     // A pooled contract VM goes back to its pool instead.
                     contract::after(w, outcome == Outcome::Failed, keep_failed).await;
-                    let machine = w
-                        .workspace
-                        .take()
-                        .map(|ws| ws.machine)
-                        .or_else(|| w.instance.take());
+                    let mut ws = w.workspace.take();
+                    if let Some(ws) = ws.as_mut() {
+                        // ec2: the workspace Coder built goes through Coder,
+                        // whatever the outcome (billed resources are never kept).
+                        let limit = crate::control::coder::stack::BUILD_TIMEOUT;
+                        match tokio::time::timeout(limit, ws.delete_built()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => eprintln!(
+                                "e2e: {}: deleting the workspace: {e:#}; run `harness sweep --older-than 0s` (it finds the template's resources by this owner's coder_owner tag)",
+                                sc.name
+                            ),
+                            Err(_) => eprintln!(
+                                "e2e: {}: the delete build did not end within {limit:?}; run `harness sweep --older-than 0s`",
+                                sc.name
+                            ),
+                        }
+                    }
+                    let machine = ws.map(|ws| ws.machine).or_else(|| w.instance.take());
                     if let Some(mut inst) = machine {
                         if outcome == Outcome::Failed && keep_failed {
                             run.kept.lock().unwrap().push(inst);
@@ -483,6 +507,11 @@ async fn run_pass(
                 return false;
             }
             if backend == Backend::Ec2 && !tags.iter().any(|t| t == "nixos") {
+                return false;
+            }
+            // @ec2: what exists only on AWS (an instance type); the twin
+            // covers it against moto, so a QEMU run leaves it out.
+            if backend == Backend::Qemu && tags.iter().any(|t| t == "ec2") {
                 return false;
             }
             if let Some(only) = &only {

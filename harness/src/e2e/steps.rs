@@ -315,6 +315,27 @@ pub(crate) async fn workspace_stop_start(w: &mut E2e) {
     restart(w, true).await;
 }
 
+/// A Coder start build with another `instance_type` (the `ec2` tier; the
+/// twin changes every mutable parameter against moto).
+#[when("the workspace's instance type is changed, one start build")]
+pub(crate) async fn instance_type_changed(w: &mut E2e) {
+    w.verdicts.clear();
+    let artifacts = w.artifacts.clone();
+    let limit = ready_timeout();
+    let ws = w
+        .workspace
+        .as_mut()
+        .expect("a real workspace (`Given a workspace from template …` and `When it starts`)");
+    let change = bounded_for(
+        "change the instance type through the Coder API",
+        limit,
+        ws.change_instance_type(&root(), limit, &artifacts),
+    )
+    .await;
+    println!("instance type: {change}");
+    adopt_restart(w);
+}
+
 #[when("the interrupted instance is started again")]
 pub(crate) async fn instance_restart(w: &mut E2e) {
     restart(w, false).await;

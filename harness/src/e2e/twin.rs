@@ -167,6 +167,14 @@ async fn twin_workspace(w: &mut E2e, name: String) {
     given_twin(w, &name, None).await;
 }
 
+#[given(
+    expr = "a twin workspace from template {string} owned by the ec2 tier's Coder user of harness owner {string}"
+)]
+async fn twin_workspace_of_owner(w: &mut E2e, name: String, owner: String) {
+    given_twin(w, &name, None).await;
+    st(w).ws.owned_by(&crate::machine::ec2::coder_user(&owner));
+}
+
 #[given(expr = "a twin workspace from a copy of template {string} mutated with {string}")]
 async fn twin_workspace_mutated(w: &mut E2e, name: String, m: String) {
     let m = twin_ws::mutate::Mutation::from_slug(&m).expect("mutation");
@@ -543,14 +551,40 @@ async fn started(w: &mut E2e) {
     bounded_for("start build", bound(), start(s)).await;
 }
 
+/// On the twin, or on the ec2 tier after a Coder build (the same
+/// observation of the instance Coder built, by the template's tags).
 #[then("the instance runs again with the same home volume")]
 async fn runs_again(w: &mut E2e) {
+    if w.twin.is_none() {
+        return real_runs_again(w).await;
+    }
     let s = st(w);
     bounded_for("observe the started workspace", bound(), async {
         let v = view(s).await?;
         let mut p = v.check_started(s.home_volume.as_deref().unwrap_or("?"));
         p.extend(v.check_disks(&tags_only(s)));
         problems("after the start build", p, s)
+    })
+    .await;
+}
+
+async fn real_runs_again(w: &mut E2e) {
+    let Some(crate::workspace::real::Machine::CoderEc2(m)) =
+        w.workspace.as_ref().map(|ws| &ws.machine)
+    else {
+        panic!("`the instance runs again with the same home volume`: expected a twin workspace or one Coder built on the ec2 tier");
+    };
+    let (tags, home) = (m.tags.clone(), m.home_volume.clone());
+    bounded_for("observe the started workspace (ec2)", bound(), async {
+        let ctx = crate::machine::backend::shared_ctx().await?;
+        let v = observe::observe(&ctx.client, &tags).await?;
+        let p = v.check_started(&home);
+        anyhow::ensure!(
+            p.is_empty(),
+            "after the start build, by the template's tags:\n  - {}",
+            p.join("\n  - ")
+        );
+        Ok(())
     })
     .await;
 }
@@ -601,7 +635,81 @@ async fn nothing_left(w: &mut E2e) {
     let s = st(w);
     bounded_for("observe after delete", bound(), async {
         let v = view(s).await?;
-        problems("after delete, with the workspace's tags", v.check_gone(), s)
+        problems("after delete, with the workspace's tags", v.check_gone(), s)?;
+        // The ec2 tier hands its credentials to Coder's provisioner: every
+        // EC2 action the template's builds sent must be in its IAM policy
+        // (CreateRole: the double's own set-up of the iam_role_name role).
+        let actions = s.moto.actions();
+        let gaps = crate::machine::ec2::iam::not_allowed(
+            &s.templates_root,
+            actions.iter().map(String::as_str).filter(|a| *a != "CreateRole"),
+        )?;
+        problems(
+            "the ec2 tier's IAM policies (harness::machine::ec2::iam, template::iam) lack actions the twin's builds and observation sent",
+            gaps,
+            s,
+        )
+    })
+    .await;
+}
+
+/// `harness sweep --owner <owner> --older-than 0s` against the double: the
+/// same code as the command (one region), with a short poll.
+async fn sweep_as(s: &TwinState, owner: &str) -> anyhow::Result<Vec<String>> {
+    use crate::machine::ec2::sweep::{self, SweepOptions};
+    let opts = SweepOptions {
+        older_than: Duration::ZERO,
+        dry_run: false,
+        run_id: None,
+        owner: Some(owner.to_string()),
+    };
+    let stop = crate::machine::ec2::stop::Stop::new();
+    let swept =
+        sweep::sweep_region_polling(&s.ctx, &opts, &stop, Duration::from_millis(200)).await?;
+    anyhow::ensure!(
+        swept.failed.is_empty() && swept.left.is_none(),
+        "harness sweep --owner {owner}: expected everything done, seen left: {:?} {:?}",
+        swept.failed,
+        swept.left
+    );
+    Ok(swept
+        .actions
+        .iter()
+        .filter(|a| !a.verb.starts_with("skip"))
+        .map(|a| a.to_string())
+        .collect())
+}
+
+#[when(
+    expr = "the run is killed and `harness sweep --owner {word}` runs, which must touch nothing"
+)]
+async fn swept_by_other(w: &mut E2e, owner: String) {
+    let s = st(w);
+    bounded_for("sweep of another owner", bound(), async {
+        let done = sweep_as(s, &owner).await?;
+        anyhow::ensure!(
+            done.is_empty(),
+            "harness sweep --owner {owner}: expected another owner's workspace left alone, seen:\n  {}",
+            done.join("\n  ")
+        );
+        let v = view(s).await?;
+        problems("after another owner's sweep", v.check_started(s.home_volume.as_deref().unwrap_or("?")), s)
+    })
+    .await;
+}
+
+#[when(expr = "`harness sweep --owner {word}` runs against the double")]
+async fn swept_by_owner(w: &mut E2e, owner: String) {
+    let s = st(w);
+    bounded_for("sweep of the workspace's owner", bound(), async {
+        let done = sweep_as(s, &owner).await?;
+        println!("sweep --owner {owner}:\n  {}", done.join("\n  "));
+        anyhow::ensure!(
+            !done.is_empty(),
+            "harness sweep --owner {owner}: expected the workspace's resources found by the template's tags, seen none"
+        );
+        s.deleted = true;
+        Ok(())
     })
     .await;
 }

@@ -1,13 +1,14 @@
 //! Which machine the e2e scenarios boot (`HARNESS_BACKEND`: `qemu` or
 //! `ec2`), why the EC2 tier cannot run here (checked without creating
-//! anything), and [`launch_ec2`], one variant on EC2 for a scenario.
+//! anything), and the process-wide EC2 context the tier observes and
+//! sweeps with (the instances themselves are built by Coder's provisioner
+//! with the real template: `workspace::real`).
 
 use std::path::Path;
 use std::time::Duration;
 
 use crate::machine::ec2::config::{Ec2Ctx, LoadOptions, ENV_REGION};
-use crate::machine::ec2::instance::Ec2Instance;
-use crate::template::variant::{Arch, Variant};
+use crate::template::variant::Arch;
 
 /// Environment variable selecting the backend.
 pub const ENV_BACKEND: &str = "HARNESS_BACKEND";
@@ -98,60 +99,6 @@ pub async fn shared_ctx() -> anyhow::Result<&'static Ec2Ctx> {
         .await
 }
 
-/// Launch `variant` on EC2 for `scenario` with the given user-data (the
-/// template test build's, rendered by the caller): key pair, security group,
-/// instance and home volume, all tagged with a fresh run id.  Region, AMI
-/// (DescribeImages, as the template's `data "aws_ami"`) and user-data are
-/// checked before anything is created.  Dropping (or
-/// `terminate`-ing) the instance deletes the run; the console log goes to
-/// `artifacts`.  Needs a multi-thread tokio runtime (the drop guard).
-pub async fn launch_ec2(
-    root: &Path,
-    variant: &Variant,
-    user_data: &[u8],
-    scenario: &str,
-    artifacts: &Path,
-) -> anyhow::Result<Ec2Instance> {
-    let user_data = check_user_data(&variant.name, user_data)?;
-    let ctx = shared_ctx().await?;
-    let release = crate::template::ami::release(root)?;
-    let ami =
-        crate::template::ami::resolve(&ctx.client, &ctx.region, &release, variant.arch).await?;
-    let tags = crate::machine::ec2::RunTags::new(scenario);
-    let plan = crate::machine::ec2::plan::plan(
-        variant,
-        &ctx.region,
-        &ami,
-        user_data,
-        tags,
-        &Default::default(),
-    )?;
-    tracing::info!(variant = %variant.name, scenario, run = %plan.tags.run_id, region = %ctx.region, "launching on EC2");
-    let launched = crate::machine::ec2::launch::launch(ctx, plan, artifacts).await?;
-    Ec2Instance::new(ctx, launched)
-}
-
-/// User-data EC2 accepts: non-empty UTF-8 of at most 16 KiB raw.
-pub fn check_user_data<'a>(variant: &str, user_data: &'a [u8]) -> anyhow::Result<&'a str> {
-    let limit = crate::lint::user_data::LIMIT_BYTES;
-    if user_data.is_empty() {
-        anyhow::bail!(
-            "{variant}: expected the template test build's user-data, seen 0 bytes; \
-             check that the Coder template wrote it before launching"
-        );
-    }
-    if user_data.len() > limit {
-        anyhow::bail!(
-            "{variant}: expected user-data of at most {limit} bytes (EC2's limit), seen {}; \
-             see `harness lint` (user-data-size)",
-            user_data.len()
-        );
-    }
-    std::str::from_utf8(user_data).map_err(|e| {
-        anyhow::anyhow!("{variant}: expected UTF-8 user-data, seen invalid bytes ({e})")
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,23 +160,5 @@ mod tests {
                 && why.contains("AWS_ACCESS_KEY_ID"),
             "{why}"
         );
-    }
-
-    #[test]
-    fn user_data_is_checked_before_launch() {
-        assert_eq!(check_user_data("v", b"#!/bin/sh\n").unwrap(), "#!/bin/sh\n");
-        assert!(check_user_data("v", b"")
-            .unwrap_err()
-            .to_string()
-            .contains("0 bytes"));
-        let big = vec![b'a'; crate::lint::user_data::LIMIT_BYTES + 1];
-        assert!(check_user_data("v", &big)
-            .unwrap_err()
-            .to_string()
-            .contains("16384"));
-        assert!(check_user_data("v", &[0xff])
-            .unwrap_err()
-            .to_string()
-            .contains("UTF-8"));
     }
 }

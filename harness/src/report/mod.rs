@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub mod cost;
 pub mod gate;
 pub mod html;
 pub mod matrix;

@@ -1,13 +1,11 @@
-//! The NixOS AMI, resolved the way the template resolves it at plan time
-//! (`data "aws_ami" "nixos"` in `templates/modules/ec2-instance/main.tf`)
-//! and the way NixOS users do: the NixOS project's account
+//! The NixOS AMI as the template names it (`data "aws_ami" "nixos"` in
+//! `templates/modules/ec2-instance/main.tf`, resolved at plan time; the
+//! twin proves the lookup against moto): the NixOS project's account
 //! ([`NIXOS_OWNER`]), name `nixos/<release>.*`, the variant's
-//! architecture, available, newest `CreationDate` first.  The release is
-//! pinned once, in `templates/variables.tf` (`nixos_release`).
+//! architecture.  The release is pinned once, in `templates/variables.tf`
+//! (`nixos_release`).
 
 use std::path::Path;
-
-use aws_sdk_ec2::types::{Filter, Image};
 
 use crate::template::variant::Arch;
 
@@ -31,30 +29,6 @@ pub fn ec2_arch(arch: Arch) -> &'static str {
 /// `nixos/26.05.10057.cf9d2fb3e50f-x86_64-linux`).
 pub fn name_pattern(release: &str) -> String {
     format!("nixos/{release}.*")
-}
-
-/// The DescribeImages filters (with owner [`NIXOS_OWNER`]).
-pub fn filters(release: &str, arch: Arch) -> Vec<Filter> {
-    vec![
-        Filter::builder()
-            .name("name")
-            .values(name_pattern(release))
-            .build(),
-        Filter::builder()
-            .name("architecture")
-            .values(ec2_arch(arch))
-            .build(),
-        Filter::builder().name("state").values("available").build(),
-    ]
-}
-
-/// The newest image (by `CreationDate`, RFC 3339 so it sorts as text),
-/// what Terraform's `most_recent = true` picks.
-pub fn newest(images: &[Image]) -> Option<&Image> {
-    images
-        .iter()
-        .filter(|i| i.image_id().is_some())
-        .max_by(|a, b| a.creation_date().cmp(&b.creation_date()))
 }
 
 /// `nixos_release`'s default in `templates/variables.tf` at `root`.
@@ -108,85 +82,9 @@ pub fn regions(root: &Path) -> anyhow::Result<Vec<String>> {
     })
 }
 
-/// DescribeImages with the template's owner and filters; the newest image
-/// id, or an error naming region, arch and release (nothing is created).
-pub async fn resolve(
-    client: &aws_sdk_ec2::Client,
-    region: &str,
-    release: &str,
-    arch: Arch,
-) -> anyhow::Result<String> {
-    let out = client
-        .describe_images()
-        .owners(NIXOS_OWNER)
-        .set_filters(Some(filters(release, arch)))
-        .send()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "DescribeImages (NixOS {release}, {arch}) in {region}: {}",
-                crate::machine::ec2::sweep::err(&e)
-            )
-        })?;
-    match newest(out.images()) {
-        Some(i) => {
-            let id = i.image_id().unwrap_or_default().to_string();
-            tracing::info!(ami = %id, name = i.name().unwrap_or(""), region, %arch, release, "NixOS AMI");
-            Ok(id)
-        }
-        None => anyhow::bail!(
-            "no NixOS AMI: expected an available image of owner {NIXOS_OWNER} named `{}` for architecture {} \
-             (variant arch {arch}) in region `{region}`, seen none; pick another region (HARNESS_EC2_REGION) \
-             or another release ({RELEASE_VAR} in templates/variables.tf)",
-            name_pattern(release),
-            ec2_arch(arch)
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn newest_image_wins_and_filters_match_the_template() {
-        let img = |id: &str, date: &str| Image::builder().image_id(id).creation_date(date).build();
-        let imgs = [
-            img("ami-old", "2025-05-20T10:00:00.000Z"),
-            img("ami-new", "2025-09-01T10:00:00.000Z"),
-            img("ami-mid", "2025-07-01T10:00:00.000Z"),
-        ];
-        assert_eq!(newest(&imgs).unwrap().image_id(), Some("ami-new"));
-        assert!(newest(&[]).is_none());
-        let f = filters("25.05", Arch::Aarch64);
-        let pairs: Vec<_> = f
-            .iter()
-            .map(|f| (f.name().unwrap(), f.values().join(",")))
-            .collect();
-        assert_eq!(
-            pairs,
-            [
-                ("name", "nixos/25.05.*".to_string()),
-                ("architecture", "arm64".to_string()),
-                ("state", "available".to_string())
-            ]
-        );
-        // The template's data source uses the very same values.
-        let root = crate::repo::root().unwrap();
-        let tf =
-            std::fs::read_to_string(root.join("templates/modules/ec2-instance/main.tf")).unwrap();
-        // Whitespace-insensitive: `terraform fmt` aligns `=` per block.
-        let squash = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
-        let tf = squash(&tf);
-        for want in [
-            format!("nixos_owner = \"{NIXOS_OWNER}\""),
-            "ami_name = \"nixos/${var.nixos_release}.*\"".to_string(),
-            "var.arch == \"aarch64\" ? \"arm64\" : \"x86_64\"".to_string(),
-            "most_recent = true".to_string(),
-        ] {
-            assert!(tf.contains(&want), "ec2-instance module lacks `{want}`");
-        }
-    }
 
     #[test]
     fn the_release_is_read_from_variables_tf() {

@@ -8,6 +8,7 @@
 //! [`wait_ready`] waits for the agent with the rebuild log's tail as
 //! progress, and measures time-to-agent and time-to-ready.
 
+pub mod coder_ec2;
 pub mod offline;
 pub mod startup_log;
 
@@ -25,7 +26,6 @@ use crate::control::coder::CoderControlPlane;
 use crate::control::ControlPlane;
 use crate::image::BootImage;
 use crate::machine::backend::Backend;
-use crate::machine::ec2::instance::Ec2Instance;
 use crate::machine::instance::Instance;
 use crate::machine::qemu::accel::AccelRequest;
 use crate::machine::qemu::argv::GuestNet;
@@ -70,35 +70,36 @@ pub fn flake_uri(flake: &str) -> String {
 /// A booted workspace machine on either backend.
 pub enum Machine {
     Qemu(Box<QemuInstance>),
-    Ec2(Box<Ec2Instance>),
+    /// Built by Coder with the real template (the `ec2` tier).
+    CoderEc2(Box<coder_ec2::CoderEc2Machine>),
 }
 
 impl Machine {
     pub fn get(&self) -> &dyn Instance {
         match self {
             Machine::Qemu(q) => q.as_ref(),
-            Machine::Ec2(e) => e.as_ref(),
+            Machine::CoderEc2(e) => e.as_ref(),
         }
     }
 
     pub fn get_mut(&mut self) -> &mut dyn Instance {
         match self {
             Machine::Qemu(q) => q.as_mut(),
-            Machine::Ec2(e) => e.as_mut(),
+            Machine::CoderEc2(e) => e.as_mut(),
         }
     }
 
     pub fn qemu(&self) -> Option<&QemuInstance> {
         match self {
             Machine::Qemu(q) => Some(q),
-            Machine::Ec2(_) => None,
+            Machine::CoderEc2(_) => None,
         }
     }
 
     pub fn qemu_mut(&mut self) -> Option<&mut QemuInstance> {
         match self {
             Machine::Qemu(q) => Some(q),
-            Machine::Ec2(_) => None,
+            Machine::CoderEc2(_) => None,
         }
     }
 
@@ -109,29 +110,11 @@ impl Machine {
                 q.imds().set_user_data(data.to_vec());
                 Ok(())
             }
-            Machine::Ec2(e) => {
-                // ModifyInstanceAttribute works on a stopped instance, which
-                // is when a Coder start build hands over new user-data.
-                let ctx = crate::machine::backend::shared_ctx().await?;
-                ctx.client
-                    .modify_instance_attribute()
-                    .instance_id(e.id())
-                    .user_data(
-                        aws_sdk_ec2::types::SecureBlobAttributeValue::builder()
-                            .value(aws_sdk_ec2::primitives::Blob::new(data.to_vec()))
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|err| {
-                        anyhow::anyhow!(
-                            "ModifyInstanceAttribute userData on {}: {}",
-                            e.id(),
-                            crate::machine::ec2::sweep::err(&err)
-                        )
-                    })?;
-                Ok(())
-            }
+            Machine::CoderEc2(m) => anyhow::bail!(
+                "instance {}: the real template's builds set its user-data, not the harness ({} bytes offered)",
+                m.id,
+                data.len()
+            ),
         }
     }
 }
@@ -179,15 +162,30 @@ impl RunResources {
         let mut g = self.stack.lock().await;
         if g.is_none() {
             let access = Self::access_url(self.backend);
-            let r = CoderStack::start(&self.out_dir, &access)
-                .await
-                .map(Arc::new)
-                .map_err(|e| format!("{e:#}"));
+            let r = match self.backend {
+                Backend::Qemu => CoderStack::start(&self.out_dir, &access).await,
+                Backend::Ec2 => Self::start_ec2(&self.out_dir, &access).await,
+            }
+            .map(Arc::new)
+            .map_err(|e| format!("{e:#}"));
             *g = Some(r);
         }
         g.as_ref().unwrap().clone().map_err(|e| {
             anyhow::anyhow!("the run's Coder server is not available (set up once per run): {e}")
         })
+    }
+
+    /// The `ec2` tier's Coder: its provisioner builds with the run's region
+    /// and credentials (the same chain and region the harness observes and
+    /// sweeps with).
+    async fn start_ec2(out: &Path, access: &AccessUrl) -> anyhow::Result<CoderStack> {
+        let ctx = crate::machine::backend::shared_ctx().await?;
+        let provider = ctx.sdk.credentials_provider().ok_or_else(|| {
+            anyhow::anyhow!("AWS credentials: expected the run's chain, seen no provider")
+        })?;
+        let aws = crate::control::coder::aws_handoff::AwsHandOff::new(&ctx.region)?
+            .with_provider(provider);
+        CoderStack::start_ec2(out, access, aws, &ctx.region).await
     }
 
     /// The NixOS test image for `arch`, built (or taken from
@@ -352,20 +350,21 @@ pub async fn start(res: &RunResources, spec: StartSpec<'_>) -> anyhow::Result<Re
     let ec2_base = std::env::var(super::fixture_flake::ENV_EC2_FIXTURE_FLAKE).ok();
     let flake =
         super::fixture_flake::flake_uri(res.backend(), v.arch, spec.flake, ec2_base.as_deref())?;
+    let t0 = Instant::now();
     let workspace = stack
         .create_workspace(&res.repo_root, v, &flake, spec.agent_user)
         .await?;
-    let desired = workspace.desired()?;
-    anyhow::ensure!(
-        desired.running,
-        "workspace {}: expected the first build to ask for a running instance, seen running=false",
-        workspace.name
-    );
-    std::fs::write(spec.artifacts.join("user-data"), &desired.user_data)?;
     let label = format!("{}/{}", v.name, workspace.name);
-    let started = Instant::now();
-    let machine = match image {
+    let (machine, started) = match image {
         Some(image) => {
+            let desired = workspace.desired()?;
+            anyhow::ensure!(
+                desired.running,
+                "workspace {}: expected the first build to ask for a running instance, seen running=false",
+                workspace.name
+            );
+            std::fs::write(spec.artifacts.join("user-data"), &desired.user_data)?;
+            let started = Instant::now();
             let mut opts = BootOptions::new(spec.artifacts);
             opts.label = label.clone();
             opts.accel = AccelRequest::from_env()?;
@@ -377,18 +376,26 @@ pub async fn start(res: &RunResources, spec: StartSpec<'_>) -> anyhow::Result<Re
             opts.root_disk_gib = Some(NIXOS_ROOT_DISK_GIB);
             opts.net = nixos_guest_net(stack.client().base())?;
             opts.boot_timeout = spec.ready_timeout.min(Duration::from_secs(1200));
-            Machine::Qemu(Box::new(QemuInstance::boot(v, &image, opts).await?))
-        }
-        None => Machine::Ec2(Box::new(
-            crate::machine::backend::launch_ec2(
-                &res.repo_root,
-                v,
-                &desired.user_data,
-                spec.scenario,
-                spec.artifacts,
+            (
+                Machine::Qemu(Box::new(QemuInstance::boot(v, &image, opts).await?)),
+                started,
             )
-            .await?,
-        )),
+        }
+        None => {
+            // The create build ran the real template: the instance exists
+            // (and boots) once it succeeded. Observe it by the template's
+            // own tags, the one observation path.
+            let tags = coder_ec2::template_tags(stack.owner(), &workspace.name);
+            let m = observe_created(
+                v,
+                &tags,
+                spec.artifacts,
+                stack.agent_ssh(&workspace.name).await?,
+            )
+            .await
+            .with_context(|| format!("{label}: the instance Coder built"))?;
+            (Machine::CoderEc2(Box::new(m)), t0)
+        }
     };
     let cp = Arc::new(
         workspace
@@ -430,6 +437,35 @@ pub async fn start(res: &RunResources, spec: StartSpec<'_>) -> anyhow::Result<Re
     })
 }
 
+/// Observe what the create build made on AWS by the template's tags, check
+/// it as the twin checks its own (IMDSv2, tags on everything, the home
+/// volume in the instance's zone as /dev/xvdb, encrypted), keep its
+/// user-data as EC2 holds it, and make it the scenario's machine.
+async fn observe_created(
+    v: &Variant,
+    tags: &std::collections::BTreeMap<String, String>,
+    artifacts: &Path,
+    ssh: crate::control::coder::agent_ssh::AgentSsh,
+) -> anyhow::Result<coder_ec2::CoderEc2Machine> {
+    let ctx = crate::machine::backend::shared_ctx().await?;
+    let view = crate::machine::ec2::observe::observe(&ctx.client, tags).await?;
+    if let Ok(Some(ud)) = view.instance().map(|i| i.user_data.clone()) {
+        std::fs::write(artifacts.join("user-data"), ud)?;
+    }
+    let want = crate::machine::ec2::observe::Expect {
+        owner_tags: tags.clone(),
+        spot: v.is_spot,
+        ..Default::default()
+    };
+    let p = view.check_created(&want);
+    anyhow::ensure!(
+        p.is_empty(),
+        "expected the created workspace to pass the observation checks, seen:\n  - {}",
+        p.join("\n  - ")
+    );
+    coder_ec2::CoderEc2Machine::from_view(&view, v.arch, ssh, artifacts)
+}
+
 /// "serial console: …, rebuild log: …" for failure messages.
 pub fn logs_hint(inst: &dyn Instance, artifacts: &Path) -> String {
     format!(
@@ -440,11 +476,46 @@ pub fn logs_hint(inst: &dyn Instance, artifacts: &Path) -> String {
     )
 }
 
+/// How a stopped machine comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Comeback {
+    /// The harness starts it (QEMU after a Coder start build).
+    Start,
+    /// After a spot interruption, without a build.
+    AfterInterruption,
+    /// A Coder start build started it (the real template on AWS).
+    Built,
+}
+
 impl RealWorkspace {
     /// Stop and start the workspace through the Coder API, making the
     /// machine follow each build (as the EC2 provider does), then wait for
     /// the agent again.
     pub async fn stop_start(&mut self, timeout: Duration, artifacts: &Path) -> anyhow::Result<()> {
+        if let Machine::CoderEc2(m) = &self.machine {
+            // The real template: the builds act on AWS; check what they did.
+            let (tags, home) = (m.tags.clone(), m.home_volume.clone());
+            let ctx = crate::machine::backend::shared_ctx().await?;
+            self.workspace.build("stop", vec![]).await?;
+            let view = crate::machine::ec2::observe::observe(&ctx.client, &tags).await?;
+            let p = view.check_stopped(&home);
+            anyhow::ensure!(
+                p.is_empty(),
+                "after the stop build of {}:\n  - {}",
+                self.workspace.name,
+                p.join("\n  - ")
+            );
+            self.workspace.build("start", vec![]).await?;
+            let view = crate::machine::ec2::observe::observe(&ctx.client, &tags).await?;
+            let p = view.check_started(&home);
+            anyhow::ensure!(
+                p.is_empty(),
+                "after the start build of {}:\n  - {}",
+                self.workspace.name,
+                p.join("\n  - ")
+            );
+            return self.come_back(timeout, artifacts, Comeback::Built).await;
+        }
         // `transition` fails unless the stop build asked for running=false.
         self.workspace.transition("stop").await?;
         self.machine.get_mut().stop().await?;
@@ -454,9 +525,88 @@ impl RealWorkspace {
         self.restart(timeout, artifacts).await
     }
 
+    /// Change the instance type as a user does: a Coder `start` build with
+    /// the `instance_type` parameter set to another type the template
+    /// offers (the twin's parameter change, against real AWS). Checked by
+    /// observation (the new type, running, the same home volume attached
+    /// as /dev/xvdb), then the agent is waited for again. Returns
+    /// "old -> new". The `ec2` tier only: a QEMU guest has no type.
+    pub async fn change_instance_type(
+        &mut self,
+        root: &Path,
+        timeout: Duration,
+        artifacts: &Path,
+    ) -> anyhow::Result<String> {
+        let Machine::CoderEc2(m) = &mut self.machine else {
+            anyhow::bail!(
+                "workspace {}: an instance type exists only on the ec2 tier (the twin changes it against moto)",
+                self.workspace.name
+            );
+        };
+        let (tags, home) = (m.tags.clone(), m.home_volume.clone());
+        let ctx = crate::machine::backend::shared_ctx().await?;
+        let view = crate::machine::ec2::observe::observe(&ctx.client, &tags).await?;
+        let old = view
+            .instance()
+            .map_err(anyhow::Error::msg)?
+            .instance_type
+            .clone();
+        let new = crate::workspace::twin::other_instance_type(root, m.arch, &old)?;
+        self.workspace
+            .build(
+                "start",
+                vec![crate::control::coder::types::WorkspaceBuildParameter {
+                    name: "instance_type".into(),
+                    value: new.clone(),
+                }],
+            )
+            .await?;
+        let view = crate::machine::ec2::observe::observe(&ctx.client, &tags).await?;
+        let mut p = view.check_started(&home);
+        if let Ok(i) = view.instance() {
+            if i.instance_type != new {
+                p.push(format!(
+                    "expected instance type {new}, seen {}",
+                    i.instance_type
+                ));
+            }
+        }
+        anyhow::ensure!(
+            p.is_empty(),
+            "after the instance type change ({old} -> {new}) of {}:\n  - {}",
+            self.workspace.name,
+            p.join("\n  - ")
+        );
+        m.follow(&view)?;
+        self.come_back(timeout, artifacts, Comeback::Built).await?;
+        Ok(format!("{old} -> {new}"))
+    }
+
+    /// The end of a scenario on the `ec2` tier: a Coder `delete` build (the
+    /// template destroys instance, volumes and spot request), then nothing
+    /// with the template's tags may be left. A no-op for other machines
+    /// (their `terminate` removes them).
+    pub async fn delete_built(&mut self) -> anyhow::Result<()> {
+        let Machine::CoderEc2(m) = &self.machine else {
+            return Ok(());
+        };
+        let tags = m.tags.clone();
+        self.workspace.build("delete", vec![]).await?;
+        let ctx = crate::machine::backend::shared_ctx().await?;
+        let view = crate::machine::ec2::observe::observe(&ctx.client, &tags).await?;
+        let p = view.check_gone();
+        anyhow::ensure!(
+            p.is_empty(),
+            "after the delete build of {}, with the template's tags:\n  - {}",
+            self.workspace.name,
+            p.join("\n  - ")
+        );
+        Ok(())
+    }
+
     /// Start the (stopped) machine again and wait for a fresh agent.
     pub async fn restart(&mut self, timeout: Duration, artifacts: &Path) -> anyhow::Result<()> {
-        self.come_back(timeout, artifacts, false).await
+        self.come_back(timeout, artifacts, Comeback::Start).await
     }
 
     /// After a spot interruption: the machine is started again without a
@@ -468,21 +618,25 @@ impl RealWorkspace {
         timeout: Duration,
         artifacts: &Path,
     ) -> anyhow::Result<()> {
-        self.come_back(timeout, artifacts, true).await
+        self.come_back(timeout, artifacts, Comeback::AfterInterruption)
+            .await
     }
 
     async fn come_back(
         &mut self,
         timeout: Duration,
         artifacts: &Path,
-        interrupted: bool,
+        how: Comeback,
     ) -> anyhow::Result<()> {
         let started = Instant::now();
         let since = std::time::SystemTime::now();
-        if interrupted {
-            self.machine.get_mut().start_after_interruption().await?;
-        } else {
-            self.machine.get_mut().start().await?;
+        match how {
+            Comeback::AfterInterruption => {
+                self.machine.get_mut().start_after_interruption().await?
+            }
+            Comeback::Start => self.machine.get_mut().start().await?,
+            // A Coder start build already started it.
+            Comeback::Built => {}
         }
         // Forget the previous boot: after a Coder start build the agent is a
         // new one; after a bare restart it is the same agent, whose earlier

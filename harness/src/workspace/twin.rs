@@ -235,6 +235,12 @@ impl TwinWorkspace {
         })
     }
 
+    /// Build as Coder user `owner` (default [`OWNER`]): what the template
+    /// tags `coder_owner`.
+    pub fn owned_by(&mut self, owner: &str) {
+        self.meta.owner = owner.to_string();
+    }
+
     /// Where each provider came from (mirror or registry).
     pub fn providers(&self) -> String {
         self.session.cfg.describe(&[
@@ -248,8 +254,8 @@ impl TwinWorkspace {
     pub fn owner_tags(&self) -> BTreeMap<String, String> {
         [
             ("Coder_Provisioned", "true"),
-            ("coder_owner", OWNER),
-            ("coder_workspace", WORKSPACE),
+            ("coder_owner", self.meta.owner.as_str()),
+            ("coder_workspace", self.meta.workspace.as_str()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -440,6 +446,25 @@ pub struct ParamChange {
     pub meaning: String,
 }
 
+/// Another type `templates/instance-types.json` offers for `arch` than
+/// `current` (the first in name order): what a type change picks, on the
+/// twin and on the ec2 tier alike.
+pub fn other_instance_type(
+    root: &Path,
+    arch: crate::template::variant::Arch,
+    current: &str,
+) -> anyhow::Result<String> {
+    let types: Value = serde_json::from_str(&std::fs::read_to_string(
+        root.join("templates/instance-types.json"),
+    )?)?;
+    types[arch.as_str()]
+        .as_object()
+        .and_then(|o| o.keys().find(|k| k.as_str() != current).cloned())
+        .ok_or_else(|| {
+            anyhow::anyhow!("instance-types.json offers no other {arch} type than {current}")
+        })
+}
+
 /// The change the twin makes to `p`, from its current `value`; an unknown
 /// parameter is an error (a new mutable parameter needs its expectation).
 pub fn change_for(
@@ -463,13 +488,7 @@ pub fn change_for(
     };
     let c = match p.name.as_str() {
         "instance_type" => {
-            let types: Value = serde_json::from_str(&std::fs::read_to_string(
-                root.join("templates/instance-types.json"),
-            )?)?;
-            let other = types[variant.arch.as_str()]
-                .as_object()
-                .and_then(|o| o.keys().find(|k| k.as_str() != value).cloned())
-                .ok_or_else(|| anyhow::anyhow!("instance-types.json offers no other {} type than {value}", variant.arch))?;
+            let other = other_instance_type(root, variant.arch, value)?;
             ParamChange {
                 name: p.name.clone(),
                 value: other,

@@ -317,11 +317,22 @@ impl CoderClient {
         workspace: &str,
         transition: &str,
     ) -> anyhow::Result<WorkspaceBuild> {
+        self.create_build_with(workspace, transition, vec![]).await
+    }
+
+    /// `POST /api/v2/workspaces/{id}/builds` with changed parameters (the
+    /// rest keep their values, as `coder update --parameter` does).
+    pub async fn create_build_with(
+        &self,
+        workspace: &str,
+        transition: &str,
+        rich_parameter_values: Vec<WorkspaceBuildParameter>,
+    ) -> anyhow::Result<WorkspaceBuild> {
         self.post(
             &format!("/api/v2/workspaces/{workspace}/builds"),
             &CreateWorkspaceBuildRequest {
                 transition: transition.into(),
-                rich_parameter_values: vec![],
+                rich_parameter_values,
             },
         )
         .await

@@ -15,6 +15,7 @@ use testcontainers::core::{Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
+use super::aws_handoff::AwsHandOff;
 use super::client::CoderClient;
 use super::types::CreateFirstUserRequest;
 use super::CODER_VERSION;
@@ -55,6 +56,8 @@ pub struct ContainerSpec {
     pub cmd: Vec<String>,
     /// Host directory bind-mounted at the same path (the shared user-data dir).
     pub mounts: Vec<PathBuf>,
+    /// Host directory → container path (the AWS credentials hand-off).
+    pub binds: Vec<(PathBuf, String)>,
 }
 
 impl ContainerSpec {
@@ -86,14 +89,19 @@ pub fn postgres_spec(pg_port: u16) -> ContainerSpec {
             "listen_addresses=127.0.0.1".into(),
         ],
         mounts: vec![],
+        binds: vec![],
     }
 }
 
+/// The Coder server's container. `aws` (the `ec2` tier) adds the
+/// provisioner's AWS environment and mounts its credentials directory
+/// ([`super::aws_handoff`]); the secrets themselves are never in the spec.
 pub fn coder_spec(
     http_port: u16,
     pg_port: u16,
     shared_dir: Option<&Path>,
     access: &AccessUrl,
+    aws: Option<&AwsHandOff>,
 ) -> ContainerSpec {
     let access_env = match access {
         AccessUrl::QemuGuest => Some(access_url(http_port)),
@@ -119,10 +127,19 @@ pub fn coder_spec(
         ]
         .into_iter()
         .chain(access_env.map(|u| ("CODER_ACCESS_URL".to_string(), u)))
+        .chain(aws.map(AwsHandOff::env).unwrap_or_default())
         .collect(),
         cmd: vec![],
         mounts: shared_dir
             .map(|d| vec![d.to_path_buf()])
+            .unwrap_or_default(),
+        binds: aws
+            .map(|a| {
+                vec![(
+                    a.host_dir().to_path_buf(),
+                    super::aws_handoff::CONTAINER_DIR.to_string(),
+                )]
+            })
             .unwrap_or_default(),
     }
 }
@@ -192,6 +209,12 @@ fn request(spec: &ContainerSpec) -> testcontainers::ContainerRequest<GenericImag
         let p = m.display().to_string();
         r = r.with_mount(Mount::bind_mount(p.clone(), p));
     }
+    for (host, inside) in &spec.binds {
+        r = r.with_mount(Mount::bind_mount(
+            host.display().to_string(),
+            inside.clone(),
+        ));
+    }
     if !spec.cmd.is_empty() {
         r = r.with_cmd(spec.cmd.clone());
     }
@@ -215,6 +238,8 @@ pub struct CoderServer {
 pub async fn start(
     shared_dir: Option<&Path>,
     access: &AccessUrl,
+    aws: Option<&AwsHandOff>,
+    username: &str,
     timeout: Duration,
 ) -> anyhow::Result<CoderServer> {
     if let Some(reason) = tokio::task::spawn_blocking(docker_available).await? {
@@ -232,7 +257,7 @@ pub async fn start(
         .await
         .with_context(|| format!("starting {}", pg.reference()))?;
     crate::machine::qemu::process::on_cleanup(remove_own_containers);
-    let cs = coder_spec(http_port, pg_port, shared_dir, access);
+    let cs = coder_spec(http_port, pg_port, shared_dir, access, aws);
     let shown = match access {
         AccessUrl::QemuGuest => access_url(http_port),
         AccessUrl::Tunnel => "Coder's built-in tunnel".into(),
@@ -267,7 +292,7 @@ pub async fn start(
     let first = client
         .create_first_user(&CreateFirstUserRequest {
             email: ADMIN_EMAIL.into(),
-            username: ADMIN_USER.into(),
+            username: username.into(),
             name: "Harness Admin".into(),
             password: password.clone(),
         })
@@ -294,6 +319,7 @@ mod tests {
             5433,
             Some(Path::new("/tmp/shared")),
             &AccessUrl::QemuGuest,
+            None,
         );
         assert_eq!(
             c.reference(),
@@ -305,14 +331,51 @@ mod tests {
         assert_eq!(env["CODER_HTTP_ADDRESS"], "127.0.0.1:7080");
         assert!(env["CODER_PG_CONNECTION_URL"].contains("127.0.0.1:5433"));
         assert_eq!(c.mounts, [PathBuf::from("/tmp/shared")]);
-        let t = coder_spec(7080, 5433, None, &AccessUrl::Tunnel);
+        let t = coder_spec(7080, 5433, None, &AccessUrl::Tunnel, None);
         assert!(t.env.iter().all(|(k, _)| k != "CODER_ACCESS_URL"));
-        let g = coder_spec(1, 2, None, &AccessUrl::Given("https://x.test".into()));
+        let g = coder_spec(1, 2, None, &AccessUrl::Given("https://x.test".into()), None);
         assert!(g
             .env
             .contains(&("CODER_ACCESS_URL".into(), "https://x.test".into())));
         let p = postgres_spec(5433);
         assert!(p.cmd.contains(&"5433".to_string()));
         assert!(p.cmd.contains(&"listen_addresses=127.0.0.1".to_string()));
+    }
+
+    /// The ec2 tier's server: the provisioner's AWS environment is exactly
+    /// the hand-off's names, its credentials directory is mounted, and no
+    /// secret is in the spec (which `harness e2e --plan` prints).
+    #[test]
+    fn the_ec2_server_gets_the_aws_hand_off_and_no_secret() {
+        let h = AwsHandOff::new("eu-central-1").unwrap();
+        let s = super::super::aws_handoff::Secrets {
+            access_key_id: "AKIASPECTEST".into(),
+            secret_access_key: "spec-secret-value".into(),
+            session_token: Some("spec-session-token".into()),
+            expiry: None,
+        };
+        h.write(&s).unwrap();
+        let c = coder_spec(7080, 5433, None, &AccessUrl::Tunnel, Some(&h));
+        let aws: Vec<&str> = c
+            .env
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| k.starts_with("AWS_"))
+            .collect();
+        assert_eq!(aws, super::super::aws_handoff::PROVISIONER_ENV);
+        assert_eq!(
+            c.binds,
+            [(
+                h.host_dir().to_path_buf(),
+                super::super::aws_handoff::CONTAINER_DIR.to_string()
+            )]
+        );
+        let shown = format!("{c:?}");
+        for v in s.values() {
+            assert!(!shown.contains(v), "secret in the container spec: {shown}");
+        }
+        // Without the hand-off (qemu tier) nothing AWS reaches Coder.
+        let q = coder_spec(7080, 5433, None, &AccessUrl::QemuGuest, None);
+        assert!(q.env.iter().all(|(k, _)| !k.starts_with("AWS_")) && q.binds.is_empty());
     }
 }

@@ -1,5 +1,6 @@
 //! The real Coder control plane: a REST client ([`client`]), the API's
-//! JSON shapes ([`types`]), the server in containers ([`container`]), and
+//! JSON shapes ([`types`]), the server in containers ([`container`]), the
+//! `ec2` tier's AWS hand-off to its provisioner ([`aws_handoff`]), and
 //! [`CoderControlPlane`], which implements [`ControlPlane`] for one
 //! workspace agent by polling the API.
 //!
@@ -8,6 +9,7 @@
 //! state in a poll (an upper bound of when it reached the server).
 
 pub mod agent_ssh;
+pub mod aws_handoff;
 pub mod client;
 pub mod container;
 pub mod stack;

@@ -30,6 +30,8 @@ pub struct CoderWorkspace {
     pub name: String,
     dir: PathBuf,
     latest: Workspace,
+    /// The `ec2` tier's provisioner credentials, refreshed before each build.
+    aws: Option<std::sync::Arc<super::aws_handoff::AwsHandOff>>,
 }
 
 impl CoderWorkspace {
@@ -40,7 +42,49 @@ impl CoderWorkspace {
             name: ws.name.clone(),
             dir,
             latest: ws,
+            aws: None,
         }
+    }
+
+    /// Refresh `aws` before each build (the `ec2` tier).
+    pub fn with_aws(mut self, aws: Option<std::sync::Arc<super::aws_handoff::AwsHandOff>>) -> Self {
+        self.aws = aws;
+        self
+    }
+
+    /// A build as a user asks for it (`start`, `stop`, `delete`, with
+    /// changed parameters), waited for; nothing read from the shared dir
+    /// (the pushed template's builds act on AWS themselves).
+    pub async fn build(
+        &mut self,
+        transition: &str,
+        params: Vec<super::types::WorkspaceBuildParameter>,
+    ) -> anyhow::Result<&Workspace> {
+        eprintln!(
+            "[coder] workspace {}: {transition} build{}",
+            self.name,
+            if params.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({})",
+                    params
+                        .iter()
+                        .map(|p| format!("{}={}", p.name, p.value))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+        super::stack::before_job(self.aws.as_deref()).await?;
+        self.client
+            .create_build_with(&self.id, transition, params)
+            .await?;
+        self.latest = self
+            .client
+            .wait_build(&self.id, BUILD_TIMEOUT, Duration::from_secs(2))
+            .await?;
+        Ok(&self.latest)
     }
 
     /// Where the local instance module writes this workspace's files.
@@ -70,12 +114,7 @@ impl CoderWorkspace {
     /// Start a `start` or `stop` build through the Coder API, wait for it,
     /// and return what it asks of the instance.
     pub async fn transition(&mut self, transition: &str) -> anyhow::Result<DesiredInstance> {
-        eprintln!("[coder] workspace {}: {transition} build", self.name);
-        self.client.create_build(&self.id, transition).await?;
-        self.latest = self
-            .client
-            .wait_build(&self.id, BUILD_TIMEOUT, Duration::from_secs(2))
-            .await?;
+        self.build(transition, vec![]).await?;
         let d = self.desired()?;
         let want = transition == "start";
         if d.running != want {

@@ -2,7 +2,11 @@
 //! API the harness calls (`harness/src/machine/ec2/`, `template/ami.rs`,
 //! `machine/backend.rs`, `workspace/real.rs`; EC2 and AWS FIS) and the
 //! actions AWS authorizes implicitly (tagging on create, passing the FIS
-//! role).  A test scans those sources for SDK calls and fails on any
+//! role).  The harness creates no instance of its own: what the template
+//! calls is the provisioner's policy ([`crate::template::iam`],
+//! docs/aws-setup.md), which the run's credentials need too because
+//! Coder's provisioner builds with them; the twin fails when a build sends
+//! an action neither allows ([`not_allowed`]).  A test scans those sources for SDK calls and fails on any
 //! call missing here and on any listed call no longer made; another checks
 //! that docs/ec2.md's policy block is exactly [`policy_json`].
 
@@ -15,61 +19,48 @@ pub enum Need {
     Implied(&'static str),
 }
 
+/// The actions of `called` (a twin build's call log, EC2 and IAM action
+/// names without service) that neither this policy nor the template's
+/// provisioner policy ([`crate::template::iam::actions`], docs/aws-setup.md)
+/// allows: the ec2 tier's credentials need both, since Coder's provisioner
+/// builds with them (`control::coder::aws_handoff`).
+pub fn not_allowed<'a>(
+    root: &std::path::Path,
+    called: impl IntoIterator<Item = &'a str>,
+) -> anyhow::Result<Vec<String>> {
+    let template = crate::template::iam::actions(root)?;
+    let allowed = |a: &str| {
+        ["ec2", "iam"].iter().any(|svc| {
+            let full = format!("{svc}:{a}");
+            template.contains(full.as_str()) || ACTIONS.iter().any(|(x, _)| *x == full)
+        })
+    };
+    let mut v: Vec<String> = called
+        .into_iter()
+        .filter(|a| !allowed(a))
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
 /// Every action the harness needs, sorted by action.
 pub const ACTIONS: &[(&str, Need)] = &[
-    ("ec2:AttachVolume", Need::Call("attach_volume")),
-    (
-        "ec2:AuthorizeSecurityGroupIngress",
-        Need::Call("authorize_security_group_ingress"),
-    ),
-    (
-        "ec2:CancelSpotInstanceRequests",
-        Need::Call("cancel_spot_instance_requests"),
-    ),
-    ("ec2:CreateSecurityGroup", Need::Call("create_security_group")),
-    (
-        "ec2:CreateTags",
-        Need::Implied("TagSpecifications on RunInstances, CreateVolume, ImportKeyPair and CreateSecurityGroup (tag on create)"),
-    ),
-    ("ec2:CreateVolume", Need::Call("create_volume")),
+    ("ec2:CancelSpotInstanceRequests", Need::Call("cancel_spot_instance_requests")),
     ("ec2:DeleteKeyPair", Need::Call("delete_key_pair")),
     ("ec2:DeleteSecurityGroup", Need::Call("delete_security_group")),
     ("ec2:DeleteVolume", Need::Call("delete_volume")),
-    (
-        "ec2:DescribeAvailabilityZones",
-        Need::Call("describe_availability_zones"),
-    ),
-    ("ec2:DescribeImages", Need::Call("describe_images")),
-    (
-        "ec2:DescribeInstanceAttribute",
-        Need::Call("describe_instance_attribute"),
-    ),
-    (
-        "ec2:DescribeInstanceTypeOfferings",
-        Need::Call("describe_instance_type_offerings"),
-    ),
+    ("ec2:DescribeInstanceAttribute", Need::Call("describe_instance_attribute")),
     ("ec2:DescribeInstances", Need::Call("describe_instances")),
     ("ec2:DescribeKeyPairs", Need::Call("describe_key_pairs")),
     ("ec2:DescribeRegions", Need::Call("describe_regions")),
-    (
-        "ec2:DescribeSecurityGroups",
-        Need::Call("describe_security_groups"),
-    ),
-    (
-        "ec2:DescribeSpotInstanceRequests",
-        Need::Call("describe_spot_instance_requests"),
-    ),
+    ("ec2:DescribeSecurityGroups", Need::Call("describe_security_groups")),
+    ("ec2:DescribeSpotInstanceRequests", Need::Call("describe_spot_instance_requests")),
     ("ec2:DescribeVolumes", Need::Call("describe_volumes")),
     ("ec2:DetachVolume", Need::Call("detach_volume")),
     ("ec2:GetConsoleOutput", Need::Call("get_console_output")),
-    ("ec2:ImportKeyPair", Need::Call("import_key_pair")),
-    (
-        "ec2:ModifyInstanceAttribute",
-        Need::Call("modify_instance_attribute"),
-    ),
-    ("ec2:RunInstances", Need::Call("run_instances")),
     ("ec2:StartInstances", Need::Call("start_instances")),
-    ("ec2:StopInstances", Need::Call("stop_instances")),
     ("ec2:TerminateInstances", Need::Call("terminate_instances")),
     // AWS FIS, for the real spot interruption (`interrupt.rs`).
     (
@@ -306,8 +297,23 @@ mod tests {
         // An FIS operation listed under an EC2 action (or the reverse) is
         // not covered: the service is part of the match.
         assert!(!calls("fis.describe_instances()").contains("ec2:describe_instances"));
-        // The action that was missing from the hand-written policy.
-        assert!(policy_json().contains("\"ec2:ModifyInstanceAttribute\""));
+        // What only the template's provisioner calls is in its own policy
+        // (docs/aws-setup.md), which the ec2 tier's credentials need too.
+        let template = crate::template::iam::actions(&root).unwrap();
+        assert!(template.contains("ec2:RunInstances"));
+        assert!(!policy_json().contains("\"ec2:RunInstances\""));
+        assert_eq!(
+            not_allowed(
+                &root,
+                ["RunInstances", "CreateInstanceProfile", "GetConsoleOutput"]
+            )
+            .unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            not_allowed(&root, ["CreateSecurityGroup", "RunInstances"]).unwrap(),
+            ["CreateSecurityGroup"]
+        );
         // The FIS role may be passed, and only to FIS.
         let doc: serde_json::Value = serde_json::from_str(&policy_json()).unwrap();
         // Spot's and FIS's service-linked roles may be created, no other.

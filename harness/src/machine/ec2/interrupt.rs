@@ -581,6 +581,80 @@ async fn run_experiment(
     }
 }
 
+/// Interrupt instance `id` (found by observation: the instance Coder's
+/// provisioner built with the template's `aws_instance` and
+/// `instance_market_options`) for real through AWS FIS, after checking
+/// that its spot request (`spot_request_id`, from DescribeInstances) is
+/// the template's: persistent, interruption behavior stop.  Where FIS
+/// cannot run ([`unavailable`]) it fails with that exact reason (the e2e
+/// runner skips the scenario before, see its preflight).  It never stops
+/// the instance itself: a user stop is not an interruption.  The FIS
+/// template carries fresh `harness:*` tags of `scenario` (the owner's), so
+/// the sweep finds it if the guard cannot delete it.
+pub async fn interrupt_instance(
+    ctx: &Ec2Ctx,
+    id: &str,
+    spot_request_id: Option<&str>,
+    scenario: &str,
+) -> anyhow::Result<Interrupted> {
+    let Some(req) = spot_request_id else {
+        anyhow::bail!(
+            "interrupt_spot on {id}: expected a spot instance, seen an on-demand one (no spot request)"
+        );
+    };
+    let out = ctx
+        .client
+        .describe_spot_instance_requests()
+        .spot_instance_request_ids(req)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "DescribeSpotInstanceRequests {req}: {}",
+                super::sweep::err(&e)
+            )
+        })?;
+    let r = out.spot_instance_requests().first().ok_or_else(|| {
+        anyhow::anyhow!("DescribeSpotInstanceRequests {req}: expected the request, seen none")
+    })?;
+    let kind = r
+        .r#type()
+        .map(|t| t.as_str().to_string())
+        .unwrap_or_default();
+    let behavior = r
+        .instance_interruption_behavior()
+        .map(|b| b.as_str().to_string())
+        .unwrap_or_default();
+    if kind != "persistent" || behavior != "stop" {
+        anyhow::bail!(
+            "spot request {req} of {id}: expected type persistent and interruption behavior stop \
+             (as the template sets them), seen type {kind:?}, behavior {behavior:?}"
+        );
+    }
+    let role = std::env::var(ENV_FIS_ROLE).ok();
+    if let Some(why) = unavailable(role.as_deref(), &ctx.region) {
+        anyhow::bail!(
+            "interrupt_spot on {id} (spot request {req}, persistent/stop): not run: {why}"
+        );
+    }
+    let tags = super::RunTags::new(scenario).pairs();
+    let target = SpotTarget {
+        region: &ctx.region,
+        instance_id: id,
+        spot_request_id: req,
+        role_arn: role.as_deref().unwrap_or_default(),
+        tags: &tags,
+    };
+    let done = interrupt_spot(&ctx.fis, &ctx.client, &target, &TIMING).await?;
+    tracing::info!(
+        instance = %id,
+        experiment = %done.experiment_id,
+        "spot interruption by AWS FIS seen: {}",
+        done.evidence
+    );
+    Ok(done)
+}
+
 /// Bounds and polling of [`start_after_fis_stop`].
 #[derive(Debug, Clone, Copy)]
 pub struct RestartTiming {
@@ -871,7 +945,7 @@ pub(crate) mod tests {
         let r = mock!(aws_sdk_ec2::Client::describe_spot_instance_requests)
             .then_output(request("fulfilled"));
         let fis = fis_client_with(&[&create, &delete, &start, &get]);
-        let ec2 = super::super::launch::tests::client_with(&[&d, &r], RuleMode::MatchAny);
+        let ec2 = super::super::mock::client_with(&[&d, &r], RuleMode::MatchAny);
         let tags = tags();
         let done = interrupt_spot(&fis, &ec2, &target(&tags), &FAST)
             .await
@@ -928,7 +1002,7 @@ pub(crate) mod tests {
         let d = mock!(aws_sdk_ec2::Client::describe_instances)
             .then_output(state(InstanceStateName::Running));
         let fis = fis_client_with(&[&create, &delete, &start]);
-        let ec2 = super::super::launch::tests::client_with(&[&d], RuleMode::MatchAny);
+        let ec2 = super::super::mock::client_with(&[&d], RuleMode::MatchAny);
         let tags = tags();
         let e = interrupt_spot(&fis, &ec2, &target(&tags), &FAST)
             .await
@@ -968,7 +1042,7 @@ pub(crate) mod tests {
         let d = mock!(aws_sdk_ec2::Client::describe_instances)
             .then_output(state(InstanceStateName::Running));
         let fis = fis_client_with(&[&create, &delete, &start, &get]);
-        let ec2 = super::super::launch::tests::client_with(&[&d], RuleMode::MatchAny);
+        let ec2 = super::super::mock::client_with(&[&d], RuleMode::MatchAny);
         let tags = tags();
         let e = interrupt_spot(&fis, &ec2, &target(&tags), &FAST)
             .await
@@ -996,7 +1070,7 @@ pub(crate) mod tests {
         let r = mock!(aws_sdk_ec2::Client::describe_spot_instance_requests)
             .then_output(request("fulfilled"));
         let fis = fis_client_with(&[&create, &delete, &start, &get]);
-        let ec2 = super::super::launch::tests::client_with(&[&d, &r], RuleMode::MatchAny);
+        let ec2 = super::super::mock::client_with(&[&d, &r], RuleMode::MatchAny);
         let tags = tags();
         let quick = Timing {
             timeout: Duration::ZERO,
@@ -1074,7 +1148,7 @@ pub(crate) mod tests {
         };
         let ctx = |rules: &[&Rule]| Ec2Ctx {
             sdk: aws_config::SdkConfig::builder().build(),
-            client: super::super::launch::tests::client_with(&[], RuleMode::MatchAny),
+            client: super::super::mock::client_with(&[], RuleMode::MatchAny),
             fis: fis_client_with(rules),
             region: "us-east-1".into(),
             endpoint: None,
@@ -1134,7 +1208,7 @@ pub(crate) mod tests {
         let s = mock!(Client::start_instances)
             .match_requests(|i| i.instance_ids() == ["i-1".to_string()])
             .then_output(|| StartInstancesOutput::builder().build());
-        let c = super::super::launch::tests::client_with(&[&d, &s], RuleMode::MatchAny);
+        let c = super::super::mock::client_with(&[&d, &s], RuleMode::MatchAny);
         start_after_fis_stop(&c, "i-1", &QUICK).await.unwrap();
         assert_eq!(s.num_calls(), 1, "StartInstances once, after `stopped`");
         assert_eq!(d.num_calls(), 4);
@@ -1154,7 +1228,7 @@ pub(crate) mod tests {
             .times(2)
             .output(|| StartInstancesOutput::builder().build())
             .build();
-        let c = super::super::launch::tests::client_with(&[&d, &s], RuleMode::MatchAny);
+        let c = super::super::mock::client_with(&[&d, &s], RuleMode::MatchAny);
         start_after_fis_stop(&c, "i-1", &QUICK).await.unwrap();
         assert_eq!(s.num_calls(), 3);
     }
@@ -1163,7 +1237,7 @@ pub(crate) mod tests {
     async fn no_capacity_within_the_bound_and_other_errors_fail_with_the_reason() {
         let d = mock!(Client::describe_instances).then_output(state(InstanceStateName::Stopped));
         let s = mock!(Client::start_instances).then_error(start_error(INSUFFICIENT_CAPACITY));
-        let c = super::super::launch::tests::client_with(&[&d, &s], RuleMode::MatchAny);
+        let c = super::super::mock::client_with(&[&d, &s], RuleMode::MatchAny);
         let short = RestartTiming {
             timeout: Duration::from_millis(50),
             poll: Duration::from_millis(1),
@@ -1178,7 +1252,7 @@ pub(crate) mod tests {
             "{e}"
         );
         let s = mock!(Client::start_instances).then_error(start_error("UnauthorizedOperation"));
-        let c = super::super::launch::tests::client_with(&[&d, &s], RuleMode::MatchAny);
+        let c = super::super::mock::client_with(&[&d, &s], RuleMode::MatchAny);
         let e = format!(
             "{:#}",
             start_after_fis_stop(&c, "i-1", &QUICK).await.unwrap_err()
@@ -1186,7 +1260,7 @@ pub(crate) mod tests {
         assert!(e.contains("UnauthorizedOperation"), "{e}");
         assert_eq!(s.num_calls(), 1, "not asked again");
         let d = mock!(Client::describe_instances).then_output(state(InstanceStateName::Terminated));
-        let c = super::super::launch::tests::client_with(&[&d], RuleMode::MatchAny);
+        let c = super::super::mock::client_with(&[&d], RuleMode::MatchAny);
         let e = format!(
             "{:#}",
             start_after_fis_stop(&c, "i-1", &QUICK).await.unwrap_err()

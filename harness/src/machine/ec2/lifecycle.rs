@@ -1,16 +1,15 @@
-//! Instance lifecycle on EC2: stop / start / terminate with the SDK waiters
-//! and bounded timeouts (each is idempotent: twice is fine), and the
-//! console output saved to the artifacts directory.
+//! What the harness itself asks of an instance on EC2 (Coder's builds do
+//! the rest): its state, the cancel of a spot request (the sweep), and the
+//! console output saved to the artifacts directory as evidence.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aws_sdk_ec2::client::Waiters;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::Client;
 use base64::Engine;
 
-/// Bound on stop / start / terminate.
+/// Bound on an instance reaching a state (the sweep's terminate).
 pub const STATE_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn not_found(code: Option<&str>) -> bool {
@@ -34,84 +33,6 @@ pub async fn state(client: &Client, id: &str) -> anyhow::Result<Option<String>> 
         Err(e) if not_found(e.code()) => Ok(None),
         Err(e) => anyhow::bail!("DescribeInstances {id}: {}", super::sweep::err(&e)),
     }
-}
-
-/// Graceful stop (ACPI), waiting for `stopped`.
-pub async fn stop(client: &Client, id: &str) -> anyhow::Result<()> {
-    stop_instance(client, id, false).await
-}
-
-/// Hard stop (`StopInstances --force`: no ACPI, like pulling the plug), waiting for `stopped`.
-pub async fn force_stop(client: &Client, id: &str) -> anyhow::Result<()> {
-    stop_instance(client, id, true).await
-}
-
-async fn stop_instance(client: &Client, id: &str, force: bool) -> anyhow::Result<()> {
-    let call = if force {
-        "StopInstances --force"
-    } else {
-        "StopInstances"
-    };
-    tracing::info!(instance = %id, "{call}");
-    client
-        .stop_instances()
-        .instance_ids(id)
-        .force(force)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("{call} {id}: {}", super::sweep::err(&e)))?;
-    client
-        .wait_until_instance_stopped()
-        .instance_ids(id)
-        .wait(STATE_TIMEOUT)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("instance {id}: expected `stopped` within {STATE_TIMEOUT:?}, seen: {e}")
-        })?;
-    Ok(())
-}
-
-/// Start with the same disks, waiting for `running`.
-pub async fn start(client: &Client, id: &str) -> anyhow::Result<()> {
-    tracing::info!(instance = %id, "StartInstances");
-    client
-        .start_instances()
-        .instance_ids(id)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("StartInstances {id}: {}", super::sweep::err(&e)))?;
-    client
-        .wait_until_instance_running()
-        .instance_ids(id)
-        .wait(STATE_TIMEOUT)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("instance {id}: expected `running` within {STATE_TIMEOUT:?}, seen: {e}")
-        })?;
-    Ok(())
-}
-
-/// Terminate, waiting for `terminated`; an instance EC2 no longer knows
-/// counts as terminated.  Cancel a persistent spot request first (see
-/// [`cancel_spot_request`]) or EC2 relaunches the instance.
-pub async fn terminate(client: &Client, id: &str) -> anyhow::Result<()> {
-    tracing::info!(instance = %id, "TerminateInstances");
-    match client.terminate_instances().instance_ids(id).send().await {
-        Ok(_) => {}
-        Err(e) if not_found(e.code()) => return Ok(()),
-        Err(e) => anyhow::bail!("TerminateInstances {id}: {}", super::sweep::err(&e)),
-    }
-    client
-        .wait_until_instance_terminated()
-        .instance_ids(id)
-        .wait(STATE_TIMEOUT)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "instance {id}: expected `terminated` within {STATE_TIMEOUT:?}, seen: {e}"
-            )
-        })?;
-    Ok(())
 }
 
 /// Cancel a spot request (idempotent).

@@ -1,28 +1,27 @@
-//! Real EC2 backend via aws-sdk-ec2: instances, spot, home volume, tagging and leak-proof cleanup (`harness sweep`).
+//! AWS EC2 for the `ec2` tier: what the harness itself does on AWS around
+//! the workspaces Coder's provisioner builds with the real template
+//! (observation, the spot interruption, tagging and leak-proof cleanup);
+//! the harness launches no instance of its own.
 //!
-//! - [`iam`]: the IAM policy, generated from the list of calls the code makes;
+//! - [`iam`]: the IAM policy, generated from the list of calls the code makes and what the template's provisioner needs;
 //! - [`config`]: credential chain, region and endpoint (`HARNESS_EC2_*`), checked before anything is created;
-//! - [`plan`]: the pure `RunInstances` request for a variant (AMI, type, market, metadata, disks, tags);
-//! - [`launch`]: key pair, security group, instance (next AZ on capacity errors), home volume, drop guard;
-//! - [`lifecycle`]: stop / start / terminate with waiters, console output;
+//! - [`lifecycle`]: instance state, spot request cancel, console output;
 //! - [`names`]: every name, description and tag checked against AWS's character sets;
-//! - [`retry`]: bounded backoff over EC2's eventual consistency (NotFound right after create);
+//! - [`retry`]: bounded backoff over EC2's eventual consistency (NotFound right after create), volume waits;
 //! - [`observe`]: one way to observe a workspace (instance, volumes, spot request, user-data) by its tags, whatever built it, and the pure checks over what was seen;
 //! - [`interrupt`]: a real spot interruption through AWS FIS (or the precise reason it cannot run) and EC2's own restart;
-//! - [`instance`]: `Ec2Instance`, the `Instance` trait over a launch (probes over SSH as root);
-//! - [`sweep`]: delete everything tagged `harness:run-id` (instances, spot requests, volumes, keys, groups, FIS templates);
+//! - [`sweep`]: delete everything tagged `harness:run-id`, and what the template built for the owner's Coder user (instances, spot requests, volumes, keys, groups, FIS templates);
 //! - [`stop`]: the cooperative stop (Ctrl-C) a sweep honours between deletions;
 //! - [`terraform_tests`]: `terraform test` of the AWS modules against a mocked provider (mirror).
 
 pub mod config;
 pub mod iam;
-pub mod instance;
 pub mod interrupt;
-pub mod launch;
 pub mod lifecycle;
+#[cfg(test)]
+pub(crate) mod mock;
 pub mod names;
 pub mod observe;
-pub mod plan;
 pub mod retry;
 pub mod stop;
 pub mod sweep;
@@ -108,6 +107,43 @@ pub fn default_owner() -> String {
     names::tag_value(&raw_owner())
 }
 
+/// Prefix of the Coder user every `ec2` run creates ([`coder_user`]).
+pub const CODER_USER_PREFIX: &str = "harness-";
+
+/// The template's tag naming the workspace owner's Coder username
+/// (`local.tags` in templates/main.tf).
+pub const TEMPLATE_OWNER_TAG: &str = "coder_owner";
+/// The template's tag on everything it creates (templates/main.tf).
+pub const TEMPLATE_PROVISIONED_TAG: &str = "Coder_Provisioned";
+/// The template's tag naming the workspace.
+pub const TEMPLATE_WORKSPACE_TAG: &str = "coder_workspace";
+
+/// The Coder username the `ec2` tier's workspaces belong to for harness
+/// owner `owner` ([`default_owner`]): `harness-` and the first 12 hex
+/// digits of SHA-256(owner).  The template tags everything it creates with
+/// `coder_owner` = this name (templates/main.tf, `local.tags`), so
+/// `harness sweep --owner X` finds what a killed run of owner X left
+/// although no `harness:*` tag is on it.  A hash because an owner
+/// (`user@host`, a CI cell) need not be a valid Coder username: at most 32
+/// characters matching `^[a-zA-Z0-9]+(?:-[a-zA-Z0-9]+)*$`
+/// (coder/coder codersdk/name.go, `UsernameValidRegex`, `NameValid`).
+pub fn coder_user(owner: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(owner.as_bytes());
+    format!("{CODER_USER_PREFIX}{}", &hex::encode(h)[..12])
+}
+
+/// Whether `name` has the shape of a [`coder_user`] (the janitor's
+/// `--all-owners` sweep takes only those: a real user's workspace built
+/// from the same template in the same account is never a candidate).
+pub fn is_coder_user(name: &str) -> bool {
+    name.strip_prefix(CODER_USER_PREFIX).is_some_and(|h| {
+        h.len() == 12
+            && h.chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    })
+}
+
 fn raw_owner() -> String {
     if let Ok(o) = std::env::var("HARNESS_OWNER") {
         if !o.is_empty() {
@@ -160,5 +196,28 @@ mod tests {
         let back = parse_rfc3339(&t.created_at).unwrap();
         assert_eq!(rfc3339(back), t.created_at);
         assert!(t.resource_name().starts_with("harness-h"));
+    }
+
+    /// The Coder user of an owner is a valid Coder username (codersdk
+    /// name.go), stable, distinct per owner, and recognisable.
+    #[test]
+    fn coder_user_is_a_valid_username_per_owner() {
+        let a = coder_user("runner@ci-host");
+        assert_eq!(a, coder_user("runner@ci-host"));
+        assert_ne!(a, coder_user("runner@ci-host2"));
+        assert!(a.len() <= 32, "{a}");
+        assert!(a
+            .split('-')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric())));
+        assert!(is_coder_user(&a));
+        for not in [
+            "admin",
+            "harness-",
+            "harness-xyz",
+            "alice",
+            "harness-0123456789abc",
+        ] {
+            assert!(!is_coder_user(not), "{not}");
+        }
     }
 }

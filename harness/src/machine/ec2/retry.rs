@@ -175,7 +175,7 @@ mod tests {
                     .build()
             })
             .build();
-        let c = super::super::launch::tests::client_with(&[&r], RuleMode::Sequential);
+        let c = super::super::mock::client_with(&[&r], RuleMode::Sequential);
         eventually("AuthorizeSecurityGroupIngress", &FAST, || {
             c.authorize_security_group_ingress().group_id("sg-1").send()
         })
@@ -188,7 +188,7 @@ mod tests {
     async fn other_codes_fail_at_once_and_retries_are_bounded() {
         let other = mock!(Client::authorize_security_group_ingress)
             .then_error(auth_err("InvalidPermission.Duplicate"));
-        let c = super::super::launch::tests::client_with(&[&other], RuleMode::MatchAny);
+        let c = super::super::mock::client_with(&[&other], RuleMode::MatchAny);
         let e = eventually("x", &FAST, || {
             c.authorize_security_group_ingress().group_id("sg-1").send()
         })
@@ -199,7 +199,7 @@ mod tests {
 
         let never = mock!(Client::authorize_security_group_ingress)
             .then_error(auth_err("InvalidGroup.NotFound"));
-        let c = super::super::launch::tests::client_with(&[&never], RuleMode::MatchAny);
+        let c = super::super::mock::client_with(&[&never], RuleMode::MatchAny);
         let e = eventually("x", &FAST, || {
             c.authorize_security_group_ingress().group_id("sg-1").send()
         })
@@ -235,7 +235,7 @@ mod tests {
             .output(vol(VolumeState::Creating))
             .output(vol(VolumeState::Available))
             .build();
-        let c = super::super::launch::tests::client_with(&[&r], RuleMode::Sequential);
+        let c = super::super::mock::client_with(&[&r], RuleMode::Sequential);
         wait_volume(
             &c,
             "vol-1",
@@ -248,7 +248,7 @@ mod tests {
         assert_eq!(r.num_calls(), 3);
 
         let bad = mock!(Client::describe_volumes).then_output(vol(VolumeState::Error));
-        let c = super::super::launch::tests::client_with(&[&bad], RuleMode::MatchAny);
+        let c = super::super::mock::client_with(&[&bad], RuleMode::MatchAny);
         let e = wait_volume(
             &c,
             "vol-1",

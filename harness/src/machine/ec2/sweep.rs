@@ -3,8 +3,17 @@
 //! terminate instances, delete volumes, key pairs, security groups and the
 //! AWS FIS experiment templates of the spot interruption.
 //!
+//! What the template built through Coder on the `ec2` tier carries the
+//! template's tags, not the harness's (`local.tags` in templates/main.tf:
+//! `Coder_Provisioned=true`, `coder_owner`, `coder_workspace`, on the
+//! instance, its root volume, the home volume and the spot request): those
+//! are swept too when `coder_owner` is the owner's Coder user
+//! ([`super::coder_user`]), or any name of that shape with
+//! `--all-owners`, never another Coder user's workspace. Their age is
+//! EC2's launch or create time (the template writes no creation tag).
+//!
 //! Untagged resources are never touched: every list call filters on the
-//! tag key server-side and every candidate is checked again locally.
+//! tags server-side and every candidate is checked again locally.
 //! Idempotent: what is already gone (or terminated) is skipped.
 //!
 //! A run's own cleanup (the drop guard) also passes the ids it recorded as
@@ -24,7 +33,10 @@ use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_ec2::types::{Filter, Tag};
 
 use super::config::Ec2Ctx;
-use super::{tag_value, TAG_CREATED_AT, TAG_OWNER, TAG_RUN_ID};
+use super::{
+    tag_value, TAG_CREATED_AT, TAG_OWNER, TAG_RUN_ID, TEMPLATE_OWNER_TAG, TEMPLATE_PROVISIONED_TAG,
+    TEMPLATE_WORKSPACE_TAG,
+};
 
 /// What to sweep.
 #[derive(Debug, Clone)]
@@ -92,6 +104,100 @@ impl std::fmt::Display for Action {
             self.id,
             self.run_id
         )
+    }
+}
+
+/// Which tags a listed resource was found by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum By {
+    /// The harness's own `harness:*` tags (what the harness creates).
+    Harness,
+    /// The template's tags (what Coder's provisioner built).
+    Template,
+}
+
+/// The server-side filters of each selector: the harness's tags, and the
+/// template's unless one run only is swept (the template writes no run id).
+fn filter_sets(opts: &SweepOptions) -> Vec<(By, Vec<Filter>)> {
+    let mut v = vec![(By::Harness, tag_filters(opts))];
+    if let Some(f) = template_filters(opts) {
+        v.push((By::Template, f));
+    }
+    v
+}
+
+/// `Coder_Provisioned=true` and `coder_owner` = the owner's Coder user
+/// (`harness-*` for every owner; checked exactly by [`eligible_template`]).
+fn template_filters(opts: &SweepOptions) -> Option<Vec<Filter>> {
+    if opts.run_id.is_some() {
+        return None;
+    }
+    let owner = match &opts.owner {
+        Some(o) => super::coder_user(o),
+        None => format!("{}*", super::CODER_USER_PREFIX),
+    };
+    Some(vec![
+        Filter::builder()
+            .name(format!("tag:{TEMPLATE_PROVISIONED_TAG}"))
+            .values("true")
+            .build(),
+        Filter::builder()
+            .name(format!("tag:{TEMPLATE_OWNER_TAG}"))
+            .values(owner)
+            .build(),
+    ])
+}
+
+/// Like [`eligible`] for what the template built: the label is
+/// `coder:<user>/<workspace>`, the age EC2's `created` time.
+fn eligible_template(
+    tags: &[Tag],
+    created: Option<SystemTime>,
+    opts: &SweepOptions,
+    now: SystemTime,
+) -> Result<String, Option<String>> {
+    if opts.run_id.is_some() || tag_value(tags, TEMPLATE_PROVISIONED_TAG) != Some("true") {
+        return Err(None);
+    }
+    let Some(user) = tag_value(tags, TEMPLATE_OWNER_TAG) else {
+        return Err(None);
+    };
+    let mine = match &opts.owner {
+        Some(o) => user == super::coder_user(o),
+        None => super::is_coder_user(user),
+    };
+    if !mine {
+        return Err(None);
+    }
+    let label = format!(
+        "coder:{user}/{}",
+        tag_value(tags, TEMPLATE_WORKSPACE_TAG).unwrap_or("?")
+    );
+    if opts.older_than.is_zero() {
+        return Ok(label);
+    }
+    match created {
+        Some(c) if now.duration_since(c).unwrap_or_default() >= opts.older_than => Ok(label),
+        _ => Err(Some(label)),
+    }
+}
+
+/// [`eligible`] or [`eligible_template`], as `by` found the resource.
+fn eligible_by(
+    by: By,
+    tags: &[Tag],
+    created: Option<&aws_sdk_ec2::primitives::DateTime>,
+    opts: &SweepOptions,
+    now: SystemTime,
+) -> Result<String, Option<String>> {
+    match by {
+        By::Harness => eligible(tags, opts, now),
+        By::Template => eligible_template(
+            tags,
+            created.and_then(|d| SystemTime::try_from(*d).ok()),
+            opts,
+            now,
+        ),
     }
 }
 
@@ -239,7 +345,30 @@ impl Swept {
         opts: &SweepOptions,
         now: SystemTime,
     ) -> Option<String> {
-        match eligible(tags, opts, now) {
+        self.select_by(
+            region,
+            dry_run,
+            kind,
+            id,
+            (By::Harness, tags, None),
+            opts,
+            now,
+        )
+    }
+
+    /// [`Swept::select`] for a resource found by `by` (created at `created`).
+    #[allow(clippy::too_many_arguments)]
+    fn select_by(
+        &mut self,
+        region: &str,
+        dry_run: bool,
+        kind: &'static str,
+        id: &str,
+        (by, tags, created): (By, &[Tag], Option<&aws_sdk_ec2::primitives::DateTime>),
+        opts: &SweepOptions,
+        now: SystemTime,
+    ) -> Option<String> {
+        match eligible_by(by, tags, created, opts, now) {
             Ok(run) => Some(run),
             Err(Some(run)) => {
                 self.act(
@@ -258,8 +387,12 @@ impl Swept {
 
     /// Record that `kind` could not be listed in `region` (its Describe
     /// call failed); the sweep goes on with the next kind.
+    /// Once per cause: both selectors' calls fail alike on an access error.
     fn not_listed(&mut self, region: &str, kind: &str, why: String) {
         let line = format!("{region} {kind}s: not listed: {why}");
+        if self.failed.contains(&line) {
+            return;
+        }
         tracing::warn!("sweep: {line}");
         self.failed.push(line);
     }
@@ -343,6 +476,11 @@ pub fn volume_step(state: Option<&str>, attached: bool) -> VolumeStep {
     }
 }
 
+/// Bound on waiting for a volume to detach.
+pub const VOLUME_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often a volume's state is polled.
+pub const VOLUME_POLL: Duration = Duration::from_secs(5);
+
 /// Poll interval while waiting for instances to terminate.
 pub const POLL: Duration = Duration::from_secs(5);
 
@@ -371,7 +509,7 @@ pub async fn sweep_region_polling(
 }
 
 /// The sweep of `opts`'s tagged resources plus the ids a run `recorded`
-/// (its own cleanup, [`super::launch::RunGuard`]).
+/// (a caller that kept the ids its create calls returned).
 pub async fn sweep_region_recorded(
     ctx: &Ec2Ctx,
     opts: &SweepOptions,
@@ -408,35 +546,41 @@ async fn sweep_into(
     let mut instances = Vec::new();
     let mut gone = BTreeSet::new();
     let mut spot_requests = BTreeSet::new();
-    let mut pages = c
-        .describe_instances()
-        .set_filters(Some(tag_filters(opts)))
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = match page {
-            Ok(p) => p,
-            Err(e) => {
-                out.not_listed(
-                    region,
-                    "instance",
-                    format!("DescribeInstances in {region}: {}", err(&e)),
-                );
-                break;
-            }
-        };
-        for i in page.reservations().iter().flat_map(|r| r.instances()) {
-            let id = i.instance_id().unwrap_or_default();
-            let state = i.state().and_then(|s| s.name()).map(|n| n.as_str());
-            if instance_step(state) == InstanceStep::Done {
-                gone.insert(id.to_string());
-                continue;
-            }
-            if let Some(run) = out.select(region, dry, "instance", id, i.tags(), opts, now) {
-                if let Some(sr) = i.spot_instance_request_id() {
-                    spot_requests.insert((sr.to_string(), run.clone()));
+    for (by, filters) in filter_sets(opts) {
+        let mut pages = c
+            .describe_instances()
+            .set_filters(Some(filters))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    out.not_listed(
+                        region,
+                        "instance",
+                        format!("DescribeInstances in {region}: {}", err(&e)),
+                    );
+                    break;
                 }
-                instances.push((id.to_string(), run));
+            };
+            for i in page.reservations().iter().flat_map(|r| r.instances()) {
+                let id = i.instance_id().unwrap_or_default();
+                let state = i.state().and_then(|s| s.name()).map(|n| n.as_str());
+                if instance_step(state) == InstanceStep::Done {
+                    gone.insert(id.to_string());
+                    continue;
+                }
+                if instances.iter().any(|(x, _): &(String, String)| x == id) {
+                    continue;
+                }
+                let found = (by, i.tags(), i.launch_time());
+                if let Some(run) = out.select_by(region, dry, "instance", id, found, opts, now) {
+                    if let Some(sr) = i.spot_instance_request_id() {
+                        spot_requests.insert((sr.to_string(), run.clone()));
+                    }
+                    instances.push((id.to_string(), run));
+                }
             }
         }
     }
@@ -451,31 +595,34 @@ async fn sweep_into(
             spot_requests.insert((sr.clone(), own_run.clone()));
         }
     }
-    match c
-        .describe_spot_instance_requests()
-        .set_filters(Some(tag_filters(opts)))
-        .send()
-        .await
-    {
-        Ok(o) => {
-            for r in o.spot_instance_requests() {
-                let state = r.state().map(|s| s.as_str()).unwrap_or("");
-                if matches!(state, "cancelled" | "closed") {
-                    continue;
-                }
-                if let Ok(run) = eligible(r.tags(), opts, now) {
-                    spot_requests.insert((
-                        r.spot_instance_request_id().unwrap_or_default().to_string(),
-                        run,
-                    ));
+    for (by, filters) in filter_sets(opts) {
+        match c
+            .describe_spot_instance_requests()
+            .set_filters(Some(filters))
+            .send()
+            .await
+        {
+            Ok(o) => {
+                for r in o.spot_instance_requests() {
+                    let state = r.state().map(|s| s.as_str()).unwrap_or("");
+                    if matches!(state, "cancelled" | "closed") {
+                        continue;
+                    }
+                    let id = r.spot_instance_request_id().unwrap_or_default();
+                    if spot_requests.iter().any(|(s, _)| s == id) {
+                        continue;
+                    }
+                    if let Ok(run) = eligible_by(by, r.tags(), r.create_time(), opts, now) {
+                        spot_requests.insert((id.to_string(), run));
+                    }
                 }
             }
+            Err(e) => out.not_listed(
+                region,
+                "spot-request",
+                format!("DescribeSpotInstanceRequests in {region}: {}", err(&e)),
+            ),
         }
-        Err(e) => out.not_listed(
-            region,
-            "spot-request",
-            format!("DescribeSpotInstanceRequests in {region}: {}", err(&e)),
-        ),
     }
     // Cancel persistent spot requests first, or EC2 relaunches the instances.
     let spot_requests: Vec<_> = spot_requests.into_iter().collect();
@@ -519,27 +666,28 @@ async fn sweep_into(
     }
 
     // Volumes.
-    let vols = match c
-        .describe_volumes()
-        .set_filters(Some(tag_filters(opts)))
-        .send()
-        .await
-    {
-        Ok(v) => v.volumes().to_vec(),
-        Err(e) => {
-            out.not_listed(
+    let mut vols: Vec<(By, aws_sdk_ec2::types::Volume)> = Vec::new();
+    for (by, filters) in filter_sets(opts) {
+        match c.describe_volumes().set_filters(Some(filters)).send().await {
+            Ok(v) => {
+                for v in v.volumes() {
+                    if !vols.iter().any(|(_, x)| x.volume_id() == v.volume_id()) {
+                        vols.push((by, v.clone()));
+                    }
+                }
+            }
+            Err(e) => out.not_listed(
                 region,
                 "volume",
                 format!("DescribeVolumes in {region}: {}", err(&e)),
-            );
-            Vec::new()
+            ),
         }
-    };
+    }
     let mut todo = Vec::new();
     let unlisted: Vec<&String> = recorded
         .volumes
         .iter()
-        .filter(|id| !vols.iter().any(|v| v.volume_id() == Some(id.as_str())))
+        .filter(|id| !vols.iter().any(|(_, v)| v.volume_id() == Some(id.as_str())))
         .collect();
     for id in unlisted {
         match recorded_volume(c, id, timing.settle).await {
@@ -561,9 +709,10 @@ async fn sweep_into(
             Err(e) => out.fail(region, "volume", id, &own_run, format!("{e:#}")),
         }
     }
-    for v in &vols {
+    for (by, v) in &vols {
         let id = v.volume_id().unwrap_or_default();
-        if let Some(run) = out.select(region, dry, "volume", id, v.tags(), opts, now) {
+        let found = (*by, v.tags(), v.create_time());
+        if let Some(run) = out.select_by(region, dry, "volume", id, found, opts, now) {
             let attached = v
                 .attachments()
                 .iter()
@@ -995,8 +1144,8 @@ async fn delete_volume(
                 c,
                 id,
                 "available",
-                super::launch::VOLUME_TIMEOUT,
-                super::launch::VOLUME_POLL,
+                VOLUME_TIMEOUT,
+                VOLUME_POLL,
             ))
             .await;
         if let Some(Err(e)) = waited {
@@ -1128,6 +1277,97 @@ mod tests {
         assert_eq!(tag_filters(&all).len(), 1);
     }
 
+    /// What Coder built with the template carries no `harness:*` tag: it
+    /// is the owner's by `coder_owner` = the owner's Coder user; another
+    /// owner's, a real user's (same template, same account) and anything
+    /// without `Coder_Provisioned=true` are never candidates; a run-only
+    /// sweep takes none of it; the age is EC2's create time.
+    #[test]
+    fn what_the_template_built_is_the_owner_s_by_its_coder_user() {
+        let t = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+        let now = SystemTime::now();
+        let me = super::super::coder_user("ci-cell-1");
+        let built = |user: &str| {
+            vec![
+                t("Coder_Provisioned", "true"),
+                t("coder_owner", user),
+                t("coder_workspace", "e2e0-aws-nixos"),
+                t("Name", "coder-x-e2e0-aws-nixos-home"),
+            ]
+        };
+        let opts = SweepOptions {
+            older_than: Duration::ZERO,
+            dry_run: false,
+            run_id: None,
+            owner: Some("ci-cell-1".into()),
+        };
+        let label = format!("coder:{me}/e2e0-aws-nixos");
+        assert_eq!(
+            eligible_template(&built(&me), None, &opts, now),
+            Ok(label.clone())
+        );
+        let other = super::super::coder_user("ci-cell-2");
+        for not_mine in [built(&other), built("alice"), built("admin")] {
+            assert_eq!(eligible_template(&not_mine, None, &opts, now), Err(None));
+        }
+        let mut unprovisioned = built(&me);
+        unprovisioned[0] = t("Coder_Provisioned", "false");
+        assert_eq!(
+            eligible_template(&unprovisioned, None, &opts, now),
+            Err(None)
+        );
+        // The harness's selector never takes it (no harness:run-id).
+        assert_eq!(eligible(&built(&me), &opts, now), Err(None));
+        // --all-owners: any harness Coder user, never a real user.
+        let all = SweepOptions {
+            owner: None,
+            ..opts.clone()
+        };
+        assert!(eligible_template(&built(&other), None, &all, now).is_ok());
+        assert_eq!(
+            eligible_template(&built("alice"), None, &all, now),
+            Err(None)
+        );
+        // One run only: the template wrote no run id.
+        let run = SweepOptions {
+            run_id: Some("h1".into()),
+            ..opts.clone()
+        };
+        assert_eq!(eligible_template(&built(&me), None, &run, now), Err(None));
+        assert_eq!(filter_sets(&run).len(), 1);
+        // --older-than: by EC2's time; unknown = not old enough.
+        let old = SweepOptions {
+            older_than: Duration::from_secs(3600),
+            ..opts.clone()
+        };
+        let two_h = Some(now - Duration::from_secs(7200));
+        assert_eq!(
+            eligible_template(&built(&me), two_h, &old, now),
+            Ok(label.clone())
+        );
+        let young = Some(now - Duration::from_secs(60));
+        assert_eq!(
+            eligible_template(&built(&me), young, &old, now),
+            Err(Some(label.clone()))
+        );
+        assert_eq!(
+            eligible_template(&built(&me), None, &old, now),
+            Err(Some(label))
+        );
+        // The server-side filters say the same.
+        let f = template_filters(&opts).unwrap();
+        assert!(f
+            .iter()
+            .any(|f| f.name() == Some("tag:Coder_Provisioned") && f.values() == ["true"]));
+        assert!(f
+            .iter()
+            .any(|f| f.name() == Some("tag:coder_owner") && f.values() == [me.as_str()]));
+        let f = template_filters(&all).unwrap();
+        assert!(f
+            .iter()
+            .any(|f| f.name() == Some("tag:coder_owner") && f.values() == ["harness-*"]));
+    }
+
     #[test]
     fn states_aws_produces_are_waited_for_or_skipped() {
         for s in ["pending", "running", "stopping", "stopped"] {
@@ -1192,7 +1432,7 @@ mod tests {
         fn ctx_fis(rules: &[&Rule], fis: &[&Rule]) -> Ec2Ctx {
             Ec2Ctx {
                 sdk: aws_config::SdkConfig::builder().build(),
-                client: super::super::super::launch::tests::client_with(rules, RuleMode::MatchAny),
+                client: super::super::super::mock::client_with(rules, RuleMode::MatchAny),
                 fis: super::super::super::interrupt::tests::fis_client_with(fis),
                 region: "us-east-1".into(),
                 endpoint: None,
