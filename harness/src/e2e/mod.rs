@@ -40,9 +40,10 @@ use crate::report::summary::{Outcome, Row, Summary};
 use crate::scenarios;
 use crate::workspace::real::{self as real_workspace, Machine, RunResources};
 
+use crate::report::slug;
 pub use skip::{nixos_images_missing, selected_arches};
 pub use world::E2e;
-use world::{all_variants, global_timeout, out_dir, root, slug};
+use world::{all_variants, global_timeout, out_dir, root};
 
 /// How one run is asked for.
 #[derive(Debug, Clone)]

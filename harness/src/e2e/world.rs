@@ -194,19 +194,3 @@ pub(crate) fn variant(name: &str) -> Variant {
         .cloned()
         .unwrap_or_else(|| panic!("unknown variant {name}"))
 }
-
-pub(crate) fn slug(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect::<String>()
-        .split('-')
-        .filter(|p| !p.is_empty())
-        .collect::<Vec<_>>()
-        .join("-")
-}

@@ -183,9 +183,37 @@ impl Report {
     }
 }
 
+/// A file or folder name for evidence (a scenario's artifacts, a build's
+/// log): lower-case ASCII letters and digits, every other run of
+/// characters one `-`.
+pub fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect::<String>()
+        .split('-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slugs_are_lower_case_words_joined_by_one_dash() {
+        assert_eq!(
+            slug("The agent runs as \"dev\" (aws-nixos-graviton)"),
+            "the-agent-runs-as-dev-aws-nixos-graviton"
+        );
+        assert_eq!(slug("--a__B--"), "a-b");
+    }
 
     #[test]
     fn exit_code_and_table() {

@@ -314,7 +314,7 @@ impl TwinWorkspace {
         let n = self.builds.len() + 1;
         let log = self
             .artifacts
-            .join(format!("build-{n:02}-{}.jsonl", slug(what)));
+            .join(format!("build-{n:02}-{}.jsonl", crate::report::slug(what)));
         let t = Instant::now();
         let out = self.session.run(args, &env).await;
         let seconds = t.elapsed().as_secs_f64();
@@ -348,22 +348,6 @@ impl TwinWorkspace {
             log.display()
         ))
     }
-}
-
-fn slug(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect::<String>()
-        .split('-')
-        .filter(|p| !p.is_empty())
-        .collect::<Vec<_>>()
-        .join("-")
 }
 
 /// A `data "coder_parameter"` users may change after creation (`mutable`
