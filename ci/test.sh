@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, every Rust test (unit, integration,
-# real QEMU boots of the fixture guest on both arches, moto, real Terraform,
+# real QEMU boots of the contract guest on both arches, moto, real Terraform,
 # the AWS twin: the whole template with the real providers against moto)
 # and the cucumber scenarios (`--features e2e`), then the release gate's
 # table (lint, render, terraform test, coder-import with the real coder

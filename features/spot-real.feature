@@ -1,7 +1,7 @@
 @nixos @qemu @spot-interruption
 Feature: An interrupted spot workspace comes back (spot variants only)
-  The real path of features/spot.feature: the spot variant's NixOS
-  workspace, a real Coder server, the user-data its template rendered.
+  The real path of template.feature's contract spot scenario: the spot
+  variant's NixOS workspace, a real Coder server, the user-data its template rendered.
   On QEMU the emulated metadata service posts the notice and the VM stops
   as EC2 does for instance_interruption_behavior = "stop". On EC2 the
   interruption is real: an AWS FIS experiment (action

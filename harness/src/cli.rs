@@ -32,8 +32,6 @@ pub enum Command {
     Image(cmd::image::Args),
     /// Boot one instance of a variant under QEMU.
     Boot(cmd::boot::Args),
-    /// Run the four checks against one booted instance.
-    Check(cmd::check::Args),
     /// Plan or run the e2e matrix.
     E2e(cmd::e2e::Args),
     /// Print the e2e summary table (variant × check) from target/e2e.
@@ -58,7 +56,6 @@ pub async fn main() -> anyhow::Result<i32> {
         Command::Gate(a) => cmd::gate::run(a).await,
         Command::Image(a) => cmd::image::run(a).await,
         Command::Boot(a) => cmd::boot::run(a).await,
-        Command::Check(a) => cmd::check::run(a).await,
         Command::E2e(a) => cmd::e2e::run(a).await,
         Command::Report(a) => cmd::report::run(a).await,
         Command::Sweep(a) => cmd::sweep::run(a).await,

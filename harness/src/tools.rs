@@ -22,7 +22,7 @@ pub fn install_hint(tool: &str) -> &'static str {
         "ssh" | "ssh-keygen" => "apt-get install -y --no-install-recommends openssh-client",
         "mkfs.ext4" => "apt-get install -y --no-install-recommends e2fsprogs",
         "cpio" => "apt-get install -y --no-install-recommends cpio",
-        "apt-get" | "dpkg" => "the fixture guest is built from Debian packages; run on Debian",
+        "apt-get" | "dpkg" => "the contract guest is built from Debian packages; run on Debian",
         "docker" => "apt-get install -y docker.io and start dockerd",
         "coder" => "install the Coder CLI: https://coder.com/docs/install",
         _ => "install it and make sure it is on PATH",

@@ -621,7 +621,7 @@ fn the_command_check_rejects_what_the_cli_does_not_take() {
     let md = "Build it with `harness image contract`, then `harness sweep --owner`.\n\
               ```bash\ncargo run -p harness -- gate --allow-skip   # typo\n\
               cargo run -q -p harness -- report --markdown --html\n\
-              target/debug/harness boot aws-nixos --image fixture --run 'uname -m' | tee x\n\
+              target/debug/harness boot aws-nixos --image contract --run 'uname -m' | tee x\n\
               HARNESS_STRICT=1 harness render <variant> [--var k=v]…\n```\n";
     let cmds = harness_commands(md);
     assert_eq!(cmds.len(), 6, "{cmds:#?}");

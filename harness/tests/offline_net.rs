@@ -1,11 +1,11 @@
 //! `GuestNet::Offline` (the NixOS test image's network) for real, under
-//! QEMU with the Debian fixture guest: with `restrict=on` the guest still
+//! QEMU with the contract guest: with `restrict=on` the guest still
 //! gets its user-data over IMDS (guestfwd), is reachable over SSH
 //! (hostfwd) and reaches a host port given to it at 169.0.0.2 (guestfwd
 //! relay), but no other host port; on the open network the other port is
-//! reachable (so the assertion can fail). The fixture guest is a double of
-//! the NixOS image's network contract only: this proves QEMU/libslirp's
-//! behaviour with the argv the harness builds, not the NixOS guest.
+//! reachable (so the assertion can fail). The contract guest is a double
+//! of the NixOS image: this proves QEMU/libslirp's behaviour with the argv
+//! the harness builds, not the NixOS guest.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -43,7 +43,7 @@ async fn boot(net: GuestNet, name: &str) -> QemuInstance {
         .into_iter()
         .find(|v| v.arch == Arch::X86_64)
         .expect("an x86_64 variant");
-    let image = harness::cmd::boot::resolve_image(&root(), "fixture", Arch::X86_64)
+    let image = harness::cmd::boot::resolve_image(&root(), "contract", Arch::X86_64)
         .await
         .unwrap();
     let dir = harness::repo::target_dir(&root())
@@ -60,7 +60,7 @@ async fn boot(net: GuestNet, name: &str) -> QemuInstance {
 async fn read_from_guest(inst: &QemuInstance, port: u16) -> String {
     inst.probe()
         .exec(
-            &format!("nc -w 5 169.0.0.2 {port} </dev/null"),
+            &format!("timeout 5 bash -c 'exec 3<>/dev/tcp/169.0.0.2/{port} && cat <&3'"),
             Duration::from_secs(30),
         )
         .await

@@ -9,7 +9,7 @@
 //! Colours follow the evidence: a passed cell is filled by the strongest
 //! tier that passed in it (striped for files and doubles, solid for a real
 //! NixOS workspace), with a legend.  The checker derives each cell's tier
-//! from the summary and rejects a page where a fixture pass wears a real
+//! from the summary and rejects a page where a contract (double) pass wears a real
 //! pass's fill, by class or by CSS; in Chromium a page with one cell per
 //! tier must paint every tier's own fill.
 //!
@@ -524,18 +524,18 @@ fn mutants(page: &str) -> Vec<(&'static str, String, &'static str)> {
             "does not show its reason",
         ),
         (
-            "a fixture pass filled as a real (nixos) pass",
+            "a contract pass filled as a real (nixos) pass",
             page.replacen(
-                "tier-fixture ev-fixture\" data-verdict=\"passed\" data-evidence=\"fixture\"",
-                "tier-fixture ev-nixos\" data-verdict=\"passed\" data-evidence=\"nixos\"",
+                "tier-contract ev-contract\" data-verdict=\"passed\" data-evidence=\"contract\"",
+                "tier-contract ev-nixos\" data-verdict=\"passed\" data-evidence=\"nixos\"",
                 1,
             ),
-            "expected the fill of ev-fixture",
+            "expected the fill of ev-contract",
         ),
         (
-            "the fixture fill made the real-pass colour",
-            real_fill_for_fixture(page),
-            "ev-fixture is evidence from files or a double but its fill is not striped",
+            "the contract fill made the real-pass colour",
+            real_fill_for_contract(page),
+            "ev-contract is evidence from files or a double but its fill is not striped",
         ),
         (
             "the colour legend dropped",
@@ -545,13 +545,13 @@ fn mutants(page: &str) -> Vec<(&'static str, String, &'static str)> {
     ]
 }
 
-/// `page` with the fixture tier's fill replaced by the nixos tier's.
-fn real_fill_for_fixture(page: &str) -> String {
+/// `page` with the contract tier's fill replaced by the nixos tier's.
+fn real_fill_for_contract(page: &str) -> String {
     let nixos = fill_rule(page, Tier::Nixos).expect("a nixos fill");
-    let fixture = fill_rule(page, Tier::Fixture).expect("a fixture fill");
+    let contract = fill_rule(page, Tier::Contract).expect("a contract fill");
     page.replacen(
-        &format!(".ev-fixture{{{fixture}}}"),
-        &format!(".ev-fixture{{{nixos}}}"),
+        &format!(".ev-contract{{{contract}}}"),
+        &format!(".ev-contract{{{nixos}}}"),
         1,
     )
 }
@@ -562,7 +562,6 @@ fn tiers_summary() -> Summary {
     let row = |check: &str, t: Tier, outcome: Outcome| {
         let (image, backend) = match t {
             Tier::Static => ("static", ""),
-            Tier::Fixture => ("fixture (double)", "qemu"),
             Tier::Contract => ("contract", "qemu"),
             Tier::Twin => ("twin", "moto"),
             Tier::Nixos => ("nixos", "qemu"),
@@ -589,11 +588,15 @@ fn tiers_summary() -> Summary {
         .map(|t| row(t.as_str(), t, Outcome::Passed))
         .collect();
     rows.push(row(
-        "fixture, nixos skipped",
-        Tier::Fixture,
+        "contract, nixos skipped",
+        Tier::Contract,
         Outcome::Passed,
     ));
-    rows.push(row("fixture, nixos skipped", Tier::Nixos, Outcome::Skipped));
+    rows.push(row(
+        "contract, nixos skipped",
+        Tier::Nixos,
+        Outcome::Skipped,
+    ));
     rows.push(row("contract and ec2", Tier::Contract, Outcome::Passed));
     rows.push(row("contract and ec2", Tier::Ec2, Outcome::Passed));
     Summary { rows }
@@ -635,7 +638,7 @@ fn every_tier_has_its_fill_and_the_strongest_pass_colours_a_cell() {
         panic!("{}", e.join("\n"));
     }
     for (check, t) in [
-        ("fixture, nixos skipped", "fixture"),
+        ("contract, nixos skipped", "contract"),
         ("contract and ec2", "ec2"),
     ] {
         assert!(
@@ -645,10 +648,10 @@ fn every_tier_has_its_fill_and_the_strongest_pass_colours_a_cell() {
             "{check}: expected the {t} fill"
         );
     }
-    let e = check_dom(&real_fill_for_fixture(&page), &s, d.path())
-        .expect_err("fixture filled like nixos")
+    let e = check_dom(&real_fill_for_contract(&page), &s, d.path())
+        .expect_err("contract filled like nixos")
         .join("\n");
-    assert!(e.contains("ev-fixture is filled like ev-nixos"), "{e}");
+    assert!(e.contains("ev-contract is filled like ev-nixos"), "{e}");
 }
 
 #[test]
@@ -808,7 +811,7 @@ fn chromium_renders_the_report() {
     for (what, rgb) in [
         ("failed", html::FAILED_RGB),
         ("skipped", html::SKIPPED_RGB),
-        ("passed (fixture)", html::pass_fill(Tier::Fixture).colour),
+        ("passed (contract)", html::pass_fill(Tier::Contract).colour),
     ] {
         let n = count_colour(&px, rgb);
         assert!(
@@ -828,7 +831,7 @@ fn chromium_renders_the_report() {
     assert!(e.contains(expect), "{what}: {e}");
 
     // Every tier's own fill, in the browser, on a page with a cell per tier;
-    // the same page with the fixture fill made the real one is rejected.
+    // the same page with the contract fill made the real one is rejected.
     let td = d.path().join("tiers");
     std::fs::create_dir_all(&td).unwrap();
     let ts = tiers_summary();
@@ -858,21 +861,21 @@ fn chromium_renders_the_report() {
             e.join("; ")
         );
     }
-    let fake = td.join("fixture-as-real.html");
+    let fake = td.join("contract-as-real.html");
     std::fs::write(
         &fake,
-        real_fill_for_fixture(&std::fs::read_to_string(&tiers_page).unwrap()),
+        real_fill_for_contract(&std::fs::read_to_string(&tiers_page).unwrap()),
     )
     .unwrap();
-    let e = fills_painted(&shot(&fake, "fixture-as-real.png"), &Tier::ALL)
-        .expect_err("a fixture pass painted with the real fill")
+    let e = fills_painted(&shot(&fake, "contract-as-real.png"), &Tier::ALL)
+        .expect_err("a contract pass painted with the real fill")
         .join("; ");
-    assert!(e.contains("fixture pass fill"), "{e}");
+    assert!(e.contains("contract pass fill"), "{e}");
     let dom = run_chromium(&bin, &fake, &["--dump-dom".into()]);
     let e = check_dom(&dom, &ts, &td)
-        .expect_err("fixture filled like nixos")
+        .expect_err("contract filled like nixos")
         .join("\n");
-    assert!(e.contains("ev-fixture is filled like ev-nixos"), "{e}");
+    assert!(e.contains("ev-contract is filled like ev-nixos"), "{e}");
 
     // And an empty page's screenshot counts as blank.
     let empty = d.path().join("empty.html");

@@ -1,5 +1,6 @@
 //! The VM machinery for real, under QEMU (TCG here), on both arches, with
-//! the fixture guest: user-data delivery through IMDSv2 (asserted on the
+//! the contract guest (a double of the NixOS AMI) running a plain script
+//! as its user-data: user-data delivery through IMDSv2 (asserted on the
 //! metadata request log), the home disk across graceful stop/start and a
 //! hard kill, the spot notice seen from inside the guest, SSH with the
 //! served key and with a wrong one, and process hygiene on SIGINT/SIGKILL.
@@ -26,20 +27,23 @@ fn variant_for(arch: Arch, spot: bool) -> Variant {
         .expect("values/ has a variant for this arch")
 }
 
+/// Run by amazon-init, whose PATH (as on NixOS) has no mount or mkfs.
 const USER_DATA: &str = r#"#!/bin/sh
+export PATH=/run/current-system/sw/bin:$PATH
 echo "ran as $(id -un)" > /var/lib/user-data-ran
 mkdir -p /home
 mount -t ext4 /dev/xvdb /home 2>/dev/null || { mkfs.ext4 -q -F /dev/xvdb && mount -t ext4 /dev/xvdb /home; }
 echo "harness-test: home mounted"
 "#;
 
-const SPOT: &str = r#"tok=$(printf 'PUT /latest/api/token HTTP/1.0\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n' | nc -w 5 169.254.169.254 80 | tail -n 1)
-printf 'GET /latest/meta-data/spot/instance-action HTTP/1.0\r\nX-aws-ec2-metadata-token: %s\r\n\r\n' "$tok" | nc -w 5 169.254.169.254 80"#;
+/// The guest's IMDSv2 read of spot/instance-action (status line included).
+const SPOT: &str = r#"tok=$(curl -s -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token)
+curl -s -i -H "X-aws-ec2-metadata-token: $tok" http://169.254.169.254/latest/meta-data/spot/instance-action"#;
 
 async fn boot(arch: Arch, spot: bool, name: &str) -> QemuInstance {
     std::env::set_var("HARNESS_EXE", env!("CARGO_BIN_EXE_harness"));
     let v = variant_for(arch, spot);
-    let image = harness::cmd::boot::resolve_image(&root(), "fixture", arch)
+    let image = harness::cmd::boot::resolve_image(&root(), "contract", arch)
         .await
         .unwrap();
     let dir = harness::repo::target_dir(&root())
@@ -189,7 +193,7 @@ async fn machinery_aarch64() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn base_image_is_never_modified() {
-    let image = harness::cmd::boot::resolve_image(&root(), "fixture", Arch::X86_64)
+    let image = harness::cmd::boot::resolve_image(&root(), "contract", Arch::X86_64)
         .await
         .unwrap();
     let before = std::fs::read(&image.base).unwrap();
@@ -238,7 +242,7 @@ fn hygiene(signal: i32) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(harness::cmd::boot::resolve_image(
         &root(),
-        "fixture",
+        "contract",
         Arch::X86_64,
     ))
     .unwrap();
@@ -247,7 +251,7 @@ fn hygiene(signal: i32) {
             "boot",
             "aws-nixos",
             "--image",
-            "fixture",
+            "contract",
             "--run",
             "sleep 600",
         ])

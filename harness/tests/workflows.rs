@@ -127,12 +127,18 @@ fn matrix_shape_matches_variants_json() {
 }
 
 #[test]
-fn pr_workflow_runs_tests_lint_and_selftest() {
+fn pr_workflow_runs_tests_lint_and_keeps_the_evidence() {
     let wf = load("pr.yml");
     assert!(wf["on"].get("pull_request").is_some());
     let steps = steps_text(job(&wf, "test"));
-    assert!(steps.contains("ci/test.sh"), "fmt, clippy, tests, lint");
-    assert!(steps.contains("@selftest"));
+    assert!(
+        steps.contains("ci/test.sh"),
+        "fmt, clippy, tests (the contract tier's scenarios and self-tests), lint"
+    );
+    assert!(
+        steps.contains("target/e2e/"),
+        "the e2e evidence is uploaded"
+    );
 }
 
 #[test]
@@ -281,7 +287,7 @@ fn position(job: &Value, pred: impl Fn(&Value) -> bool) -> Option<usize> {
 }
 
 /// Jobs that boot QEMU guests on the runner: the e2e scenarios on the qemu
-/// backend, or ci/test.sh (fixture boots, @selftest).
+/// backend, or ci/test.sh (contract guest boots).
 fn vm_jobs(w: &Workflows) -> Vec<(String, &Value)> {
     let mut out = Vec::new();
     for (file, wf) in [("nightly", &w.nightly), ("pr", &w.pr)] {

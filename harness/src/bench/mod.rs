@@ -1,11 +1,10 @@
 //! Benchmarks that print side-by-side ratios measured in one run (never
 //! asserted on by tests): `vm` (cold boot, stop/start, snapshot restore)
-//! and `selftest` (boot-per-scenario against snapshot reuse over the
-//! fixture self-test matrix).
+//! and `contract` (a contract scenario's phases, cold boot against
+//! snapshot restore).
 
 pub mod compare;
 pub mod contract;
-pub mod selftest;
 pub mod vm;
 
 use std::time::Duration;

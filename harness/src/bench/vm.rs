@@ -1,4 +1,4 @@
-//! `harness bench vm`: per architecture, on the fixture guest, times
+//! `harness bench vm`: per architecture, on the contract guest, times
 //! - cold boot → user-data executed (QEMU start to the user-data's console line),
 //! - graceful stop (ACPI power button) and start again (to the probe shell),
 //! - snapshot restore (`loadvm` of a booted VM until the probe answers),
@@ -102,7 +102,7 @@ pub async fn measure(
 /// Print one architecture's table.
 pub fn print(variant: &Variant, s: &VmSamples) {
     println!(
-        "\n{} ({}, fixture guest)            min      median   max",
+        "\n{} ({}, contract guest)           min      median   max",
         variant.arch, s.accel
     );
     let rows = [

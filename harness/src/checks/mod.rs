@@ -1,7 +1,7 @@
 //! The four workspace checks (home mount, agent user, log streaming, SSH
 //! fallback) as library code.  Each returns a [`Verdict`] with evidence:
 //! what was expected, what was seen, and the commands and outputs that
-//! showed it.  Steps, `harness check` and the gate all call these.
+//! showed it.  The e2e steps of every tier call these.
 
 pub mod agent_user;
 pub mod home_mount;

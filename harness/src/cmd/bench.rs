@@ -1,10 +1,9 @@
-//! `harness bench vm|selftest|contract [--arch A] [--runs N]`: side-by-side
-//! timings on the fixture guest (and the contract guest), printed as min/median/max plus ratios. Nothing
+//! `harness bench vm|contract [--arch A] [--runs N]`: side-by-side timings
+//! on the contract guest, printed as min/median/max plus ratios. Nothing
 //! here is asserted on by tests.
 
-use crate::bench::{self, contract, selftest, vm};
+use crate::bench::{self, contract, vm};
 use crate::cmd::boot::resolve_image;
-use crate::doubles::fixture_workspace::Defect;
 use crate::machine::qemu::accel::AccelRequest;
 use crate::template::variant::Arch;
 use crate::{repo, template::values};
@@ -36,14 +35,6 @@ pub enum What {
         #[arg(long, value_delimiter = ',')]
         fixtures: Vec<String>,
     },
-    /// The @selftest matrix: boot-per-scenario vs snapshot reuse.
-    Selftest {
-        #[arg(long)]
-        arch: Option<Arch>,
-        /// Comma-separated defects (default: all, including `none`).
-        #[arg(long, value_delimiter = ',')]
-        defects: Vec<String>,
-    },
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
@@ -55,7 +46,7 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         What::Vm { arch, runs } => {
             anyhow::ensure!(runs > 0, "--runs must be at least 1");
             for v in bench::variants_for(&all, arch) {
-                let image = resolve_image(&root, "fixture", v.arch).await?;
+                let image = resolve_image(&root, "contract", v.arch).await?;
                 let s = vm::measure(&v, &image, runs, accel, &out.join("vm")).await?;
                 vm::print(&v, &s);
             }
@@ -88,35 +79,6 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
             } else {
                 eprintln!(
                     "\nexpected identical verdicts from both strategies; these differ (restore leaked state?):\n  {}",
-                    leaks.join("\n  ")
-                );
-                Ok(1)
-            }
-        }
-        What::Selftest { arch, defects } => {
-            let defects: Vec<Defect> = if defects.is_empty() {
-                Defect::ALL.to_vec()
-            } else {
-                defects
-                    .iter()
-                    .map(|d| Defect::from_slug(d))
-                    .collect::<anyhow::Result<_>>()?
-            };
-            let mut leaks = Vec::new();
-            for v in bench::variants_for(&all, arch) {
-                let dir = out.join("selftest").join(v.arch.as_str());
-                let image = resolve_image(&root, "fixture", v.arch).await?;
-                let boot = selftest::boot_per_scenario(&v, &image, &defects, accel, &dir).await?;
-                let reuse = selftest::snapshot_reuse(&v, &image, &defects, accel, &dir).await?;
-                selftest::print(&v, &boot, &reuse);
-                leaks.extend(selftest::mismatches(&boot, &reuse));
-            }
-            if leaks.is_empty() {
-                println!("\nverdicts agree between the two strategies for every scenario");
-                Ok(0)
-            } else {
-                eprintln!(
-                    "\nexpected identical verdicts from both strategies; these differ (reuse leaked state?):\n  {}",
                     leaks.join("\n  ")
                 );
                 Ok(1)

@@ -1,4 +1,4 @@
-//! `harness boot <variant> --image fixture|<path> [--user-data FILE] [--run CMD]`:
+//! `harness boot <variant> --image contract|nixos|<path> [--user-data FILE] [--run CMD]`:
 //! boot one instance of a variant under QEMU with its own IMDS and home
 //! disk; run one command through the probe, or attach an interactive shell.
 
@@ -15,9 +15,9 @@ use crate::{repo, template::values};
 pub struct Args {
     /// Variant name (a values/*.yml file stem).
     pub variant: String,
-    /// `fixture` (the Debian test-double guest), `contract` (the systemd guest keeping
-    /// the NixOS AMI's contract; a double), `nixos`, or a path to a qcow2/raw image.
-    #[arg(long, default_value = "fixture")]
+    /// `contract` (the systemd guest keeping the NixOS AMI's contract; a
+    /// double), `nixos`, or a path to a qcow2/raw image.
+    #[arg(long, default_value = "contract")]
     pub image: String,
     /// User-data file served by the emulated IMDS.
     #[arg(long)]
@@ -40,17 +40,6 @@ pub async fn resolve_image(
     arch: crate::template::variant::Arch,
 ) -> anyhow::Result<BootImage> {
     match spec {
-        "fixture" => {
-            let root = root.to_path_buf();
-            let img =
-                tokio::task::spawn_blocking(move || crate::image::fixture::build(&root, arch))
-                    .await??;
-            eprintln!(
-                "image: {} (fixture guest: a test double, not NixOS)",
-                img.description
-            );
-            Ok(img)
-        }
         "contract" => {
             let root = root.to_path_buf();
             let img =

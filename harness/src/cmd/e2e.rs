@@ -344,7 +344,7 @@ Feature: A workspace
         assert_eq!(s[0].name, "the agent runs as the workspace user");
         assert_eq!(s[1].agent_user.as_deref(), Some("dev"));
         assert_eq!(s[2].flake, "broken");
-        let fixture = "@qemu @fixture\nFeature: f\n  Scenario: x\n    Given y\n";
+        let fixture = "@qemu @contract\nFeature: f\n  Scenario: x\n    Given y\n";
         assert!(nixos_scenarios("f.feature", fixture).is_empty());
         let tagged = "@qemu\nFeature: f\n  @nixos\n  Scenario: x\n    Given y\n  Scenario: z\n";
         let s = nixos_scenarios("f.feature", tagged);

@@ -1,6 +1,6 @@
 //! `harness image`: build or locate a guest image.
-//! `harness image fixture --arch x86_64|aarch64` builds (or finds cached)
-//! the Debian fixture guest and prints where its files are.
+//! `harness image contract --arch x86_64|aarch64` builds (or finds cached)
+//! the contract guest and prints where its files are.
 //! `harness image nixos --arch …` builds the NixOS test image with nix (or
 //! takes HARNESS_IMAGE_<ARCH>); `harness image path FILE --arch …` checks a
 //! user-supplied image and detects its format.
@@ -16,8 +16,8 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum What {
-    /// Build the Debian fixture guest (a test double, not NixOS), cached under target/.
-    Fixture {
+    /// Build the contract guest (a double of the NixOS AMI, not NixOS), cached under target/.
+    Contract {
         /// Guest architecture.
         #[arg(long, value_parser = ["x86_64", "aarch64"])]
         arch: String,
@@ -82,11 +82,11 @@ fn print_firmware_image(img: &crate::image::BootImage, json: bool) -> anyhow::Re
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
     match args.what {
-        What::Fixture { arch, json } => {
+        What::Contract { arch, json } => {
             let arch: Arch = arch.parse()?;
             let root = crate::repo::root()?;
             let img =
-                tokio::task::spawn_blocking(move || crate::image::fixture::build(&root, arch))
+                tokio::task::spawn_blocking(move || crate::image::contract::build(&root, arch))
                     .await??;
             let crate::image::BootMethod::Direct {
                 kernel,
@@ -94,7 +94,7 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
                 append,
             } = &img.boot
             else {
-                anyhow::bail!("fixture image is not a direct-kernel image");
+                anyhow::bail!("the contract image is not a direct-kernel image");
             };
             if json {
                 let v = serde_json::json!({

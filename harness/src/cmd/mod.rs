@@ -2,7 +2,6 @@
 
 pub mod bench;
 pub mod boot;
-pub mod check;
 pub mod e2e;
 pub mod gate;
 pub mod image;

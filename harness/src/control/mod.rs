@@ -1,8 +1,8 @@
 //! The Coder control plane seen by the checks: agent lifecycle, agent
 //! logs (with the time each line reached the server) and SSH as the
 //! workspace user.  Implemented by the named test double
-//! [`crate::doubles::agent_logs`] on the fixture guest; the real Coder server plugs
-//! in behind the same trait.
+//! [`crate::doubles::agent_api`] on the contract guest; the real Coder
+//! server plugs in behind the same trait.
 
 pub mod coder;
 

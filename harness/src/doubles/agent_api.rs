@@ -45,8 +45,33 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::control::{ControlPlane, LifecycleReport, ReceivedLog};
-use crate::doubles::agent_logs::{PatchLogs, PostLifecycleRequest};
 use crate::doubles::http::{session_token, LoopbackServer};
+
+/// `agentsdk.Log`.
+#[derive(Debug, serde::Deserialize)]
+pub struct Log {
+    #[serde(default)]
+    pub created_at: Option<String>,
+    pub output: String,
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+/// `agentsdk.PatchLogs`.
+#[derive(Debug, serde::Deserialize)]
+pub struct PatchLogs {
+    #[serde(default)]
+    pub log_source_id: Option<String>,
+    pub logs: Vec<Log>,
+}
+
+/// `agentsdk.PostLifecycleRequest`.
+#[derive(Debug, serde::Deserialize)]
+pub struct PostLifecycleRequest {
+    pub state: String,
+    #[serde(default)]
+    pub changed_at: Option<String>,
+}
 
 /// The agent stand-in the double serves as the Coder agent binary.
 pub const AGENT_STANDIN: &str = include_str!("coder-agent-standin.sh");

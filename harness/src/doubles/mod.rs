@@ -1,9 +1,5 @@
 //! Every stand-in, named as a double (a pass against one proves the
 //! harness or the template's boot flow, never what it stands in for):
-//! - [`fixture_workspace`]: a workspace on the Debian fixture guest that
-//!   plays the template's boot flow, correctly or with one defect;
-//! - [`agent_logs`]: the Coder agent-logs API double the fixture
-//!   workspace's agent stand-in reports to;
 //! - `coder_api` (tests only): a Coder REST API replay server for the
 //!   client in `control::coder`;
 //! - [`moto`]: the AWS double of the twin tier (moto plus the EC2 spot
@@ -21,10 +17,8 @@
 //! never Coder or its agent.
 
 pub mod agent_api;
-pub mod agent_logs;
 #[cfg(test)]
 pub mod coder_api;
-pub mod fixture_workspace;
 pub mod http;
 pub mod init_script;
 pub mod moto;

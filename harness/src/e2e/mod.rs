@@ -163,7 +163,7 @@ pub async fn run(opts: Options) -> i32 {
             .unwrap_or_else(|| "will run".into())
     );
     if backend == Backend::Ec2 {
-        println!("e2e: HARNESS_BACKEND=ec2 runs the @nixos scenarios only; the fixture self-tests run on the qemu backend");
+        println!("e2e: HARNESS_BACKEND=ec2 runs the @nixos scenarios only; the contract and twin tiers run on the qemu backend");
     }
     let run: &'static Run = Box::leak(Box::new(Run {
         backend,

@@ -57,7 +57,6 @@ pub(crate) fn row(
     } else {
         Backend::Qemu
     };
-    let contract = tags.iter().any(|t| t == "contract");
     let twin = tags.iter().any(|t| t == "twin");
     let backend = if twin {
         "moto".to_string()
@@ -68,12 +67,12 @@ pub(crate) fn row(
         // The whole template with the real providers against the moto
         // double of AWS: no guest at all.
         (false, _) if twin => "twin (moto)",
-        // The template's real user-data on the contract guest (a double of
-        // the NixOS AMI): its own tier, never counted as NixOS.
-        (false, _) if contract => "contract",
         (true, "ec2") => "nixos AMI",
         (true, _) => "nixos",
-        (false, _) => "fixture (double)",
+        // Every other guest scenario (@contract) runs the template's real
+        // user-data on the contract guest (a double of the NixOS AMI): its
+        // own tier, never counted as NixOS.
+        (false, _) => "contract",
     };
     Row {
         variant,

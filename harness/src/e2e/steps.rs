@@ -1,35 +1,16 @@
-//! Steps of the fixture self-tests (`features/selftest.feature`,
-//! `features/spot.feature`) and of real workspaces (`@nixos`: NixOS image or
-//! EC2 instance, real Coder): start, the four checks, stop/start, spot
-//! interruption.
+//! Steps of real workspaces (`@nixos`: NixOS image or EC2 instance, real
+//! Coder) and the ones every tier shares: start, the four checks,
+//! stop/start, spot interruption.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cucumber::{given, then, when};
 
 use crate::checks::{self, Verdict};
-use crate::doubles::fixture_workspace::{self as workspace_double, Defect};
-use crate::machine::instance::Instance as _;
-use crate::machine::qemu::accel::AccelRequest;
-use crate::machine::qemu::BootOptions;
-use crate::workspace::real::{self as real_workspace, Machine, StartSpec};
+use crate::workspace::real::{self as real_workspace, StartSpec};
 
 use super::contract;
 use super::world::*;
-
-// ---------------------------------------------------------------- steps: fixture
-
-#[given(expr = "a fixture workspace for {string} with the {word} flake and defect {string}")]
-pub(crate) async fn fixture_workspace(w: &mut E2e, name: String, flake: String, defect: String) {
-    w.variant = Some(variant(&name));
-    w.broken = match flake.as_str() {
-        "good" => false,
-        "broken" => true,
-        other => panic!("flake must be good or broken, not {other}"),
-    };
-    w.defect = Some(Defect::from_slug(&defect).expect("defect"));
-}
 
 // ---------------------------------------------------------------- steps: real workspace
 
@@ -67,10 +48,8 @@ pub(crate) async fn real_workspace_user(w: &mut E2e, name: String, flake: String
 pub(crate) async fn it_starts(w: &mut E2e) {
     if w.contract.is_some() {
         contract::it_starts(w).await
-    } else if w.real.is_some() {
-        start_real(w).await
     } else {
-        start_fixture(w).await
+        start_real(w).await
     }
 }
 
@@ -102,35 +81,6 @@ pub(crate) async fn start_real(w: &mut E2e) {
     w.time_to_ready = (ws.readiness.final_state == "ready").then_some(ws.readiness.to_final);
     w.api = Some(ws.cp.clone());
     w.workspace = Some(ws);
-}
-
-pub(crate) async fn start_fixture(w: &mut E2e) {
-    let v = w.variant.clone().expect("variant");
-    let defect = w.defect.expect("the fixture steps prepare a defect");
-    let broken = w.broken;
-    let artifacts = w.artifacts.clone();
-    let (inst, api, t) = bounded("boot the fixture workspace", async move {
-        let image = crate::cmd::boot::resolve_image(&root(), "fixture", v.arch).await?;
-        let mut opts = BootOptions::new(&artifacts);
-        opts.label = format!("{}/{}", v.name, defect);
-        opts.accel = AccelRequest::from_env()?;
-        let started = Instant::now();
-        let (inst, api) = workspace_double::boot(
-            &v,
-            &image,
-            USER,
-            broken,
-            defect,
-            opts,
-            Duration::from_secs(180),
-        )
-        .await?;
-        Ok((inst, api, started.elapsed()))
-    })
-    .await;
-    w.instance = Some(Machine::Qemu(Box::new(inst)));
-    w.api = Some(Arc::new(api));
-    w.time_to_agent = Some(t);
 }
 
 pub(crate) async fn run_check(w: &mut E2e, check: &str) -> Verdict {
@@ -178,18 +128,6 @@ pub(crate) async fn check_passes(w: &mut E2e, check: String) {
         "expected the check to PASS on this guest.\n{v}\n{}",
         w.where_logs()
     );
-}
-
-#[then(expr = "the {string} check fails")]
-pub(crate) async fn check_fails(w: &mut E2e, check: String) {
-    let v = run_check(w, &check).await;
-    assert!(
-        !v.passed,
-        "expected the check to FAIL on a guest with defect {:?}, but it passed.\n{v}\n{}",
-        w.defect,
-        w.where_logs()
-    );
-    eprintln!("  (failed as it should: {})", v.seen);
 }
 
 /// A self-test row: the check fails, and its verdict names the cause (so
@@ -241,38 +179,6 @@ pub(crate) async fn write_file(w: &mut E2e) {
     w.marker = Some((path, content));
 }
 
-/// Fixture guest: stop (if it runs) and start the VM, then wait for the
-/// workspace double to report ready again.
-pub(crate) async fn restart_fixture(w: &mut E2e, interrupted: bool) {
-    let inst = w.qemu_mut();
-    bounded("stop and start the instance", async {
-        if inst.console().text().len() > inst.boot_offset()
-            && inst
-                .probe()
-                .exec("true", Duration::from_secs(5))
-                .await
-                .is_ok()
-        {
-            inst.stop().await?;
-        }
-        if interrupted {
-            inst.start_after_interruption().await?;
-        } else {
-            inst.start().await?;
-        }
-        inst.console()
-            .wait_for_line(
-                workspace_double::READY_LINE,
-                inst.boot_offset(),
-                Duration::from_secs(180),
-                "restart",
-            )
-            .await?;
-        Ok(())
-    })
-    .await;
-}
-
 /// Record the new agent's timings and control plane after a restart.
 pub(crate) fn adopt_restart(w: &mut E2e) {
     let ws = w.workspace.as_ref().expect("real workspace");
@@ -283,13 +189,14 @@ pub(crate) fn adopt_restart(w: &mut E2e) {
 /// Restart the scenario's machine: through Coder `stop`/`start` builds
 /// (`via_coder`), or after a spot interruption the only way it really comes
 /// back: the harness starts the stopped instance, without a build (on EC2
-/// StartInstances after the FIS stop, retried while capacity lacks);
-/// fixture VMs restart alike.
+/// StartInstances after the FIS stop, retried while capacity lacks).
+/// (The contract tier restarts through its own steps, `e2e::contract`.)
 pub(crate) async fn restart(w: &mut E2e, via_coder: bool) {
     w.verdicts.clear();
-    let Some(ws) = w.workspace.as_mut() else {
-        return restart_fixture(w, !via_coder).await;
-    };
+    let ws = w
+        .workspace
+        .as_mut()
+        .expect("a real workspace (`Given a workspace from template …` and `When it starts`)");
     let artifacts = w.artifacts.clone();
     let limit = ready_timeout();
     if via_coder {
@@ -350,50 +257,6 @@ pub(crate) async fn file_still_there(w: &mut E2e) {
     )
     .await;
     assert!(v.passed, "{v}\n{}", w.where_logs());
-}
-
-#[when("a spot interruption notice is posted")]
-pub(crate) async fn spot_notice(w: &mut E2e) {
-    let at = std::time::SystemTime::now() + Duration::from_secs(120);
-    w.qemu()
-        .imds()
-        .trigger_spot_interruption("stop", at)
-        .expect("trigger");
-}
-
-/// Guest-side IMDSv2 read of spot/instance-action with busybox nc.
-const READ_SPOT_NOTICE: &str = r#"tok=$(printf 'PUT /latest/api/token HTTP/1.0\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n' | nc -w 5 169.254.169.254 80 | tail -n 1)
-printf 'GET /latest/meta-data/spot/instance-action HTTP/1.0\r\nX-aws-ec2-metadata-token: %s\r\n\r\n' "$tok" | nc -w 5 169.254.169.254 80"#;
-
-/// The same read with curl (NixOS images have curl, not busybox nc).
-const READ_SPOT_NOTICE_CURL: &str = r#"tok=$(curl -s -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token)
-curl -s -i -H "X-aws-ec2-metadata-token: $tok" http://169.254.169.254/latest/meta-data/spot/instance-action"#;
-
-#[then("the guest sees the interruption notice in its metadata")]
-pub(crate) async fn guest_sees_notice(w: &mut E2e) {
-    let cmd = if w.real.is_some() {
-        READ_SPOT_NOTICE_CURL
-    } else {
-        READ_SPOT_NOTICE
-    };
-    let out = bounded("read the notice from the guest", async {
-        Ok(w.inst().probe().exec(cmd, Duration::from_secs(30)).await?)
-    })
-    .await;
-    assert!(
-        out.stdout.contains(" 200 ") && out.stdout.contains("\"action\":\"stop\"") && out.stdout.contains("\"time\""),
-        "expected the guest to read a stop notice with a time from spot/instance-action, saw:\n{}\n{}",
-        out.stdout,
-        w.where_logs()
-    );
-    // Now the instance stops the way EC2 does it for interruption behavior "stop".
-    let inst = w.qemu_mut();
-    bounded("stop on interruption", async {
-        inst.stop().await?;
-        inst.imds().clear_spot_interruption();
-        Ok(())
-    })
-    .await;
 }
 
 #[when("the spot instance is interrupted")]

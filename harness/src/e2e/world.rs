@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use crate::checks::Verdict;
 use crate::control::ControlPlane;
-use crate::doubles::fixture_workspace::Defect;
 use crate::machine::instance::Instance;
 use crate::machine::qemu::QemuInstance;
 use crate::template::variant::Variant;
@@ -22,7 +21,6 @@ use super::contract;
 /// A step's bound on the reference machine; [`bounded`] scales it by the
 /// measured pace (`crate::machine::qemu::pace`).
 pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(600);
-pub(crate) const USER: &str = "alice";
 
 /// `HARNESS_<NAME>` in seconds, or `default`.
 pub(crate) fn secs_from_env(name: &str, default: u64) -> Duration {
@@ -87,7 +85,6 @@ pub struct E2e {
     /// The scenario's name (set by the before-hook).
     pub(crate) scenario: String,
     pub(crate) variant: Option<Variant>,
-    pub(crate) defect: Option<Defect>,
     pub(crate) broken: bool,
     /// Set by the `a workspace from template …` steps.
     pub(crate) real: Option<RealSpec>,
@@ -112,7 +109,6 @@ impl fmt::Debug for E2e {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("E2e")
             .field("variant", &self.variant.as_ref().map(|v| &v.name))
-            .field("defect", &self.defect)
             .field("real", &self.real)
             .field("instance", &self.machine().map(|i| i.id().to_string()))
             .field("artifacts", &self.artifacts)
@@ -121,7 +117,7 @@ impl fmt::Debug for E2e {
 }
 
 impl E2e {
-    /// The scenario's machine: a real workspace's, or the fixture VM.
+    /// The scenario's machine: a real workspace's, or the contract guest.
     pub(crate) fn machine_ref(&self) -> Option<&Machine> {
         self.workspace
             .as_ref()
@@ -146,11 +142,6 @@ impl E2e {
             "this step needs a QEMU instance (a `When it starts` step first, HARNESS_BACKEND=qemu)",
         )
     }
-    pub(crate) fn qemu_mut(&mut self) -> &mut QemuInstance {
-        self.machine_mut().and_then(Machine::qemu_mut).expect(
-            "this step needs a QEMU instance (a `When it starts` step first, HARNESS_BACKEND=qemu)",
-        )
-    }
     pub(crate) fn cp(&self) -> &dyn ControlPlane {
         self.api
             .as_deref()
@@ -164,7 +155,7 @@ impl E2e {
         self.real
             .as_ref()
             .map(|r| r.user.clone())
-            .unwrap_or_else(|| USER.to_string())
+            .expect("a `Given a … workspace` step must come first")
     }
     pub(crate) fn where_logs(&self) -> String {
         match self.machine() {

@@ -26,8 +26,8 @@
 //! `http://deb.debian.org/debian` + `http://deb.debian.org/debian-security`
 //! (e.g. on Ubuntu runners).
 //!
-//! How to use it (fixture guest: `image/fixture.rs`; the contract guest
-//! should do the same and share the root, so lists are fetched once):
+//! How to use it (the contract guest: `image/contract/packages.rs`; every
+//! user shares the root, so lists are fetched once):
 //!
 //! ```no_run
 //! use harness::image::apt_root::{deb_arch, AptRoot};
@@ -41,7 +41,7 @@
 //! # let _ = debs; Ok(()) }
 //! ```
 //!
-//! Concurrent users (two test processes, fixture and contract builds) are
+//! Concurrent users (two test processes building the image for both arches) are
 //! serialised by an `flock` on `<root>/.lock`: exclusive for `update`,
 //! shared for reads.
 

@@ -1,10 +1,11 @@
-//! Guest images: the Debian fixture guest, NixOS images via `nix build`,
-//! or a user-supplied path.  Every provider yields a [`BootImage`], which
+//! Guest images: the contract guest (a double of the NixOS AMI, built from
+//! Debian packages by [`debian`]), NixOS images via `nix build`, or a
+//! user-supplied path.  Every provider yields a [`BootImage`], which
 //! the QEMU launcher boots unchanged.
 
 pub mod apt_root;
 pub mod contract;
-pub mod fixture;
+pub mod debian;
 pub mod nixos;
 pub mod path;
 pub mod probe_unit;
@@ -16,8 +17,6 @@ use crate::template::variant::Arch;
 /// What kind of guest an image is; reports say so plainly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageKind {
-    /// The Debian busybox fixture guest: proves machinery and checks only.
-    Fixture,
     /// The contract guest (`image::contract`): Debian + real systemd keeping
     /// the NixOS AMI's user-data contract; a named double, not NixOS.
     Contract,
@@ -30,7 +29,6 @@ pub enum ImageKind {
 impl ImageKind {
     pub fn as_str(self) -> &'static str {
         match self {
-            ImageKind::Fixture => "fixture",
             ImageKind::Contract => "contract",
             ImageKind::Nixos => "nixos",
             ImageKind::Path => "path",
@@ -41,7 +39,7 @@ impl ImageKind {
 /// How the guest's kernel is started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BootMethod {
-    /// `-kernel`/`-initrd`/`-append` (fixture guest).
+    /// `-kernel`/`-initrd`/`-append` (the contract guest).
     Direct {
         kernel: PathBuf,
         initrd: PathBuf,

@@ -13,9 +13,6 @@
 //! the glue module with stand-in `pkgs`/`lib`, whose `writeScriptBin`
 //! names its output after the sha256 of the script text, so `ExecStart`
 //! shows which text the unit runs.
-//!
-//! (The busybox fixture guest has no systemd and keeps its own
-//! `harness/fixture-guest/probe-shell`; it is being retired.)
 
 use std::collections::BTreeMap;
 use std::path::Path;

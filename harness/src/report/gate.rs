@@ -291,7 +291,7 @@ async fn run_e2e_in_process(_out_dir: &Path, _backend: &str) -> Result<(), Strin
 /// The tier of rows about the e2e run as a whole (runner missing or
 /// crashed): the weakest tier the run on `backend` produces.
 pub fn run_tier(backend: &str) -> Tier {
-    Tier::derive("fixture", backend)
+    Tier::derive("contract", backend)
 }
 
 fn add_e2e_rows(
@@ -357,7 +357,7 @@ mod tests {
     use std::time::Duration;
 
     /// The gate's rows on the Debian build machine: the static checks it
-    /// runs, the recorded e2e summary (fixture passes and one failure, 30
+    /// runs, the recorded e2e summary (contract passes and one failure, 30
     /// nixos skips, ec2 skips) and the EC2 tier's skip row.
     fn this_machine() -> Report {
         let mut r = Report::default();
@@ -464,7 +464,7 @@ mod tests {
         }
         assert_eq!(
             lines.last().copied(),
-            Some("static 31 passed (1 skipped) · fixture 9 passed, 1 FAILED · contract, twin 0 · nixos 0 (30 skipped) · ec2 0 (5 skipped)")
+            Some("static 31 passed (1 skipped) · contract 9 passed, 1 FAILED · twin 0 · nixos 0 (30 skipped) · ec2 0 (5 skipped)")
         );
         assert_eq!(
             out.matches("no NixOS image + no Docker daemon").count(),
@@ -472,12 +472,12 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("Attempted"), "{out}");
-        assert!(out.contains("static   coder-import"), "{out}");
+        assert!(out.contains("static    coder-import"), "{out}");
         assert!(
             out.contains("WARNING repo / nixos-release (static):\n    NixOS 26.05 reaches its end of life on 2026-12-31, in 25 days"),
             "{out}"
         );
-        assert!(out.contains("ec2      e2e (ec2)"), "{out}");
+        assert!(out.contains("ec2       e2e (ec2)"), "{out}");
         println!("{out}");
     }
 }

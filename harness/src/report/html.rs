@@ -3,9 +3,9 @@
 //! of `default-src 'none'` forbids anything else) with the variant × check
 //! matrix coloured by verdict and by evidence: a passed cell is filled by
 //! the strongest tier that passed in it ([`pass_fill`]: striped and pale
-//! for files and doubles — static, fixture, contract, twin —, solid green
-//! for a real NixOS workspace — nixos, ec2), so a pass on the busybox
-//! double never looks like a real one; a legend says which is which.
+//! for files and doubles — static, contract, twin —, solid green for a
+//! real NixOS workspace — nixos, ec2), so a pass on a double never looks
+//! like a real one; a legend says which is which.
 //! Failed cells are red, skipped cells grey with their reason.  Each cell
 //! opens (`<details>`) onto its scenarios: verdict, tier, the failure
 //! message or skip reason, and relative links to what the scenario's
@@ -126,10 +126,10 @@ table.matrix{border-collapse:collapse}
 td.cell{min-width:7em;border-left-width:6px}
 td.failed{background:#f4b6b0}td.skipped{background:#dcdcdc;color:#444}
 td.empty{background:#fafafa;color:#999}
-td.tier-static{border-left-color:#7a8a99}td.tier-fixture{border-left-color:#d9a400}
+td.tier-static{border-left-color:#7a8a99}
 td.tier-contract{border-left-color:#8e44ad}td.tier-twin{border-left-color:#0e7c86}td.tier-nixos{border-left-color:#1f6feb}td.tier-ec2{border-left-color:#0b7a3e}
 .badge{display:inline-block;border-radius:3px;padding:0 4px;margin:1px;font-size:12px;color:#fff}
-.t-static{background:#7a8a99}.t-fixture{background:#b58900}.t-contract{background:#8e44ad}.t-twin{background:#0e7c86}.t-nixos{background:#1f6feb}.t-ec2{background:#0b7a3e}
+.t-static{background:#7a8a99}.t-contract{background:#8e44ad}.t-twin{background:#0e7c86}.t-nixos{background:#1f6feb}.t-ec2{background:#0b7a3e}
 .why{display:block;font-size:12px}
 details>summary{cursor:pointer}
 ul.items{margin:.3em 0 0;padding-left:1.1em;max-width:40em}
@@ -159,8 +159,8 @@ pub struct PassFill {
 }
 
 /// The fill of a passed cell whose strongest passing tier is `t`: pale
-/// stripes growing darker from `static` to `twin` (files, the busybox
-/// double, the NixOS-contract double, moto), solid green for `nixos` and a
+/// stripes growing darker from `static` to `twin` (files, the
+/// NixOS-contract double, moto), solid green for `nixos` and a
 /// darker solid green for `ec2`.  Every tier's fill differs from every
 /// other's and from the failed and skipped fills.
 pub fn pass_fill(t: Tier) -> PassFill {
@@ -168,10 +168,6 @@ pub fn pass_fill(t: Tier) -> PassFill {
     match t {
         Tier::Static => PassFill {
             colour: [0xe3, 0xec, 0xe5],
-            stripes: Some(WHITE),
-        },
-        Tier::Fixture => PassFill {
-            colour: [0xcf, 0xec, 0xd6],
             stripes: Some(WHITE),
         },
         Tier::Contract => PassFill {
@@ -333,7 +329,7 @@ fn cell(h: &mut String, m: &Matrix, variant: &str, check: &str, out_dir: &Path) 
         .max()
         .unwrap_or_else(|| m.items[idx[0]].tier);
     // A passed cell's fill shows the strongest tier that passed in it (a
-    // skipped real scenario beside a fixture pass leaves it a fixture pass).
+    // skipped real scenario beside a contract pass leaves it a contract pass).
     let evidence = idx
         .iter()
         .map(|&n| &m.items[n])
@@ -553,7 +549,7 @@ mod tests {
             variant: variant.into(),
             arch: "x86_64".into(),
             backend: "qemu".into(),
-            image: "fixture".into(),
+            image: "contract".into(),
             tier: None,
             check: check.into(),
             scenario: format!("{check} on {variant}"),
@@ -603,19 +599,19 @@ mod tests {
 
     #[test]
     fn a_cell_is_filled_by_the_strongest_tier_that_passed() {
-        let mut fixture = row("a", "home mount", Outcome::Passed, None);
+        let mut contract = row("a", "home mount", Outcome::Passed, None);
         let mut nixos_skip = row("a", "home mount", Outcome::Skipped, Some("no image"));
         nixos_skip.image = "nixos".into();
         let mut nixos_pass = row("b", "home mount", Outcome::Passed, None);
         nixos_pass.image = "nixos".into();
-        fixture.scenario = "fixture".into();
+        contract.scenario = "contract".into();
         let s = Summary {
             rows: vec![
-                fixture.clone(),
+                contract.clone(),
                 nixos_skip,
                 Row {
                     variant: "b".into(),
-                    ..fixture
+                    ..contract
                 },
                 nixos_pass,
             ],
@@ -629,7 +625,7 @@ mod tests {
             page[start..i].to_string()
         };
         assert!(
-            td("a").contains("ev-fixture") && td("a").contains("data-evidence=\"fixture\""),
+            td("a").contains("ev-contract") && td("a").contains("data-evidence=\"contract\""),
             "{}",
             td("a")
         );

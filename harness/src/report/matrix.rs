@@ -408,7 +408,7 @@ impl Matrix {
         out
     }
 
-    /// Markdown cell: one part per tier, e.g. `✅ fixture ×3 · ⏭ nixos [1]`.
+    /// Markdown cell: one part per tier, e.g. `✅ contract ×3 · ⏭ nixos [1]`.
     fn md_cell(&self, idx: &[usize]) -> String {
         if idx.is_empty() {
             return "–".into();

@@ -2,7 +2,7 @@
 //!
 //! A [`Report`] is a list of rows: variant × check → passed / failed /
 //! skipped-with-reason, with timings and the evidence [`Tier`] that
-//! produced the verdict (`static`, `fixture`, `contract`, `nixos`, `ec2`).
+//! produced the verdict (`static`, `contract`, `twin`, `nixos`, `ec2`).
 //! The submodules hold what every report shares: [`tier`] (the one place a
 //! tier is derived), [`reasons`] (skip reasons keyed once, with the action
 //! to take), [`matrix`] (the variant × check table in text and Markdown),
@@ -252,9 +252,7 @@ mod tests {
         assert!(t.contains("FAILED a / render (static): boom"), "{t}");
         assert_eq!(
             t.lines().last(),
-            Some(
-                "static 1 passed, 1 FAILED · fixture, contract, twin 0 · nixos 0 (1 skipped) · ec2 0"
-            ),
+            Some("static 1 passed, 1 FAILED · contract, twin 0 · nixos 0 (1 skipped) · ec2 0"),
             "{t}"
         );
         assert!(r.details().contains("more"));

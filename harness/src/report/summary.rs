@@ -38,8 +38,8 @@ pub struct Row {
     pub arch: String,
     /// `qemu` or `ec2`.
     pub backend: String,
-    /// What the checks ran against: `fixture` (a double), `contract` (a
-    /// double of the NixOS AMI), `nixos`, `path`.
+    /// What the checks ran against: `contract` (a double of the NixOS
+    /// AMI), `twin (moto)`, `nixos`, `nixos AMI`, `path`.
     pub image: String,
     /// The evidence tier of this verdict.  Written by [`Summary::save`];
     /// files without it (older runs) get it from [`Row::tier`].
@@ -173,9 +173,7 @@ mod tests {
         };
         let md = s.markdown();
         assert!(
-            md.contains(
-                "static, fixture, contract, twin 0 · nixos 1 passed, 1 FAILED (1 skipped) · ec2 0"
-            ),
+            md.contains("static, contract, twin 0 · nixos 1 passed, 1 FAILED (1 skipped) · ec2 0"),
             "{md}"
         );
         assert!(md.contains("| variant | home mount | agent user |"), "{md}");
@@ -218,13 +216,13 @@ mod tests {
     fn the_tier_is_read_when_present_and_derived_when_absent() {
         let old = r#"{"rows":[{"variant":"a","arch":"x86_64","backend":"qemu","image":"fixture (double)","check":"home mount","scenario":"s","outcome":"passed","seconds":1.0}]}"#;
         let s: Summary = serde_json::from_str(old).unwrap();
-        assert_eq!(s.rows[0].tier(), Tier::Fixture);
+        assert_eq!(s.rows[0].tier(), Tier::Contract);
         let new = old.replace(
             r#""image":"fixture (double)""#,
-            r#""image":"nixos","tier":"contract""#,
+            r#""image":"nixos","tier":"twin""#,
         );
         let s: Summary = serde_json::from_str(&new).unwrap();
-        assert_eq!(s.rows[0].tier(), Tier::Contract);
+        assert_eq!(s.rows[0].tier(), Tier::Twin);
         let bad = old.replace(r#""seconds""#, r#""tier":"NixOS","seconds""#);
         let e = serde_json::from_str::<Summary>(&bad)
             .unwrap_err()

@@ -1,8 +1,7 @@
 //! Evidence tiers: which kind of run produced a verdict.
 //!
-//! A pass in one tier never stands for another: the fixture guest is a
-//! double of the NixOS image, the contract guest a double of the NixOS AMI
-//! that keeps NixOS's contract, `twin` applies the real template with its
+//! A pass in one tier never stands for another: the contract guest is a
+//! double of the NixOS AMI that keeps NixOS's contract, `twin` applies the real template with its
 //! real providers against moto (a double of AWS), and only `nixos` and
 //! `ec2` run the real image.  [`Tier::derive`] is the one place a tier is decided from what a
 //! row ran against; static gate rows (lint, render, `terraform test`,
@@ -21,8 +20,6 @@ pub enum Tier {
     /// Files, real Terraform, shellcheck, nix-instantiate: no guest.
     #[default]
     Static,
-    /// Harness checks on the Debian busybox fixture guest (a double of the NixOS image).
-    Fixture,
     /// The template's real user-data on the systemd guest that keeps NixOS's
     /// contract (a double of the NixOS AMI).
     Contract,
@@ -36,9 +33,8 @@ pub enum Tier {
 }
 
 impl Tier {
-    pub const ALL: [Tier; 6] = [
+    pub const ALL: [Tier; 5] = [
         Tier::Static,
-        Tier::Fixture,
         Tier::Contract,
         Tier::Twin,
         Tier::Nixos,
@@ -48,7 +44,6 @@ impl Tier {
     pub fn as_str(self) -> &'static str {
         match self {
             Tier::Static => "static",
-            Tier::Fixture => "fixture",
             Tier::Contract => "contract",
             Tier::Twin => "twin",
             Tier::Nixos => "nixos",
@@ -60,7 +55,6 @@ impl Tier {
     pub fn meaning(self) -> &'static str {
         match self {
             Tier::Static => "files and real Terraform, no guest",
-            Tier::Fixture => "harness checks on the fixture guest (a double of NixOS): proves the machinery, not the template",
             Tier::Contract => "the template's user-data on the NixOS-contract guest (a double of the NixOS AMI)",
             Tier::Twin => "real Terraform and the real aws and coder providers applied against moto (a double of AWS)",
             Tier::Nixos => "a real NixOS image and a real Coder on QEMU",
@@ -69,12 +63,13 @@ impl Tier {
     }
 
     /// The tier of a run row, from what it ran against: `backend` is `qemu`
-    /// or `ec2`, `image` is `fixture`, `contract`, `nixos` or `path` (its
-    /// first word counts, so `fixture (double)` and `nixos AMI` are read
-    /// too).  Anything on EC2 is `ec2`; a NixOS image or an image path on
-    /// QEMU is `nixos`.  An image this function does not know is counted as
-    /// `fixture`, the weakest guest tier, so an unknown name never claims
-    /// more than a double proves; `static` (or no image) is `static`.
+    /// or `ec2`, `image` is `contract`, `twin`, `nixos` or `path` (its
+    /// first word counts, so `twin (moto)` and `nixos AMI` are read too).
+    /// Anything on EC2 is `ec2`; a NixOS image or an image path on QEMU is
+    /// `nixos`.  An image this function does not know (e.g. `fixture`, the
+    /// retired busybox guest, in an old summary) is counted as `contract`,
+    /// the weakest guest tier, so an unknown name never claims more than a
+    /// double proves; `static` (or no image) is `static`.
     pub fn derive(image: &str, backend: &str) -> Tier {
         if backend.trim().eq_ignore_ascii_case("ec2") {
             return Tier::Ec2;
@@ -89,7 +84,7 @@ impl Tier {
             "contract" => Tier::Contract,
             "twin" => Tier::Twin,
             "nixos" | "path" => Tier::Nixos,
-            _ => Tier::Fixture,
+            _ => Tier::Contract,
         }
     }
 }
@@ -135,10 +130,10 @@ impl Tally {
         Tally(m)
     }
 
-    /// `static 40 passed · fixture 24 passed, 1 FAILED · contract, twin 0 · nixos 0 (30 skipped) · ec2 0 (1 skipped)`:
+    /// `static 40 passed · contract 28 passed, 1 FAILED · twin 16 passed · nixos 0 (30 skipped) · ec2 0 (1 skipped)`:
     /// every tier named, so a count of passes can never be read as another
     /// tier's; neighbouring tiers without a single row share their `0`
-    /// (the line stays within a 120-column screen with six tiers).
+    /// (the line stays within a 120-column screen with five tiers).
     pub fn line(&self) -> String {
         let mut parts: Vec<String> = Vec::new();
         let mut empty: Vec<&str> = Vec::new();
@@ -177,19 +172,19 @@ mod tests {
     #[test]
     fn derive_names_the_tier_of_every_known_row_shape() {
         let cases = [
-            ("fixture", "qemu", Tier::Fixture),
-            ("fixture (double)", "qemu", Tier::Fixture),
             ("contract", "qemu", Tier::Contract),
             ("twin (moto)", "moto", Tier::Twin),
             ("nixos", "qemu", Tier::Nixos),
             ("path", "qemu", Tier::Nixos),
             ("nixos AMI", "ec2", Tier::Ec2),
             ("nixos", "ec2", Tier::Ec2),
-            ("fixture", "ec2", Tier::Ec2),
+            ("contract", "ec2", Tier::Ec2),
             ("static", "", Tier::Static),
             ("", "", Tier::Static),
-            // Unknown images never claim more than the fixture double.
-            ("something-new", "qemu", Tier::Fixture),
+            // Unknown images (the retired busybox `fixture` guest of an
+            // old summary too) never claim more than the contract double.
+            ("something-new", "qemu", Tier::Contract),
+            ("fixture (double)", "qemu", Tier::Contract),
         ];
         for (image, backend, want) in cases {
             assert_eq!(Tier::derive(image, backend), want, "{image} on {backend}");
@@ -203,7 +198,7 @@ mod tests {
         assert_eq!(sorted, Tier::ALL);
         assert_eq!(
             Tier::ALL.map(Tier::as_str),
-            ["static", "fixture", "contract", "twin", "nixos", "ec2"]
+            ["static", "contract", "twin", "nixos", "ec2"]
         );
     }
 
@@ -222,21 +217,21 @@ mod tests {
         let t = Tally::new([
             (Tier::Static, Verdict::Passed),
             (Tier::Static, Verdict::Passed),
-            (Tier::Fixture, Verdict::Passed),
-            (Tier::Fixture, Verdict::Failed),
+            (Tier::Contract, Verdict::Passed),
+            (Tier::Contract, Verdict::Failed),
             (Tier::Nixos, Verdict::Skipped),
         ]);
         assert_eq!(
             t.line(),
-            "static 2 passed · fixture 1 passed, 1 FAILED · contract, twin 0 · nixos 0 (1 skipped) · ec2 0"
+            "static 2 passed · contract 1 passed, 1 FAILED · twin 0 · nixos 0 (1 skipped) · ec2 0"
         );
         assert_eq!(
             Tally::new([]).line(),
-            "static, fixture, contract, twin, nixos, ec2 0"
+            "static, contract, twin, nixos, ec2 0"
         );
         assert_eq!(
             Tally::new([(Tier::Twin, Verdict::Failed)]).line(),
-            "static, fixture, contract 0 · twin 0, 1 FAILED · nixos, ec2 0"
+            "static, contract 0 · twin 0, 1 FAILED · nixos, ec2 0"
         );
     }
 }

@@ -2,9 +2,7 @@
 //! workspace on the NixOS image in QEMU or the NixOS AMI on EC2),
 //! [`contract`] (the template's REAL rendered user-data on the contract
 //! guest, a double of the NixOS AMI, with Coder's init script and agent
-//! played by named stand-ins) and [`fixture`] (the fixture workspace
-//! double on the Debian fixture guest, defined in
-//! [`crate::doubles::fixture_workspace`]); and [`twin`], the whole template
+//! played by named stand-ins); and [`twin`], the whole template
 //! applied by real Terraform and the real providers against the moto double
 //! of AWS (no guest). [`fixture_flake`]: the test flake a real workspace
 //! switches to, per backend.
@@ -13,5 +11,3 @@ pub mod contract;
 pub mod fixture_flake;
 pub mod real;
 pub mod twin;
-
-pub use crate::doubles::fixture_workspace as fixture;

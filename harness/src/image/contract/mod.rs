@@ -19,7 +19,7 @@
 //!
 //! Public API (small on purpose):
 //! - [`build`] / [`build_in`] — the cached [`BootImage`] for an arch
-//!   (`ImageKind::Contract`, direct kernel boot like the fixture).
+//!   (`ImageKind::Contract`, direct kernel boot).
 //! - [`cache_root`] — `<target>/contract-images`.
 //! - [`AMAZON_INIT_PATH`], [`SERVICE_PATH`] — the nixpkgs packages on
 //!   amazon-init's PATH, in order.
@@ -44,8 +44,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
-use super::fixture::packages::{self as debs, Pkg};
-use super::fixture::{assemble, kmod};
+use super::debian::packages::{self as debs, Pkg};
+use super::debian::{assemble, kmod};
 use super::{BootImage, BootMethod, ImageKind};
 use crate::template::variant::Arch;
 
@@ -309,7 +309,7 @@ pub fn build(repo_root: &Path, arch: Arch) -> anyhow::Result<BootImage> {
 
 /// [`build`] with an explicit cache directory.
 pub fn build_in(cache: &Path, arch: Arch) -> anyhow::Result<BootImage> {
-    // The same private apt root as the fixture guest (`<cache>/../apt-root`):
+    // The private apt root (`<cache>/../apt-root`):
     // never the host's apt state.
     let apt = crate::image::apt_root::AptRoot::shared(cache.parent().unwrap_or(cache))?;
     debs::check_host()?;
@@ -775,7 +775,7 @@ fn build_into(
     strip_setuid(&root)?;
     assemble::check_libraries(&root)?;
 
-    // Kernel and initramfs (the fixture's module machinery).
+    // Kernel and initramfs ([`kmod`]).
     let release = kernel
         .name
         .strip_prefix("linux-image-")

@@ -4,13 +4,13 @@
 //! file, so the host's installed packages never leak in), and the nixpkgs
 //! name each package's executables are filed under in the guest's store.
 //!
-//! Versions, hashes, downloads and `dpkg -x` reuse the fixture image's
-//! functions (`image::fixture::packages`), so a shared private apt root
-//! replaces the mirror for both guests in one place.
+//! Versions, hashes, downloads and `dpkg -x` reuse the shared Debian
+//! functions (`image::debian::packages`), so one private apt root
+//! replaces the mirror in one place.
 
 use anyhow::{bail, Context};
 
-use crate::image::fixture::packages::deb_arch;
+use crate::image::debian::packages::deb_arch;
 use crate::template::variant::Arch;
 
 /// What the guest is built from (same names on both arches); their
@@ -87,7 +87,7 @@ pub fn exe_group(deb: &str, exe: &str) -> Option<&'static str> {
 }
 
 /// The dependency closure of `names` for `arch` (names only; versions come
-/// from `fixture::packages::resolve`).  apt's resolver runs as a
+/// from `debian::packages::resolve`).  apt's resolver runs as a
 /// simulation against an empty status file: the host's installed packages
 /// neither satisfy nor shadow anything.
 pub fn closure(

@@ -25,8 +25,6 @@ pub fn reference(kind: ImageKind, arch: Arch) -> Option<Duration> {
     let s = match (kind, arch) {
         (ImageKind::Contract, Arch::X86_64) => 16.0,
         (ImageKind::Contract, Arch::Aarch64) => 45.0,
-        (ImageKind::Fixture, Arch::X86_64) => 7.0,
-        (ImageKind::Fixture, Arch::Aarch64) => 20.0,
         _ => return None,
     };
     Some(Duration::from_secs_f64(s))

@@ -98,8 +98,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn against_the_agent_logs_double() {
-        let api = crate::doubles::agent_logs::AgentLogsDouble::start()
+    async fn against_the_agent_api_double() {
+        let api = crate::doubles::agent_api::AgentApiDouble::start("t0k", Default::default())
             .await
             .unwrap();
         let e = names(&api, MARKER).await.unwrap_err().to_string();
@@ -114,6 +114,7 @@ mod tests {
         ]});
         let r = reqwest::Client::new()
             .patch(&url)
+            .header("Coder-Session-Token", "t0k")
             .json(&body)
             .send()
             .await
