@@ -9,7 +9,10 @@ Feature: The AWS twin: the whole template applied by real Terraform with the rea
   aws-sdk-ec2, the same observation the EC2 tier uses. A pass here is a
   `twin` pass: it proves what the providers send and keep, not what AWS
   does; step texts say where moto is the weaker peer. `<variant>` expands to
-  every values/ file, `<spot-variant>` to the spot ones.
+  every values/ file; `<first-spot-variant>` to the first spot one only: the
+  mutations, the sweep and the stop guard test text every spot variant
+  shares (templates/ is one module; a variant is a values file), so each
+  runs once.
 
   Scenario Outline: a workspace's life: create, stop, start, change every mutable parameter, delete (<variant>)
     Given a twin workspace from template "<variant>"
@@ -27,8 +30,8 @@ Feature: The AWS twin: the whole template applied by real Terraform with the rea
     When the workspace is deleted
     Then nothing with the workspace's tags is left and any spot request is cancelled
 
-  Scenario Outline: a stop build while EC2 has interrupted the spot instance keeps it from coming back online (interruption and restart simulated by the double) (<spot-variant>)
-    Given a twin workspace from template "<spot-variant>"
+  Scenario Outline: a stop build while EC2 has interrupted the spot instance keeps it from coming back online (interruption and restart simulated by the double) (<first-spot-variant>)
+    Given a twin workspace from template "<first-spot-variant>"
     When the workspace is created (moto fulfils spot requests at once: no capacity, no quotas)
     And EC2 interrupts the spot instance for lack of capacity (simulated by the double: moto has no capacity)
     And the workspace is stopped
@@ -36,8 +39,8 @@ Feature: The AWS twin: the whole template applied by real Terraform with the rea
     When EC2 restarts the spot instance once capacity returns (simulated by the double)
     Then the instance tells its guest to power off at boot (coder_transition=stop in its IMDS tags)
 
-  Scenario Outline: what a killed ec2 run left is found by `harness sweep` through the template's own tags, and only its owner's (<spot-variant>)
-    Given a twin workspace from template "<spot-variant>" owned by the ec2 tier's Coder user of harness owner "ci-cell-1"
+  Scenario Outline: what a killed ec2 run left is found by `harness sweep` through the template's own tags, and only its owner's (<first-spot-variant>)
+    Given a twin workspace from template "<first-spot-variant>" owned by the ec2 tier's Coder user of harness owner "ci-cell-1"
     When the workspace is created (moto fulfils spot requests at once: no capacity, no quotas)
     Then the instance, both volumes and the spot request carry the owner's tags
     When the run is killed and `harness sweep --owner ci-cell-2` runs, which must touch nothing
@@ -45,8 +48,8 @@ Feature: The AWS twin: the whole template applied by real Terraform with the rea
     Then nothing with the workspace's tags is left and any spot request is cancelled
 
   @mutation
-  Scenario Outline: a template copy with the defect "<mutation>" fails the twin, naming the cause (<spot-variant>)
-    Given a twin workspace from a copy of template "<spot-variant>" mutated with "<mutation>"
+  Scenario Outline: a template copy with the defect "<mutation>" fails the twin, naming the cause (<first-spot-variant>)
+    Given a twin workspace from a copy of template "<first-spot-variant>" mutated with "<mutation>"
     When its whole life runs, expecting a failure
     Then the twin's failure names "<cause>"
 

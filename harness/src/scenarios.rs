@@ -5,7 +5,11 @@
 //! tagged `Examples:` block per value (crossed with any table it has):
 //! - `<variant>`: every variant;
 //! - `<spot-variant>`: every spot variant;
-//! - `<arch-variant>`: the first variant of each architecture.
+//! - `<arch-variant>`: the first variant of each architecture;
+//! - `<first-spot-variant>`: the first spot variant only (for what the
+//!   template's shared text decides the same way for every spot variant:
+//!   the twin's mutations, its sweep and its stop-while-interrupted
+//!   scenario run once, not once per architecture).
 //!
 //! Each generated block is tagged `@<arch> @spot|@on-demand @variant-<name>`,
 //! so `--tags` selects a slice of the matrix.
@@ -14,13 +18,19 @@ use std::path::{Path, PathBuf};
 
 use crate::template::variant::Variant;
 
-pub const PLACEHOLDERS: [&str; 3] = ["variant", "spot-variant", "arch-variant"];
+pub const PLACEHOLDERS: [&str; 4] = [
+    "variant",
+    "spot-variant",
+    "arch-variant",
+    "first-spot-variant",
+];
 
 /// The variants a placeholder expands to.
 pub fn values_for<'a>(placeholder: &str, variants: &'a [Variant]) -> Vec<&'a Variant> {
     match placeholder {
         "variant" => variants.iter().collect(),
         "spot-variant" => variants.iter().filter(|v| v.is_spot).collect(),
+        "first-spot-variant" => variants.iter().filter(|v| v.is_spot).take(1).collect(),
         "arch-variant" => {
             let mut seen = Vec::new();
             let mut out = Vec::new();
@@ -184,5 +194,11 @@ mod tests {
         assert!(out.contains("@aarch64 @spot @variant-b"), "{out}");
         assert!(out.contains("Scenario: plain"), "{out}");
         assert_eq!(values_for("spot-variant", &vs).len(), 2);
+        let first: Vec<&str> = values_for("first-spot-variant", &vs)
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert!(vs.iter().any(|v| v.is_spot && v.name == first[0]));
     }
 }
