@@ -10,23 +10,33 @@
 //!
 //! N is `std::thread::available_parallelism()` (which honours CPU affinity
 //! and cgroup quotas), or `HARNESS_GUEST_SLOTS` (for a measured reason, e.g.
-//! KVM guests that idle). Per process: one harness run schedules its own
-//! guests; other people's processes show up in the measured pace
-//! ([`super::pace`]).
+//! KVM guests that idle). Machine-wide for one user: besides this
+//! process's semaphore a slot is one of N lock files
+//! (`$TMPDIR/harness-guest-slots-<uid>/slot-<i>`, or
+//! `HARNESS_GUEST_SLOTS_DIR`) held with `flock`, so two harness processes
+//! (the e2e run and the guest tests beside it in `ci/test.sh`, or a
+//! developer's second terminal) never run more guests than cores between
+//! them; the kernel releases a dead process's lock. Other users' and
+//! other programs' load shows up in the measured pace ([`super::pace`]).
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read as _, Seek as _, Write as _};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// The slot pool of one process.
+/// The slot pool of one process, and its share of the machine's.
 pub struct Slots {
     sem: Arc<Semaphore>,
     total: usize,
     next: AtomicU64,
     state: Mutex<State>,
+    /// Where the machine-wide lock files live (`None`: this process only).
+    dir: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -35,9 +45,11 @@ struct State {
     waiting: BTreeMap<u64, (String, Instant)>,
 }
 
-/// One running guest's slot; dropping it frees the slot.
+/// One running guest's slot; dropping it frees the slot (its lock file's
+/// `flock` goes with the file handle).
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
+    _file: Option<File>,
     id: u64,
     slots: &'static Slots,
 }
@@ -71,23 +83,144 @@ pub fn configured(env: Option<&str>) -> usize {
         })
 }
 
-/// This process's slots.
+/// `HARNESS_GUEST_SLOTS_DIR`, else `$TMPDIR/harness-guest-slots-<uid>`.
+pub fn machine_dir(env: Option<&str>) -> PathBuf {
+    match env.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        // SAFETY: getuid has no preconditions and cannot fail.
+        None => {
+            std::env::temp_dir().join(format!("harness-guest-slots-{}", unsafe { libc::getuid() }))
+        }
+    }
+}
+
+/// This process's slots, shared machine-wide through [`machine_dir`].
 pub fn global() -> &'static Slots {
     static S: OnceLock<Slots> = OnceLock::new();
     S.get_or_init(|| {
-        Slots::new(configured(
-            std::env::var("HARNESS_GUEST_SLOTS").ok().as_deref(),
-        ))
+        Slots::machine_wide(
+            configured(std::env::var("HARNESS_GUEST_SLOTS").ok().as_deref()),
+            machine_dir(std::env::var("HARNESS_GUEST_SLOTS_DIR").ok().as_deref()),
+        )
     })
 }
 
 impl Slots {
+    /// Slots of this process only.
     pub fn new(total: usize) -> Slots {
         Slots {
             sem: Arc::new(Semaphore::new(total)),
             total,
             next: AtomicU64::new(0),
             state: Mutex::default(),
+            dir: None,
+        }
+    }
+
+    /// Slots shared with every process that uses the same `dir`.
+    pub fn machine_wide(total: usize, dir: PathBuf) -> Slots {
+        Slots {
+            dir: Some(dir),
+            ..Slots::new(total)
+        }
+    }
+
+    /// One of the machine's N lock files, if one is free: locked, with
+    /// this process's pid and `label` written into it (what a waiting
+    /// process names). A directory that cannot be made or a file that
+    /// cannot be opened says so and counts as free (this process's own
+    /// semaphore still bounds its guests).
+    fn try_lock_file(&self, label: &str) -> Result<Option<File>, ()> {
+        let Some(dir) = &self.dir else {
+            return Err(());
+        };
+        use std::os::unix::fs::DirBuilderExt as _;
+        if let Err(e) = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+        {
+            eprintln!(
+                "guest slots: cannot create {} ({e}); slots are per process",
+                dir.display()
+            );
+            return Err(());
+        }
+        for i in 0..self.total {
+            let path = dir.join(format!("slot-{i}"));
+            let mut f = match std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!(
+                        "guest slots: cannot open {} ({e}); slots are per process",
+                        path.display()
+                    );
+                    return Err(());
+                }
+            };
+            if f.try_lock().is_ok() {
+                let _ = f.set_len(0);
+                let _ = write!(f, "pid {} {label}", std::process::id());
+                return Ok(Some(f));
+            }
+        }
+        Ok(None)
+    }
+
+    /// What the machine's locked slot files say (other processes' guests).
+    fn machine_holders(&self) -> Vec<String> {
+        let Some(dir) = &self.dir else {
+            return vec![];
+        };
+        (0..self.total)
+            .filter_map(|i| {
+                let mut f = File::open(dir.join(format!("slot-{i}"))).ok()?;
+                if f.try_lock_shared().is_ok() {
+                    return None;
+                }
+                let mut s = String::new();
+                f.rewind().ok()?;
+                f.read_to_string(&mut s).ok()?;
+                Some(s)
+            })
+            .collect()
+    }
+
+    /// The machine-wide half of a slot: a lock file, waiting (and saying
+    /// which processes hold the slots) while every one is taken.
+    async fn lock_file(&self, label: &str) -> Option<File> {
+        let mut said = None;
+        loop {
+            match self.try_lock_file(label) {
+                Err(()) => return None,
+                Ok(Some(f)) => {
+                    if let Some(t) = said {
+                        eprintln!(
+                            "guest slots: {label} got a guest slot after {:.0} s",
+                            Instant::elapsed(&t).as_secs_f64()
+                        );
+                    }
+                    return Some(f);
+                }
+                Ok(None) => {
+                    if said.is_none() {
+                        eprintln!(
+                            "guest slots: {label} waits for a guest slot held by another process ({} of {}: {}; HARNESS_GUEST_SLOTS to change)",
+                            self.total,
+                            self.total,
+                            self.machine_holders().join(", ")
+                        );
+                        said = Some(Instant::now());
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
         }
     }
 
@@ -120,7 +253,6 @@ impl Slots {
                     .acquire_owned()
                     .await
                     .expect("the guest slot semaphore is never closed");
-                self.state.lock().unwrap().waiting.remove(&id);
                 eprintln!(
                     "guest slots: {label} got a guest slot after {:.0} s",
                     t.elapsed().as_secs_f64()
@@ -128,21 +260,34 @@ impl Slots {
                 p
             }
         };
+        // Listed as waiting while another process holds the machine's slots.
         self.state
             .lock()
             .unwrap()
-            .holders
-            .insert(id, label.to_string());
+            .waiting
+            .entry(id)
+            .or_insert_with(|| (label.to_string(), Instant::now()));
+        let file = self.lock_file(label).await;
+        let mut st = self.state.lock().unwrap();
+        st.waiting.remove(&id);
+        st.holders.insert(id, label.to_string());
+        drop(st);
         Slot {
             _permit: permit,
+            _file: file,
             id,
             slots: self,
         }
     }
 
-    /// A slot now, if one is free.
+    /// A slot now, if one is free (in this process and on the machine).
     pub fn try_acquire(&'static self, label: &str) -> Option<Slot> {
         let permit = self.sem.clone().try_acquire_owned().ok()?;
+        let file = match self.try_lock_file(label) {
+            Ok(Some(f)) => Some(f),
+            Ok(None) => return None,
+            Err(()) => None,
+        };
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.state
             .lock()
@@ -151,6 +296,7 @@ impl Slots {
             .insert(id, label.to_string());
         Some(Slot {
             _permit: permit,
+            _file: file,
             id,
             slots: self,
         })
@@ -228,5 +374,36 @@ mod tests {
         assert_eq!(s.waiting()[0].0, "d");
         drop(w);
         assert!(s.waiting().is_empty());
+    }
+
+    /// Two processes' slot pools on one lock directory (flock locks are
+    /// per open file, so two pools in one process stand for two).
+    #[tokio::test]
+    async fn a_second_process_waits_for_the_machine_wide_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let one: &'static Slots =
+            Box::leak(Box::new(Slots::machine_wide(1, dir.path().to_path_buf())));
+        let two: &'static Slots =
+            Box::leak(Box::new(Slots::machine_wide(1, dir.path().to_path_buf())));
+        let a = one.acquire("guest-a").await;
+        assert!(
+            two.try_acquire("guest-b").is_none(),
+            "the other process's pool must see the slot taken"
+        );
+        assert_eq!(
+            two.machine_holders(),
+            [format!("pid {} guest-a", std::process::id())]
+        );
+        let b = tokio::spawn(async move { two.acquire("guest-b").await });
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(!b.is_finished(), "guest-b must wait while guest-a runs");
+        assert_eq!(two.waiting()[0].0, "guest-b");
+        drop(a);
+        let _b = tokio::time::timeout(Duration::from_secs(5), b)
+            .await
+            .expect("guest-b gets the slot guest-a freed")
+            .unwrap();
+        assert!(two.waiting().is_empty());
+        assert!(one.try_acquire("guest-c").is_none());
     }
 }
