@@ -40,6 +40,8 @@ struct State {
     durations: Vec<Duration>,
     last_line: Option<Instant>,
     finished: bool,
+    /// How many scenarios may run at once (both passes together).
+    parallel: usize,
 }
 
 /// Shared by the hooks, the writer and the heartbeat thread.
@@ -49,16 +51,11 @@ pub struct Progress {
     started: Instant,
 }
 
-impl Default for Progress {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Progress {
     /// A bar when stderr is a terminal, plain lines otherwise; starts the
-    /// heartbeat.
-    pub fn new() -> Progress {
+    /// heartbeat. `parallel`: how many scenarios may run at once (the
+    /// estimate divides by it).
+    pub fn new(parallel: usize) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = indicatif::ProgressBar::new(0);
             b.set_style(
@@ -71,7 +68,10 @@ impl Progress {
             b
         });
         let p = Progress {
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(State {
+                parallel,
+                ..State::default()
+            })),
             bar,
             started: Instant::now(),
         };
@@ -172,7 +172,8 @@ impl Progress {
 }
 
 /// An estimate of what is left: the mean scenario time so far × the
-/// scenarios still to run, over the two that run at once.
+/// scenarios still to run, over as many as run at once (at most those
+/// left).
 fn left(s: &State) -> String {
     let remaining = s.planned.saturating_sub(s.done);
     if remaining == 0 {
@@ -182,7 +183,8 @@ fn left(s: &State) -> String {
         return format!("{remaining} left");
     }
     let mean = s.durations.iter().sum::<Duration>() / s.durations.len() as u32;
-    let est = mean * remaining as u32 / 2;
+    let at_once = s.parallel.clamp(1, remaining);
+    let est = mean * remaining as u32 / at_once as u32;
     format!("{remaining} left, about {} (estimate)", mins(est))
 }
 
@@ -260,16 +262,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_estimate_uses_the_mean_over_two_at_once() {
+    fn the_estimate_uses_the_mean_over_those_at_once() {
         let mut s = State {
             planned: 5,
             done: 1,
+            parallel: 2,
             ..State::default()
         };
         assert_eq!(left(&s), "4 left");
         s.durations.push(Duration::from_secs(120));
         // 4 × 120 s / 2 = 240 s
         assert_eq!(left(&s), "4 left, about 4 min (estimate)");
+        // Six at once, four left: all four at once, 120 s.
+        s.parallel = 6;
+        assert_eq!(left(&s), "4 left, about 2 min (estimate)");
         s.done = 5;
         assert_eq!(left(&s), "nothing left");
     }
