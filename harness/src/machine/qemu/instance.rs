@@ -438,9 +438,9 @@ impl Instance for QemuInstance {
         qmp.system_powerdown().await?;
         drop(qmp);
         if !self.wait_exit(Duration::from_secs(20)).await {
-            // The fixture's arm64 kernel has no power-button driver under
-            // direct-kernel boot (no gpio-keys); ask the guest to power off
-            // cleanly through the probe instead, and say so.
+            // An arm64 guest kernel under direct-kernel boot may have no
+            // power-button driver (no gpio-keys); ask the guest to power
+            // off cleanly through the probe instead, and say so.
             eprintln!(
                 "[{}] warning: the guest ignored the ACPI power button; asking it to power off through the probe",
                 self.opts.label
