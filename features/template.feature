@@ -14,7 +14,7 @@ Feature: The template's real user-data on a guest that keeps NixOS's contract
   runs on the aarch64 guest too.
 
   # @smoke: the one scenario every CI run also runs on the aarch64 guest
-  # (ci/test.sh: HARNESS_CONTRACT_ARCHS=x86_64,aarch64=smoke).
+  # (ci/test.sh: HARNESS_CONTRACT_ARCHS=x86_64=spot,aarch64=smoke).
   @smoke
   Scenario Outline: the agent runs as the workspace user with /home on the home disk, and the rebuild's logs stream (<variant>)
     Given a contract workspace from template "<variant>" with the "good" fixture flake and agent_auth "aws-instance-identity"

@@ -314,10 +314,15 @@ async fn repo_wide_checks_catch_their_faults() {
 #[tokio::test]
 async fn render_every_variant_with_real_terraform() {
     let root = repo();
+    let mut by_arch: BTreeMap<(String, bool), (String, String)> = BTreeMap::new();
     for v in harness::template::values::discover_repo(&root).unwrap() {
         let ud = harness::template::render::render_user_data(&root, &v, &BTreeMap::new())
             .await
             .unwrap();
+        by_arch.insert(
+            (v.arch.as_str().to_string(), v.is_spot),
+            (v.name.clone(), ud.clone()),
+        );
         assert!(ud.starts_with("#!"), "{}: {ud}", v.name);
         assert!(ud.len() <= lint::user_data::LIMIT_BYTES);
         // The placeholders (not a real token/init script) are carried,
@@ -330,6 +335,22 @@ async fn render_every_variant_with_real_terraform() {
             "{}: init placeholder not found",
             v.name
         );
+    }
+    // The user-data does not depend on is_spot: an arch's on-demand and
+    // spot variants boot the same bytes (what lets ci/test.sh run the
+    // x86_64 contract rows on the spot variant only,
+    // HARNESS_CONTRACT_ARCHS=x86_64=spot, reporting the on-demand rows
+    // skipped).
+    for ((arch, spot), (name, ud)) in &by_arch {
+        if *spot {
+            continue;
+        }
+        if let Some((spot_name, spot_ud)) = by_arch.get(&(arch.clone(), true)) {
+            assert!(
+                ud == spot_ud,
+                "{arch}: expected {name} (on-demand) and {spot_name} (spot) to render the same user-data; they differ (HARNESS_CONTRACT_ARCHS=x86_64=spot in ci/test.sh relies on it)"
+            );
+        }
     }
     // --var overrides reach the output; unknown names list the known ones.
     let v = harness::template::values::find(&root, "aws-nixos").unwrap();

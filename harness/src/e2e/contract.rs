@@ -98,11 +98,17 @@ fn image(arch: Arch) -> Result<BootImage, String> {
 /// cannot.
 pub fn skip_reason(arch: Arch, tags: &[String]) -> Option<String> {
     let first = first_variant_of(arch);
+    let spot: Vec<String> = super::world::all_variants()
+        .iter()
+        .filter(|v| v.is_spot)
+        .map(|v| v.name.clone())
+        .collect();
     if let Some(reason) = not_selected(
         std::env::var("HARNESS_CONTRACT_ARCHS").ok(),
         arch,
         tags,
         first.as_deref(),
+        &spot,
     ) {
         return Some(reason);
     }
@@ -126,16 +132,20 @@ fn first_variant_of(arch: Arch) -> Option<String> {
 
 /// `HARNESS_CONTRACT_ARCHS` limits the contract tier (a PR/CI budget: an
 /// aarch64 systemd guest under TCG costs several times an x86_64 one):
-/// a comma-separated list of `<arch>` (every scenario of that guest arch)
-/// or `<arch>=smoke` (only the `@smoke` scenarios, on the arch's first
-/// variant, e.g. `x86_64,aarch64=smoke` as in `ci/test.sh`). What is not
-/// selected is reported as skipped with this reason, never as passed.
-/// Unset or empty: everything.
+/// a comma-separated list of `<arch>` (every scenario of that guest arch),
+/// `<arch>=spot` (every scenario, on the arch's spot variants only: an
+/// arch's on-demand and spot variants render the same user-data, which
+/// tests/static_gate.rs asserts, so the contract guest boots the same
+/// bytes) or `<arch>=smoke` (only the `@smoke` scenarios, on the arch's
+/// first variant), e.g. `x86_64=spot,aarch64=smoke` as in `ci/test.sh`.
+/// What is not selected is reported as skipped with this reason, never as
+/// passed. Unset or empty: everything.
 fn not_selected(
     selected: Option<String>,
     arch: Arch,
     tags: &[String],
     first_variant: Option<&str>,
+    spot_variants: &[String],
 ) -> Option<String> {
     let selected = selected.filter(|s| !s.trim().is_empty())?;
     let scope = selected.split(',').find_map(|a| {
@@ -159,8 +169,18 @@ fn not_selected(
                 first_variant.unwrap_or("the first variant")
             )
         }
+        Some(Some("spot")) => {
+            match tags.iter().find_map(|t| t.strip_prefix("variant-")) {
+                Some(v) if !spot_variants.iter().any(|s| s == v) => format!(
+                    "only the spot variants run on the {arch} contract guest in this job ({v} renders the same user-data as this arch's spot variant: tests/static_gate.rs)"
+                ),
+                _ => return None,
+            }
+        }
         Some(Some(other)) => {
-            format!("unknown scope `{other}` for {arch} (expected `{arch}` or `{arch}=smoke`)")
+            format!(
+                "unknown scope `{other}` for {arch} (expected `{arch}`, `{arch}=spot` or `{arch}=smoke`)"
+            )
         }
     };
     Some(format!(
@@ -666,27 +686,61 @@ mod tests {
         let smoke_other = tags(&["contract", "smoke", "aarch64", "variant-aws-nixos-graviton"]);
         let plain = tags(&["contract", "aarch64", "variant-aws-nixos-graviton-spot"]);
         let first = Some("aws-nixos-graviton-spot");
+        let spot = vec![
+            "aws-nixos-spot".to_string(),
+            "aws-nixos-graviton-spot".to_string(),
+        ];
         // Unset or empty: everything runs.
-        assert_eq!(not_selected(None, Arch::Aarch64, &plain, first), None);
-        assert_eq!(not_selected(sel(""), Arch::Aarch64, &plain, first), None);
-        // A whole arch.
         assert_eq!(
-            not_selected(sel("x86_64"), Arch::X86_64, &plain, first),
+            not_selected(None, Arch::Aarch64, &plain, first, &spot),
             None
         );
-        let r = not_selected(sel("x86_64"), Arch::Aarch64, &plain, first).unwrap();
+        assert_eq!(
+            not_selected(sel(""), Arch::Aarch64, &plain, first, &spot),
+            None
+        );
+        // A whole arch.
+        assert_eq!(
+            not_selected(sel("x86_64"), Arch::X86_64, &plain, first, &spot),
+            None
+        );
+        let r = not_selected(sel("x86_64"), Arch::Aarch64, &plain, first, &spot).unwrap();
         assert!(r.contains("aarch64 contract guest is not run"), "{r}");
         // ci/test.sh: x86_64 whole, aarch64 smoke on its first variant only.
         let ci = "x86_64,aarch64=smoke";
-        assert_eq!(not_selected(sel(ci), Arch::X86_64, &plain, first), None);
-        assert_eq!(not_selected(sel(ci), Arch::Aarch64, &smoke, first), None);
-        let r = not_selected(sel(ci), Arch::Aarch64, &plain, first).unwrap();
+        assert_eq!(
+            not_selected(sel(ci), Arch::X86_64, &plain, first, &spot),
+            None
+        );
+        assert_eq!(
+            not_selected(sel(ci), Arch::Aarch64, &smoke, first, &spot),
+            None
+        );
+        let r = not_selected(sel(ci), Arch::Aarch64, &plain, first, &spot).unwrap();
         assert!(
             r.contains("only the @smoke scenarios on aws-nixos-graviton-spot"),
             "{r}"
         );
-        assert!(not_selected(sel(ci), Arch::Aarch64, &smoke_other, first).is_some());
-        let r = not_selected(sel("aarch64=fast"), Arch::Aarch64, &smoke, first).unwrap();
+        assert!(not_selected(sel(ci), Arch::Aarch64, &smoke_other, first, &spot).is_some());
+        let r = not_selected(sel("aarch64=fast"), Arch::Aarch64, &smoke, first, &spot).unwrap();
         assert!(r.contains("unknown scope `fast`"), "{r}");
+        // x86_64=spot: every scenario, on the spot variants only.
+        let on_demand = tags(&["contract", "x86_64", "variant-aws-nixos"]);
+        let spot_row = tags(&["contract", "x86_64", "variant-aws-nixos-spot"]);
+        let ci = "x86_64=spot,aarch64=smoke";
+        assert_eq!(
+            not_selected(sel(ci), Arch::X86_64, &spot_row, first, &spot),
+            None
+        );
+        let r = not_selected(sel(ci), Arch::X86_64, &on_demand, first, &spot).unwrap();
+        assert!(
+            r.contains("only the spot variants run on the x86_64 contract guest")
+                && r.contains("aws-nixos renders the same user-data"),
+            "{r}"
+        );
+        assert_eq!(
+            not_selected(sel(ci), Arch::Aarch64, &smoke, first, &spot),
+            None
+        );
     }
 }
