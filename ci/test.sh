@@ -18,13 +18,62 @@ step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --features e2e -- -D warnings
 step "terraform-provider-coder in the harness's Terraform mirror (no-op when this version is cached; the twin and coder-import need it)"
 bash ci/build-coder-provider.sh || echo "coder provider not built (reason above): the coder-import rows and the twin will be skipped" >&2
-step "cargo test --features e2e (contract tier: every x86_64 scenario, the @smoke scenario on aarch64; the nightly runs the full matrix)"
+step "cargo test --features e2e: the e2e scenarios (contract tier: every x86_64 scenario on the spot variant, the @smoke scenario on aarch64; the nightly runs the full matrix) and, beside them, every other test"
 # The aarch64 contract guest under TCG costs several times the x86_64 one:
 # CI runs its @smoke scenario (good flake, the four checks) on the first
-# aarch64 variant; its other scenarios are reported as skipped with the
-# reason, never as passed.
-contract_archs=${HARNESS_CONTRACT_ARCHS-x86_64,aarch64=smoke}
-HARNESS_CONTRACT_ARCHS=$contract_archs cargo test --workspace --features e2e
+# aarch64 variant. An arch's on-demand variant renders the same user-data
+# as its spot variant (tests/static_gate.rs asserts it): CI runs the x86_64
+# rows on the spot variant. What is left out is reported as skipped with
+# the reason, never as passed.
+contract_archs=${HARNESS_CONTRACT_ARCHS-x86_64=spot,aarch64=smoke}
+cargo test --workspace --features e2e --no-run
+# Every test target but the e2e, from cargo's own list, so a new test file
+# runs without editing this script. They run beside the e2e (one after the
+# other, as `cargo test` runs them): the guests of both share the machine's
+# guest slots (harness::machine::qemu::slots: flock'd files, no more guests
+# than cores between the two processes); in sequence the two left a core
+# idle for most of their length.
+mapfile -t others < <(cargo metadata --no-deps --format-version 1 | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    for t in p["targets"]:
+        if "test" in t["kind"] and t["name"] != "e2e":
+            print("--test=" + t["name"])
+')
+[ "${#others[@]}" -gt 0 ] || { echo "expected integration test targets besides e2e in cargo metadata; found none" >&2; exit 1; }
+mkdir -p target/ci
+others_log=target/ci/other-tests.log
+# Its own process group, so an exit here (a failed e2e, Ctrl-C) stops it
+# and the guests its tests run (their own signal cleanup kills QEMU).
+setsid cargo test --workspace --features e2e --lib --bins "${others[@]}" >"$others_log" 2>&1 &
+others_pid=$!
+trap 'kill -TERM -- "-$others_pid" 2>/dev/null || true' EXIT
+echo "every other test (${#others[@]} integration targets, the unit tests, the binaries' tests) runs beside the e2e; its log: $others_log" >&2
+e2e_rc=0
+HARNESS_CONTRACT_ARCHS=$contract_archs cargo test -p harness --features e2e --test e2e || e2e_rc=$?
+# The other tests may still run: a line every 30 s until they end.
+waited=0
+while kill -0 "$others_pid" 2>/dev/null; do
+  sleep 5
+  waited=$((waited + 5))
+  if [ $((waited % 30)) -eq 0 ]; then
+    echo "the other tests still run after the e2e (${waited} s): $(grep -E '^ +Running ' "$others_log" | tail -1 | sed 's/^ *//')" >&2
+  fi
+done
+others_rc=0
+wait "$others_pid" || others_rc=$?
+trap - EXIT
+# Their verdicts (the whole log when one failed).
+if [ "$others_rc" -ne 0 ]; then
+  cat "$others_log"
+else
+  grep -E '^ +Running |^test result:' "$others_log"
+fi
+cargo test --workspace --features e2e --doc
+if [ "$e2e_rc" -ne 0 ] || [ "$others_rc" -ne 0 ]; then
+  echo "cargo test failed: the e2e exited $e2e_rc, the other tests exited $others_rc (log: $others_log)" >&2
+  exit 1
+fi
 step "the contract tier really ran: passed contract rows in target/e2e/summary.json, on every selected arch"
 CONTRACT_ARCHS=$contract_archs python3 - <<'PY'
 import json, os, sys
