@@ -28,50 +28,75 @@ step "cargo test --features e2e: the e2e scenarios (contract tier: every x86_64 
 contract_archs=${HARNESS_CONTRACT_ARCHS-x86_64=spot,aarch64=smoke}
 cargo test --workspace --features e2e --no-run
 # Every test target but the e2e, from cargo's own list, so a new test file
-# runs without editing this script. They run beside the e2e (one after the
-# other, as `cargo test` runs them): the guests of both share the machine's
-# guest slots (harness::machine::qemu::slots: flock'd files, no more guests
-# than cores between the two processes); in sequence the two left a core
-# idle for most of their length.
-mapfile -t others < <(cargo metadata --no-deps --format-version 1 | python3 -c '
+# runs without editing this script, all beside the e2e: the targets that
+# boot guests (guest_tests) each in its own process, the rest one after
+# the other in one more. Guests of every process share the machine's guest
+# slots (harness::machine::qemu::slots: flock'd files, no more guests than
+# cores between the processes). Run in sequence, the e2e and these left a
+# core idle for most of their length (41 min warm at stop 29).
+guest_tests=(contract_guest offline_net vm)
+mapfile -t all_tests < <(cargo metadata --no-deps --format-version 1 | python3 -c '
 import json, sys
 for p in json.load(sys.stdin)["packages"]:
     for t in p["targets"]:
         if "test" in t["kind"] and t["name"] != "e2e":
-            print("--test=" + t["name"])
+            print(t["name"])
 ')
-[ "${#others[@]}" -gt 0 ] || { echo "expected integration test targets besides e2e in cargo metadata; found none" >&2; exit 1; }
+host_tests=()
+for t in "${all_tests[@]}"; do
+  [[ " ${guest_tests[*]} " == *" $t "* ]] || host_tests+=("--test=$t")
+done
+for t in "${guest_tests[@]}"; do
+  [[ " ${all_tests[*]} " == *" $t "* ]] || { echo "ci/test.sh names a guest test target that cargo does not list: $t" >&2; exit 1; }
+done
+[ "${#host_tests[@]}" -gt 0 ] || { echo "expected integration test targets besides e2e in cargo metadata; found none" >&2; exit 1; }
 mkdir -p target/ci
-others_log=target/ci/other-tests.log
-# Its own process group, so an exit here (a failed e2e, Ctrl-C) stops it
-# and the guests its tests run (their own signal cleanup kills QEMU).
-setsid cargo test --workspace --features e2e --lib --bins "${others[@]}" >"$others_log" 2>&1 &
-others_pid=$!
-trap 'kill -TERM -- "-$others_pid" 2>/dev/null || true' EXIT
-echo "every other test (${#others[@]} integration targets, the unit tests, the binaries' tests) runs beside the e2e; its log: $others_log" >&2
+rm -f target/ci/*.log
+# Each in its own process group, so an exit here (a failed e2e, Ctrl-C)
+# stops it and the guests its tests run (their own signal cleanup kills
+# QEMU).
+bg=()
+setsid cargo test --workspace --features e2e --lib --bins "${host_tests[@]}" >target/ci/host-tests.log 2>&1 &
+bg+=("$!:host-tests")
+for t in "${guest_tests[@]}"; do
+  setsid cargo test -p harness --features e2e --test "$t" >"target/ci/$t.log" 2>&1 &
+  bg+=("$!:$t")
+done
+stop_bg() { for j in "${bg[@]}"; do kill -TERM -- "-${j%%:*}" 2>/dev/null || true; done; }
+trap stop_bg EXIT
+echo "beside the e2e: the unit tests and ${#host_tests[@]} host test targets (target/ci/host-tests.log), and ${guest_tests[*]} (target/ci/<name>.log)" >&2
 e2e_rc=0
 HARNESS_CONTRACT_ARCHS=$contract_archs cargo test -p harness --features e2e --test e2e || e2e_rc=$?
-# The other tests may still run: a line every 30 s until they end.
+# What still runs: a line every 30 s until it ends.
 waited=0
-while kill -0 "$others_pid" 2>/dev/null; do
+while :; do
+  running=()
+  for j in "${bg[@]}"; do kill -0 "${j%%:*}" 2>/dev/null && running+=("${j#*:}"); done
+  [ "${#running[@]}" -gt 0 ] || break
   sleep 5
   waited=$((waited + 5))
   if [ $((waited % 30)) -eq 0 ]; then
-    echo "the other tests still run after the e2e (${waited} s): $(grep -E '^ +Running ' "$others_log" | tail -1 | sed 's/^ *//')" >&2
+    echo "still running after the e2e (${waited} s): ${running[*]}" >&2
   fi
 done
-others_rc=0
-wait "$others_pid" || others_rc=$?
+failed=()
+for j in "${bg[@]}"; do
+  wait "${j%%:*}" || failed+=("${j#*:}")
+done
 trap - EXIT
-# Their verdicts (the whole log when one failed).
-if [ "$others_rc" -ne 0 ]; then
-  cat "$others_log"
-else
-  grep -E '^ +Running |^test result:' "$others_log"
-fi
+# Their verdicts (a whole log when it failed).
+for j in "${bg[@]}"; do
+  name=${j#*:}
+  if [[ " ${failed[*]} " == *" $name "* ]]; then
+    echo "==> $name FAILED (target/ci/$name.log):"
+    cat "target/ci/$name.log"
+  else
+    grep -E '^ +Running |^test result:' "target/ci/$name.log"
+  fi
+done
 cargo test --workspace --features e2e --doc
-if [ "$e2e_rc" -ne 0 ] || [ "$others_rc" -ne 0 ]; then
-  echo "cargo test failed: the e2e exited $e2e_rc, the other tests exited $others_rc (log: $others_log)" >&2
+if [ "$e2e_rc" -ne 0 ] || [ "${#failed[@]}" -gt 0 ]; then
+  echo "cargo test failed: the e2e exited $e2e_rc; failed beside it: ${failed[*]:-none} (logs: target/ci/)" >&2
   exit 1
 fi
 step "the contract tier really ran: passed contract rows in target/e2e/summary.json, on every selected arch"
