@@ -37,6 +37,11 @@ pub struct Slots {
     state: Mutex<State>,
     /// Where the machine-wide lock files live (`None`: this process only).
     dir: Option<PathBuf>,
+    /// `HARNESS_GUEST_SLOTS_YIELD` (seconds): take a machine-wide slot only
+    /// once one has stayed free this long, so another process that takes
+    /// slot after slot (the e2e's contract pool, between its scenarios)
+    /// keeps them; ci/test.sh sets it for the guest tests beside the e2e.
+    yield_after: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -102,6 +107,13 @@ pub fn global() -> &'static Slots {
             configured(std::env::var("HARNESS_GUEST_SLOTS").ok().as_deref()),
             machine_dir(std::env::var("HARNESS_GUEST_SLOTS_DIR").ok().as_deref()),
         )
+        .yielding(
+            std::env::var("HARNESS_GUEST_SLOTS_YIELD")
+                .ok()
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|s| *s > 0.0)
+                .map(Duration::from_secs_f64),
+        )
     })
 }
 
@@ -114,6 +126,15 @@ impl Slots {
             next: AtomicU64::new(0),
             state: Mutex::default(),
             dir: None,
+            yield_after: None,
+        }
+    }
+
+    /// Yield to other processes (see `yield_after`).
+    pub fn yielding(self, after: Option<Duration>) -> Slots {
+        Slots {
+            yield_after: after,
+            ..self
         }
     }
 
@@ -196,7 +217,28 @@ impl Slots {
     /// which processes hold the slots) while every one is taken.
     async fn lock_file(&self, label: &str) -> Option<File> {
         let mut said = None;
+        let mut free_since: Option<Instant> = None;
         loop {
+            if let (Some(after), Some(_)) = (self.yield_after, &self.dir) {
+                if self.machine_holders().len() < self.total {
+                    let since = *free_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() < after {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        continue;
+                    }
+                } else {
+                    free_since = None;
+                    if said.is_none() {
+                        eprintln!(
+                            "guest slots: {label} yields to other processes' guests (HARNESS_GUEST_SLOTS_YIELD): waits until a slot has stayed free for {after:?} ({})",
+                            self.machine_holders().join(", ")
+                        );
+                        said = Some(Instant::now());
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+            }
             match self.try_lock_file(label) {
                 Err(()) => return None,
                 Ok(Some(f)) => {
@@ -405,5 +447,36 @@ mod tests {
             .unwrap();
         assert!(two.waiting().is_empty());
         assert!(one.try_acquire("guest-c").is_none());
+    }
+
+    /// A yielding pool takes a slot only once it has stayed free: another
+    /// process that takes the slot back at once keeps it.
+    #[tokio::test]
+    async fn a_yielding_process_waits_until_a_slot_stays_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let eager: &'static Slots =
+            Box::leak(Box::new(Slots::machine_wide(1, dir.path().to_path_buf())));
+        let polite: &'static Slots = Box::leak(Box::new(
+            Slots::machine_wide(1, dir.path().to_path_buf())
+                .yielding(Some(Duration::from_millis(1500))),
+        ));
+        let a = eager.acquire("pool-1").await;
+        let p = tokio::spawn(async move { polite.acquire("test-guest").await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A short gap between two of the eager process's guests.
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let b = eager.acquire("pool-2").await;
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        assert!(
+            !p.is_finished(),
+            "the yielding guest took the slot in a short gap"
+        );
+        drop(b);
+        let _p = tokio::time::timeout(Duration::from_secs(5), p)
+            .await
+            .expect("the yielding guest gets the slot once it stays free")
+            .unwrap();
+        assert!(eager.try_acquire("pool-3").is_none());
     }
 }
