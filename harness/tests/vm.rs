@@ -255,6 +255,10 @@ fn hygiene(signal: i32) {
         Arch::X86_64,
     ))
     .unwrap();
+    // Slots of its own: the guest lives seconds (the signal lands mid-boot),
+    // and waiting behind other processes' guests (ci/test.sh runs the e2e
+    // beside this) would only delay the signal past the bound below.
+    let slots = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
         .args([
             "boot",
@@ -264,6 +268,8 @@ fn hygiene(signal: i32) {
             "--run",
             "sleep 600",
         ])
+        .env("HARNESS_GUEST_SLOTS_DIR", slots.path())
+        .env_remove("HARNESS_GUEST_SLOTS_YIELD")
         .current_dir(root())
         .spawn()
         .unwrap();
