@@ -245,7 +245,7 @@ impl Slots {
                     if let Some(t) = said {
                         eprintln!(
                             "guest slots: {label} got a guest slot after {:.0} s",
-                            Instant::elapsed(&t).as_secs_f64()
+                            t.elapsed().as_secs_f64()
                         );
                     }
                     return Some(f);
