@@ -21,7 +21,7 @@
 //! | `POST /harness-double/agent/log` | double-only: text/plain, one or more lines, level info |
 //! | `POST /harness-double/agent/hello` | double-only: `user=… uid=… pid=… boot=…` at each agent start |
 //! | `POST /harness-double/heartbeat` | double-only: liveness (the real agent keeps a connection) |
-//! | `GET /harness-double/agent/exec` | double-only: the next queued command, `<id>\n<command>`, or 204 (each poll is a heartbeat) |
+//! | `GET /harness-double/agent/exec?wait=S` | double-only: the next queued command, `<id>\n<command>`, or 204 when none came within `S` s (≤ 5; a long poll; each poll is a heartbeat) |
 //! | `POST /harness-double/agent/exec-result?id=&status=` | double-only: its stdout (text/plain) and exit status |
 //!
 //! The exec queue stands in for `coder ssh`: a shell as the agent's user,
@@ -143,6 +143,9 @@ struct Shared {
     token: String,
     identity: Mutex<Option<InstanceIdentity>>,
     exec: Mutex<ExecQueue>,
+    /// Wakes a long-polling `GET /harness-double/agent/exec` when a
+    /// command is queued.
+    exec_queued: tokio::sync::Notify,
     manifest: Mutex<AgentManifest>,
     rec: Mutex<Recorded>,
 }
@@ -405,14 +408,42 @@ async fn heartbeat(State(st): State<St>, h: HeaderMap) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn exec_next(State(st): State<St>, h: HeaderMap) -> Response {
+/// `?wait=S`: how long `GET /harness-double/agent/exec` holds the request
+/// open for a command (at most [`EXEC_WAIT_MAX`]); without it, it answers
+/// at once.
+#[derive(serde::Deserialize, Default)]
+struct ExecWait {
+    wait: Option<u64>,
+}
+
+/// The longest an exec poll is held open: well under the 15 s after which
+/// [`AgentApi::agent_connected`] counts the agent as gone.
+pub const EXEC_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The next queued command, waiting up to `?wait=` seconds for one: a long
+/// poll, so the stand-in starts one `curl` per command or per
+/// [`EXEC_WAIT_MAX`] instead of a `curl` and a `sleep` every second (each
+/// process costs ~65 ms of a core in a TCG guest).
+async fn exec_next(
+    State(st): State<St>,
+    h: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<ExecWait>,
+) -> Response {
     if !authorized(&st, &h) {
         return unauthorized();
     }
     seen(&st);
-    match st.exec.lock().unwrap().pending.pop_front() {
-        Some((id, cmd)) => format!("{id}\n{cmd}").into_response(),
-        None => StatusCode::NO_CONTENT.into_response(),
+    let wait = std::time::Duration::from_secs(q.wait.unwrap_or(0)).min(EXEC_WAIT_MAX);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Register before looking, so a command queued in between wakes us.
+        let queued = st.exec_queued.notified();
+        if let Some((id, cmd)) = st.exec.lock().unwrap().pending.pop_front() {
+            return format!("{id}\n{cmd}").into_response();
+        }
+        if tokio::time::timeout_at(deadline, queued).await.is_err() {
+            return StatusCode::NO_CONTENT.into_response();
+        }
     }
 }
 
@@ -456,6 +487,7 @@ impl AgentApiDouble {
             token: token.to_string(),
             identity: Mutex::new(None),
             exec: Mutex::default(),
+            exec_queued: tokio::sync::Notify::new(),
             manifest: Mutex::new(manifest),
             rec: Mutex::default(),
         });
@@ -598,6 +630,7 @@ impl ControlPlane for AgentApiDouble {
             q.pending.push_back((id, cmd.to_string()));
             id
         };
+        self.st.exec_queued.notify_waiters();
         let start = std::time::Instant::now();
         loop {
             if let Some((status, stdout)) = self.st.exec.lock().unwrap().results.remove(&id) {
@@ -624,7 +657,8 @@ impl ControlPlane for AgentApiDouble {
         }
     }
     async fn agent_connected(&self) -> anyhow::Result<bool> {
-        // The stand-in polls every second while it runs.
+        // The stand-in long-polls the exec queue (a new poll at least every
+        // EXEC_WAIT_MAX) while it runs.
         let last = self.st.rec.lock().unwrap().last_seen;
         Ok(last.is_some_and(|t| t.elapsed().map(|e| e.as_secs() < 15).unwrap_or(false)))
     }

@@ -122,11 +122,16 @@ else
 fi
 # Stay connected: poll for commands a user runs "through the agent" (the
 # double's stand-in for `coder ssh`), run each with the login shell as this
-# user, and post the output back. Each poll is also the heartbeat.
+# user, and post the output back. Each poll is also the heartbeat; the
+# double holds it open up to 5 s until a command comes (a long poll: one
+# curl per command or per 5 s, where a curl and a sleep every second cost
+# ~130 ms of a core each second in a TCG guest).
 nl='
 '
 while :; do
-	if job=$(api GET /harness-double/agent/exec 2>/dev/null) && [ -n "$job" ]; then
+	if ! job=$(api GET '/harness-double/agent/exec?wait=5' 2>/dev/null); then
+		sleep 1
+	elif [ -n "$job" ]; then
 		id=${job%%"$nl"*}
 		cmd=${job#*"$nl"}
 		out=$(
@@ -139,7 +144,5 @@ while :; do
 		rc=$?
 		api POST "/harness-double/agent/exec-result?id=$id&status=$rc" "$out" text/plain >/dev/null ||
 			say "exec result $id not delivered"
-	else
-		sleep 1
 	fi
 done

@@ -132,6 +132,66 @@ async fn api_double_serves_the_standin_manifest_and_records_reports() {
     );
 }
 
+/// The stand-in's exec poll is a long poll: a poll that came before the
+/// command is held open and answered with it (an immediate 204 would make
+/// the stand-in poll again and again).
+#[tokio::test]
+async fn the_exec_poll_is_held_open_until_a_command_comes() {
+    let d = AgentApiDouble::start(TOKEN, manifest("true\n"))
+        .await
+        .unwrap();
+    let c = reqwest::Client::new();
+    let base = d.host_url();
+    let r = c
+        .get(format!("{base}harness-double/agent/exec"))
+        .header("Coder-Session-Token", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        204,
+        "without ?wait= an empty queue answers at once"
+    );
+    d.clear_reports();
+    let poll = {
+        let (c, url) = (c.clone(), format!("{base}harness-double/agent/exec?wait=5"));
+        tokio::spawn(async move {
+            let r = c
+                .get(url)
+                .header("Coder-Session-Token", TOKEN)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.text().await.unwrap())
+        })
+    };
+    // The poll has reached the double (it marks the agent seen) before the
+    // command is queued.
+    while !d.agent_connected().await.unwrap() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let answer = async {
+        let (status, job) = poll.await.unwrap();
+        assert_eq!(status, 200, "the held poll gets the command: {job:?}");
+        let (id, cmd) = job.split_once('\n').unwrap();
+        assert_eq!(cmd, "echo hi");
+        let r = c
+            .post(format!(
+                "{base}harness-double/agent/exec-result?id={id}&status=0"
+            ))
+            .header("Coder-Session-Token", TOKEN)
+            .body("hi\n")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    };
+    let (out, ()) = tokio::join!(d.agent_ssh("echo hi", Duration::from_secs(20)), answer);
+    let out = out.unwrap().unwrap();
+    assert_eq!((out.status, out.stdout.as_str()), (0, "hi\n"));
+}
+
 #[test]
 fn env_keys_must_be_variable_names() {
     let bad = BTreeMap::from([("A B".to_string(), "x".to_string())]);
