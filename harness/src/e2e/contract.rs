@@ -64,6 +64,9 @@ pub struct ContractState {
     pub after_start: Vec<String>,
     /// The self-test defect this workspace carries, if any.
     pub defect: Option<Defect>,
+    /// The guest's probe command count when the scenario got it (a pooled
+    /// guest's probe has served earlier scenarios).
+    pub probe_base: u64,
 }
 
 fn images() -> &'static std::sync::Mutex<HashMap<Arch, Result<BootImage, String>>> {
@@ -234,6 +237,7 @@ fn given_contract(
         before: Vec::new(),
         after_start: Vec::new(),
         defect: None,
+        probe_base: 0,
     });
 }
 
@@ -389,6 +393,7 @@ async fn start(w: &mut E2e) -> anyhow::Result<()> {
         };
         // The start's bound runs from here: the wait for a guest (slot,
         // restore, or the pool's cold boot) does not count against it.
+        st.probe_base = vm.inst.probe_commands();
         let limit = contract_timeout();
         let res =
             match tokio::time::timeout(limit, agent.start_on_snapshot(&mut vm, &spec, &before))

@@ -446,6 +446,12 @@ async fn run_pass(
                 };
                 let mut r = rows::row(f, sc, outcome, reason, secs);
                 if let Some(w) = w {
+                    if let (Some(c), Some(Machine::Qemu(q))) = (&w.contract, w.machine_ref()) {
+                        w.timeline.mark(format!(
+                            "{} commands sent to the guest's probe shell",
+                            q.probe_commands().saturating_sub(c.probe_base)
+                        ));
+                    }
                     w.timeline.mark(format!("scenario end ({outcome:?})"));
                     if w.contract.is_some() {
                         let _ = w.timeline.save(&w.artifacts, &sc.name);

@@ -1,7 +1,8 @@
 //! The hvc0 probe: a root shell the guest runs on its virtio console
 //! (like the NixOS test driver's backdoor). QEMU connects the console to a
-//! unix socket the harness listens on; commands travel base64-encoded, and
-//! replies come back between markers the echoed input can never match.
+//! unix socket the harness listens on; commands travel quoted (or
+//! base64-encoded when they contain a marker's prefix), and replies come
+//! back base64-encoded between markers the echoed input can never match.
 //!
 //! A slow command never poisons the channel:
 //! - the guest runs every command under its own `timeout` (coreutils and
@@ -77,6 +78,8 @@ pub struct HvcProbe {
     pace: AtomicU64,
     grace: Duration,
     resync: Duration,
+    /// Commands sent since this probe was made (over every attach).
+    sent: AtomicU64,
 }
 
 impl Default for HvcProbe {
@@ -99,7 +102,14 @@ impl HvcProbe {
             pace: AtomicU64::new(1f64.to_bits()),
             grace: GRACE,
             resync: RESYNC,
+            sent: AtomicU64::new(0),
         }
+    }
+
+    /// How many commands this probe has sent (for the scenario timeline:
+    /// each starts processes in the guest).
+    pub fn commands_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// Say where the evidence is (e.g. `serial log: …`), for error messages.
@@ -220,15 +230,27 @@ fn guest_secs(t: Duration) -> u64 {
 /// private directory (under `/run` in a guest); made here with `mktemp -d`
 /// if the shell has none (or lost it).  Every process here costs ~65 ms of
 /// a core in a TCG guest (measured: 20 `env true` took 1.36 s), and a
-/// scenario sends dozens of commands: GNU `base64 -w0` (coreutils, in
+/// scenario sends dozens of commands, so the line starts as few as it can:
+/// the command travels `'…'`-quoted to `sh -c` (the console is raw, so
+/// every byte arrives as sent), base64-encoded through `base64 -d` only
+/// when it contains a marker's prefix `HP-` or a NUL; an empty stdout or
+/// stderr is not encoded (an empty line); GNU `base64 -w0` (coreutils, in
 /// every guest image) instead of `base64 | tr -d '\n'`.
 pub fn wrap(cmd: &str, seq: u64, timeout: Duration) -> String {
+    let run = if cmd.contains("HP-") || cmd.contains('\0') {
+        format!(
+            "echo {} | base64 -d >\"$HP_D/c\"; $HP_T sh \"$HP_D/c\"",
+            b64(cmd.as_bytes())
+        )
+    } else {
+        format!("$HP_T sh -c {}", crate::machine::probe::shell_quote(cmd))
+    };
     format!(
         "[ -d \"$HP_D\" ] || HP_D=$(mktemp -d); export HP_D; \
-         echo {c} | base64 -d >\"$HP_D/c\"; HP_T=; command -v timeout >/dev/null 2>&1 && HP_T=\"timeout -k {k} {t}\"; \
-         $HP_T sh \"$HP_D/c\" >\"$HP_D/o\" 2>\"$HP_D/e\" </dev/null; \
-         echo \"HP-\"\"{seq} $?\"; base64 -w0 \"$HP_D/o\"; echo; base64 -w0 \"$HP_D/e\"; echo; echo \"HP-END\"\"-{seq}\"\n",
-        c = b64(cmd.as_bytes()),
+         HP_T=; command -v timeout >/dev/null 2>&1 && HP_T=\"timeout -k {k} {t}\"; \
+         {run} >\"$HP_D/o\" 2>\"$HP_D/e\" </dev/null; \
+         echo \"HP-\"\"{seq} $?\"; [ -s \"$HP_D/o\" ] && base64 -w0 \"$HP_D/o\"; echo; \
+         [ -s \"$HP_D/e\" ] && base64 -w0 \"$HP_D/e\"; echo; echo \"HP-END\"\"-{seq}\"\n",
         k = KILL_AFTER.as_secs(),
         t = guest_secs(timeout),
     )
@@ -332,6 +354,7 @@ impl Probe for HvcProbe {
 
         conn.seq += 1;
         let seq = conn.seq;
+        self.sent.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
         if let Err(e) = conn
             .writer
@@ -432,6 +455,13 @@ mod tests {
         assert!(w.ends_with('\n'));
         assert!(w.contains("timeout -k 5 60"), "{w}");
         assert!(!w.contains("/tmp/"), "no fixed names in /tmp: {w}");
+        assert!(
+            w.contains("base64 -d"),
+            "a marker prefix travels encoded: {w}"
+        );
+        let plain = wrap("echo 'a b'", 2, Duration::from_secs(60));
+        assert!(!plain.contains("base64 -d"), "{plain}");
+        assert!(plain.contains(r"sh -c 'echo '\''a b'\'''"), "{plain}");
         assert_eq!(guest_secs(Duration::from_millis(300)), 1);
         assert_eq!(guest_secs(Duration::from_millis(1500)), 2);
     }
@@ -477,6 +507,14 @@ mod tests {
         assert_eq!(out.stderr, "err\n");
         let q = p.succeed("printf '%s' \"it's (odd) $HOME\"").await.unwrap();
         assert!(q.starts_with("it's (odd) "), "{q}");
+        // Several lines, a marker lookalike (sent encoded), empty output.
+        let q = p.succeed("echo 'HP-END-1'\nprintf 'x\\ty'").await.unwrap();
+        assert_eq!(q, "HP-END-1\nx\ty");
+        let e = p.exec("true", Duration::from_secs(10)).await.unwrap();
+        assert_eq!(
+            (e.status, e.stdout.as_str(), e.stderr.as_str()),
+            (0, "", "")
+        );
         assert!(p.fail("false").await.is_ok());
         // A command that exits 124 by itself is not a timeout.
         assert_eq!(

@@ -333,6 +333,11 @@ impl QemuInstance {
         Ok(())
     }
 
+    /// How many commands the harness has sent this instance's probe shell.
+    pub fn probe_commands(&self) -> u64 {
+        self.probe.commands_sent()
+    }
+
     /// Whether the probe channel is attached with nothing pending.
     pub async fn probe_in_sync(&self) -> bool {
         self.probe.in_sync().await
