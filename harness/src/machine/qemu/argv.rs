@@ -109,11 +109,16 @@ pub fn build(cfg: &QemuConfig) -> Vec<String> {
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
     push(&["-name", &cfg.name]);
     // Under KVM the guest gets the host CPU (`max` asks KVM for MSRs some
-    // hosts refuse); under TCG `max` emulates every feature QEMU has.
-    let cpu = if cfg.accel == Accel::Kvm {
-        "host"
-    } else {
-        "max"
+    // hosts refuse); under TCG `max` emulates every feature QEMU has. On
+    // aarch64 `pauth-impdef=on` keeps pointer authentication but signs with
+    // QEMU's own fast hash instead of emulating the architected QARMA5
+    // cipher, which the guest kernel runs on every function entry and
+    // return (QEMU docs/system/arm/cpu-features.rst: "the architected
+    // QARMA5 algorithm is slow to emulate").
+    let cpu = match (cfg.accel, cfg.arch) {
+        (Accel::Kvm, _) => "host",
+        (_, Arch::X86_64) => "max",
+        (_, Arch::Aarch64) => "max,pauth-impdef=on",
     };
     match cfg.arch {
         Arch::X86_64 => push(&["-machine", "q35", "-cpu", cpu]),
@@ -270,7 +275,10 @@ mod tests {
         let c = cfg(Arch::Aarch64, BootMethod::Firmware);
         assert_eq!(c.binary(), "qemu-system-aarch64");
         let s = joined(&c);
-        assert!(s.contains("-machine virt,gic-version=max -cpu max"), "{s}");
+        assert!(
+            s.contains("-machine virt,gic-version=max -cpu max,pauth-impdef=on"),
+            "{s}"
+        );
         assert!(
             s.contains(&format!(
                 "if=pflash,format=raw,readonly=on,file={AAVMF_CODE}"
