@@ -3,12 +3,11 @@
 //! as its user-data: user-data delivery through IMDSv2 (asserted on the
 //! metadata request log), the spot notice seen from inside the guest, SSH
 //! with the served key and with a wrong one, the home disk across a
-//! graceful stop/start (both arches: an arm64 guest under direct-kernel
-//! boot may ignore the ACPI power button, and `stop` then powers it off
-//! through the probe); the home disk across a hard kill and process
-//! hygiene on SIGINT/SIGKILL on x86_64 only (a kill is QMP `quit` and
-//! SIGKILL, a restart relaunches the first boot's argv, whatever the arch;
-//! an aarch64 boot under TCG costs ~90 s of a core).
+//! graceful stop/start (both arches: the arm64 guest under direct-kernel
+//! boot has no power-button device, and `stop` powers it off through the
+//! probe); the home disk across a hard kill and process hygiene on
+//! SIGINT/SIGKILL on x86_64 only (a kill is QMP `quit` and SIGKILL, a
+//! restart relaunches the first boot's argv, whatever the arch).
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,6 +1,7 @@
 //! `harness bench vm`: per architecture, on the contract guest, times
 //! - cold boot → user-data executed (QEMU start to the user-data's console line),
-//! - graceful stop (ACPI power button) and start again (to the probe shell),
+//! - graceful stop (ACPI power button, or `poweroff` through the probe on a
+//!   guest without a power-button device) and start again (to the probe shell),
 //! - snapshot restore (`loadvm` of a booted VM until the probe answers),
 //!
 //! and prints the ratio cold boot / snapshot restore, the basis for reusing
