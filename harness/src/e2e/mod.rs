@@ -237,6 +237,10 @@ impl Pass {
 
 async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> i32 {
     let out = out_dir();
+    // This run wants guest slots from its start (it resolves images and
+    // renders first): processes that yield theirs (the guest tests beside
+    // it in ci/test.sh) wait until its first guest has one, 5 min at most.
+    crate::machine::qemu::slots::global().announce(Duration::from_secs(300));
     // One progress (counts, estimate, heartbeat) for both passes.
     let progress: &'static progress::Progress = Box::leak(Box::new(progress::Progress::new(
         Pass::Guests.concurrency() + Pass::Twin.concurrency(),

@@ -18,6 +18,14 @@
 //! developer's second terminal) never run more guests than cores between
 //! them; the kernel releases a dead process's lock. Other users' and
 //! other programs' load shows up in the measured pace ([`super::pace`]).
+//!
+//! Priority: a process that does not yield (`HARNESS_GUEST_SLOTS_YIELD`
+//! unset: the e2e) marks its demand with a `flock`'d `want-<pid>-<n>` file
+//! in the same directory while it waits for a slot, and from its start
+//! until its first guest has one ([`Slots::announce`]); a yielding process
+//! takes no slot while such a file is held. Measured without it: the
+//! guest tests beside the e2e took both slots while the e2e was still
+//! resolving its images, and its first scenarios waited 116–213 s.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -48,6 +56,22 @@ pub struct Slots {
 struct State {
     holders: BTreeMap<u64, String>,
     waiting: BTreeMap<u64, (String, Instant)>,
+    /// Demand announced at the start of a run ([`Slots::announce`]).
+    announced: Option<Demand>,
+}
+
+/// A held `want-*` file: this process waits for (or is about to need) a
+/// machine-wide slot; yielding processes take none while it is held.
+/// Dropping it removes the file (and the kernel drops its `flock`).
+struct Demand {
+    _file: File,
+    path: PathBuf,
+}
+
+impl Drop for Demand {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// One running guest's slot; dropping it frees the slot (its lock file's
@@ -69,6 +93,7 @@ impl Drop for Slot {
 pub struct Waiting {
     id: u64,
     slots: &'static Slots,
+    _demand: Option<Demand>,
 }
 
 impl Drop for Waiting {
@@ -213,14 +238,76 @@ impl Slots {
             .collect()
     }
 
+    /// A new demand file, if this process does not yield and shares its
+    /// slots machine-wide.
+    fn demand(&self) -> Option<Demand> {
+        let dir = self.dir.as_ref()?;
+        if self.yield_after.is_some() {
+            return None;
+        }
+        std::fs::create_dir_all(dir).ok()?;
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("want-{}-{n}", std::process::id()));
+        let file = File::create(&path).ok()?;
+        file.try_lock().ok()?;
+        Some(Demand { _file: file, path })
+    }
+
+    /// Whether a non-yielding process holds a demand file (a stale one,
+    /// whose process died, is removed).
+    fn others_want(&self) -> bool {
+        let Some(dir) = &self.dir else {
+            return false;
+        };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        // (Only yielding processes ask, and they make no demand files.)
+        let mut want = false;
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("want-") {
+                continue;
+            }
+            let Ok(f) = File::open(e.path()) else {
+                continue;
+            };
+            if f.try_lock_shared().is_err() {
+                want = true;
+            } else {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        want
+    }
+
+    /// Mark this process's demand from now until its first guest has a
+    /// slot, or `within` at most (a run that never boots a guest must not
+    /// keep yielding processes waiting): the e2e calls it before it
+    /// resolves images, so the guest tests beside it do not take the
+    /// slots in the meantime. A no-op for a yielding or per-process pool.
+    pub fn announce(&'static self, within: Duration) {
+        let Some(d) = self.demand() else {
+            return;
+        };
+        self.state.lock().unwrap().announced = Some(d);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                tokio::time::sleep(within).await;
+                self.state.lock().unwrap().announced = None;
+            });
+        }
+    }
+
     /// The machine-wide half of a slot: a lock file, waiting (and saying
     /// which processes hold the slots) while every one is taken.
     async fn lock_file(&self, label: &str) -> Option<File> {
         let mut said = None;
+        let mut _demand = None;
         let mut free_since: Option<Instant> = None;
         loop {
             if let (Some(after), Some(_)) = (self.yield_after, &self.dir) {
-                if self.machine_holders().len() < self.total {
+                if self.machine_holders().len() < self.total && !self.others_want() {
                     let since = *free_since.get_or_insert_with(Instant::now);
                     if since.elapsed() < after {
                         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -251,6 +338,9 @@ impl Slots {
                     return Some(f);
                 }
                 Ok(None) => {
+                    if _demand.is_none() {
+                        _demand = self.demand();
+                    }
                     if said.is_none() {
                         eprintln!(
                             "guest slots: {label} waits for a guest slot held by another process ({} of {}: {}; HARNESS_GUEST_SLOTS to change)",
@@ -313,7 +403,9 @@ impl Slots {
         let mut st = self.state.lock().unwrap();
         st.waiting.remove(&id);
         st.holders.insert(id, label.to_string());
+        let announced = st.announced.take();
         drop(st);
+        drop(announced);
         Slot {
             _permit: permit,
             _file: file,
@@ -324,6 +416,9 @@ impl Slots {
 
     /// A slot now, if one is free (in this process and on the machine).
     pub fn try_acquire(&'static self, label: &str) -> Option<Slot> {
+        if self.yield_after.is_some() && self.others_want() {
+            return None;
+        }
         let permit = self.sem.clone().try_acquire_owned().ok()?;
         let file = match self.try_lock_file(label) {
             Ok(Some(f)) => Some(f),
@@ -331,11 +426,12 @@ impl Slots {
             Err(()) => None,
         };
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.state
-            .lock()
-            .unwrap()
-            .holders
-            .insert(id, label.to_string());
+        let announced = {
+            let mut st = self.state.lock().unwrap();
+            st.holders.insert(id, label.to_string());
+            st.announced.take()
+        };
+        drop(announced);
         Some(Slot {
             _permit: permit,
             _file: file,
@@ -354,7 +450,11 @@ impl Slots {
             .unwrap()
             .waiting
             .insert(id, (label.to_string(), Instant::now()));
-        Waiting { id, slots: self }
+        Waiting {
+            id,
+            slots: self,
+            _demand: self.demand(),
+        }
     }
 
     /// Guests waiting for a slot now, with how long they have waited.
@@ -447,6 +547,46 @@ mod tests {
             .unwrap();
         assert!(two.waiting().is_empty());
         assert!(one.try_acquire("guest-c").is_none());
+    }
+
+    /// A yielding process takes no slot while another announced its
+    /// demand or waits for one (its `want-*` file is held), free or not;
+    /// it goes on once the demand is met. A stale demand file does not
+    /// block it.
+    #[tokio::test]
+    async fn a_yielding_process_leaves_the_slot_to_one_that_wants_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let eager: &'static Slots =
+            Box::leak(Box::new(Slots::machine_wide(1, dir.path().to_path_buf())));
+        let polite: &'static Slots = Box::leak(Box::new(
+            Slots::machine_wide(1, dir.path().to_path_buf())
+                .yielding(Some(Duration::from_millis(200))),
+        ));
+        std::fs::write(dir.path().join("want-999999999-0"), "").unwrap();
+        eager.announce(Duration::from_secs(60));
+        assert!(polite.try_acquire("test-guest").is_none());
+        let p = tokio::spawn(async move { polite.acquire("test-guest").await });
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(
+            !p.is_finished(),
+            "the yielding guest took the free slot while another process announced it wants one"
+        );
+        // The announcing process gets its guest: the demand is met.
+        let a = eager.acquire("pool-1").await;
+        assert!(
+            !dir.path().join("want-999999999-0").exists(),
+            "stale demand removed"
+        );
+        drop(a);
+        let _p = tokio::time::timeout(Duration::from_secs(5), p)
+            .await
+            .expect("the yielding guest gets the slot once nobody else wants it")
+            .unwrap();
+        // Waiting (here: polling for an idle pool guest) is demand too.
+        let w = eager.note_waiting("pool-2");
+        assert!(polite.others_want());
+        drop(w);
+        assert!(!polite.others_want());
     }
 
     /// A yielding pool takes a slot only once it has stayed free: another
