@@ -266,6 +266,7 @@ async fn run_scenarios(run: &'static Run, opts: &Options, features: PathBuf) -> 
         ),
     );
     progress.finish();
+    crate::machine::qemu::slots::global().withdraw();
     skips.append(&mut twin_skips);
     let mut failed = false;
     for r in [guests, twin] {

@@ -247,9 +247,14 @@ impl Slots {
         }
         std::fs::create_dir_all(dir).ok()?;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!("want-{}-{n}", std::process::id()));
-        let file = File::create(&path).ok()?;
+        let name = format!("want-{}-{n}", std::process::id());
+        // Locked before it gets its `want-` name: a yielding process never
+        // sees it unlocked and takes it for stale.
+        let tmp = dir.join(format!(".{name}"));
+        let file = File::create(&tmp).ok()?;
         file.try_lock().ok()?;
+        let path = dir.join(name);
+        std::fs::rename(&tmp, &path).ok()?;
         Some(Demand { _file: file, path })
     }
 
@@ -299,11 +304,18 @@ impl Slots {
         }
     }
 
+    /// Withdraw [`Slots::announce`]'s demand (at the end of a run: a
+    /// static's fields are never dropped, so its file would stay behind).
+    pub fn withdraw(&self) {
+        let d = self.state.lock().unwrap().announced.take();
+        drop(d);
+    }
+
     /// The machine-wide half of a slot: a lock file, waiting (and saying
     /// which processes hold the slots) while every one is taken.
     async fn lock_file(&self, label: &str) -> Option<File> {
         let mut said = None;
-        let mut _demand = None;
+        let mut waiting_demand = None;
         let mut free_since: Option<Instant> = None;
         loop {
             if let (Some(after), Some(_)) = (self.yield_after, &self.dir) {
@@ -338,8 +350,8 @@ impl Slots {
                     return Some(f);
                 }
                 Ok(None) => {
-                    if _demand.is_none() {
-                        _demand = self.demand();
+                    if waiting_demand.is_none() {
+                        waiting_demand = self.demand();
                     }
                     if said.is_none() {
                         eprintln!(
@@ -582,6 +594,19 @@ mod tests {
             .await
             .expect("the yielding guest gets the slot once nobody else wants it")
             .unwrap();
+        eager.announce(Duration::from_secs(60));
+        assert!(polite.others_want());
+        eager.withdraw();
+        assert!(!polite.others_want());
+        assert_eq!(
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains("want-"))
+                .count(),
+            0,
+            "no demand file left behind"
+        );
         // Waiting (here: polling for an idle pool guest) is demand too.
         let w = eager.note_waiting("pool-2");
         assert!(polite.others_want());
