@@ -452,7 +452,7 @@ impl Instance for QemuInstance {
             Ok(o) => o.status == 0,
             Err(_) => true,
         };
-        let pressed = if button {
+        if button {
             eprintln!(
                 "[{}] stopping {} (ACPI power button)",
                 self.opts.label, self.id
@@ -460,19 +460,16 @@ impl Instance for QemuInstance {
             let mut qmp = Qmp::connect(&self.cfg.qmp_socket, Duration::from_secs(5)).await?;
             qmp.system_powerdown().await?;
             drop(qmp);
-            true
         } else {
             eprintln!(
                 "[{}] stopping {}: the guest has no power-button device (/proc/bus/input/devices); `poweroff` through the probe",
                 self.opts.label, self.id
             );
-            false
-        };
-        if !pressed || !self.wait_exit(Duration::from_secs(20)).await {
-            // An arm64 guest kernel under direct-kernel boot may have no
-            // power-button driver (no gpio-keys); ask the guest to power
-            // off cleanly through the probe instead, and say so.
-            if pressed {
+        }
+        if !button || !self.wait_exit(Duration::from_secs(20)).await {
+            // No button, or the guest ignored it: ask the guest to power
+            // off cleanly through the probe instead (said above, or here).
+            if button {
                 eprintln!(
                     "[{}] warning: the guest ignored the ACPI power button; asking it to power off through the probe",
                     self.opts.label
