@@ -9,6 +9,9 @@ use std::process::Stdio;
 
 use crate::tools;
 
+/// `GOGC` for Terraform and the providers it starts (see [`Terraform::run_env`]).
+const GOGC: &str = "400";
+
 /// A failed `terraform` invocation, with its stderr.
 #[derive(Debug, thiserror::Error)]
 #[error("`terraform {args}` in {dir} failed ({status}):\n{stderr}{stdout}")]
@@ -106,6 +109,15 @@ impl Terraform {
             if clear_prefixes.iter().any(|p| name.starts_with(p)) {
                 cmd.env_remove(&k);
             }
+        }
+        // Go's collector at its default (GOGC=100) costs Terraform and the
+        // ~700 MB hashicorp/aws provider, started two or three times per
+        // run, about a fifth of their CPU (`terraform providers schema
+        // -json` against 5.100.0, mean of three: 2.96 CPU-s at 100, 2.33 at
+        // 400, 2.45 at 800); 400 trades it for ~150 MB more heap per
+        // process. Behaviour is unchanged; a GOGC the caller sets wins.
+        if std::env::var_os("GOGC").is_none() {
+            cmd.env("GOGC", GOGC);
         }
         for (k, v) in &self.env {
             cmd.env(k, v);
