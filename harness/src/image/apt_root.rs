@@ -285,7 +285,7 @@ pub fn mirror_from_entries(entries: &[SourceEntry]) -> Option<Mirror> {
 }
 
 /// One resolved package: what `apt-get download` fetches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pkg {
     pub name: String,
     pub version: String,
@@ -608,6 +608,43 @@ impl AptRoot {
         }
     }
 
+    /// What every resolution in this root depends on: its sources and each
+    /// index file in its lists directory (name, size, modification time;
+    /// `apt-get update` rewrites a list only when it changed), hashed. Two
+    /// equal fingerprints mean apt resolves the same names to the same
+    /// packages, so a resolution can be kept under it
+    /// (`image::contract::packages::memo`).
+    pub fn lists_fingerprint(&self) -> anyhow::Result<String> {
+        use sha2::{Digest, Sha256};
+        let lists = self.state().join("lists");
+        let mut files = vec![];
+        for e in std::fs::read_dir(&lists).with_context(|| format!("{}", lists.display()))? {
+            let e = e?;
+            let m = e.metadata()?;
+            if !m.is_file() || e.file_name() == "lock" {
+                continue;
+            }
+            let mtime = m
+                .modified()?
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            files.push(format!(
+                "{} {} {}",
+                e.file_name().to_string_lossy(),
+                m.len(),
+                mtime.as_nanos()
+            ));
+        }
+        files.sort();
+        let mut h = Sha256::new();
+        h.update(self.sources_list());
+        for f in files {
+            h.update(f);
+            h.update("\n");
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+
     /// `apt-cache policy <args>` output.
     pub fn policy(&self, args: &[String]) -> anyhow::Result<String> {
         let _l = self.lock(false)?;
@@ -787,6 +824,29 @@ mod tests {
         };
         root.write_config().unwrap();
         root
+    }
+
+    #[test]
+    fn the_lists_fingerprint_changes_with_a_list_and_only_then() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = root_in(tmp.path());
+        let lists = root.state().join("lists");
+        let list = lists.join("deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages");
+        std::fs::write(&list, "Package: a\nVersion: 1\n").unwrap();
+        let before = root.lists_fingerprint().unwrap();
+        assert_eq!(root.lists_fingerprint().unwrap(), before, "stable");
+        // the lock and the partial directory are not lists
+        std::fs::write(lists.join("lock"), "").unwrap();
+        assert_eq!(root.lists_fingerprint().unwrap(), before, "lock ignored");
+        std::fs::write(&list, "Package: a\nVersion: 22\n").unwrap();
+        let after = root.lists_fingerprint().unwrap();
+        assert_ne!(after, before, "a rewritten list changes it");
+        std::fs::write(lists.join("other_Packages"), "").unwrap();
+        assert_ne!(
+            root.lists_fingerprint().unwrap(),
+            after,
+            "a new list changes it"
+        );
     }
 
     #[test]

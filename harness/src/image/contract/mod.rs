@@ -328,17 +328,58 @@ pub fn build_in(cache: &Path, arch: Arch) -> anyhow::Result<BootImage> {
     debs::check_host()?;
     crate::tools::find("mkfs.ext4")?;
     crate::tools::find("cpio")?;
-    progress(arch, "resolving Debian packages (apt-get -s, empty status)");
     apt.ensure_updated()?;
-    let kernel_name = debs::resolve_kernel_package(&apt, arch)?;
+    let rkey = packages::resolution_key(
+        &apt.lists_fingerprint()?,
+        arch,
+        &debs::kernel_metapackage(arch),
+    );
+    let (r, kept) = packages::memo(
+        &cache.join(arch.as_str()).join("resolution.json"),
+        &rkey,
+        || {
+            progress(arch, "resolving Debian packages (apt-get -s, empty status)");
+            resolve(&apt, arch, &rkey)
+        },
+    )?;
+    if kept {
+        progress(
+            arch,
+            "Debian packages: the resolution kept for these apt lists",
+        );
+    }
+    let packages::Resolution {
+        kernel,
+        busybox,
+        pkgs,
+        ..
+    } = r;
+    let key = cache_key(arch, &kernel, &busybox, &pkgs);
+    super::build_once(
+        &cache.join(arch.as_str()),
+        &key,
+        |msg| progress(arch, msg),
+        |dir| cached(dir, arch, &kernel, &key),
+        |out| build_into(out, &apt, arch, &kernel, &busybox, &pkgs, &key),
+    )
+}
+
+/// The kernel, busybox and root file system packages the apt root
+/// resolves for `arch` now, under resolution key `key`.
+fn resolve(
+    apt: &crate::image::apt_root::AptRoot,
+    arch: Arch,
+    key: &str,
+) -> anyhow::Result<packages::Resolution> {
+    let kernel_name = debs::resolve_kernel_package(apt, arch)?;
     let wanted: Vec<String> = packages::ROOTFS_PACKAGES
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let names = packages::closure(&apt, &wanted, arch)?;
-    let pkgs = debs::resolve(&apt, &names, arch)?;
+    let names = packages::closure(apt, &wanted, arch)?;
+    let pkgs = debs::resolve(apt, &names, arch)?;
     let mut extra = debs::resolve(
-        &apt,
+        apt,
         &[kernel_name.clone(), "busybox-static".to_string()],
         arch,
     )?;
@@ -348,14 +389,12 @@ pub fn build_in(cache: &Path, arch: Arch) -> anyhow::Result<BootImage> {
         .context("busybox-static vanished from the resolution")?;
     let busybox = extra.remove(bpos);
     let kernel = extra.pop().context("kernel package vanished")?;
-    let key = cache_key(arch, &kernel, &busybox, &pkgs);
-    super::build_once(
-        &cache.join(arch.as_str()),
-        &key,
-        |msg| progress(arch, msg),
-        |dir| cached(dir, arch, &kernel, &key),
-        |out| build_into(out, &apt, arch, &kernel, &busybox, &pkgs, &key),
-    )
+    Ok(packages::Resolution {
+        key: key.to_string(),
+        kernel,
+        busybox,
+        pkgs,
+    })
 }
 
 fn cached(dir: &Path, arch: Arch, kernel: &Pkg, key: &str) -> Option<BootImage> {

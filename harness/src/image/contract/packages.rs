@@ -8,8 +8,11 @@
 //! functions (`image::debian::packages`), so one private apt root
 //! replaces the mirror in one place.
 
+use std::path::Path;
+
 use anyhow::{bail, Context};
 
+use crate::image::apt_root::Pkg;
 use crate::image::debian::packages::deb_arch;
 use crate::template::variant::Arch;
 
@@ -128,6 +131,68 @@ pub fn closure(
     Ok(pkgs)
 }
 
+/// What the private apt root resolves the guest to: its kernel, busybox
+/// (the initramfs) and the root file system's packages, each with version
+/// and hash. Resolving costs one `apt-get -s` and a few `apt-cache` runs,
+/// 3–5 CPU-s in every process that needs the image (a sampled
+/// `ci/test.sh`: 17 `apt-get` and 47 `apt-cache` processes, 72 CPU-s), so
+/// it is kept beside the images under the key of what it depends on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resolution {
+    /// [`resolution_key`] it was made under.
+    pub key: String,
+    pub kernel: Pkg,
+    pub busybox: Pkg,
+    pub pkgs: Vec<Pkg>,
+}
+
+/// The key of a resolution: the apt root's lists (`lists_fingerprint`),
+/// the arch, the kernel metapackage and [`ROOTFS_PACKAGES`].
+pub fn resolution_key(lists_fingerprint: &str, arch: Arch, kernel_meta: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for f in [lists_fingerprint, arch.as_str(), kernel_meta]
+        .into_iter()
+        .chain(ROOTFS_PACKAGES.iter().copied())
+    {
+        h.update((f.len() as u64).to_le_bytes());
+        h.update(f);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// The resolution kept in `file` when it was made under `key`, else
+/// `resolve()`'s, which is then kept there (written to a temporary file
+/// and renamed: a reader never sees half of it). A file that cannot be
+/// read or parsed counts as absent.
+pub fn memo(
+    file: &Path,
+    key: &str,
+    resolve: impl FnOnce() -> anyhow::Result<Resolution>,
+) -> anyhow::Result<(Resolution, bool)> {
+    if let Some(r) = std::fs::read(file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Resolution>(&b).ok())
+        .filter(|r| r.key == key)
+    {
+        return Ok((r, true));
+    }
+    let r = resolve()?;
+    anyhow::ensure!(
+        r.key == key,
+        "a resolution made under key {} offered for key {key}",
+        r.key
+    );
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).ok();
+        let tmp = dir.join(format!(".resolution-{}", std::process::id()));
+        if std::fs::write(&tmp, serde_json::to_vec_pretty(&r)?).is_ok() {
+            std::fs::rename(&tmp, file).ok();
+        }
+    }
+    Ok((r, false))
+}
+
 /// Package names from `apt-get -s` output (`Inst name[:arch] (…)`).
 pub fn parse_sim(out: &str) -> Vec<String> {
     out.lines()
@@ -140,6 +205,59 @@ pub fn parse_sim(out: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolution(key: &str, kernel_version: &str) -> Resolution {
+        let p = |n: &str, v: &str| Pkg {
+            name: n.into(),
+            version: v.into(),
+            arch: "amd64".into(),
+            sha256: "00".into(),
+        };
+        Resolution {
+            key: key.into(),
+            kernel: p("linux-image-6.1.0-1-cloud-amd64", kernel_version),
+            busybox: p("busybox-static", "1.35"),
+            pkgs: vec![p("systemd", "252"), p("sudo", "1.9")],
+        }
+    }
+
+    #[test]
+    fn a_resolution_is_kept_under_its_key_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("x86_64/resolution.json");
+        let k1 = resolution_key("lists-1", Arch::X86_64, "linux-image-cloud-amd64");
+        let (r, kept) = memo(&file, &k1, || Ok(resolution(&k1, "6.1.1"))).unwrap();
+        assert!(!kept);
+        assert_eq!(r, resolution(&k1, "6.1.1"));
+        // the same key: kept, apt is not asked
+        let (r, kept) = memo(&file, &k1, || panic!("resolved again under the same key")).unwrap();
+        assert!(kept);
+        assert_eq!(r, resolution(&k1, "6.1.1"));
+        // other lists, arch or kernel metapackage: another key, resolved anew
+        let k2 = resolution_key("lists-2", Arch::X86_64, "linux-image-cloud-amd64");
+        assert_ne!(k2, k1);
+        assert_ne!(
+            resolution_key("lists-1", Arch::Aarch64, "linux-image-cloud-amd64"),
+            k1
+        );
+        assert_ne!(
+            resolution_key("lists-1", Arch::X86_64, "linux-image-cloud-arm64"),
+            k1
+        );
+        let (r, kept) = memo(&file, &k2, || Ok(resolution(&k2, "6.1.2"))).unwrap();
+        assert!(!kept);
+        assert_eq!(r.kernel.version, "6.1.2");
+        // a damaged file counts as absent; a failed resolution keeps nothing
+        std::fs::write(&file, "{").unwrap();
+        assert!(memo(&file, &k2, || anyhow::bail!("apt failed")).is_err());
+        let (_, kept) = memo(&file, &k2, || Ok(resolution(&k2, "6.1.2"))).unwrap();
+        assert!(!kept);
+        // a resolution under another key is refused, not kept
+        let e = memo(&file, &k1, || Ok(resolution(&k2, "6.1.2"))).unwrap_err();
+        assert!(e.to_string().contains("offered for key"), "{e}");
+        let (_, kept) = memo(&file, &k2, || panic!("kept file lost")).unwrap();
+        assert!(kept);
+    }
 
     #[test]
     fn sim_parsing() {
