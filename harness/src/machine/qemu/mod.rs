@@ -14,4 +14,4 @@ pub mod process;
 pub mod qmp;
 pub mod slots;
 
-pub use instance::{BootOptions, QemuInstance};
+pub use instance::{default_cpus, BootOptions, QemuInstance};
