@@ -146,14 +146,26 @@ pub struct Resolution {
     pub pkgs: Vec<Pkg>,
 }
 
+/// The code that resolves (this file, the image build, the apt root and
+/// the Debian package queries): a change to how packages are resolved
+/// is a new key even when apt's lists stay the same.
+const RESOLVER: &[&str] = &[
+    include_str!("packages.rs"),
+    include_str!("mod.rs"),
+    include_str!("../apt_root.rs"),
+    include_str!("../debian/packages.rs"),
+];
+
 /// The key of a resolution: the apt root's lists (`lists_fingerprint`),
-/// the arch, the kernel metapackage and [`ROOTFS_PACKAGES`].
+/// the arch, the kernel metapackage, [`ROOTFS_PACKAGES`] and the resolving
+/// code.
 pub fn resolution_key(lists_fingerprint: &str, arch: Arch, kernel_meta: &str) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for f in [lists_fingerprint, arch.as_str(), kernel_meta]
         .into_iter()
         .chain(ROOTFS_PACKAGES.iter().copied())
+        .chain(RESOLVER.iter().copied())
     {
         h.update((f.len() as u64).to_le_bytes());
         h.update(f);
