@@ -2,6 +2,17 @@
 //! proves it works (on some hosts `/dev/kvm` exists but hangs), else TCG.
 //! A request for KVM that the probe refutes is an error, never a silent
 //! fallback.
+//!
+//! The probe runs firmware, not a kernel, so a KVM that passes it can
+//! still fail a real guest. Seen on a 2-core machine of this workplace:
+//! `/dev/kvm` served by `kvm_pvm` (PVM, a KVM flavour that runs only
+//! kernels built as PVM guests; no `vmx`/`svm` in `/proc/cpuinfo`) ran
+//! SeaBIOS, then stopped every Debian cloud kernel early in its boot with
+//! "KVM internal error. Suberror: 1 … emulation failure" at a
+//! `lock cmpxchg16b`. So a PVM-only KVM fails the probe outright
+//! ([`kvm_flavour`]), and a KVM fault in any real guest ([`kvm_fault_in`])
+//! refutes KVM for this host until its next boot ([`refute_kvm`]): the
+//! instance boots again under TCG and later guests go straight to TCG.
 
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -46,10 +57,116 @@ impl AccelRequest {
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// The KVM probe's verdict for this process (run once).
-fn kvm_probe() -> &'static Result<(), String> {
+/// The KVM probe's verdict for this process (run once), unless a real
+/// guest refuted KVM on this host ([`refute_kvm`]) since.
+fn kvm_probe() -> Result<(), String> {
     static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
-    PROBE.get_or_init(probe_kvm_now)
+    if let Some(why) = refuted_at(&verdict_dir(), &boot_id()) {
+        return Err(why);
+    }
+    PROBE.get_or_init(probe_kvm_now).clone()
+}
+
+/// What QEMU prints when KVM stops a guest it cannot run
+/// (`accel/kvm/kvm-all.c`: "KVM internal error. Suberror: %d", then e.g.
+/// "emulation failure" and the register dump, and the VM is paused).
+pub const KVM_FAULT_MARK: &str = "KVM internal error";
+
+/// The fault in QEMU's stderr, if any: its first line and, when QEMU
+/// names one, the failure ("emulation failure").
+pub fn kvm_fault_in(stderr: &str) -> Option<String> {
+    let at = stderr.find(KVM_FAULT_MARK)?;
+    let rest = &stderr[at..];
+    let first = rest.lines().next().unwrap_or(KVM_FAULT_MARK).trim();
+    let what = rest
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("extra data") && !l.contains('='));
+    Some(match what {
+        Some(w) => format!("{first} ({w})"),
+        None => first.to_string(),
+    })
+}
+
+/// A guest stopped by KVM ([`kvm_fault_in`]); `message` says what was
+/// expected, what QEMU printed and where the logs are.
+#[derive(Debug)]
+pub struct KvmFault {
+    pub fault: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for KvmFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for KvmFault {}
+
+/// Where the host's verdict on KVM is kept: beside the guest slots
+/// (per user, shared by every harness process on the machine).
+fn verdict_dir() -> std::path::PathBuf {
+    super::slots::machine_dir(std::env::var("HARNESS_GUEST_SLOTS_DIR").ok().as_deref())
+}
+
+const VERDICT_FILE: &str = "kvm-refuted";
+
+/// This boot of the host (`/proc/sys/kernel/random/boot_id`): a verdict
+/// holds until the host reboots (a new kernel or module may fix KVM).
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Refute KVM for this host until its next boot: later [`choose`] calls,
+/// in this process and in others, pick TCG (or fail a `kvm` request)
+/// naming `why`. Returns the verdict file.
+pub fn refute_kvm(why: &str) -> std::path::PathBuf {
+    refute_at(&verdict_dir(), &boot_id(), why)
+}
+
+/// [`refute_kvm`] with the directory and boot id explicit.
+pub fn refute_at(dir: &std::path::Path, boot: &str, why: &str) -> std::path::PathBuf {
+    let file = dir.join(VERDICT_FILE);
+    let _ = std::fs::create_dir_all(dir);
+    let tmp = dir.join(format!(".{VERDICT_FILE}-{}", std::process::id()));
+    if std::fs::write(&tmp, format!("{boot}\n{why}\n")).is_ok() {
+        let _ = std::fs::rename(&tmp, &file);
+    }
+    file
+}
+
+/// The verdict kept in `dir` for host boot `boot`, as a reason.
+pub fn refuted_at(dir: &std::path::Path, boot: &str) -> Option<String> {
+    let file = dir.join(VERDICT_FILE);
+    let text = std::fs::read_to_string(&file).ok()?;
+    let (kept_boot, why) = text.split_once('\n')?;
+    (kept_boot == boot).then(|| {
+        format!(
+            "a guest on this host was stopped by KVM: {} (verdict kept in {} until the host reboots)",
+            why.trim(),
+            file.display()
+        )
+    })
+}
+
+/// Which KVM serves `/dev/kvm`, read from the loaded modules under
+/// `sys_module` (`/sys/module`): `Err` for a PVM-only host (`kvm_pvm`
+/// without `kvm_intel`/`kvm_amd`), whose KVM runs only kernels built as
+/// PVM guests (the PVM RFC, "KVM: x86/PVM: Introduce a new hypervisor",
+/// LKML, February 2024); neither the contract nor the NixOS guest is one.
+pub fn kvm_flavour(sys_module: &std::path::Path) -> Result<(), String> {
+    let loaded = |m: &str| sys_module.join(m).exists();
+    if loaded("kvm_pvm") && !loaded("kvm_intel") && !loaded("kvm_amd") {
+        return Err(format!(
+            "/dev/kvm is PVM ({} is loaded, kvm_intel and kvm_amd are not): it runs only kernels built as PVM guests, which these guests are not",
+            sys_module.join("kvm_pvm").display()
+        ));
+    }
+    Ok(())
 }
 
 /// Where KVM lives; the probe fails, naming it, when it is missing.
@@ -167,6 +284,9 @@ pub fn probe_kvm_at(dev: &std::path::Path, host: &str, timeout: Duration) -> Res
             "{} does not exist (no KVM on this host, or the runner does not expose it)",
             dev.display()
         ));
+    }
+    if host == "x86_64" && dev == std::path::Path::new(KVM_DEVICE) {
+        kvm_flavour(std::path::Path::new("/sys/module"))?;
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let probe = kvm_probe_for(host, dir.path())?;
@@ -330,6 +450,69 @@ mod tests {
         assert!(kvm_probe_for("riscv64", dir.path())
             .unwrap_err()
             .contains("riscv64"));
+    }
+
+    /// QEMU's stderr from a real guest stopped by KVM on a PVM host
+    /// (shortened register dump).
+    const PVM_STDERR: &str = "KVM internal error. Suberror: 1\nextra data[0]: 0x0000000000000001\nextra data[1]: 0x74204dc70f48f00f\nemulation failure\nRAX=ffff8885c1041040 RBX=0000000000000000\nCode=24 5b 80 41 <f0> 48 0f c7 4d 20\n";
+
+    #[test]
+    fn a_kvm_fault_is_found_in_qemu_stderr_and_nothing_else_is() {
+        assert_eq!(
+            kvm_fault_in(&format!("qemu: warning: x\n{PVM_STDERR}")).as_deref(),
+            Some("KVM internal error. Suberror: 1 (emulation failure)")
+        );
+        assert_eq!(
+            kvm_fault_in("KVM internal error. Suberror: 3\n").as_deref(),
+            Some("KVM internal error. Suberror: 3")
+        );
+        assert_eq!(kvm_fault_in(""), None);
+        assert_eq!(
+            kvm_fault_in("qemu-system-x86_64: terminating on signal 15\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_refuted_kvm_holds_for_this_host_boot_only() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(refuted_at(dir.path(), "boot-1"), None);
+        let file = refute_at(
+            dir.path(),
+            "boot-1",
+            "KVM internal error (emulation failure)",
+        );
+        let why = refuted_at(dir.path(), "boot-1").expect("refuted for this boot");
+        assert!(
+            why.contains("emulation failure") && why.contains(&file.display().to_string()),
+            "{why}"
+        );
+        assert_eq!(refuted_at(dir.path(), "boot-2"), None, "a reboot re-probes");
+        // the write leaves no temporary file behind
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(VERDICT_FILE)]);
+    }
+
+    #[test]
+    fn a_pvm_only_kvm_is_refused_and_a_vmx_kvm_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = |n: &str| std::fs::create_dir_all(dir.path().join(n)).unwrap();
+        assert!(
+            kvm_flavour(dir.path()).is_ok(),
+            "no modules: the probe decides"
+        );
+        m("kvm");
+        m("kvm_pvm");
+        let e = kvm_flavour(dir.path()).unwrap_err();
+        assert!(e.contains("PVM") && e.contains("kvm_pvm"), "{e}");
+        m("kvm_intel");
+        assert!(
+            kvm_flavour(dir.path()).is_ok(),
+            "kvm_intel serves /dev/kvm too"
+        );
     }
 
     #[test]

@@ -87,6 +87,30 @@ pub fn default_cpus(accel: Accel) -> u32 {
     }
 }
 
+/// Resolves only when QEMU cannot bring the guest up: KVM stopped it
+/// ([`accel::kvm_fault_in`] in its stderr; QEMU then stays alive with the
+/// guest paused, so only its stderr tells) or QEMU exited. Checked every
+/// 250 ms while the boot waits for the probe shell, so neither costs the
+/// whole boot timeout.
+async fn watch_qemu(child: &mut Child, stderr_log: &Path) -> (anyhow::Error, Option<String>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let text = std::fs::read_to_string(stderr_log).unwrap_or_default();
+        if let Some(fault) = accel::kvm_fault_in(&text) {
+            return (
+                anyhow::anyhow!("KVM stopped the guest before its probe shell started: {fault}"),
+                Some(fault),
+            );
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return (
+                anyhow::anyhow!("QEMU exited ({status}) before the guest's probe shell started"),
+                None,
+            );
+        }
+    }
+}
+
 pub struct QemuInstance {
     id: String,
     arch: Arch,
@@ -240,7 +264,49 @@ impl QemuInstance {
             inst.cfg.serial_log.display(),
             inst.artifacts.serial_log.display()
         ));
-        inst.power_on().await?;
+        if let Err(e) = inst.power_on().await {
+            let Some(f) = e.downcast_ref::<accel::KvmFault>() else {
+                return Err(e);
+            };
+            if inst.accel != Accel::Kvm || inst.opts.accel != AccelRequest::Auto {
+                return Err(e);
+            }
+            // KVM passed its probe but cannot run this guest: refute it for
+            // the host and boot this instance again, from fresh disks, under
+            // TCG (`accel` module doc).
+            let verdict = accel::refute_kvm(&f.fault);
+            eprintln!(
+                "accelerator: tcg (KVM stopped {} at boot: {}; booting it again under TCG; later guests on this host use TCG until it reboots, verdict in {}; first boot's serial log: {})",
+                inst.id,
+                f.fault,
+                verdict.display(),
+                inst.artifacts.serial_log.display()
+            );
+            // Killed and reaped before the disks are made again: QEMU holds
+            // a lock on them until it is gone.
+            if let Some(mut c) = inst.child.take() {
+                if let Some(pid) = c.id() {
+                    process::kill_group(pid);
+                }
+                let _ = c.kill().await;
+            }
+            process::register_pgid(&inst.id, None);
+            inst.probe.detach().await;
+            disks::create_overlay_sized(
+                &image.base,
+                &image.base_format,
+                &inst.cfg.root_overlay,
+                inst.opts.root_disk_gib,
+            )?;
+            disks::create_home(&inst.cfg.home_disk, inst.opts.home_disk_gib)?;
+            if let Some(v) = &inst.cfg.uefi_vars {
+                disks::copy_uefi_vars(v)?;
+            }
+            inst.accel = Accel::Tcg;
+            inst.cfg.accel = Accel::Tcg;
+            inst.cfg.cpus = inst.opts.cpus.unwrap_or_else(|| default_cpus(Accel::Tcg));
+            inst.power_on().await?;
+        }
         Ok(inst)
     }
 
@@ -287,9 +353,9 @@ impl QemuInstance {
             self.accel,
             self.cfg.serial_log.display()
         );
-        let child = process::spawn(&bin, &args, &self.dir.join("qemu.stderr"))?;
+        let stderr_log = self.dir.join("qemu.stderr");
+        let mut child = process::spawn(&bin, &args, &stderr_log)?;
         process::register_pgid(&self.id, child.id());
-        self.child = Some(child);
         let attach = self.probe.attach(&listener, boot_timeout);
         let console = self.console();
         let progress = console.wait_for_line(
@@ -300,19 +366,24 @@ impl QemuInstance {
         );
         tokio::pin!(progress);
         let res = tokio::select! {
-            r = attach => r,
+            r = attach => r.map_err(|e| (e, None)),
             _ = &mut progress => std::future::pending().await,
+            e = watch_qemu(&mut child, &stderr_log) => Err(e),
         };
-        if let Err(e) = res {
-            let qemu_err =
-                std::fs::read_to_string(self.dir.join("qemu.stderr")).unwrap_or_default();
+        self.child = Some(child);
+        if let Err((e, fault)) = res {
+            let qemu_err = std::fs::read_to_string(&stderr_log).unwrap_or_default();
             self.save_artifacts();
-            anyhow::bail!(
+            let message = format!(
                 "{e}\nexpected the guest's probe shell to start; last console lines:\n{}\nqemu stderr: {}\n(serial log: {})",
                 self.console().tail(30),
                 qemu_err.trim(),
                 self.artifacts.serial_log.display()
             );
+            return Err(match fault {
+                Some(fault) => anyhow::Error::new(accel::KvmFault { fault, message }),
+                None => anyhow::anyhow!(message),
+            });
         }
         self.last_boot = start.elapsed();
         let reference = pace::reference(self.kind, self.arch);
@@ -580,5 +651,44 @@ impl Drop for QemuInstance {
         self.hard_kill_now();
         process::unregister(&self.id);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn watch(script: &str) -> (anyhow::Error, Option<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("qemu.stderr");
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.args(["-c", script])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().unwrap();
+        tokio::time::timeout(Duration::from_secs(60), watch_qemu(&mut child, &log))
+            .await
+            .expect("the watcher answers long before the boot timeout")
+    }
+
+    /// A QEMU whose guest KVM stopped stays alive, paused; the watcher
+    /// reads the fault from its stderr instead of waiting out the boot.
+    #[tokio::test]
+    async fn a_kvm_fault_ends_the_boot_wait_naming_the_fault() {
+        let (e, fault) =
+            watch("printf 'KVM internal error. Suberror: 1\\nemulation failure\\n' >&2; sleep 600")
+                .await;
+        assert_eq!(
+            fault.as_deref(),
+            Some("KVM internal error. Suberror: 1 (emulation failure)")
+        );
+        assert!(e.to_string().contains("KVM stopped the guest"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_exited_qemu_ends_the_boot_wait_and_is_no_kvm_fault() {
+        let (e, fault) = watch("echo 'qemu: could not open disk' >&2; exit 1").await;
+        assert_eq!(fault, None);
+        assert!(e.to_string().contains("QEMU exited"), "{e}");
     }
 }
