@@ -131,7 +131,12 @@ pub fn refute_kvm(why: &str) -> std::path::PathBuf {
 /// [`refute_kvm`] with the directory and boot id explicit.
 pub fn refute_at(dir: &std::path::Path, boot: &str, why: &str) -> std::path::PathBuf {
     let file = dir.join(VERDICT_FILE);
-    let _ = std::fs::create_dir_all(dir);
+    use std::os::unix::fs::DirBuilderExt as _;
+    // Private like the slots beside it (another user's verdict is not ours).
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir);
     let tmp = dir.join(format!(".{VERDICT_FILE}-{}", std::process::id()));
     if std::fs::write(&tmp, format!("{boot}\n{why}\n")).is_ok() {
         let _ = std::fs::rename(&tmp, &file);
