@@ -123,6 +123,20 @@ impl Terraform {
             cmd.env(k, v);
         }
         cmd.envs(set.iter().map(|(k, v)| (k, v)));
+        // Terraform gets SIGTERM when the harness dies (its signal handler's
+        // exit, SIGKILL, a panic that aborts): it then stops as after
+        // Ctrl-C, keeping its state and stopping its providers. Without it a
+        // SIGTERM to the harness alone left `terraform-provider-aws` and
+        // `terraform-provider-coder` running with no parent.
+        // SAFETY: prctl is async-signal-safe; runs in the child before exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let err = |status: String, stdout: String, stderr: String| TerraformError {
             args: args.join(" "),
             dir: cwd.to_path_buf(),
@@ -247,6 +261,63 @@ pub fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::time::Duration;
+
+    /// A harness that dies while Terraform runs takes it down gracefully:
+    /// a stand-in `terraform` started from a thread that then ends (as the
+    /// harness's threads do when it exits) gets SIGTERM.
+    #[test]
+    fn terraform_gets_sigterm_when_the_harness_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = dir.path().join("seen");
+        let bin = dir.path().join("terraform");
+        std::fs::write(
+            &bin,
+            format!(
+                "#!/bin/sh\ntrap 'echo TERM > {}; exit 0' TERM\necho started > {}\ni=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n",
+                seen.display(),
+                seen.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tf = Terraform {
+            bin,
+            tmp: tempfile::tempdir().unwrap(),
+            env: Vec::new(),
+        };
+        let work = dir.path().to_path_buf();
+        let seen2 = seen.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let run = Box::pin(tf.run(&work, &["apply"]));
+                let mut run = std::mem::ManuallyDrop::new(run);
+                // Run until the stand-in has started, then leave it running
+                // (never dropped: no kill_on_drop) and end the thread.
+                while std::fs::read_to_string(&seen2).unwrap_or_default() != "started\n" {
+                    let _ = tokio::time::timeout(Duration::from_millis(100), &mut *run).await;
+                }
+            });
+            std::mem::forget(rt);
+        })
+        .join()
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::fs::read_to_string(&seen).unwrap_or_default() != "TERM\n" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "expected the stand-in terraform to get SIGTERM when its thread ended; it wrote {:?}",
+                std::fs::read_to_string(&seen).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 
     #[tokio::test]
     async fn apply_and_output_a_tiny_module() {
