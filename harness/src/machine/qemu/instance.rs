@@ -198,20 +198,22 @@ impl QemuInstance {
         let imds = ImdsServer::start(icfg, Some(imds_log.clone()))?;
 
         let root_overlay = dir.join("root.qcow2");
-        disks::create_overlay_sized(
-            &image.base,
-            &image.base_format,
-            &root_overlay,
-            opts.root_disk_gib,
-        )?;
         let home_disk = dir.join("home.qcow2");
-        disks::create_home(&home_disk, opts.home_disk_gib)?;
-        let uefi_vars = if variant.arch == Arch::Aarch64 && image.boot == BootMethod::Firmware {
-            let v = dir.join("vars.fd");
-            disks::copy_uefi_vars(&v)?;
-            Some(v)
-        } else {
-            None
+        let uefi_vars = (variant.arch == Arch::Aarch64 && image.boot == BootMethod::Firmware)
+            .then(|| dir.join("vars.fd"));
+        // The instance's disks, made anew (also after a KVM fault below).
+        let make_disks = |cfg: &QemuConfig, opts: &BootOptions| -> anyhow::Result<()> {
+            disks::create_overlay_sized(
+                &image.base,
+                &image.base_format,
+                &cfg.root_overlay,
+                opts.root_disk_gib,
+            )?;
+            disks::create_home(&cfg.home_disk, opts.home_disk_gib)?;
+            if let Some(v) = &cfg.uefi_vars {
+                disks::copy_uefi_vars(v)?;
+            }
+            Ok(())
         };
         let exe = std::env::var_os("HARNESS_EXE")
             .map(PathBuf::from)
@@ -235,6 +237,7 @@ impl QemuInstance {
             net: opts.net.clone(),
             relay_exe: exe.clone(),
         };
+        make_disks(&cfg, &opts)?;
         let artifacts = Artifacts {
             dir: opts.artifacts_dir.clone(),
             serial_log: opts.artifacts_dir.join("serial.log"),
@@ -292,16 +295,7 @@ impl QemuInstance {
             }
             process::register_pgid(&inst.id, None);
             inst.probe.detach().await;
-            disks::create_overlay_sized(
-                &image.base,
-                &image.base_format,
-                &inst.cfg.root_overlay,
-                inst.opts.root_disk_gib,
-            )?;
-            disks::create_home(&inst.cfg.home_disk, inst.opts.home_disk_gib)?;
-            if let Some(v) = &inst.cfg.uefi_vars {
-                disks::copy_uefi_vars(v)?;
-            }
+            make_disks(&inst.cfg, &inst.opts)?;
             inst.accel = Accel::Tcg;
             inst.cfg.accel = Accel::Tcg;
             inst.cfg.cpus = inst.opts.cpus.unwrap_or_else(|| default_cpus(Accel::Tcg));
