@@ -128,15 +128,7 @@ impl Terraform {
         // Ctrl-C, keeping its state and stopping its providers. Without it a
         // SIGTERM to the harness alone left `terraform-provider-aws` and
         // `terraform-provider-coder` running with no parent.
-        // SAFETY: prctl is async-signal-safe; runs in the child before exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        crate::machine::qemu::process::die_with_parent(&mut cmd, libc::SIGTERM);
         let err = |status: String, stdout: String, stderr: String| TerraformError {
             args: args.join(" "),
             dir: cwd.to_path_buf(),

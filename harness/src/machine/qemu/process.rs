@@ -180,14 +180,21 @@ pub fn spawn(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
 /// such as `moto_server` use it too.
 pub fn spawn_guarded(mut cmd: Command) -> anyhow::Result<Child> {
     cmd.kill_on_drop(true).process_group(0);
+    die_with_parent(&mut cmd, libc::SIGKILL);
+    Ok(cmd.spawn()?)
+}
+
+/// The child gets `signal` when the thread that started it ends
+/// (`PR_SET_PDEATHSIG`); the harness exiting in any way (its signal
+/// handler, SIGKILL, an abort) ends every thread.
+pub fn die_with_parent(cmd: &mut Command, signal: libc::c_int) {
     // SAFETY: prctl is async-signal-safe; runs in the child before exec.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    Ok(cmd.spawn()?)
 }
